@@ -1,0 +1,110 @@
+"""A pymanopt autodiff backend on PyTorch that keeps tensors on their device.
+
+pymanopt's own PyTorch backend converts every point to numpy and back, so it cannot run on
+a GPU. :class:`TorchBackend` passes torch tensors through untouched: gradients come from
+``torch.autograd.grad`` and Hessian-vector products from double backward, on the points'
+device and dtype. Numpy points (e.g. from ``manifold.random_point()``) are wrapped without a
+copy and the results handed back as numpy, so the same problem also runs on numpy points.
+
+The cost is returned as a Python ``float``: pymanopt's optimizers branch on it, log it and
+test it with numpy functions that cannot read a CUDA tensor. That is one device
+synchronisation per cost evaluation (see ``benchmarks/pymanopt_torch_backend.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from pymanopt.autodiff.backends._backend import Backend
+from pymanopt.tools import bisect_sequence, unpack_singleton_sequence_return_value
+
+__all__ = ["TorchBackend"]
+
+
+def _as_tensor(value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise TypeError(
+        f"riemann_dnn.function.torch: expected torch tensors or numpy arrays as arguments, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _like_inputs(results: Sequence[torch.Tensor], inputs: Sequence) -> list:
+    """Hand results back as numpy where the caller passed numpy."""
+    return [
+        result.detach().numpy() if isinstance(source, np.ndarray) else result.detach()
+        for result, source in zip(results, inputs)
+    ]
+
+
+def _leaves(args: Sequence) -> list[torch.Tensor]:
+    """Fresh autograd leaves for ``args`` (never mutates the caller's tensors)."""
+    return [_as_tensor(arg).detach().requires_grad_(True) for arg in args]
+
+
+def _scalar_output(value, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError(
+            f"riemann_dnn.function.torch: the cost {name!r} must return a scalar torch tensor, "
+            f"got {type(value).__name__}"
+            + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else "")
+        )
+    return value.reshape(())
+
+
+def _gradients(value: torch.Tensor, leaves: list[torch.Tensor], create_graph: bool = False):
+    grads = torch.autograd.grad(value, leaves, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves)]
+
+
+class TorchBackend(Backend):
+    """pymanopt backend: torch cost functions, autograd derivatives, device-native tensors."""
+
+    def __init__(self):
+        super().__init__("riemann_dnn.torch")
+
+    @staticmethod
+    def is_available() -> bool:
+        return True
+
+    def prepare_function(self, function: Callable) -> Callable:
+        @functools.wraps(function)
+        def cost(*args):
+            with torch.no_grad():
+                value = _scalar_output(function(*map(_as_tensor, args)), function.__name__)
+            return float(value)
+
+        return cost
+
+    def generate_gradient_operator(self, function: Callable, num_arguments: int) -> Callable:
+        def gradient(*args):
+            leaves = _leaves(args)
+            value = _scalar_output(function(*leaves), function.__name__)
+            return _like_inputs(_gradients(value, leaves), args)
+
+        if num_arguments == 1:
+            return unpack_singleton_sequence_return_value(gradient)
+        return gradient
+
+    def generate_hessian_operator(self, function: Callable, num_arguments: int) -> Callable:
+        def hessian_vector_product(*args):
+            points, vectors = bisect_sequence(list(args))
+            leaves = _leaves(points)
+            value = _scalar_output(function(*leaves), function.__name__)
+            grads = _gradients(value, leaves, create_graph=True)
+            directional = sum(
+                torch.sum(g * _as_tensor(v).to(g.dtype)) for g, v in zip(grads, vectors)
+            )
+            if not directional.requires_grad:  # cost is affine: the Hessian vanishes
+                return _like_inputs([torch.zeros_like(x) for x in leaves], points)
+            return _like_inputs(_gradients(directional, leaves), points)
+
+        if num_arguments == 1:
+            return unpack_singleton_sequence_return_value(hessian_vector_product)
+        return hessian_vector_product

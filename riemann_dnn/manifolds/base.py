@@ -1,0 +1,149 @@
+"""The shared base of riemann_dnn's manifolds: embedded submanifolds of a Euclidean space."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from pymanopt.manifolds.manifold import RiemannianSubmanifold
+
+from ._array import Array, Generator, namespace, random_normal, random_normal_like, to_float
+
+__all__ = ["EmbeddedManifold"]
+
+
+class EmbeddedManifold(RiemannianSubmanifold):
+    r"""A Riemannian submanifold of :math:`\mathbb{R}^{\text{shape}}` with the trace metric
+    :math:`\langle U, V\rangle = \sum_{ij} U_{ij} V_{ij}`.
+
+    Subclasses give ``projection``, the retractions (methods ``_retraction_<name>``) and a
+    ``_to_manifold`` map used by ``random_point``. Every method accepts numpy arrays or torch
+    tensors and returns the same kind on the same device; scalar-valued methods
+    (``inner_product``, ``norm``, ``dist``) return Python floats, as pymanopt's optimizers
+    expect.
+
+    Attributes:
+        retractions: the available retractions, each mapped to its order of agreement with
+            the exponential map: ``d(R_x(tv), exp_x(tv)) = O(t^(order + 1))``.
+    """
+
+    retractions: ClassVar[dict[str, float]] = {}
+    default_retraction: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        name: str,
+        dimension: int,
+        shape: tuple[int, ...],
+        retraction: str | None = None,
+    ):
+        super().__init__(name, int(dimension))
+        self._shape = tuple(int(s) for s in shape)
+        retraction = self.default_retraction if retraction is None else retraction
+        if retraction not in self.retractions:
+            raise ValueError(
+                f"{type(self).__name__}: unknown retraction {retraction!r}; "
+                f"choose one of {sorted(self.retractions)}"
+            )
+        self._retraction_name = retraction
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def point_shape(self) -> tuple[int, ...]:
+        """Shape of the arrays that represent points and tangent vectors."""
+        return self._shape
+
+    @property
+    def retraction_name(self) -> str:
+        """The retraction that :meth:`retraction` applies."""
+        return self._retraction_name
+
+    @property
+    def retraction_order(self) -> float:
+        """Order of agreement of the chosen retraction with ``exp`` (``inf`` for ``exp``)."""
+        return self.retractions[self._retraction_name]
+
+    # -- metric ---------------------------------------------------------------------------
+    def inner_product(self, point: Array, tangent_vector_a: Array, tangent_vector_b: Array):
+        r""":math:`\langle U, V\rangle_X = \operatorname{tr}(U^T V)` (summed over all axes)."""
+        xp = namespace(tangent_vector_a, tangent_vector_b)
+        return to_float(xp.sum(tangent_vector_a * tangent_vector_b))
+
+    def norm(self, point: Array, tangent_vector: Array) -> float:
+        r""":math:`\|U\|_X = \|U\|_F`."""
+        return to_float(namespace(tangent_vector).linalg.vector_norm(tangent_vector))
+
+    # -- tangent spaces -------------------------------------------------------------------
+    def to_tangent_space(self, point: Array, vector: Array) -> Array:
+        return self.projection(point, vector)
+
+    def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
+        r"""Vector transport by projection: :math:`\mathcal{T}_{X\to Y}(U) = P_Y(U)`."""
+        return self.projection(point_b, tangent_vector_a)
+
+    def zero_vector(self, point: Array) -> Array:
+        return namespace(point).zeros_like(point)
+
+    # -- moving -------------------------------------------------------------------------
+    def retraction(self, point: Array, tangent_vector: Array) -> Array:
+        """Apply the retraction chosen at construction (see :attr:`retraction_name`)."""
+        if self._retraction_name == "exp":
+            return self.exp(point, tangent_vector)
+        return getattr(self, f"_retraction_{self._retraction_name}")(point, tangent_vector)
+
+    # -- sampling -------------------------------------------------------------------------
+    def _to_manifold(self, ambient: Array) -> Array:
+        """Map a generic ambient array (e.g. Gaussian samples) onto the manifold."""
+        raise NotImplementedError
+
+    def random_point(
+        self,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        generator: Generator = None,
+    ) -> Array:
+        """A random point: numpy float64 by default (like pymanopt), or a torch tensor when
+        ``device``, a torch ``dtype`` or a :class:`torch.Generator` is given.
+
+        ``generator`` may also be an int seed (numpy, or torch when ``device``/``dtype``
+        ask for torch).
+        """
+        ambient = random_normal(self._shape, device=device, dtype=dtype, generator=generator)
+        return self._to_manifold(ambient)
+
+    def random_tangent_vector(self, point: Array, *, generator: Generator = None) -> Array:
+        """A random unit-norm tangent vector at ``point`` (same kind, dtype, device)."""
+        vector = self.projection(point, random_normal_like(point, generator))
+        return vector / namespace(vector).linalg.vector_norm(vector)
+
+    # -- validation -----------------------------------------------------------------------
+    def constraint_violation(self, point: Array) -> float:
+        """How far ``point`` is from satisfying the manifold's constraint (0 on it)."""
+        return 0.0
+
+    def check_point(self, point: Array, *, atol: float | None = None) -> None:
+        """Raise ``ValueError`` if ``point`` has the wrong shape or is off the manifold.
+
+        ``atol`` defaults to ``1e-5`` for float32 (or lower) data and ``1e-10`` for float64.
+        """
+        shape = tuple(point.shape)
+        if shape != self._shape:
+            raise ValueError(
+                f"{self}: expected a point of shape {self._shape}, got shape {shape}"
+            )
+        if atol is None:
+            atol = 1e-10 if "float64" in str(point.dtype) else 1e-5
+        violation = self.constraint_violation(point)
+        if not violation <= atol:  # also catches NaN
+            raise ValueError(
+                f"{self}: point is off the manifold (constraint violation {violation:.3g} > "
+                f"atol {atol:.1g}); project it first, e.g. with "
+                f"{type(self).__name__}.retraction or random_point()"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}<{self}, retraction={self._retraction_name!r}>"
+
+
+INF = math.inf

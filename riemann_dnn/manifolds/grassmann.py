@@ -1,0 +1,92 @@
+"""The Grassmann manifold of p-dimensional subspaces of R^n."""
+
+from __future__ import annotations
+
+import math
+
+from ._array import Array, namespace, qr_unique, to_float, transpose
+from .base import INF, EmbeddedManifold
+from .stiefel import _orthonormality_error
+
+__all__ = ["Grassmann"]
+
+
+class Grassmann(EmbeddedManifold):
+    r"""The (product) Grassmann manifold :math:`\mathrm{Gr}(n, p)^k`.
+
+    Drop-in for :class:`pymanopt.manifolds.Grassmann`: ``Grassmann(n, p, k=1)``. A subspace
+    is represented by an orthonormal basis :math:`X \in \mathrm{St}(n, p)` (shape ``(n, p)``,
+    or ``(k, n, p)``); tangent vectors are horizontal, :math:`X^TU = 0`. The geometry is the
+    quotient :math:`\mathrm{St}(n, p)/O(p)`.
+
+    - projection: :math:`P_X(V) = V - X X^TV`
+    - Riemannian Hessian: :math:`P_X(\nabla^2 f[U]) - U X^T\nabla f`
+    - ``exp``: with :math:`U = A\Sigma B^T`, :math:`\exp_X(U) = XB\cos\Sigma B^T + A\sin\Sigma B^T`
+    - ``log``, ``dist``: from principal angles :math:`\theta = \arccos\sigma(X^TY)`,
+      :math:`d = \|\theta\|`.
+
+    Retractions: ``"polar"`` (default, like pymanopt: the SVD polar factor of :math:`X + U`),
+    ``"qr"`` (the Q factor of :math:`X + U`; the same subspace as ``"polar"``, another basis,
+    cheaper) and ``"exp"``. Both span :math:`X + U`, whose principal angles to :math:`X` are
+    :math:`\arctan\sigma_i` instead of :math:`\sigma_i`: second order as subspaces.
+    """
+
+    retractions = {"polar": 2, "qr": 2, "exp": INF}
+    default_retraction = "polar"
+
+    def __init__(self, n: int, p: int, *, k: int = 1, retraction: str | None = None):
+        if n < p or p < 1:
+            raise ValueError(f"Grassmann: need n >= p >= 1, got n={n}, p={p}")
+        if k < 1:
+            raise ValueError(f"Grassmann: need k >= 1, got k={k}")
+        self._n, self._p, self._k = n, p, k
+        name = f"Grassmann manifold Gr({n},{p})" + (f"^{k}" if k > 1 else "")
+        shape = (n, p) if k == 1 else (k, n, p)
+        super().__init__(name, k * (n * p - p * p), shape, retraction)
+
+    @property
+    def typical_dist(self) -> float:
+        return math.sqrt(self._p * self._k)
+
+    def projection(self, point: Array, vector: Array) -> Array:
+        return vector - point @ (transpose(point) @ vector)
+
+    def euclidean_to_riemannian_hessian(self, point, euclidean_gradient, euclidean_hessian,
+                                        tangent_vector):
+        return self.projection(point, euclidean_hessian) - tangent_vector @ (
+            transpose(point) @ euclidean_gradient
+        )
+
+    def _retraction_polar(self, point: Array, tangent_vector: Array) -> Array:
+        u, _, vt = namespace(point).linalg.svd(point + tangent_vector, full_matrices=False)
+        return u @ vt
+
+    def _retraction_qr(self, point: Array, tangent_vector: Array) -> Array:
+        return qr_unique(point + tangent_vector)
+
+    def exp(self, point: Array, tangent_vector: Array) -> Array:
+        xp = namespace(point, tangent_vector)
+        u, s, vt = xp.linalg.svd(tangent_vector, full_matrices=False)
+        cos_s, sin_s = xp.cos(s)[..., None, :], xp.sin(s)[..., None, :]
+        y = point @ (transpose(vt) * cos_s) @ vt + (u * sin_s) @ vt
+        return qr_unique(y)  # re-orthonormalise against rounding, as pymanopt does
+
+    def log(self, point_a: Array, point_b: Array) -> Array:
+        xp = namespace(point_a, point_b)
+        ytx = transpose(point_b) @ point_a
+        at = transpose(point_b) - ytx @ transpose(point_a)
+        bt = xp.linalg.solve(ytx, at)
+        u, s, vt = xp.linalg.svd(transpose(bt), full_matrices=False)
+        return (u * xp.atan(s)[..., None, :]) @ vt
+
+    def dist(self, point_a: Array, point_b: Array) -> float:
+        xp = namespace(point_a, point_b)
+        s = xp.linalg.svdvals(transpose(point_a) @ point_b)
+        return to_float(xp.linalg.vector_norm(xp.acos(xp.clip(s, -1.0, 1.0))))
+
+    def _to_manifold(self, ambient: Array) -> Array:
+        return qr_unique(ambient)
+
+    def constraint_violation(self, point: Array) -> float:
+        r""":math:`\max|X^TX - I|` (the basis must be orthonormal)."""
+        return _orthonormality_error(point, self._p)

@@ -1,0 +1,82 @@
+"""Cartesian products of manifolds (e.g. oblique x oblique x Euclidean for a BN network)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pymanopt.manifolds import Product as _PymanoptProduct
+from pymanopt.manifolds.manifold import Manifold
+from pymanopt.manifolds.product import _ProductTangentVector
+
+from ._array import Generator, resolve_generator
+
+__all__ = ["Product"]
+
+
+class Product(_PymanoptProduct):
+    r"""The product :math:`\mathcal{M}_1 \times \dots \times \mathcal{M}_k` with the sum metric.
+
+    Drop-in for :class:`pymanopt.manifolds.Product`: points and tangent vectors are lists
+    with one array per factor; every operation acts factor-wise, and inner products add.
+    With riemann_dnn factors the arrays may be numpy or torch (any device).
+
+    Example::
+
+        Product([Oblique(64, 784, unit="rows"), Oblique(64, 32, unit="rows"), Euclidean(10, 32)])
+    """
+
+    def __init__(self, manifolds: Sequence[Manifold]):
+        manifolds = list(manifolds)
+        if not manifolds:
+            raise ValueError("Product needs at least one manifold")
+        for index, manifold in enumerate(manifolds):
+            if not isinstance(manifold, Manifold):
+                raise TypeError(
+                    f"Product: factor {index} is a {type(manifold).__name__}, not a manifold"
+                )
+        super().__init__(manifolds)
+
+    def random_point(
+        self, *, device: Any = None, dtype: Any = None, generator: Generator = None
+    ) -> list:
+        """A random point: one array per factor (see ``EmbeddedManifold.random_point``)."""
+        generator = resolve_generator(generator, device=device, dtype=dtype)
+        kwargs = {"device": device, "dtype": dtype, "generator": generator}
+        if all(value is None for value in kwargs.values()):
+            return [manifold.random_point() for manifold in self.manifolds]
+        return [manifold.random_point(**kwargs) for manifold in self.manifolds]
+
+    def random_tangent_vector(self, point, *, generator: Generator = None):
+        scale = len(self.manifolds) ** -0.5
+        vectors = [
+            scale * (m.random_tangent_vector(x, generator=generator) if generator is not None
+                     else m.random_tangent_vector(x))
+            for m, x in zip(self.manifolds, point)
+        ]
+        return _ProductTangentVector(vectors)
+
+    def constraint_violation(self, point) -> float:
+        """The largest constraint violation over the factors."""
+        return max(
+            float(getattr(m, "constraint_violation", lambda _: 0.0)(x))
+            for m, x in zip(self.manifolds, point)
+        )
+
+    def check_point(self, point, *, atol: float | None = None) -> None:
+        """Raise ``ValueError`` naming the factor whose point is malformed or off-manifold."""
+        if len(point) != len(self.manifolds):
+            raise ValueError(
+                f"Product: expected a point with {len(self.manifolds)} factors, got {len(point)}"
+            )
+        for index, (manifold, x) in enumerate(zip(self.manifolds, point)):
+            if hasattr(manifold, "check_point"):
+                try:
+                    manifold.check_point(x, atol=atol)
+                except ValueError as err:
+                    raise ValueError(f"Product factor {index}: {err}") from None
+
+    @property
+    def typical_dist(self) -> float:
+        return float(np.sqrt(sum(m.typical_dist**2 for m in self.manifolds)))

@@ -1,0 +1,141 @@
+r"""Unit spheres: the whole array (:class:`Sphere`) or each row/column (``Oblique``).
+
+The module-level kernels take ``axis``: the axes that form one sphere (``None`` for all).
+They are the single implementation of the sphere's formulas; :class:`Sphere` and
+:class:`~riemann_dnn.manifolds.Oblique` both call them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._array import Array, namespace, normalize, to_float
+from .base import INF, EmbeddedManifold
+
+__all__ = ["Sphere"]
+
+Axis = int | tuple[int, ...] | None
+
+
+def _dot(a: Array, b: Array, axis: Axis) -> Array:
+    """:math:`\\langle a, b\\rangle` over ``axis``, kept broadcastable."""
+    xp = namespace(a, b)
+    if axis is None:
+        return xp.sum(a * b)
+    return xp.sum(a * b, axis=axis, keepdims=True)
+
+
+def _norm(a: Array, axis: Axis) -> Array:
+    xp = namespace(a)
+    if axis is None:
+        return xp.linalg.vector_norm(a)
+    return xp.linalg.vector_norm(a, axis=axis, keepdims=True)
+
+
+def sphere_projection(x: Array, v: Array, axis: Axis) -> Array:
+    r""":math:`P_x(v) = v - \langle x, v\rangle x`."""
+    return v - x * _dot(x, v, axis)
+
+
+def sphere_weingarten(x: Array, u: Array, normal: Array, axis: Axis) -> Array:
+    r""":math:`W_x(u, n) = -\langle x, n\rangle u`."""
+    return -u * _dot(x, normal, axis)
+
+
+def sphere_exp(x: Array, u: Array, axis: Axis) -> Array:
+    r""":math:`\exp_x(u) = \cos(\|u\|)\,x + \frac{\sin\|u\|}{\|u\|}\,u`."""
+    xp = namespace(x, u)
+    t = _norm(u, axis)
+    return x * xp.cos(t) + u * xp.sinc(t / math.pi)
+
+
+def sphere_angles(x: Array, y: Array, axis: Axis) -> Array:
+    r"""Geodesic distances :math:`\arccos\langle x, y\rangle` per sphere."""
+    xp = namespace(x, y)
+    return xp.acos(xp.clip(_dot(x, y, axis), -1.0, 1.0))
+
+
+def sphere_log(x: Array, y: Array, axis: Axis) -> Array:
+    r""":math:`\log_x(y) = \theta\, P_x(y - x) / \|P_x(y - x)\|`, :math:`\theta = \arccos\langle x,
+    y\rangle`."""
+    xp = namespace(x, y)
+    v = sphere_projection(x, y - x, axis)
+    eps = xp.finfo(v.dtype).eps
+    return v * ((sphere_angles(x, y, axis) + eps) / (_norm(v, axis) + eps))
+
+
+def sphere_parallel_transport(x: Array, u: Array, v: Array, axis: Axis) -> Array:
+    r"""Parallel transport of :math:`v` along the geodesic :math:`t \mapsto \exp_x(tu)` to
+    :math:`t = 1`:
+
+    .. math:: v - \frac{\langle u, v\rangle}{\|u\|^2}\big((1 - \cos\|u\|)\,u + \|u\|\sin\|u\|\,x\big).
+    """
+    xp = namespace(x, u, v)
+    t = _norm(u, axis)
+    safe = xp.where(t > 0, t, xp.ones_like(t))
+    coef = _dot(u, v, axis) / (safe * safe)
+    return v - coef * ((1 - xp.cos(t)) * u + t * xp.sin(t) * x)
+
+
+class Sphere(EmbeddedManifold):
+    r"""The unit sphere :math:`\{X \in \mathbb{R}^{n_1\times\dots\times n_k} : \|X\|_F = 1\}`.
+
+    Drop-in for :class:`pymanopt.manifolds.Sphere`: ``Sphere(*shape)``. Riemannian submanifold
+    of the ambient space; :math:`P_X(V) = V - \langle X, V\rangle X`.
+
+    Retractions: ``"normalize"`` (default, :math:`R_X(U) = (X + U)/\|X + U\|`, second order;
+    the paper's Orth) and ``"exp"`` (the exponential map).
+    """
+
+    retractions = {"normalize": 2, "exp": INF}
+    default_retraction = "normalize"
+    _axis: Axis = None
+
+    def __init__(self, *shape: int, retraction: str | None = None):
+        if len(shape) == 0:
+            raise TypeError("Sphere needs a shape, e.g. Sphere(3) or Sphere(4, 5)")
+        if any(int(s) < 1 for s in shape):
+            raise ValueError(f"Sphere: every dimension must be >= 1, got shape {shape}")
+        dims = "x".join(str(s) for s in shape)
+        super().__init__(f"Sphere manifold of {dims} arrays", math.prod(shape) - 1, shape,
+                         retraction)
+
+    @property
+    def typical_dist(self) -> float:
+        return math.pi
+
+    def projection(self, point: Array, vector: Array) -> Array:
+        return sphere_projection(point, vector, self._axis)
+
+    def weingarten(self, point: Array, tangent_vector: Array, normal_vector: Array) -> Array:
+        return sphere_weingarten(point, tangent_vector, normal_vector, self._axis)
+
+    def exp(self, point: Array, tangent_vector: Array) -> Array:
+        return sphere_exp(point, tangent_vector, self._axis)
+
+    def _retraction_normalize(self, point: Array, tangent_vector: Array) -> Array:
+        return normalize(point + tangent_vector, self._axis)
+
+    def log(self, point_a: Array, point_b: Array) -> Array:
+        return sphere_log(point_a, point_b, self._axis)
+
+    def dist(self, point_a: Array, point_b: Array) -> float:
+        """Geodesic distance; for products of spheres, the root sum of squares."""
+        angles = sphere_angles(point_a, point_b, self._axis)
+        return to_float(namespace(angles).linalg.vector_norm(angles))
+
+    def parallel_transport(self, point: Array, tangent_vector: Array, vector: Array) -> Array:
+        """Transport ``vector`` from ``point`` to ``exp(point, tangent_vector)`` along the
+        geodesic (an isometry, unlike projection transport)."""
+        return sphere_parallel_transport(point, tangent_vector, vector, self._axis)
+
+    def pair_mean(self, point_a: Array, point_b: Array) -> Array:
+        return normalize(point_a + point_b, self._axis)
+
+    def _to_manifold(self, ambient: Array) -> Array:
+        return normalize(ambient, self._axis)
+
+    def constraint_violation(self, point: Array) -> float:
+        """Largest :math:`|\\,\\|x\\| - 1|` over the spheres."""
+        xp = namespace(point)
+        return to_float(xp.max(xp.abs(_norm(point, self._axis) - 1)))
