@@ -96,6 +96,11 @@ class EmbeddedManifold(RiemannianSubmanifold):
         """Map a generic ambient array (e.g. Gaussian samples) onto the manifold."""
         raise NotImplementedError
 
+    def project_point(self, ambient: Array) -> Array:
+        """Map an ambient array onto the manifold (e.g. row normalisation for unit-norm
+        rows, the Q factor for Stiefel and Grassmann); used to put initial weights on it."""
+        return self._to_manifold(ambient)
+
     def random_point(
         self,
         *,

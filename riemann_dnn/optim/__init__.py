@@ -1,0 +1,21 @@
+"""The torch side: :class:`RiemannianSGD`, a ``torch.optim.Optimizer``, the model helper
+that assigns manifolds to parameters, and learning-rate schedules (bold driver)."""
+
+from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
+from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
+from .rsgd import NonFiniteGradientError, RiemannianSGD, riemannian_sgd
+from .schedulers import BoldDriver, StepSizeScheduler
+
+__all__ = [
+    "RiemannianSGD",
+    "riemannian_sgd",
+    "NonFiniteGradientError",
+    "param_groups",
+    "scale_invariant_weights",
+    "verify_scale_invariance",
+    "BoldDriver",
+    "StepSizeScheduler",
+    "Geometry",
+    "MANIFOLD_NAMES",
+    "resolve_geometry",
+]
