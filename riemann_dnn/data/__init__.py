@@ -1,0 +1,48 @@
+"""Datasets: MNIST (IDX files, lookup, verification, download, an embedded subset).
+
+This is the bottom layer of riemann_dnn: it imports nothing else from the package.
+
+MNIST lookup order: ``data_dir`` (only it, when given), ``$RIEMANN_DNN_DATA/mnist`` then
+``$RIEMANN_DNN_DATA``, then the per-user cache (``~/.cache/riemann_dnn/mnist``);
+``load_mnist()`` falls back to the packaged 5,000/1,000-image subset with a warning.
+
+>>> from riemann_dnn.data import load_mnist, as_tensors
+>>> data = load_mnist(source="embedded")
+>>> x, y = as_tensors(data.train_images, data.train_labels)   # (5000, 784) in [0, 1], int64
+"""
+
+from .mnist import (
+    MNIST,
+    MNISTError,
+    MNISTNotFoundError,
+    MNISTVerification,
+    as_tensors,
+    download_mnist,
+    find_mnist_dir,
+    load_mnist,
+    mnist_cache_dir,
+    read_idx,
+    verify_mnist,
+    write_idx,
+)
+
+# Digit scenes (scenes.py) and CamVid (camvid.py): import them below and add their names to
+# __all__ in their own block.
+
+__all__ = [
+    # MNIST -- mnist.py
+    "MNIST",
+    "MNISTError",
+    "MNISTNotFoundError",
+    "MNISTVerification",
+    "as_tensors",
+    "download_mnist",
+    "find_mnist_dir",
+    "load_mnist",
+    "mnist_cache_dir",
+    "read_idx",
+    "verify_mnist",
+    "write_idx",
+    # Digit scenes -- scenes.py
+    # CamVid -- camvid.py
+]

@@ -1,0 +1,834 @@
+"""MNIST in its IDX format: read, find, verify, download and load it.
+
+MNIST is four IDX files (LeCun et al.): ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each raw or gzipped (``NAME.gz``).
+Any directory holding four IDX files in that layout loads (Fashion-MNIST, KMNIST, your own); only
+content whose checksums match the original MNIST is flagged ``canonical``.
+
+Where the files are looked for (:func:`find_mnist_dir`), in this order:
+
+1. ``data_dir``, when given: the directory itself, or its ``mnist/`` subdirectory -- and only
+   there, so a mistyped directory is an error rather than a silent switch to other data;
+2. ``$RIEMANN_DNN_DATA/mnist``, then ``$RIEMANN_DNN_DATA`` itself;
+3. the per-user cache, ``$XDG_CACHE_HOME/riemann_dnn/mnist`` (default
+   ``~/.cache/riemann_dnn/mnist``), which is where :func:`download_mnist` writes.
+
+Without any of them, ``load_mnist()`` falls back (with a warning) to a real-MNIST subset shipped
+inside the package: 5,000 training and 1,000 test images, drawn stratified at random by
+``scripts/make_embedded_mnist.py``.
+
+Example
+-------
+>>> from riemann_dnn.data import load_mnist, as_tensors
+>>> data = load_mnist()                   # full MNIST when found, else the embedded subset
+>>> x, y = as_tensors(data.train_images, data.train_labels)
+>>> x.shape[1], float(x.max()) <= 1.0, y.dtype
+(784, True, torch.int64)
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import secrets
+import urllib.request
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "EMBEDDED_DIR",
+    "MNIST",
+    "MNIST_FILES",
+    "MNIST_GZ_MD5",
+    "MNIST_MIRRORS",
+    "MNIST_SHA256",
+    "MNISTError",
+    "MNISTNotFoundError",
+    "MNISTVerification",
+    "as_tensors",
+    "download_mnist",
+    "find_mnist_dir",
+    "load_mnist",
+    "mnist_cache_dir",
+    "read_idx",
+    "verify_mnist",
+    "write_idx",
+]
+
+PathLike = str | os.PathLike
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+#: The four file names (without ``.gz``), in the order train images, train labels, test images,
+#: test labels.
+MNIST_FILES: tuple[str, ...] = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+#: sha256 of the canonical MNIST files' *uncompressed* content (independent of how they were
+#: gzipped); the train-images file's md5 is the well-known 6bbc9ace898e44ae57da46a324031adb.
+MNIST_SHA256: Mapping[str, str] = {
+    TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+#: md5 of the gzipped files as published by the mirrors (``NAME.gz``).
+MNIST_GZ_MD5: Mapping[str, str] = {
+    TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    TRAIN_LABELS: "d53e105ee54ea40749a09fcbcd1e9432",
+    TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
+    TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+#: Public mirrors serving ``NAME.gz`` for the four names, tried in order.
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+#: Environment variable naming a data root (MNIST in ``$RIEMANN_DNN_DATA/mnist``).
+DATA_ENV_VAR = "RIEMANN_DNN_DATA"
+
+#: The packaged real-MNIST subset (same file names and format as full MNIST).
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+_IDX_DTYPES: Mapping[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_CODES: Mapping[np.dtype, int] = {dt.newbyteorder("="): c for c, dt in _IDX_DTYPES.items()}
+
+_HOW_TO_PROVIDE = (
+    "To provide MNIST: pass data_dir=DIR (CLI: --data-dir DIR) with the four files in DIR or "
+    f"DIR/mnist; or set {DATA_ENV_VAR}=DIR; or download them into the user cache with "
+    "riemann_dnn.data.download_mnist() (or load_mnist(download=True))."
+)
+_HOW_TO_REPAIR = (
+    "Replace it with an intact copy, e.g. re-download MNIST with "
+    "riemann_dnn.data.download_mnist(force=True)."
+)
+
+
+class MNISTError(ValueError):
+    """MNIST-format data that is missing, corrupt, truncated or inconsistent.
+
+    The message names the file, what is wrong and how to fix it.
+    """
+
+
+class MNISTNotFoundError(MNISTError, FileNotFoundError):
+    """No directory holding the four MNIST files; the message lists every place looked in."""
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(path: PathLike) -> np.ndarray:
+    """Read an IDX file, gzipped or raw (recognised by its content, not its name).
+
+    The header (magic number ``0x0000TTDD``: data-type code ``TT``, ``DD`` dimensions, then one
+    big-endian uint32 per dimension) is validated, and the payload must be exactly as long as the
+    header says.
+
+    Returns:
+        A writable array of the header's shape, in native byte order (uint8 for MNIST).
+
+    Raises:
+        MNISTNotFoundError: ``path`` does not exist.
+        MNISTError: the file is unreadable, not IDX, corrupt or truncated (the message says which).
+
+    Example:
+        >>> read_idx("mnist/train-labels-idx1-ubyte.gz")[:5]  # doctest: +SKIP
+        array([5, 0, 4, 1, 9], dtype=uint8)
+    """
+    path = Path(path)
+    array = _parse_idx(_read_bytes(path), path)
+    return array if array.flags.writeable else array.copy()
+
+
+def write_idx(path: PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:
+    """Write ``array`` as an IDX file; gzipped when ``compress`` (default: ``path`` ends in .gz).
+
+    The gzip stream is reproducible (no timestamp or file name in its header), so the same
+    array always gives the same bytes. Supported dtypes: uint8, int8, int16, int32, float32,
+    float64. The write is atomic (temporary file, then rename).
+
+    Example:
+        >>> write_idx(tmp / "labels-idx1-ubyte.gz", np.array([3, 1, 4], np.uint8))  # doctest: +SKIP
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    code = _IDX_CODES.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(
+            f"write_idx: array dtype {array.dtype} has no IDX type code; "
+            "expected uint8, int8, int16, int32, float32 or float64."
+        )
+    if array.ndim == 0 or array.ndim > 255:
+        raise ValueError(f"write_idx: array.ndim={array.ndim}; IDX holds 1 to 255 dimensions.")
+    if any(n >= 2**32 for n in array.shape):
+        raise ValueError(f"write_idx: shape {array.shape} has a dimension >= 2**32.")
+    header = bytes((0, 0, code, array.ndim)) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    payload = header + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
+    if compress is None:
+        compress = path.suffix == ".gz"
+    if compress:
+        payload = gzip.compress(payload, compresslevel=9, mtime=0)
+    _atomic_write_bytes(path, payload)
+    return path
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The (decompressed) content of ``path``, with errors that name the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MNISTNotFoundError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise MNISTError(f"{path}: is a directory, expected an IDX file.") from None
+    except OSError as err:
+        raise MNISTError(
+            f"{path}: cannot be read ({err.strerror or err}); check its permissions."
+        ) from None
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as err:
+        raise MNISTError(
+            f"{path}: corrupt or truncated gzip data ({err or type(err).__name__}). "
+            + _HOW_TO_REPAIR
+        ) from None
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """Validate the IDX header of ``data`` and return a (read-only) view of its payload."""
+    if len(data) < 4:
+        raise MNISTError(
+            f"{path}: {len(data)} bytes, too short for an IDX header (truncated or empty file). "
+            + _HOW_TO_REPAIR
+        )
+    magic = int.from_bytes(data[:4], "big")
+    code, ndim = data[2], data[3]
+    if data[0] or data[1] or code not in _IDX_DTYPES or ndim == 0:
+        raise MNISTError(
+            f"{path}: not an IDX file: magic number 0x{magic:08X}, expected 0x0000TTDD with a "
+            "data-type code TT in 08, 09, 0B, 0C, 0D, 0E and DD >= 1 dimensions (MNIST images "
+            "0x00000803, labels 0x00000801). " + _HOW_TO_REPAIR
+        )
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise MNISTError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {header_len} header bytes, "
+            f"the file has {len(data)}. " + _HOW_TO_REPAIR
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[code]
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(data) - header_len
+    if actual != expected:
+        what = "truncated" if actual < expected else "has trailing bytes"
+        raise MNISTError(
+            f"{path}: {what}: the header promises shape {shape} of {dtype.name} = {expected} "
+            f"payload bytes, the file holds {actual}. " + _HOW_TO_REPAIR
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape)
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+        array.flags.writeable = False
+    return array
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _make_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _make_temp(path: Path) -> tuple[int, Path]:
+    """Create a new, empty temporary file beside ``path`` (mode 0o666 less the umask, like any
+    new file, unlike ``tempfile.mkstemp``'s 0o600); return its descriptor and path."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _unlink_quietly(path: PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the files
+# --------------------------------------------------------------------------------------------
+
+
+def mnist_cache_dir() -> Path:
+    """The per-user MNIST cache: ``$XDG_CACHE_HOME/riemann_dnn/mnist``, default
+    ``~/.cache/riemann_dnn/mnist`` (it need not exist)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "riemann_dnn" / "mnist"
+
+
+def _mnist_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """The four files in ``directory`` (``NAME`` preferred over ``NAME.gz``) and those missing."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for name in MNIST_FILES:
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                found[name] = candidate
+                break
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def _candidate_dirs(data_dir: PathLike | None) -> list[tuple[Path | None, str]]:
+    """Directories to search, in order, each with a label saying where it came from."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        return [(root, "data_dir"), (root / "mnist", "data_dir/mnist")]
+    env = os.environ.get(DATA_ENV_VAR, "")
+    if env:
+        root = Path(env).expanduser()
+        places = [(root / "mnist", f"${DATA_ENV_VAR}/mnist"), (root, f"${DATA_ENV_VAR}")]
+    else:
+        places = [(None, f"${DATA_ENV_VAR}")]
+    return [*places, (mnist_cache_dir(), "user cache")]
+
+
+def _why_not(directory: Path, missing: list[str]) -> str:
+    if not directory.exists():
+        return "does not exist"
+    if not directory.is_dir():
+        return "is not a directory"
+    if len(missing) == len(MNIST_FILES):
+        return "holds none of the four files"
+    return (
+        f"holds {len(MNIST_FILES) - len(missing)} of the four files, missing {', '.join(missing)}"
+    )
+
+
+def find_mnist_dir(data_dir: PathLike | None = None) -> Path:
+    """The directory holding the four MNIST-format IDX files (each ``NAME`` or ``NAME.gz``).
+
+    Args:
+        data_dir: when given, the directory holding the files or a parent with a ``mnist/``
+            subdirectory; nothing else is searched. When None: ``$RIEMANN_DNN_DATA/mnist``,
+            ``$RIEMANN_DNN_DATA``, then :func:`mnist_cache_dir`.
+
+    Returns:
+        The directory, resolved to an absolute path.
+
+    Raises:
+        MNISTNotFoundError: nowhere holds all four files; the message lists each place looked
+            in, why it did not qualify, and how to provide the files.
+    """
+    looked: list[str] = []
+    for directory, label in _candidate_dirs(data_dir):
+        if directory is None:
+            looked.append(f"  - {label}: not set")
+            continue
+        _, missing = _mnist_files(directory)
+        if not missing:
+            return directory.resolve()
+        looked.append(f"  - {directory} ({label}): {_why_not(directory, missing)}")
+    names = ", ".join(f"{name}[.gz]" for name in MNIST_FILES)
+    scope = (
+        f"\n(data_dir was given, so ${DATA_ENV_VAR} and the user cache were not searched.)"
+        if data_dir is not None
+        else ""
+    )
+    raise MNISTNotFoundError(
+        f"MNIST not found: no directory holds the four IDX files ({names}). Looked in:\n"
+        + "\n".join(looked)
+        + scope
+        + "\n"
+        + _HOW_TO_PROVIDE
+        + " Without them, load_mnist(source='embedded') gives the real-MNIST subset packaged "
+        "with riemann_dnn (5,000 training and 1,000 test images)."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and verification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class MNIST:
+    """An MNIST-format dataset in memory.
+
+    Attributes:
+        train_images: uint8 array (N, H, W), raw pixels 0..255 (H = W = 28 for MNIST).
+        train_labels: int64 array (N,).
+        test_images: uint8 array (M, H, W).
+        test_labels: int64 array (M,).
+        source: the directory the files were read from, or ``"embedded"``.
+        canonical: whether the four files are exactly the original MNIST.
+
+    The arrays are shared by every load of the same files and are read-only; copy one
+    (``a.copy()``) before modifying it.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+    canonical: bool
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of one image."""
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        """1 + the largest label in either split (10 for MNIST)."""
+        return 1 + int(max(self.train_labels.max(), self.test_labels.max()))
+
+    def __repr__(self) -> str:
+        h, w = self.image_shape
+        return (
+            f"MNIST(train={len(self.train_labels)}, test={len(self.test_labels)}, "
+            f"image_shape=({h}, {w}), source={self.source!r}, canonical={self.canonical})"
+        )
+
+
+@dataclass(frozen=True)
+class MNISTVerification:
+    """What :func:`verify_mnist` found in a consistent MNIST-format directory.
+
+    Attributes:
+        directory: the directory checked.
+        files: the file read for each of :data:`MNIST_FILES`.
+        train_size, test_size: number of images (= labels) per split.
+        image_shape: (H, W).
+        num_classes: 1 + largest label.
+        train_label_counts, test_label_counts: images per label 0..num_classes-1.
+        sha256: sha256 of each file's uncompressed content.
+        is_canonical: every sha256 equals :data:`MNIST_SHA256` (the original MNIST).
+    """
+
+    directory: Path
+    files: Mapping[str, Path]
+    train_size: int
+    test_size: int
+    image_shape: tuple[int, int]
+    num_classes: int
+    train_label_counts: tuple[int, ...]
+    test_label_counts: tuple[int, ...]
+    sha256: Mapping[str, str]
+    is_canonical: bool
+
+
+def _check_consistent(arrays: Mapping[str, np.ndarray], files: Mapping[str, Path]) -> None:
+    """Raise MNISTError unless the four arrays form an MNIST-format dataset."""
+    fix = "Replace the files with a matching, intact set of the four MNIST-format files."
+    for name in (TRAIN_IMAGES, TEST_IMAGES):
+        a = arrays[name]
+        if a.dtype != np.uint8 or a.ndim != 3 or 0 in a.shape:
+            raise MNISTError(
+                f"{files[name]}: expected uint8 images of shape (N, rows, cols) with N, rows, "
+                f"cols >= 1 (IDX magic 0x00000803); got {a.dtype} of shape {a.shape}. {fix}"
+            )
+    for name in (TRAIN_LABELS, TEST_LABELS):
+        a = arrays[name]
+        if a.dtype != np.uint8 or a.ndim != 1:
+            raise MNISTError(
+                f"{files[name]}: expected uint8 labels of shape (N,) (IDX magic 0x00000801); "
+                f"got {a.dtype} of shape {a.shape}. {fix}"
+            )
+    for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
+        n_img, n_lab = len(arrays[images]), len(arrays[labels])
+        if n_img != n_lab:
+            raise MNISTError(
+                f"{files[images]} holds {n_img} images but {files[labels]} holds {n_lab} "
+                f"labels; the two files do not belong together. {fix}"
+            )
+    train_hw, test_hw = arrays[TRAIN_IMAGES].shape[1:], arrays[TEST_IMAGES].shape[1:]
+    if train_hw != test_hw:
+        raise MNISTError(
+            f"{files[TRAIN_IMAGES]} has images of {train_hw} pixels but {files[TEST_IMAGES]} "
+            f"has {test_hw}; training and test images must share one size. {fix}"
+        )
+
+
+def _signature(files: Mapping[str, Path]) -> tuple[tuple[str, int, int], ...]:
+    """Identity of the files on disk, so a changed file is re-read rather than served stale."""
+    stats = [(str(files[n]), files[n].stat()) for n in MNIST_FILES]
+    return tuple((p, s.st_size, s.st_mtime_ns) for p, s in stats)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(
+    directory: str, signature: tuple[tuple[str, int, int], ...], source: str
+) -> tuple[MNIST, MNISTVerification]:
+    files = {name: Path(path) for name, (path, _, _) in zip(MNIST_FILES, signature, strict=True)}
+    arrays: dict[str, np.ndarray] = {}
+    sha256: dict[str, str] = {}
+    for name, path in files.items():
+        data = _read_bytes(path)
+        arrays[name] = _parse_idx(data, path)
+        sha256[name] = hashlib.sha256(data).hexdigest()
+    _check_consistent(arrays, files)
+
+    def frozen(a: np.ndarray, dtype: Any = None) -> np.ndarray:
+        a = a if dtype is None else a.astype(dtype)
+        a.flags.writeable = False
+        return a
+
+    train_labels = frozen(arrays[TRAIN_LABELS], np.int64)
+    test_labels = frozen(arrays[TEST_LABELS], np.int64)
+    num_classes = 1 + int(max(train_labels.max(), test_labels.max()))
+    canonical = all(sha256[n] == MNIST_SHA256[n] for n in MNIST_FILES)
+    data = MNIST(
+        train_images=frozen(arrays[TRAIN_IMAGES]),
+        train_labels=train_labels,
+        test_images=frozen(arrays[TEST_IMAGES]),
+        test_labels=test_labels,
+        source=source,
+        canonical=canonical,
+    )
+    report = MNISTVerification(
+        directory=Path(directory),
+        files=files,
+        train_size=len(train_labels),
+        test_size=len(test_labels),
+        image_shape=data.image_shape,
+        num_classes=num_classes,
+        train_label_counts=tuple(np.bincount(train_labels, minlength=num_classes).tolist()),
+        test_label_counts=tuple(np.bincount(test_labels, minlength=num_classes).tolist()),
+        sha256=sha256,
+        is_canonical=canonical,
+    )
+    return data, report
+
+
+def _load_dir(directory: Path, source: str | None = None) -> tuple[MNIST, MNISTVerification]:
+    files, missing = _mnist_files(directory)
+    if missing:  # the directory changed since it was found
+        raise MNISTNotFoundError(
+            f"{directory}: {_why_not(directory, missing)}. " + _HOW_TO_PROVIDE
+        )
+    return _load_cached(str(directory), _signature(files), source or str(directory))
+
+
+def verify_mnist(directory: PathLike) -> MNISTVerification:
+    """Check that ``directory`` holds a consistent MNIST-format dataset; say if it is MNIST.
+
+    Consistency (always required): four valid IDX files; images uint8 of shape (N, H, W),
+    the same H, W in both splits (28 x 28 for MNIST, any size for other MNIST-format sets);
+    labels uint8 of shape (N,) with as many labels as images. Canonicity (reported, not
+    required): the uncompressed content's sha256 equals :data:`MNIST_SHA256`.
+
+    Args:
+        directory: a directory holding the four files, or a parent with a ``mnist/`` subdir.
+
+    Raises:
+        MNISTNotFoundError: the files are not there.
+        MNISTError: a file is corrupt or truncated, or the files are inconsistent.
+
+    Example:
+        >>> verify_mnist("../shared/data/mnist").is_canonical  # doctest: +SKIP
+        True
+    """
+    return _load_dir(find_mnist_dir(directory))[1]
+
+
+def _load_embedded() -> MNIST:
+    return _load_dir(EMBEDDED_DIR.resolve(), source="embedded")[0]
+
+
+def load_mnist(
+    data_dir: PathLike | None = None,
+    *,
+    source: Literal["auto", "full", "embedded"] = "auto",
+    download: bool = False,
+) -> MNIST:
+    """Load MNIST (or any MNIST-format dataset) into memory, verified for consistency.
+
+    Args:
+        data_dir: where the four files are (see :func:`find_mnist_dir`); None searches
+            ``$RIEMANN_DNN_DATA`` and the user cache.
+        source: ``"full"``: the IDX files must be found (error otherwise). ``"embedded"``: the
+            5,000/1,000-image real-MNIST subset packaged with riemann_dnn. ``"auto"``: the
+            files when found, else (only when ``data_dir`` is None) the embedded subset, with a
+            warning.
+        download: when the files are not found, download MNIST into ``data_dir`` (if given)
+            or the user cache first (:func:`download_mnist`).
+
+    Returns:
+        An :class:`MNIST`; repeated loads of unchanged files return the same object at no cost.
+
+    Raises:
+        MNISTNotFoundError: the files are needed but not found (the message says where we
+            looked and how to provide them).
+        MNISTError: a file is corrupt, truncated or inconsistent with the others.
+
+    Example:
+        >>> data = load_mnist(source="embedded")
+        >>> data.train_images.shape, data.test_labels.shape
+        ((5000, 28, 28), (1000,))
+    """
+    if source not in ("auto", "full", "embedded"):
+        raise ValueError(f"source={source!r}: expected 'auto', 'full' or 'embedded'.")
+    if source == "embedded":
+        if data_dir is not None or download:
+            raise ValueError(
+                f"source='embedded' reads the packaged subset only; got data_dir={data_dir!r}, "
+                f"download={download!r}. Use source='full' or 'auto' to read or download files."
+            )
+        return _load_embedded()
+    try:
+        directory = find_mnist_dir(data_dir)
+    except MNISTNotFoundError:
+        if download:
+            directory = find_mnist_dir(download_mnist(data_dir))
+        elif source == "full" or data_dir is not None:
+            raise
+        else:
+            data = _load_embedded()
+            warnings.warn(
+                f"Full MNIST not found; using the embedded real-MNIST subset "
+                f"({len(data.train_labels):,} training / {len(data.test_labels):,} test "
+                f"images), so errors are not comparable with full-MNIST numbers. Get the full "
+                f"set with riemann_dnn.data.download_mnist(), {DATA_ENV_VAR}=DIR or "
+                "--data-dir DIR.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return data
+    return _load_dir(directory)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+
+
+class _DownloadError(Exception):
+    """One mirror failed for one file (collected into the MNISTError the user sees)."""
+
+
+def _fetch(url: str, timeout: float) -> Any:
+    """Open ``url`` for reading (a response with ``.read(n)`` and ``.headers``)."""
+    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http(s)/file mirrors)
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_with_md5(response: BinaryIO, out: BinaryIO, bar: Any) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := response.read(1 << 16):
+        out.write(chunk)
+        digest.update(chunk)
+        bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _download_one(url: str, dest: Path, md5: str, *, progress: bool, timeout: float) -> None:
+    """Fetch ``url`` into ``dest`` atomically, checking its md5; raise _DownloadError."""
+    fd, tmp = _make_temp(dest)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with _fetch(url, timeout) as response:
+                    length = response.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=dest.name,
+                        disable=not progress,
+                        leave=False,
+                    ) as bar:
+                        got = _copy_with_md5(response, out, bar)
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                raise _DownloadError(f"{type(err).__name__}: {err}") from None
+            out.flush()
+            os.fsync(out.fileno())
+        if got != md5.lower():
+            raise _DownloadError(
+                f"md5 {got} does not match the published {md5} (corrupt or different file)"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def download_mnist(
+    cache_dir: PathLike | None = None,
+    *,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    md5: Mapping[str, str] = MNIST_GZ_MD5,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download the four gzipped MNIST files into ``cache_dir`` and return that directory.
+
+    Each ``NAME.gz`` comes from the first mirror that serves it with the expected md5. It is
+    written to a temporary file beside its destination and renamed into place only once its
+    md5 matches, so an interrupted or corrupt download never leaves a file under the final name.
+    Files already present with the right md5 are kept unless ``force``.
+
+    Args:
+        cache_dir: destination; default :func:`mnist_cache_dir`, where lookup finds it.
+        mirrors: base URLs tried in order (``NAME.gz`` is appended); ``file://`` works too.
+        md5: expected md5 of each ``NAME.gz`` (default: the mirrors' published sums).
+        force: download again even when a file is already there and valid.
+        progress: show a tqdm progress bar per file.
+        timeout: seconds to wait on the network before a mirror counts as failed.
+
+    Raises:
+        MNISTError: no mirror delivered a file (each mirror's error is listed), or the
+            destination cannot be created.
+
+    Example:
+        >>> download_mnist()  # doctest: +SKIP
+        PosixPath('/home/me/.cache/riemann_dnn/mnist')
+    """
+    if isinstance(mirrors, str):
+        mirrors = (mirrors,)
+    if not mirrors:
+        raise ValueError("mirrors=(): give at least one base URL, e.g. MNIST_MIRRORS.")
+    absent = [name for name in MNIST_FILES if name not in md5]
+    if absent:
+        raise ValueError(f"md5: no checksum for {', '.join(absent)}; give one per MNIST file.")
+    target = Path(cache_dir).expanduser() if cache_dir is not None else mnist_cache_dir()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MNISTError(
+            f"cannot create the download directory {target} ({err.strerror or err}); "
+            "pass cache_dir=DIR, a writable directory."
+        ) from None
+    for name in MNIST_FILES:
+        dest = target / f"{name}.gz"
+        if not force and dest.is_file() and _md5_file(dest) == md5[name].lower():
+            continue
+        failures: list[str] = []
+        for mirror in mirrors:
+            url = mirror if mirror.endswith("/") else mirror + "/"
+            url += dest.name
+            try:
+                _download_one(url, dest, md5[name], progress=progress, timeout=timeout)
+                break
+            except _DownloadError as err:
+                failures.append(f"  - {url}: {err}")
+        else:
+            raise MNISTError(
+                f"could not download {dest.name} into {target}:\n"
+                + "\n".join(failures)
+                + "\nCheck the network connection (and proxy settings), or fetch the four "
+                f"NAME.gz files by hand from one of the mirrors into {target} (or any directory, "
+                f"then pass --data-dir DIR or set {DATA_ENV_VAR})."
+            )
+    return target.resolve()
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors
+# --------------------------------------------------------------------------------------------
+
+
+def as_tensors(
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    flatten: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training tensors from raw images and labels: ``x = pixels / 255``, ``y`` int64.
+
+    No other preprocessing (the paper uses raw pixels scaled to [0, 1]). The uint8 pixels are
+    moved to ``device`` before conversion, so only a quarter of the float bytes travel.
+
+    Args:
+        images: uint8 array or tensor (N, H, W) (or (N, D)).
+        labels: integer array or tensor (N,).
+        device: where the tensors go.
+        dtype: floating dtype of ``x``.
+        flatten: ``x`` of shape (N, H*W) when True, else the shape of ``images``.
+
+    Returns:
+        ``(x, y)``: ``x`` in [0, 1] of ``dtype``; ``y`` int64 (N,); both on ``device``.
+
+    Example:
+        >>> x, y = as_tensors(np.full((2, 28, 28), 255, np.uint8), np.array([3, 7]))
+        >>> tuple(x.shape), float(x.max()), y.tolist()
+        ((2, 784), 1.0, [3, 7])
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype={dtype!r}: expected a floating torch dtype, e.g. torch.float32.")
+    x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
+    y = labels if isinstance(labels, torch.Tensor) else torch.tensor(np.asarray(labels))
+    if x.dtype != torch.uint8 or x.ndim < 2:
+        raise ValueError(
+            f"images: expected raw uint8 pixels of shape (N, H, W); got {x.dtype} of shape "
+            f"{tuple(x.shape)}."
+        )
+    if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
+        raise ValueError(
+            f"labels: expected integers of shape ({len(x)},) to match images; got {y.dtype} of "
+            f"shape {tuple(y.shape)}."
+        )
+    x = x.to(device).to(dtype).div_(255)
+    if flatten:
+        x = x.reshape(len(x), -1)
+    return x, y.to(device=device, dtype=torch.int64)
