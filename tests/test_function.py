@@ -1,0 +1,217 @@
+"""riemann_dnn.function.torch (riemann_dnn/autodiff.py): derivatives, types, devices, errors.
+
+Derivatives are compared with the analytic ones of quadratics in float64:
+f(X) = 1/2 tr(X^T A X) + tr(B^T X) has gradient A X + B and Hessian-vector product A U.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymanopt
+import pytest
+import torch
+
+import riemann_dnn.function
+from riemann_dnn.manifolds import Euclidean, Product, Sphere
+
+N, K = 6, 3
+
+
+def _sym(rng, n):
+    a = rng.standard_normal((n, n))
+    return a + a.T
+
+
+@pytest.fixture
+def quadratic():
+    rng = np.random.default_rng(0)
+    A, B = _sym(rng, N), rng.standard_normal((N, K))
+    At, Bt = torch.from_numpy(A), torch.from_numpy(B)
+    manifold = Euclidean(N, K)
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(X):
+        Ac, Bc = At.to(X), Bt.to(X)
+        return 0.5 * torch.sum(X * (Ac @ X)) + torch.sum(Bc * X)
+
+    X, U = rng.standard_normal((N, K)), rng.standard_normal((N, K))
+    return {"cost": cost, "A": A, "B": B, "X": X, "U": U}
+
+
+@pytest.fixture
+def product_quadratic():
+    """f(x, y) = 1/2 x^T A x + x^T C y + 1/2 y^T D y on Euclidean(N) x Euclidean(K)."""
+    rng = np.random.default_rng(1)
+    A, C, D = _sym(rng, N), rng.standard_normal((N, K)), _sym(rng, K)
+    At, Ct, Dt = map(torch.from_numpy, (A, C, D))
+    manifold = Product([Euclidean(N), Euclidean(K)])
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x, y):
+        return 0.5 * x @ At @ x + x @ Ct @ y + 0.5 * y @ Dt @ y
+
+    point = [rng.standard_normal(N), rng.standard_normal(K)]
+    vector = [rng.standard_normal(N), rng.standard_normal(K)]
+    return {"cost": cost, "A": A, "C": C, "D": D, "point": point, "vector": vector}
+
+
+def _close(actual, expected, name):
+    actual = actual.numpy() if isinstance(actual, torch.Tensor) else actual
+    error = np.max(np.abs(actual - expected))
+    assert error <= 1e-12 * max(1.0, np.max(np.abs(expected))), f"{name}: max error {error:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_gradient_and_hessian_match_analytic_quadratic(quadratic, kind):
+    q = quadratic
+    X, U = q["X"], q["U"]
+    if kind == "torch":
+        X, U = torch.from_numpy(X), torch.from_numpy(U)
+    value = q["cost"](X)
+    expected_value = 0.5 * np.sum(q["X"] * (q["A"] @ q["X"])) + np.sum(q["B"] * q["X"])
+    assert isinstance(value, float), type(value)
+    assert value == pytest.approx(expected_value, rel=1e-13)
+    _close(q["cost"].get_gradient_operator()(X), q["A"] @ q["X"] + q["B"], "gradient")
+    _close(q["cost"].get_hessian_operator()(X, U), q["A"] @ q["U"], "Hessian-vector product")
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_product_gradient_and_hessian_match_analytic(product_quadratic, kind):
+    q = product_quadratic
+    (x, y), (u, v) = q["point"], q["vector"]
+    A, C, D = q["A"], q["C"], q["D"]
+    args = [x, y, u, v]
+    if kind == "torch":
+        args = [torch.from_numpy(a) for a in args]
+    grad_x, grad_y = q["cost"].get_gradient_operator()(*args[:2])
+    _close(grad_x, A @ x + C @ y, "gradient in x")
+    _close(grad_y, C.T @ x + D @ y, "gradient in y")
+    hess_x, hess_y = q["cost"].get_hessian_operator()(*args)
+    _close(hess_x, A @ u + C @ v, "Hessian-vector product in x")
+    _close(hess_y, C.T @ u + D @ v, "Hessian-vector product in y")
+
+
+def test_problem_on_product_gives_list_gradients(product_quadratic):
+    q = product_quadratic
+    manifold = Product([Euclidean(N), Euclidean(K)])
+    problem = pymanopt.Problem(manifold, q["cost"])
+    point = [torch.from_numpy(a) for a in q["point"]]
+    grad = problem.euclidean_gradient(point)
+    (x, y), A, C, D = q["point"], q["A"], q["C"], q["D"]
+    _close(grad[0], A @ x + C @ y, "Problem gradient in x")
+    _close(grad[1], C.T @ x + D @ y, "Problem gradient in y")
+
+
+def test_callers_tensors_are_not_modified_and_get_no_grad(quadratic):
+    q = quadratic
+    X = torch.from_numpy(q["X"].copy()).requires_grad_(True)  # a leaf that wants gradients
+    U = torch.from_numpy(q["U"].copy())
+    X_before, U_before = X.detach().clone(), U.clone()
+    q["cost"](X)
+    q["cost"].get_gradient_operator()(X)
+    hess = q["cost"].get_hessian_operator()(X, U)
+    assert X.grad is None and U.grad is None, "the caller's tensors received .grad"
+    assert not U.requires_grad, "the backend switched on requires_grad of a caller's tensor"
+    assert torch.equal(X.detach(), X_before) and torch.equal(U, U_before), "inputs modified"
+    assert not hess.requires_grad and hess.grad_fn is None, "results still carry a graph"
+    X_np = q["X"].copy()
+    q["cost"].get_gradient_operator()(X_np)
+    np.testing.assert_array_equal(X_np, q["X"], err_msg="numpy input modified")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_in_torch_out_same_dtype_and_device(quadratic, dtype):
+    q = quadratic
+    X, U = torch.from_numpy(q["X"]).to(dtype), torch.from_numpy(q["U"]).to(dtype)
+    for result in (q["cost"].get_gradient_operator()(X),
+                   q["cost"].get_hessian_operator()(X, U)):
+        assert isinstance(result, torch.Tensor), type(result)
+        assert (result.dtype, result.device, result.shape) == (X.dtype, X.device, X.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_in_numpy_out(quadratic, dtype):
+    q = quadratic
+    X, U = q["X"].astype(dtype), q["U"].astype(dtype)
+    for result in (q["cost"].get_gradient_operator()(X),
+                   q["cost"].get_hessian_operator()(X, U)):
+        assert isinstance(result, np.ndarray), type(result)
+        assert (result.dtype, result.shape) == (X.dtype, X.shape)
+
+
+def test_unused_arguments_get_zero_gradient_and_hessian():
+    manifold = Product([Euclidean(N), Euclidean(K)])
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x, y):
+        return torch.sum(x**3)
+
+    rng = np.random.default_rng(2)
+    x, y = torch.from_numpy(rng.standard_normal(N)), torch.from_numpy(rng.standard_normal(K))
+    u, v = torch.ones(N, dtype=torch.float64), torch.ones(K, dtype=torch.float64)
+    grad_x, grad_y = cost.get_gradient_operator()(x, y)
+    hess_x, hess_y = cost.get_hessian_operator()(x, y, u, v)
+    _close(grad_x, 3 * x.numpy() ** 2, "gradient of the used argument")
+    _close(hess_x, 6 * x.numpy() * u.numpy(), "Hessian of the used argument")
+    for name, value, like in (("gradient", grad_y, y), ("Hessian", hess_y, y)):
+        assert isinstance(value, torch.Tensor) and value.shape == like.shape, name
+        assert torch.count_nonzero(value) == 0, f"{name} of the unused argument: {value}"
+
+
+def test_affine_cost_has_zero_hessian():
+    manifold = Euclidean(N)
+    b = torch.arange(float(N), dtype=torch.float64)
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x):
+        return b @ x
+
+    x, u = torch.ones(N, dtype=torch.float64), torch.ones(N, dtype=torch.float64)
+    _close(cost.get_gradient_operator()(x), b.numpy(), "gradient of an affine cost")
+    hess = cost.get_hessian_operator()(x, u)
+    assert torch.count_nonzero(hess) == 0 and hess.shape == x.shape, hess
+
+
+def test_non_scalar_cost_raises_clear_value_error():
+    manifold = Euclidean(N)
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x):
+        return x * 2
+
+    x = torch.ones(N, dtype=torch.float64)
+    for call in (lambda: cost(x), lambda: cost.get_gradient_operator()(x),
+                 lambda: cost.get_hessian_operator()(x, x)):
+        with pytest.raises(ValueError, match=r"must return a scalar.*shape \(6,\)"):
+            call()
+
+
+def test_keyword_only_arguments_are_rejected():
+    with pytest.raises(ValueError, match="positional arguments"):
+
+        @riemann_dnn.function.torch(Euclidean(N))
+        def cost(x, *, scale=1.0):
+            return scale * torch.sum(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trust_regions_keeps_cuda_sphere_point_on_gpu():
+    n = 50
+    rng = np.random.default_rng(3)
+    A = _sym(rng, n)
+    A_cuda = torch.from_numpy(A).cuda()
+    manifold = Sphere(n)
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x):
+        assert x.is_cuda, f"the backend moved the point to {x.device}"
+        return -(x @ (A_cuda @ x))
+
+    x0 = manifold.random_point(device="cuda", dtype=torch.float64, generator=0)
+    result = pymanopt.optimizers.TrustRegions(verbosity=0).run(
+        pymanopt.Problem(manifold, cost), initial_point=x0
+    )
+    assert isinstance(result.point, torch.Tensor) and result.point.is_cuda, result.point.device
+    top = np.linalg.eigvalsh(A)[-1]
+    assert abs(result.cost + top) <= 1e-8 * abs(top), (result.cost, -top)
