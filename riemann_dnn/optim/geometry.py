@@ -22,24 +22,36 @@ __all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry"]
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
 
 
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
+def _identity(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
     return tensor
 
 
-def _filters_transposed(tensor: torch.Tensor) -> torch.Tensor:
-    return filter_matrix(tensor).T
+def _filters(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """``(*batch, out, *rest)`` viewed as ``(*batch, out, prod(rest))`` without a copy."""
+    if batch_dims == 0:
+        return filter_matrix(tensor)
+    return tensor.view(*tensor.shape[: batch_dims + 1], -1)
 
 
-def _filters_as_columns(tensor: torch.Tensor) -> torch.Tensor:
-    return filter_matrix(tensor).unsqueeze(-1)
+def _filters_transposed(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    return _filters(tensor, batch_dims).transpose(-1, -2)
+
+
+def _filters_as_columns(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    return _filters(tensor, batch_dims).unsqueeze(-1)
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """A parameter's manifold and the map from the parameter tensor to a point (a view)."""
+    """A parameter's manifold and the map from the parameter tensor to a point (a view).
+
+    ``view(tensor, batch_dims=0)`` also views a stack of parameters (leading ``batch_dims``
+    axes, e.g. an ensemble of models) as a stack of points; the manifold's formulas
+    broadcast over such leading axes.
+    """
 
     manifold: Manifold
-    view: Callable[[torch.Tensor], torch.Tensor]
+    view: Callable[..., torch.Tensor]
 
     @property
     def is_euclidean(self) -> bool:
@@ -68,11 +80,11 @@ def _named_geometry(name: str, shape: tuple[int, ...], retraction: str | None) -
     for size in shape[1:]:
         rest *= size
     if name == "oblique":
-        return Geometry(Oblique.for_filters(shape, retraction=retraction), filter_matrix)
+        return Geometry(Oblique.for_filters(shape, retraction=retraction), _filters)
     if name == "stiefel":
         if out <= rest:  # orthonormal rows: W^T in St(rest, out)
             return Geometry(Stiefel(rest, out, retraction=retraction), _filters_transposed)
-        return Geometry(Stiefel(out, rest, retraction=retraction), filter_matrix)
+        return Geometry(Stiefel(out, rest, retraction=retraction), _filters)
     if name == "grassmann":
         return Geometry(Grassmann(rest, 1, k=out, retraction=retraction) if out > 1
                         else Grassmann(rest, 1, retraction=retraction), _filters_as_columns
@@ -105,7 +117,7 @@ def resolve_geometry(spec: str | Manifold | None, retraction: str | None,
     if point_shape == shape:
         return Geometry(spec, _identity)
     if len(shape) >= 2 and point_shape == tuple(filter_matrix(param.detach()).shape):
-        return Geometry(spec, filter_matrix)
+        return Geometry(spec, _filters)
     raise ValueError(
         f"manifold {spec} has points of shape {point_shape}, which fits neither the parameter "
         f"shape {shape} nor its filter matrix; give each parameter a manifold of its own "

@@ -1,0 +1,1 @@
+"""The ``riemann-dnn`` command line (see ``riemann-dnn --help``)."""

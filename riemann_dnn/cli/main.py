@@ -1,0 +1,47 @@
+"""``riemann-dnn``: one console script, one subcommand per job.
+
+Each subcommand lives in its own module of this package and registers itself through
+``add_parser(subparsers)``; its handler receives the parsed arguments and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from . import demo, reproduce
+
+_SUBCOMMANDS = [reproduce, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riemann-dnn",
+        description="Symmetry-invariant Riemannian optimization for deep networks "
+        "(Badrinarayanan, Mishra & Cipolla 2015), on CPU or GPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"riemann-dnn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished results are on disk, rerun the command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Experiments: the paper's protocol and reports (Table 2, the symmetry analysis)."""
