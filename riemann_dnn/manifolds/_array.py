@@ -39,8 +39,29 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def namespace(*arrays: Array):
-    """The Array API namespace (numpy- or torch-flavoured) of ``arrays``."""
-    return array_api_compat.array_namespace(*arrays)
+    """The Array API namespace (numpy- or torch-flavoured) of ``arrays``.
+
+    Raises ``TypeError`` when numpy arrays and torch tensors are mixed (or an input is
+    neither) and ``ValueError`` when torch tensors sit on different devices, naming what
+    was received -- the manifolds never move data between kinds or devices themselves.
+    """
+    try:
+        xp = array_api_compat.array_namespace(*arrays)
+    except TypeError as err:
+        kinds = ", ".join(sorted({f"{type(a).__module__}.{type(a).__name__}" for a in arrays}))
+        if "Multiple namespaces" in str(err):
+            raise TypeError(
+                f"numpy arrays and torch tensors mixed in one call (got {kinds}); pass points "
+                f"and vectors of one kind, e.g. torch.as_tensor(array, device=point.device)"
+            ) from None
+        raise TypeError(f"expected numpy arrays or torch tensors, got {kinds}: {err}") from None
+    devices = {a.device for a in arrays if isinstance(a, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(
+            f"torch tensors on different devices in one call ({', '.join(sorted(map(str, devices)))}); "
+            f"move them to one device first, e.g. vector.to(point.device)"
+        )
+    return xp
 
 
 def is_torch(array: Array) -> bool:

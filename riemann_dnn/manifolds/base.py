@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -10,6 +11,33 @@ from pymanopt.manifolds.manifold import RiemannianSubmanifold
 from ._array import Array, Generator, namespace, random_normal, random_normal_like, to_float
 
 __all__ = ["EmbeddedManifold"]
+
+# Methods whose array arguments must be of one kind (numpy or torch) and, for torch, on one
+# device. Checked once at the public entry (a few microseconds per call) so that mixing
+# gives one clear error instead of a silent conversion or an operator error deep inside.
+_SAME_KIND_METHODS = (
+    "inner_product", "norm", "projection", "to_tangent_space",
+    "euclidean_to_riemannian_gradient", "euclidean_to_riemannian_hessian", "weingarten",
+    "retraction", "exp", "log", "dist", "transport", "parallel_transport", "pair_mean",
+)
+
+
+def _same_kind(method):
+    """Wrap ``method`` to raise a clear error when its array arguments mix numpy and torch
+    or torch devices (see :func:`riemann_dnn.manifolds._array.namespace`)."""
+    if getattr(method, "_checks_kind", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self, *arrays, **kwargs):
+        try:
+            namespace(*arrays, *kwargs.values())
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{type(self).__name__}.{method.__name__}: {err}") from None
+        return method(self, *arrays, **kwargs)
+
+    checked._checks_kind = True
+    return checked
 
 
 class EmbeddedManifold(RiemannianSubmanifold):
@@ -29,6 +57,12 @@ class EmbeddedManifold(RiemannianSubmanifold):
 
     retractions: ClassVar[dict[str, float]] = {}
     default_retraction: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        for name in _SAME_KIND_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _same_kind(cls.__dict__[name]))
 
     def __init__(
         self,
@@ -150,5 +184,9 @@ class EmbeddedManifold(RiemannianSubmanifold):
     def __repr__(self) -> str:
         return f"{type(self).__name__}<{self}, retraction={self._retraction_name!r}>"
 
+
+for _name in _SAME_KIND_METHODS:  # the base's own methods and those it inherits from pymanopt
+    if hasattr(EmbeddedManifold, _name):
+        setattr(EmbeddedManifold, _name, _same_kind(getattr(EmbeddedManifold, _name)))
 
 INF = math.inf

@@ -10,7 +10,7 @@ from pymanopt.manifolds import Product as _PymanoptProduct
 from pymanopt.manifolds.manifold import Manifold
 from pymanopt.manifolds.product import _ProductTangentVector
 
-from ._array import Generator, resolve_generator
+from ._array import Generator, is_torch, resolve_generator
 
 __all__ = ["Product"]
 
@@ -49,6 +49,12 @@ class Product(_PymanoptProduct):
         return [manifold.random_point(**kwargs) for manifold in self.manifolds]
 
     def random_tangent_vector(self, point, *, generator: Generator = None):
+        r"""A random unit-norm tangent vector: one draw per factor, scaled by
+        :math:`1/\sqrt{k}`. An int seed becomes one generator (of the points' kind and
+        device) shared by the factors, so their draws are independent."""
+        if isinstance(generator, (int, np.integer)) and len(point) > 0:
+            device = point[0].device if is_torch(point[0]) else None
+            generator = resolve_generator(generator, device=device)
         scale = len(self.manifolds) ** -0.5
         vectors = [
             scale * (m.random_tangent_vector(x, generator=generator) if generator is not None
