@@ -17,7 +17,7 @@ from pymanopt.manifolds.manifold import Manifold
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel, filter_matrix
 
-__all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry"]
+__all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry", "parameter_from_point"]
 
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
 
@@ -123,3 +123,18 @@ def resolve_geometry(spec: str | Manifold | None, retraction: str | None,
         f"shape {shape} nor its filter matrix; give each parameter a manifold of its own "
         f"shape or name the manifold ('oblique', ...) so it is derived per parameter"
     )
+
+
+_INVERSE_VIEWS = {
+    _identity: lambda point, shape: point,
+    _filters: lambda point, shape: point.reshape(shape),
+    _filters_transposed: lambda point, shape: point.transpose(-1, -2).reshape(shape),
+    _filters_as_columns: lambda point, shape: point.squeeze(-1).reshape(shape),
+}
+
+
+def parameter_from_point(geometry: Geometry, point: torch.Tensor,
+                         shape: tuple[int, ...]) -> torch.Tensor:
+    """The parameter of ``shape`` whose view is ``point`` (differentiable; the inverse of
+    ``geometry.view``), e.g. to call a module functionally at a manifold point."""
+    return _INVERSE_VIEWS[geometry.view](point, shape)

@@ -115,7 +115,7 @@ class RiemannianSGD(Optimizer):
                     continue
                 point = geometry.view(param)
                 if project:
-                    point.copy_(geometry.manifold.project_point(point.float()))
+                    point.copy_(geometry.manifold.project_point(_work(point)))
                 else:
                     try:
                         geometry.manifold.check_point(point, atol=1e-4)

@@ -1,4 +1,7 @@
-"""Problem definitions: classic problems with closed-form optima (and, later, ArchBN, SegNet)."""
+"""Problem definitions: ArchBN, the generic module adapter (any ``nn.Module`` as a pymanopt
+finite-sum problem), and classic problems with closed-form optima."""
+
+from .archbn import ArchBN
 
 from .classic import (
     closest_unit_rows,
@@ -8,8 +11,11 @@ from .classic import (
     dominant_subspace,
     dominant_subspace_solution,
 )
+from .module_problem import ModuleProblem
 
 __all__ = [
+    "ArchBN",
+    "ModuleProblem",
     "dominant_eigenvector",
     "dominant_eigenvector_solution",
     "dominant_subspace",

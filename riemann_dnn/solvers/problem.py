@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -398,6 +399,12 @@ class FiniteSumProblem:
         value, grads, _ = self._value_and_gradient(point, indices)
         cost = self.cost_on(point, indices) if value is None else float(value)
         return cost, grads
+
+    def evaluating(self) -> contextlib.AbstractContextManager:
+        """A context in which evaluations are measurements only: they must not change any
+        state the cost carries (e.g. a model's BatchNorm running statistics). Solvers wrap
+        their statistics (not their steps) in it. A no-op here; see ``ModuleProblem``."""
+        return contextlib.nullcontext()
 
     def random_point(self, generator: Any = None) -> Any:
         """A random point of the manifold of the data's kind: a torch tensor on the data's

@@ -433,7 +433,8 @@ class StochasticGradient(Optimizer):
 
         def check() -> str | None:
             """Statistics at the current point; returns a stop reason from the callback."""
-            cost, egrad = problem.cost_and_euclidean_gradient_on(point, check_indices)
+            with problem.evaluating():
+                cost, egrad = problem.cost_and_euclidean_gradient_on(point, check_indices)
             rgrad = manifold.euclidean_to_riemannian_gradient(point, egrad)
             gradient_norm = float(manifold.norm(point, rgrad))
             stats.clear()

@@ -1,0 +1,31 @@
+"""Shared fixtures: where real MNIST lives for tests (never downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mnist_dir() -> Path | None:
+    candidates = []
+    if os.environ.get("RIEMANN_DNN_DATA"):
+        candidates.append(Path(os.environ["RIEMANN_DNN_DATA"]) / "mnist")
+    candidates.append(REPO.parent / "shared" / "data" / "mnist")
+    for candidate in candidates:
+        if (candidate / "train-images-idx3-ubyte.gz").exists() or (
+            candidate / "train-images-idx3-ubyte").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def full_mnist_dir() -> Path:
+    """The directory of the full MNIST IDX files; skips the test when absent."""
+    directory = _mnist_dir()
+    if directory is None:
+        pytest.skip("full MNIST not found (set RIEMANN_DNN_DATA)")
+    return directory
