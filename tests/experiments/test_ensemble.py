@@ -1,0 +1,73 @@
+"""An ensemble of copies trains exactly like the copies trained one by one."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from riemann_dnn.experiments.ensemble import Ensemble
+from riemann_dnn.optim import RiemannianSGD, param_groups
+from riemann_dnn.problems import ArchBN
+
+
+def _models(count, depth=2):
+    return [ArchBN(depth, generator=torch.Generator().manual_seed(s)).double()
+            for s in range(count)]
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_ensemble_steps_equal_separate_riemannian_sgd(constrained):
+    copies = 3
+    singles = _models(copies)
+    names = ArchBN.scale_invariant_names(2) if constrained else []
+    ensemble = Ensemble(_models(copies), dict.fromkeys(names, "oblique"))
+    optimizers = [RiemannianSGD(param_groups(m) if constrained else m.parameters(), lr=lr)
+                  for m, lr in zip(singles, [0.1, 0.05, 0.01])]
+    lr = torch.tensor([0.1, 0.05, 0.01], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = torch.rand(copies, 32, 784, generator=gen, dtype=torch.float64)
+        y = torch.randint(0, 10, (copies, 32), generator=gen)
+        losses, wrong = ensemble.train_step(x, y, lr)
+        for i, (model, optimizer) in enumerate(zip(singles, optimizers)):
+            optimizer.zero_grad()
+            logits = model(x[i])
+            loss = F.cross_entropy(logits, y[i])
+            loss.backward()
+            optimizer.step()
+            assert abs(loss.item() - losses[i].item()) < 1e-10
+            assert (logits.argmax(1) != y[i]).sum().item() == wrong[i].item()
+    for i, model in enumerate(singles):
+        for name, tensor in model.state_dict().items():
+            stacked = ensemble.member(i)[name]
+            assert torch.allclose(tensor.double(), stacked.double(), atol=1e-10), name
+
+
+def test_restore_puts_back_only_the_selected_members():
+    ensemble = Ensemble(_models(3), dict.fromkeys(ArchBN.scale_invariant_names(2), "oblique"))
+    snapshot = ensemble.state()
+    x = torch.rand(3, 16, 784, dtype=torch.float64)
+    y = torch.randint(0, 10, (3, 16))
+    ensemble.train_step(x, y, torch.full((3,), 0.1, dtype=torch.float64))
+    ensemble.restore(snapshot, torch.tensor([True, False, True]))
+    weight = ensemble.params["linears.0.weight"]
+    assert torch.equal(weight[0], snapshot["linears.0.weight"][0])
+    assert not torch.equal(weight[1], snapshot["linears.0.weight"][1])
+    assert torch.equal(ensemble.buffers["norms.0.running_mean"][2],
+                       snapshot["norms.0.running_mean"][2])
+
+
+def test_zero_rate_freezes_a_member_and_filters_stay_unit_norm():
+    ensemble = Ensemble(_models(2), dict.fromkeys(ArchBN.scale_invariant_names(2), "oblique"))
+    before = ensemble.params["linears.0.weight"][1].clone()
+    for _ in range(5):
+        ensemble.train_step(torch.rand(2, 16, 784, dtype=torch.float64),
+                            torch.randint(0, 10, (2, 16)),
+                            torch.tensor([0.5, 0.0], dtype=torch.float64))
+    assert torch.allclose(ensemble.params["linears.0.weight"][1], before, rtol=0, atol=1e-15)
+    norms = ensemble.params["linears.0.weight"][0].norm(dim=-1)
+    assert (norms - 1).abs().max() < 1e-12
+
+
+def test_unknown_parameter_name_raises():
+    with pytest.raises(ValueError, match="no parameters named"):
+        Ensemble(_models(1), {"linears.9.weight": "oblique"})

@@ -1,0 +1,48 @@
+"""Table 2 summary, significance test and report files."""
+
+import json
+import statistics
+
+import pytest
+from scipy import stats
+
+from riemann_dnn.experiments.protocol import welch_t_test
+from riemann_dnn.experiments.table2 import PAPER_TABLE2, summarize, write_report
+
+
+def _record(depth, method, seed, error):
+    return {"config": {"depth": depth, "method": method, "seed": seed}, "test_error": error,
+            "chosen_lr": 0.01, "epochs": 30, "stop_reason": "validation_error_flat",
+            "epoch_seconds": [2.0, 2.0], "ensemble_size": 2,
+            "curves": {"val_error": [0.05, 0.03, 0.02]}}
+
+
+RECORDS = [_record(2, "un", s, e) for s, e in enumerate([0.020, 0.018, 0.019])] + \
+          [_record(2, "bsgd", s, e) for s, e in enumerate([0.022, 0.024, 0.021])]
+
+
+def test_summary_means_stds_and_welch_test():
+    summary = summarize(RECORDS)
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["un"]["mean"] == pytest.approx(0.019)
+    assert rows["un"]["std"] == pytest.approx(statistics.stdev([0.020, 0.018, 0.019]))
+    assert (rows["un"]["paper_mean"], rows["un"]["paper_std"]) == PAPER_TABLE2[(2, "un")]
+    expected = stats.ttest_ind([0.020, 0.018, 0.019], [0.022, 0.024, 0.021], equal_var=False)
+    test = summary["un_vs_bsgd"]["2"]
+    assert test["p_value"] == pytest.approx(expected.pvalue)
+    assert test["mean_difference_un_minus_bsgd"] == pytest.approx(0.019 - 0.022 - 1e-3 / 3)
+    assert test["epoch_time_ratio_un_over_bsgd"] == pytest.approx(1.0)
+
+
+def test_welch_needs_two_runs_per_side():
+    assert welch_t_test([0.1], [0.2, 0.3])["p_value"] != welch_t_test([0.1], [0.2, 0.3])["p_value"]
+
+
+def test_report_files(tmp_path):
+    summary = summarize(RECORDS)
+    write_report(summary, RECORDS, tmp_path)
+    assert json.loads((tmp_path / "table2.json").read_text())["rows"]
+    markdown = (tmp_path / "table2.md").read_text()
+    assert "0.0199 ± 0.0046" in markdown  # the paper's UN depth-2 cell beside ours
+    assert "p-value" in markdown
+    assert (tmp_path / "table2.png").stat().st_size > 10_000
