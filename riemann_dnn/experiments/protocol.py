@@ -172,7 +172,9 @@ def _models(configs: list[RunConfig], copies: int, in_features: int, device) -> 
     return models
 
 
-def _ensemble(configs, copies, in_features, device) -> Ensemble:
+def build_ensemble(configs: list[RunConfig], copies: int, in_features: int, device) -> Ensemble:
+    """An ensemble of ``copies`` ArchBN models per config, initialised from each seed, with
+    the filters on the run's manifold for constrained methods."""
     config = configs[0]
     models = _models(configs, copies, in_features, device)
     manifolds = {}
@@ -220,7 +222,7 @@ def _errors_on(ens: Ensemble, data: MNISTTensors, pools: torch.Tensor, copies: i
 def _select_rates(configs, data, splits, device, progress) -> list[dict]:
     protocol = configs[0].protocol
     rates = protocol.lr_candidates
-    ens = _ensemble(configs, len(rates), data.train_x.shape[1], device)
+    ens = build_ensemble(configs, len(rates), data.train_x.shape[1], device)
     lr = torch.tensor([r for _ in configs for r in rates], device=device)
     generators = [torch.Generator().manual_seed(c.seed + 1) for c in configs]
     pools = torch.stack([s["selection_train"] for s in splits]).to(device)
@@ -299,7 +301,7 @@ def train_runs(
     selections = _select_rates(configs, data, splits, device, progress)
     selection_seconds = time.perf_counter() - start
 
-    ens = _ensemble(configs, 1, data.train_x.shape[1], device)
+    ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
     rules = [BoldDriverRule(s["chosen_lr"], protocol.increase, protocol.decrease)
              for s in selections]
     lr = torch.tensor([rule.lr for rule in rules], device=device)
