@@ -7,13 +7,14 @@ Each subcommand lives in its own module of this package and registers itself thr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, reproduce
+from . import demo, reproduce, segment, symmetry
 
-_SUBCOMMANDS = [reproduce, demo]
+_SUBCOMMANDS = [reproduce, demo, symmetry, segment]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        if os.environ.get("RIEMANN_DNN_DEBUG"):
+            raise
+        print(f"riemann-dnn {args.command}: error: {err}", file=sys.stderr)
+        print("(set RIEMANN_DNN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted; finished results are on disk, rerun the command to resume",
               file=sys.stderr)

@@ -104,8 +104,9 @@ def run_train(args: argparse.Namespace) -> int:
     protocol = config.protocol
     with tqdm(total=protocol.selection_epochs + protocol.max_epochs, unit="epoch") as bar:
         (record,) = train_runs([config], data, out, device=args.device, progress=bar.update)
-    (out / "run.json").write_text(json.dumps(record, indent=1))
-    write_report(summarize([record]), [record], out, stem="run")
+    summary = summarize([record])
+    write_report(summary, [record], out, stem="run")
+    (out / "run.json").write_text(json.dumps({**record, "summary": summary}, indent=1))
     print(f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
           f"({record['stop_reason']}), test error {record['test_error']:.4f}")
     print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")

@@ -239,7 +239,7 @@ def _select_rates(configs, data, splits, device, progress) -> list[dict]:
         progress(1)
     val_error = _errors_on(ens, data, val, len(rates))
     selections = []
-    for r, config in enumerate(configs):
+    for r in range(len(configs)):
         candidates = []
         for c, rate in enumerate(rates):
             m = r * len(rates) + c
@@ -330,7 +330,7 @@ def train_runs(
         snapshot = ens.state()
         val_error = _errors_on(ens, data, val_pools, 1)
         stopping = []
-        for r, config in enumerate(configs):
+        for r in range(len(configs)):
             if not active[r]:
                 continue
             c = curves[r]

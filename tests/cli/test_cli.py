@@ -1,0 +1,73 @@
+"""The riemann-dnn command line: help, version, demo, reproduce/train on real digits, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from riemann_dnn import __version__
+from riemann_dnn.cli.main import main
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for command in ("reproduce", "train", "demo"):
+        assert command in out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "riemann_dnn.cli", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "riemann-dnn" in result.stdout
+
+
+def test_demo_solves_the_product_problem(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    cost = float(out.split("cost:")[1].split()[0])
+    assert cost < 1e-12, out
+
+
+def test_reproduce_table2_quick_writes_its_files(tmp_path, capsys):
+    code = main(["reproduce", "table2", "--quick", "--runs", "2", "--depths", "2",
+                 "--methods", "un", "bsgd", "--source", "embedded", "--jobs", "1",
+                 "--selection-epochs", "2", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "table2.json").read_text())
+    assert {(r["depth"], r["method"]) for r in summary["rows"]} == {(2, "un"), (2, "bsgd")}
+    assert all(r["mean"] < 0.5 for r in summary["rows"]), summary["rows"]
+    assert "2" in summary["un_vs_bsgd"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    assert (tmp_path / "table2.png").exists()
+    assert "| 2 | UN |" in capsys.readouterr().out
+
+
+def test_train_archbn_writes_one_run(tmp_path):
+    code = main(["train", "archbn", "--depth", "2", "--method", "bsgd", "--quick",
+                 "--source", "embedded", "--out", str(tmp_path)])
+    assert code == 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["config"]["method"] == "bsgd" and record["test_error"] < 0.5
+    assert (tmp_path / "run.md").exists() and (tmp_path / "run.png").exists()
+
+
+def test_missing_data_is_one_clear_message(tmp_path, capsys):
+    code = main(["train", "archbn", "--source", "full", "--data-dir", str(tmp_path / "none"),
+                 "--quick"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "MNIST" in err and "Traceback" not in err
+
+
+def test_bad_options_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "table2", "--methods", "adam"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["reproduce", "table2", "--runs", "0", "--source", "embedded"]) == 2
+    assert "runs must be >= 1" in capsys.readouterr().err
