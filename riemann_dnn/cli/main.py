@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, reproduce, segment, symmetry
+from . import demo, reproduce
 
-_SUBCOMMANDS = [reproduce, demo, symmetry, segment]
+_SUBCOMMANDS = [reproduce, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
