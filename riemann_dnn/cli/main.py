@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, reproduce
+from . import demo, reproduce, symmetry
 
-_SUBCOMMANDS = [reproduce, demo]
+_SUBCOMMANDS = [reproduce, demo, symmetry]
 
 
 def build_parser() -> argparse.ArgumentParser:

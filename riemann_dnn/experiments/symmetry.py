@@ -17,7 +17,7 @@ Consequences, each measured by :func:`invariance_report`:
 (d) one Euclidean step does not: the normalised filters after it differ.
 
 PyTorch's BatchNorm divides by :math:`\sqrt{\sigma^2 + \epsilon}` (``eps = 1e-5``), which breaks
-(a)-(b) by about :math:`\epsilon / (\alpha_i^2 \sigma_i^2)`; the report is made for ``eps`` =
+(a)-(b) by about :math:`\epsilon / (2\alpha_i^2 \sigma_i^2)` (relative); the report is made for ``eps`` =
 :data:`EXACT_EPS` (the exact symmetry) and for the network's own ``eps``.
 
 :func:`trajectories` trains Euclidean SGD (B-SGD) and UN from ``copies`` rescaled copies of
@@ -444,7 +444,7 @@ def run_symmetry(
     check_batch: int = 500,
     train_images: int | None = None,
     bn_eps: float = 1e-5,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
@@ -456,6 +456,10 @@ def run_symmetry(
     ``depth`` initialised from ``seed`` is used throughout."""
     from ..data import as_tensors, load_mnist
 
+    for arg, value in (("steps", steps), ("copies", copies), ("batch_size", batch_size)):
+        if not (isinstance(value, int) and value >= (2 if arg == "copies" else 1)):
+            raise ValueError(f"{arg} must be an int >= {2 if arg == 'copies' else 1}, "
+                             f"got {value!r}")  # checked before the minutes of work below
     mnist = load_mnist(data_dir, source=source)
     n_train = len(mnist.train_labels)
     if train_images is None:
@@ -539,7 +543,7 @@ def _markdown(result: dict[str, Any], png_name: str) -> str:
         "",
         f"`eps` is BatchNorm's epsilon: with `eps={EXACT_EPS:g}` (PyTorch refuses 0 in training) "
         "the symmetry is exact and every (a)-(c) entry is rounding error; PyTorch's default "
-        "`eps=1e-5` breaks it by about eps/(α² var(h)).",
+        "`eps=1e-5` breaks it by about eps/(2 α² var(h)) (relative).",
         "",
         f"## Trajectories from {traj['copies']} rescaled copies",
         "",
@@ -583,12 +587,13 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     palettes = {"bsgd": plt.cm.Reds, "un": plt.cm.Blues}
     styles = ["-", "--", ":", "-."]
     ax = axes[0, 1]
+    window = max(1, traj["steps"] // 30)
     for method, rec in traj["methods"].items():
         for j, loss in enumerate(rec["loss"]):
             shade = palettes[method](0.9 - 0.45 * j / max(1, len(rec["loss"]) - 1))
-            ax.plot(loss, color=shade, lw=1, ls=styles[j % len(styles)],
-                    label=f"{rec['label']}, copy {j}")
-    ax.set(xlabel="step", ylabel="minibatch loss", yscale="log",
+            ax.plot(range(window - 1, len(loss)), _running_mean(loss, window), color=shade, lw=1,
+                    ls=styles[j % len(styles)], label=f"{rec['label']}, copy {j}")
+    ax.set(xlabel="step", ylabel=f"minibatch loss (mean of {window} steps)", yscale="log",
            title=f"loss of {traj['copies']} rescaled copies (UN copies overlap)")
     ax.legend(fontsize=7)
 
@@ -615,6 +620,13 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _running_mean(values: Sequence[float], window: int) -> list[float]:
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    return [(sums[i] - sums[i - window]) / window for i in range(window, len(sums))]
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path,
