@@ -12,6 +12,13 @@ MNIST lookup order: ``data_dir`` (only it, when given), ``$RIEMANN_DNN_DATA/mnis
 >>> x, y = as_tensors(data.train_images, data.train_labels)   # (5000, 784) in [0, 1], int64
 """
 
+from .camvid import (
+    CAMVID_CLASSES,
+    VOID_LABEL,
+    SegmentationSet,
+    load_camvid,
+    median_frequency_weights,
+)
 from .mnist import (
     MNIST,
     MNISTError,
@@ -25,14 +32,6 @@ from .mnist import (
     read_idx,
     verify_mnist,
     write_idx,
-)
-
-from .camvid import (
-    CAMVID_CLASSES,
-    VOID_LABEL,
-    SegmentationSet,
-    load_camvid,
-    median_frequency_weights,
 )
 from .scenes import BACKGROUND_LABEL, DIGIT_SCENE_CLASSES, load_digit_scenes, make_digit_scenes
 

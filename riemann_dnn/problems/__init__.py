@@ -2,7 +2,6 @@
 finite-sum problem), and classic problems with closed-form optima."""
 
 from .archbn import ArchBN
-
 from .classic import (
     closest_unit_rows,
     closest_unit_rows_solution,

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..manifolds import Product
 from ..optim import param_groups, resolve_geometry
 from ..optim.geometry import Geometry, parameter_from_point
-from ..manifolds import Product
 from ..solvers import FiniteSumProblem
 
 __all__ = ["ModuleProblem"]
