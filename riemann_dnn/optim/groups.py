@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["scale_invariant_weights", "param_groups", "verify_scale_invariance"]
 
@@ -21,37 +23,67 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
+class _OutsideUses(TorchFunctionMode):
+    """Records which recorded layer outputs a torch function uses outside a normalisation
+    module's forward (e.g. a residual ``bn(h) + h``): those layers are not invariant."""
+
+    def __init__(self, produced: dict[int, tuple[str, torch.Tensor]]):
+        super().__init__()
+        self.produced, self.norm_depth, self.used = produced, 0, set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.norm_depth == 0:
+            for value in pytree.tree_leaves((args, kwargs)):
+                if isinstance(value, torch.Tensor) and id(value) in self.produced \
+                        and self.produced[id(value)][1] is value:
+                    self.used.add(id(value))
+        return func(*args, **kwargs)
+
+
 def _feeding_layers_by_hooks(model: nn.Module, example_input: Any) -> set[str]:
-    """Names of layers whose output tensor is the input of a normalisation, found by
-    running ``model`` once on ``example_input`` (exact, whatever the control flow)."""
-    produced: dict[int, tuple[str, torch.Tensor]] = {}
-    feeding: set[str] = set()
+    """Names of layers each of whose outputs is the input of a normalisation and used by
+    nothing else, found by running ``model`` once on ``example_input`` (whatever the
+    control flow)."""
+    produced: dict[int, tuple[str, torch.Tensor]] = {}  # keep tensors alive: ids stay unique
+    normalised: set[int] = set()
+    uses = _OutsideUses(produced)
     handles = []
 
     def record(name):
         def hook(module, args, output):
-            produced[id(output)] = (name, output)  # keep the tensor alive: ids stay unique
+            if isinstance(output, torch.Tensor):
+                produced[id(output)] = (name, output)
         return hook
 
-    def check(module, args):
+    def enter_norm(module, args):
+        uses.norm_depth += 1
         if args and id(args[0]) in produced and produced[id(args[0])][1] is args[0]:
-            feeding.add(produced[id(args[0])][0])
+            normalised.add(id(args[0]))
+
+    def leave_norm(module, args, output):
+        uses.norm_depth -= 1
 
     for name, module in model.named_modules():
         if isinstance(module, _LAYERS):
             handles.append(module.register_forward_hook(record(name)))
         elif isinstance(module, _NORMS):
-            handles.append(module.register_forward_pre_hook(check))
+            handles.append(module.register_forward_pre_hook(enter_norm))
+            handles.append(module.register_forward_hook(leave_norm))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), uses:
             args = example_input if isinstance(example_input, tuple) else (example_input,)
             model(*args)
     finally:
         for handle in handles:
             handle.remove()
         model.load_state_dict(state)  # undo the BN running-statistics update
-    return feeding
+    feeding = {name for key, (name, _) in produced.items() if key in normalised}
+    # a layer called several times qualifies only if every call feeds a normalisation alone
+    spoiled = {name for key, (name, _) in produced.items()
+               if key not in normalised or key in uses.used}
+    return feeding - spoiled
 
 
 def _feeding_layers_by_fx(model: nn.Module) -> set[str]:
@@ -65,7 +97,7 @@ def _feeding_layers_by_fx(model: nn.Module) -> set[str]:
             f"running the model once"
         ) from None
     modules = dict(model.named_modules())
-    feeding = set()
+    feeding, spoiled = set(), set()
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(modules.get(node.target), _LAYERS):
             users = list(node.users)
@@ -74,7 +106,9 @@ def _feeding_layers_by_fx(model: nn.Module) -> set[str]:
                 for u in users
             ):
                 feeding.add(node.target)
-    return feeding
+            else:  # a shared layer qualifies only if every call feeds a normalisation
+                spoiled.add(node.target)
+    return feeding - spoiled
 
 
 def scale_invariant_weights(model: nn.Module, example_input: Any = None) -> list[str]:

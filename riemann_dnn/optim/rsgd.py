@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -10,6 +11,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
+from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel
 from ..step import SGDHyperparameters, riemannian_sgd_step
 from .geometry import Geometry, resolve_geometry
 
@@ -20,6 +22,22 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class NonFiniteGradientError(FloatingPointError):
     """A gradient holds NaN or inf; the weights were left untouched."""
+
+
+def _check_hyperparameters(group: dict[str, Any], where: str) -> None:
+    """Raise ``ValueError`` naming the first bad hyper-parameter of ``group``."""
+    for name in ("lr", "momentum", "dampening", "weight_decay"):
+        value = group[name]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"RiemannianSGD: {name} must be a finite number >= 0, got {value!r}{where}")
+    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError(
+            f"RiemannianSGD: Nesterov momentum needs momentum > 0 and dampening 0, got "
+            f"momentum={group['momentum']!r}, dampening={group['dampening']!r}{where}; pass "
+            f"momentum=0.9 (say) or nesterov=False"
+        )
 
 
 class RiemannianSGD(Optimizer):
@@ -49,7 +67,12 @@ class RiemannianSGD(Optimizer):
         manifold: the default manifold of groups that name none (default Euclidean).
         retraction: the default retraction for named manifolds (e.g. ``"normalize"``,
             ``"exp"``, ``"qr"``, ``"polar"``, ``"cayley"``).
-        foreach: batch same-shaped parameters into a few stacked operations (default: on).
+        foreach: the fast path (default: on, off under ``torch.compile``): oblique/sphere
+            parameters with the normalize retraction take a fused in-place kernel (the
+            same step in fewer operations, no copies; same-shaped tensors stacked on
+            accelerators), other same-shaped parameters are stacked and stepped together;
+            Euclidean ones use ``torch.optim.SGD``'s foreach kernels. Off: one call of the
+            shared step per parameter (the reference). Both agree to rounding.
         nonfinite: ``"raise"`` (default) raises :class:`NonFiniteGradientError` when a
             gradient has NaN/inf; ``"skip"`` skips the whole step (counted in
             :attr:`skipped_steps`). Either way the weights are untouched. The check costs one
@@ -78,22 +101,31 @@ class RiemannianSGD(Optimizer):
         nonfinite: Literal["raise", "skip"] = "raise",
         project_initial: bool = True,
     ):
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"RiemannianSGD: {name} must be a number >= 0, got {value!r}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("RiemannianSGD: Nesterov momentum needs momentum > 0 and dampening 0")
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"RiemannianSGD: nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, manifold=manifold, retraction=retraction, foreach=foreach,
         )
+        _check_hyperparameters(defaults, "")
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
-        super().__init__(params, defaults)
+        self._project_initial = project_initial
+        super().__init__(params, defaults)  # validates and places each group (add_param_group)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        self._place_on_manifolds(project=project_initial)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its hyper-parameters are checked and its constrained parameters
+        are mapped onto their manifold (or checked, with ``project_initial=False``)."""
+        super().add_param_group(param_group)
+        index = len(self.param_groups) - 1
+        group = self.param_groups[index]
+        try:
+            _check_hyperparameters(group, f" (param group {index})")
+            self._place_group(index, group, project=self._project_initial)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
 
     # -- geometry -------------------------------------------------------------------------
     def geometry(self, param: torch.Tensor, group: dict[str, Any]) -> Geometry:
@@ -107,42 +139,73 @@ class RiemannianSGD(Optimizer):
         return cached[1]
 
     @torch.no_grad()
-    def _place_on_manifolds(self, *, project: bool) -> None:
-        for index, group in enumerate(self.param_groups):
-            for position, param in enumerate(group["params"]):
-                geometry = self.geometry(param, group)
-                if geometry.is_euclidean:
-                    continue
-                point = geometry.view(param)
-                if project:
+    def _place_group(self, index: int, group: dict[str, Any], *, project: bool) -> None:
+        if _is_euclidean_group(group):
+            return
+        for position, param in enumerate(group["params"]):
+            geometry = self.geometry(param, group)
+            if geometry.is_euclidean:
+                continue
+            point = geometry.view(param)
+            if project:
+                # points already on the manifold (e.g. weights loaded from a checkpoint) are
+                # kept bit for bit, so that a resumed run equals the uninterrupted one
+                tolerance = 2 * torch.finfo(point.dtype).eps
+                if not geometry.manifold.constraint_violation(point) <= tolerance:
                     point.copy_(geometry.manifold.project_point(_work(point)))
-                else:
-                    try:
-                        geometry.manifold.check_point(point, atol=1e-4)
-                    except ValueError as err:
-                        raise ValueError(
-                            f"param group {index}, parameter {position}: {err}; or construct "
-                            f"RiemannianSGD with project_initial=True"
-                        ) from None
+            else:
+                try:
+                    geometry.manifold.check_point(point, atol=1e-4)
+                except ValueError as err:
+                    raise ValueError(
+                        f"param group {index}, parameter {position}: {err}; or construct "
+                        f"RiemannianSGD with project_initial=True"
+                    ) from None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._geometries = {}
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("skipped_steps", 0)
+        self.__dict__.setdefault("_project_initial", True)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As ``Optimizer.load_state_dict``, but momentum buffers of float16/bfloat16
+        parameters stay float32 (torch would cast them to the parameter's dtype)."""
+        super().load_state_dict(state_dict)
+        for saved, group in zip(state_dict["param_groups"], self.param_groups):
+            for index, param in zip(saved["params"], group["params"]):
+                buf = state_dict["state"].get(index, {}).get("momentum_buffer")
+                if param.dtype in _LOW_PRECISION and isinstance(buf, torch.Tensor):
+                    self.state[param]["momentum_buffer"] = buf.to(device=param.device,
+                                                                  dtype=torch.float32, copy=True)
 
     # -- stepping -------------------------------------------------------------------------
     def _gradients_are_finite(self) -> bool:
-        by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+        """Whether every gradient is finite: one fused pass over the gradients per
+        (device, dtype) and one host synchronisation per device."""
+        buckets: dict[tuple, list[torch.Tensor]] = defaultdict(list)
         for group in self.param_groups:
             for param in group["params"]:
-                if param.grad is not None:
-                    by_device[param.grad.device].append(param.grad)
-        flags = [
-            torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all()
-            for grads in by_device.values()
-        ]
-        return all(bool(flag) for flag in flags)
+                grad = param.grad
+                if grad is not None and not grad.is_sparse:
+                    buckets[(grad.device, grad.dtype)].append(grad)
+        if not torch.compiler.is_compiling():
+            try:
+                found: dict[torch.device, torch.Tensor] = {}
+                for (device, _), grads in buckets.items():
+                    if device not in found:
+                        found[device] = torch.zeros(1, device=device)
+                    # GradScaler's kernel: sets found to 1 if any entry is inf/NaN (and
+                    # multiplies the gradients by 1, which changes no value)
+                    torch._amp_foreach_non_finite_check_and_unscale_(
+                        grads, found[device], torch.ones(1, device=device))
+                return not any(bool(flag) for flag in found.values())
+            except (RuntimeError, NotImplementedError):  # a backend without that kernel
+                pass
+        # max |g| is inf or NaN iff g has a non-finite entry (and never overflows)
+        return all(bool(torch.stack(torch._foreach_norm(grads, ord=math.inf)).isfinite().all())
+                   for grads in buckets.values())
 
     def _raise_nonfinite(self) -> None:
         bad = [
@@ -169,7 +232,7 @@ class RiemannianSGD(Optimizer):
             self.skipped_steps += 1
             return loss
         for group in self.param_groups:
-            params, grads, bufs, geometries = [], [], [], []
+            params, grads, bufs = [], [], []
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -178,7 +241,8 @@ class RiemannianSGD(Optimizer):
                 params.append(param)
                 grads.append(param.grad)
                 bufs.append(self.state[param].get("momentum_buffer"))
-                geometries.append(self.geometry(param, group))
+            geometries = (None if _is_euclidean_group(group)
+                          else [self.geometry(param, group) for param in params])
             riemannian_sgd(
                 params, grads, bufs, geometries,
                 hp=SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
@@ -196,21 +260,31 @@ def _work(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.dtype in _LOW_PRECISION else tensor
 
 
+def _is_euclidean_group(group: dict[str, Any]) -> bool:
+    """A group that names no manifold (or ``"euclidean"``): plain SGD, any shapes."""
+    spec = group["manifold"]
+    return spec is None or (isinstance(spec, str) and spec.lower() == "euclidean")
+
+
 def riemannian_sgd(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
     momentum_buffers: list[torch.Tensor | None],
-    geometries: list[Geometry],
+    geometries: list[Geometry] | None,
     *,
     hp: SGDHyperparameters,
     foreach: bool | None = None,
 ) -> None:
     """Functional form of :class:`RiemannianSGD`: updates ``params`` in place and
-    ``momentum_buffers`` (list entries replaced) in place."""
+    ``momentum_buffers`` (list entries replaced) in place. ``geometries=None`` means every
+    parameter is Euclidean."""
     if foreach is None:
         foreach = not torch.compiler.is_compiling()
-    euclidean = [i for i, g in enumerate(geometries) if g.is_euclidean]
-    constrained = [i for i, g in enumerate(geometries) if not g.is_euclidean]
+    if geometries is None:
+        euclidean, constrained = list(range(len(params))), []
+    else:
+        euclidean = [i for i, g in enumerate(geometries) if g.is_euclidean]
+        constrained = [i for i, g in enumerate(geometries) if not g.is_euclidean]
     if euclidean:
         _euclidean_sgd(params, grads, momentum_buffers, euclidean, hp, foreach)
     if constrained:
@@ -255,12 +329,120 @@ def _store_buffer(new_buf, param, view):
     return storage
 
 
+# Manifolds whose formulas broadcast over a leading stack axis (Sphere does not: its
+# norms run over the whole array). Exact types: a subclass may change the formulas.
+_STACKABLE = (Oblique, Stiefel, Grassmann, Euclidean)
+
+
+def _unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
+    """The axis along which points have unit norm, for the spheres whose step the fused
+    kernel :func:`_sphere_step_` takes (normalize retraction, projection transport); else
+    ``None``."""
+    if getattr(manifold, "retraction_name", None) != "normalize" or getattr(
+            manifold, "transport_name", "projection") != "projection":
+        return None
+    if type(manifold) is Oblique:
+        return -1 if manifold.unit == "rows" else -2
+    if type(manifold) is Sphere:
+        return tuple(range(-len(manifold.point_shape), 0))
+    return None
+
+
+def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
+    """:math:`\\langle x, y\\rangle` along ``axis``, kept broadcastable."""
+    if isinstance(axis, int):
+        return torch.linalg.vecdot(x, y, dim=axis).unsqueeze(axis)
+    return (x * y).sum(axis, keepdim=True)
+
+
+def _sphere_step_(x, g, m, axis, hp: SGDHyperparameters):
+    r"""The shared step on (products of) spheres with the normalize retraction, fused in
+    place into few kernels: with :math:`c = \langle x, g\rangle` (per sphere),
+
+    .. math::
+
+        r = g - c\,x,\quad m \leftarrow \mu m + (1 - \tau) r,\quad
+        x \leftarrow \frac{x - \lambda d}{\|x - \lambda d\|},\quad
+        m \leftarrow m - \langle x, m\rangle x,
+
+    :math:`d = m` (or :math:`r + \mu m`); without momentum
+    :math:`x - \lambda r = (1 + \lambda c) x - \lambda g` (Table 1). Updates ``x`` (and
+    ``m``) in place; returns the buffer (new on the first momentum step)."""
+    lr, mu, tau = hp.lr, hp.momentum, hp.dampening
+    if hp.weight_decay != 0:
+        g = g.add(x, alpha=hp.weight_decay)
+    c = _inner(x, g, axis)
+    if mu == 0:
+        x.addcmul_(x, c, value=lr).add_(g, alpha=-lr)
+    else:
+        if m is None:  # first step: the Riemannian gradient itself
+            m = torch.addcmul(g, x, c, value=-1)
+        else:
+            m.mul_(mu).add_(g, alpha=1 - tau).addcmul_(x, c, value=tau - 1)
+        if hp.nesterov:  # x - lr (r + mu m)
+            x.addcmul_(x, c, value=lr).add_(g, alpha=-lr).add_(m, alpha=-lr * mu)
+        else:
+            x.add_(m, alpha=-lr)
+    # multiplying by the reciprocal norms is cheaper than dividing on CPUs
+    x.mul_(torch.linalg.vector_norm(x, dim=axis, keepdim=True).reciprocal_())
+    if mu != 0:  # vector transport by projection onto the new tangent space
+        m.addcmul_(x, _inner(x, m, axis), value=-1)
+    return m
+
+
+def _stack_spheres(device: torch.device) -> bool:
+    """Whether same-shaped spheres are stacked for :func:`_sphere_step_`: on accelerators,
+    where a step is bound by kernel launches, one stacked call beats a call per tensor
+    despite the copies; on CPUs, in-place steps per tensor (no copies) are faster."""
+    return device.type != "cpu"
+
+
+def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> None:
+    """:func:`_sphere_step_` on parameters with equal geometry keys: in place per tensor,
+    or on one stack of them (:func:`_stack_spheres`)."""
+    view = geometries[members[0]].view
+    have_buf = [bufs[i] is not None for i in members]
+    if len(members) == 1 or not _stack_spheres(params[members[0]].device) or (
+            any(have_buf) and not all(have_buf)):
+        for i in members:
+            buf = bufs[i]
+            new_buf = _sphere_step_(view(params[i]), view(grads[i]),
+                                    None if buf is None else view(buf), axis, hp)
+            if buf is None and new_buf is not None:
+                bufs[i] = new_buf.reshape(params[i].shape)  # parameter-shaped
+        return
+    points = [view(params[i]) for i in members]
+    x = torch.stack(points)
+    m = torch.stack([view(bufs[i]) for i in members]) if all(have_buf) else None
+    new_buf = _sphere_step_(x, torch.stack([view(grads[i]) for i in members]), m, axis, hp)
+    torch._foreach_copy_(points, list(x.unbind(0)))
+    if m is not None:
+        torch._foreach_copy_([view(bufs[i]) for i in members], list(m.unbind(0)))
+    elif new_buf is not None:
+        for i, buf in zip(members, new_buf.unbind(0)):
+            bufs[i] = buf.reshape(params[i].shape)
+
+
 def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
-    """Same-shaped parameters on the same manifold are stacked and stepped by one call of
-    the shared step (the formulas broadcast over a leading axis)."""
+    """The fast path. Spheres and oblique filters with the normalize retraction (the
+    paper's UN update) in float32/float64 take the fused in-place kernel
+    :func:`_sphere_step_`, a handful of kernels per tensor (per stack of same-shaped
+    tensors on accelerators); other same-shaped parameters on the same manifold are
+    stacked and stepped by one call of the shared step (its formulas broadcast over a
+    leading axis)."""
+    spheres: dict[tuple, list[int]] = defaultdict(list)
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i in indices:
-        buckets[(params[i].device, params[i].dtype, geometries[i].key)].append(i)
+        param, geometry = params[i], geometries[i]
+        axis = _unit_norm_axis(geometry.manifold)
+        if axis is not None and param.dtype in (torch.float32, torch.float64):
+            spheres[(param.device, param.dtype, geometry.key, axis)].append(i)
+        elif type(geometry.manifold) in _STACKABLE:
+            buckets[(param.device, param.dtype, geometry.key)].append(i)
+        else:
+            _single_tensor_step(params, grads, bufs, geometries, [i], hp)
+    for (*_, axis), members in spheres.items():
+        _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp)
     for members in buckets.values():
         have_buf = [bufs[i] is not None for i in members]
         if len(members) == 1 or (any(have_buf) and not all(have_buf)):

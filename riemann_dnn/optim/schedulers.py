@@ -80,8 +80,11 @@ class BoldDriver:
     def step(self, loss: float | torch.Tensor) -> bool:
         accepted = self.rule.after_epoch(float(loss))
         if not accepted:
-            self.model.load_state_dict(self._model_state)
-            self.optimizer.load_state_dict(self._optimizer_state)
+            self.model.load_state_dict(self._model_state)  # copies into the parameters
+            # load_state_dict keeps the given tensors (no copy when dtype and device match)
+            # and the next steps update momentum buffers in place: hand it a copy, so the
+            # snapshot survives for a second rejection in a row
+            self.optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
         for group, ratio in zip(self.optimizer.param_groups, self._ratios):
             group["lr"] = self.rule.lr * ratio
         if accepted:

@@ -29,8 +29,9 @@ __all__ = [
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_number and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 

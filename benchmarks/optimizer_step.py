@@ -1,0 +1,265 @@
+"""What one ``optimizer.step()`` of RiemannianSGD costs next to ``torch.optim.SGD``.
+
+Parameter sets (random gradients, fixed across steps):
+
+- ``archbn-d2``: the paper's depth-2 network -- W1 64x784, W2 64x32 (BN-fed), BN scale and
+  shift 2x64 per layer, classifier theta 10x32;
+- ``archbn-d4``: depth 4 -- two more 64x32 layers and their BN vectors;
+- ``conv4``: four conv layers 64x64x7x7 (BN-fed) with their BN vectors (0.8M weights).
+
+Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
+
+- ``SGD``: ``torch.optim.SGD`` (the baseline);
+- ``RSGD-euclid``: ``RiemannianSGD`` with every parameter Euclidean (its overhead alone);
+- ``UN``: ``RiemannianSGD`` with the BN-fed weights on the oblique manifold (Table 1), the
+  rest Euclidean. With ``foreach`` the oblique weights take the fused in-place kernel;
+  without, the readable per-tensor path through the shared step.
+
+Each sample times ``--inner`` consecutive steps; methods are interleaved sample by sample so
+that a busy machine slows them alike; reported: the median per step and ratios of medians
+measured in the same run (``UN/SGD`` against SGD with the same ``foreach``, and against
+``SGD(foreach=True)``). A second table times a full training iteration (zero_grad, forward,
+backward, step; batch 100) of an ArchBN-like MLP written below, UN against SGD: the paper
+says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x a B-SGD one::
+
+    python benchmarks/optimizer_step.py --device cpu --repeats 200
+
+``--threads`` (default 1) sizes torch's thread pool: with two, the pool's threads spin
+against whatever else runs on the machine and per-step times scatter widely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import riemann_dnn
+from riemann_dnn.optim import RiemannianSGD
+
+# (name, shape, BN-fed?)
+PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
+    "archbn-d2": [("W1", (64, 784), True), ("W2", (64, 32), True)]
+    + [(f"bn{k}.{v}", (64,), False) for k in (1, 2) for v in ("weight", "bias")]
+    + [("theta", (10, 32), False)],
+    "archbn-d4": [("W1", (64, 784), True)] + [(f"W{k}", (64, 32), True) for k in (2, 3, 4)]
+    + [(f"bn{k}.{v}", (64,), False) for k in (1, 2, 3, 4) for v in ("weight", "bias")]
+    + [("theta", (10, 32), False)],
+    "conv4": [(f"conv{k}", (64, 64, 7, 7), True) for k in (1, 2, 3, 4)]
+    + [(f"bn{k}.{v}", (64,), False) for k in (1, 2, 3, 4) for v in ("weight", "bias")],
+}
+METHODS = ("SGD", "RSGD-euclid", "UN")
+LR = 1e-4  # small: the oblique weights stay far from aligning with the fixed gradients
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.device,
+               seed: int = 0) -> torch.optim.Optimizer:
+    gen = torch.Generator().manual_seed(seed)
+    params, invariant = [], []
+    for _, shape, fed in spec:
+        p = nn.Parameter(torch.randn(shape, generator=gen).to(device))
+        p.grad = torch.randn(shape, generator=gen).to(device)
+        params.append(p)
+        invariant.append(fed)
+    if method == "SGD":
+        return torch.optim.SGD(params, lr=LR, momentum=momentum, foreach=foreach)
+    if method == "RSGD-euclid":
+        return RiemannianSGD(params, lr=LR, momentum=momentum, foreach=foreach)
+    groups = [{"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
+              {"params": [p for p, f in zip(params, invariant) if not f]}]
+    return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach)
+
+
+def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
+                 device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each sampler, ``repeats`` samples of ``inner`` calls each,
+    rotating the order of the samplers every round."""
+    names = list(samplers)
+    for name in names:  # warm-up (allocations, first momentum step, caches)
+        for _ in range(max(3, inner)):
+            samplers[name]()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            for _ in range(inner):
+                samplers[name]()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def measure_steps(sets, repeats: int, inner: int, device: torch.device) -> list[dict]:
+    rows = []
+    for set_name in sets:
+        spec = PARAMETER_SETS[set_name]
+        for momentum in (0.0, 0.9):
+            samplers = {}
+            for foreach in (True, False):
+                for method in METHODS:
+                    opt = _optimizer(method, spec, momentum, foreach, device)
+                    samplers[(method, foreach)] = opt.step
+            times = _interleaved(samplers, repeats, inner, device)
+            medians = {key: statistics.median(ts) for key, ts in times.items()}
+            for (method, foreach), median in medians.items():
+                rows.append({
+                    "set": set_name, "momentum": momentum, "foreach": foreach,
+                    "method": method, "us_per_step": 1e6 * median,
+                    "ratio_to_sgd_same_foreach": median / medians[("SGD", foreach)],
+                    "ratio_to_sgd_foreach": median / medians[("SGD", True)],
+                    "parameters": sum(int(torch.Size(s).numel()) for _, s, _ in spec),
+                })
+    return rows
+
+
+# -- full training iterations ------------------------------------------------------------------
+class FeaturePool(nn.Module):
+    """Max-pooling of width 2 stride 2 over the feature dimension (64 -> 32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], -1, 2).amax(-1)
+
+
+def archbn_like(depth: int) -> nn.Sequential:
+    """ArchBN (the paper's Figure 1): [Linear (no bias) -> BN -> ReLU -> pool] x depth,
+    then a linear classifier."""
+    layers, width = [], 784
+    for _ in range(depth):
+        layers += [nn.Linear(width, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
+                   FeaturePool()]
+        width = 32
+    layers.append(nn.Linear(32, 10, bias=False))
+    return nn.Sequential(*layers)
+
+
+def _training_iteration(method: str, depth: int, momentum: float, device: torch.device,
+                        batch: int):
+    torch.manual_seed(0)
+    model = archbn_like(depth).to(device)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, 784, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    if method == "SGD":
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=momentum, foreach=True)
+    else:
+        fed = [m.weight for m in model if isinstance(m, nn.Linear)][:-1]
+        rest = [p for p in model.parameters() if all(p is not q for q in fed)]
+        opt = RiemannianSGD([{"params": fed, "manifold": "oblique"}, {"params": rest}],
+                            lr=LR, momentum=momentum)
+
+    def iteration():
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return iteration
+
+
+def measure_iterations(depths, repeats: int, inner: int, device: torch.device,
+                       batch: int = 100) -> list[dict]:
+    rows = []
+    for depth in depths:
+        for momentum in (0.0, 0.9):
+            samplers = {m: _training_iteration(m, depth, momentum, device, batch)
+                        for m in ("SGD", "UN")}
+            times = _interleaved(samplers, repeats, inner, device)
+            medians = {m: statistics.median(ts) for m, ts in times.items()}
+            for method, median in medians.items():
+                rows.append({"depth": depth, "momentum": momentum, "method": method,
+                             "batch": batch, "us_per_iteration": 1e6 * median,
+                             "ratio_to_sgd": median / medians["SGD"]})
+    return rows
+
+
+# -- reporting ---------------------------------------------------------------------------------
+def _markdown(step_rows, iteration_rows, meta) -> str:
+    lines = [
+        "# RiemannianSGD: cost of one optimizer step",
+        "",
+        f"Device {meta['device']}, torch {meta['torch']} ({meta['threads']} threads), "
+        f"{meta['repeats']} samples of {meta['inner']} steps, median per step. "
+        "UN = BN-fed weights on the oblique manifold (Table 1), the rest Euclidean; "
+        "RSGD-euclid = RiemannianSGD with every parameter Euclidean. Ratios are of medians "
+        "measured in the same run.",
+        "",
+        "| set | momentum | foreach | method | us / step | / SGD (same foreach) "
+        "| / SGD(foreach) |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for r in step_rows:
+        lines.append(
+            f"| {r['set']} | {r['momentum']:g} | {'on' if r['foreach'] else 'off'} | "
+            f"{r['method']} | {r['us_per_step']:.1f} | {r['ratio_to_sgd_same_foreach']:.2f} | "
+            f"{r['ratio_to_sgd_foreach']:.2f} |")
+    lines += [
+        "",
+        f"## Full training iteration (zero_grad + forward + backward + step, batch "
+        f"{iteration_rows[0]['batch'] if iteration_rows else '-'})",
+        "",
+        "ArchBN-like MLP; SGD = torch.optim.SGD(foreach=True) on everything (B-SGD); UN = "
+        "RiemannianSGD (default foreach) with the BN-fed weights oblique. Target: UN <= 1.05x.",
+        "",
+        "| depth | momentum | method | us / iteration | / SGD |",
+        "|---:|---:|---|---:|---:|",
+    ]
+    for r in iteration_rows:
+        lines.append(f"| {r['depth']} | {r['momentum']:g} | {r['method']} | "
+                     f"{r['us_per_iteration']:.1f} | {r['ratio_to_sgd']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=200, help="samples per method")
+    parser.add_argument("--inner", type=int, default=5, help="steps per sample")
+    parser.add_argument("--sets", nargs="+", choices=list(PARAMETER_SETS),
+                        default=list(PARAMETER_SETS))
+    parser.add_argument("--depths", type=int, nargs="*", default=[2, 4],
+                        help="ArchBN depths for the training-iteration table (none: skip)")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: stable numbers)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.inner < 1:
+        parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
+    torch.set_num_threads(max(1, args.threads))
+
+    step_rows = measure_steps(args.sets, args.repeats, args.inner, device)
+    iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
+                                        device)
+    meta = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__, "riemann_dnn": riemann_dnn.__version__,
+        "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "repeats": args.repeats, "inner": args.inner, "lr": LR,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / "optimizer_step.json", args.out / "optimizer_step.md"
+    json_path.write_text(json.dumps({"meta": meta, "steps": step_rows,
+                                     "iterations": iteration_rows}, indent=2))
+    markdown = _markdown(step_rows, iteration_rows, meta)
+    md_path.write_text(markdown)
+    print(markdown)
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
