@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, reproduce, symmetry
+from . import bench, demo, reproduce, symmetry
 
-_SUBCOMMANDS = [reproduce, demo, symmetry]
+_SUBCOMMANDS = [reproduce, demo, symmetry, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

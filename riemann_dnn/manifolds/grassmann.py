@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
-from ._array import Array, namespace, qr_unique, to_float, transpose
+from ._array import Array, namespace, polar_factor, qr_unique, to_float, transpose
 from .base import INF, EmbeddedManifold
+from .sphere import check_transport, sphere_transport_along_geodesic
 from .stiefel import _orthonormality_error
 
 __all__ = ["Grassmann"]
@@ -29,12 +31,23 @@ class Grassmann(EmbeddedManifold):
     ``"qr"`` (the Q factor of :math:`X + U`; the same subspace as ``"polar"``, another basis,
     cheaper) and ``"exp"``. Both span :math:`X + U`, whose principal angles to :math:`X` are
     :math:`\arctan\sigma_i` instead of :math:`\sigma_i`: second order as subspaces.
+
+    Lines, ``p = 1``: :math:`\mathrm{Gr}(n, 1)` is the sphere :math:`S^{n-1}` modulo sign, and
+    its formulas are the sphere's (exp, projection; log and dist to the nearer of
+    :math:`\pm y`). ``Grassmann(n, 1, k=out)`` is Cho & Lee's (2017) view of ``out``
+    scale-invariant filters; with ``retraction="exp", transport="parallel"`` the SGD step is
+    their SGD-G: a step along the geodesic and parallel transport of the momentum.
+
+    Transports (:meth:`transport`): ``"projection"`` (default, :math:`P_Y(V)`) or, for
+    ``p = 1`` only, ``"parallel"`` (along the geodesic from :math:`X` to the line of
+    :math:`Y`; the sphere's formula, see :func:`~riemann_dnn.manifolds.sphere.sphere_transport_along_geodesic`).
     """
 
     retractions = {"polar": 2, "qr": 2, "exp": INF}
     default_retraction = "polar"
 
-    def __init__(self, n: int, p: int, *, k: int = 1, retraction: str | None = None):
+    def __init__(self, n: int, p: int, *, k: int = 1, retraction: str | None = None,
+                 transport: str = "projection"):
         if n < p or p < 1:
             raise ValueError(f"Grassmann: need n >= p >= 1, got n={n}, p={p}")
         if k < 1:
@@ -43,6 +56,40 @@ class Grassmann(EmbeddedManifold):
         name = f"Grassmann manifold Gr({n},{p})" + (f"^{k}" if k > 1 else "")
         shape = (n, p) if k == 1 else (k, n, p)
         super().__init__(name, k * (n * p - p * p), shape, retraction)
+        self._transport = self._checked_transport(transport)
+
+    def _checked_transport(self, transport: str) -> str:
+        check_transport("Grassmann", transport)
+        if transport == "parallel" and self._p != 1:
+            raise ValueError(
+                f"Grassmann: transport='parallel' is implemented for lines (p = 1, the sphere "
+                f"modulo sign), got p={self._p}; use transport='projection'"
+            )
+        return transport
+
+    @property
+    def transport_name(self) -> str:
+        """The vector transport :meth:`transport` applies: ``"projection"`` or ``"parallel"``."""
+        return self._transport
+
+    def with_transport(self, transport: str) -> Grassmann:
+        """A copy of this manifold whose :meth:`transport` is ``transport``."""
+        clone = copy.copy(self)
+        clone._transport = self._checked_transport(transport)
+        return clone
+
+    def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
+        r""":math:`P_Y(V)` (``"projection"``), or for lines (``"parallel"``) the sphere's parallel
+        transport to the representative :math:`sY` nearer :math:`X`
+        (:math:`s = \operatorname{sign}\langle X, Y\rangle`), multiplied by :math:`s` -- the
+        horizontal lift at the given representative :math:`Y`."""
+        if self._transport == "parallel":
+            xp = namespace(point_a, point_b)
+            dot = xp.sum(point_a * point_b, axis=-2, keepdims=True)
+            sign = xp.where(dot < 0, -xp.ones_like(dot), xp.ones_like(dot))
+            moved = sphere_transport_along_geodesic(point_a, sign * point_b, tangent_vector_a, -2)
+            return sign * moved
+        return self.projection(point_b, tangent_vector_a)
 
     @property
     def typical_dist(self) -> float:
@@ -58,8 +105,7 @@ class Grassmann(EmbeddedManifold):
         )
 
     def _retraction_polar(self, point: Array, tangent_vector: Array) -> Array:
-        u, _, vt = namespace(point).linalg.svd(point + tangent_vector, full_matrices=False)
-        return u @ vt
+        return polar_factor(point + tangent_vector)
 
     def _retraction_qr(self, point: Array, tangent_vector: Array) -> Array:
         return qr_unique(point + tangent_vector)
@@ -92,6 +138,11 @@ class Grassmann(EmbeddedManifold):
 
     def _to_manifold(self, ambient: Array) -> Array:
         return qr_unique(ambient)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self._transport == "projection" else (
+            f"{text[:-1]}, transport={self._transport!r}>")
 
     def constraint_violation(self, point: Array) -> float:
         r""":math:`\max|X^TX - I|` (the basis must be orthonormal)."""

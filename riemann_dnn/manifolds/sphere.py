@@ -1,20 +1,37 @@
 r"""Unit spheres: the whole array (:class:`Sphere`) or each row/column (``Oblique``).
 
 The module-level kernels take ``axis``: the axes that form one sphere (``None`` for all).
-They are the single implementation of the sphere's formulas; :class:`Sphere` and
-:class:`~riemann_dnn.manifolds.Oblique` both call them.
+They are the single implementation of the sphere's formulas; :class:`Sphere`,
+:class:`~riemann_dnn.manifolds.Oblique` and ``Grassmann(n, 1)`` (the sphere modulo sign)
+all call them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 from ._array import Array, namespace, normalize, to_float
 from .base import INF, EmbeddedManifold
 
-__all__ = ["Sphere"]
+__all__ = ["Sphere", "TRANSPORTS"]
 
 Axis = int | tuple[int, ...] | None
+
+#: The vector transports a manifold can be built with (``transport=...``): ``"projection"``
+#: (:math:`P_y(v)`, the default) or ``"parallel"`` (parallel transport along the geodesic
+#: from ``x`` to ``y``; spheres, oblique and ``Grassmann(n, 1)`` only).
+TRANSPORTS = ("projection", "parallel")
+
+
+def check_transport(owner: str, transport: str) -> str:
+    """``transport`` if it names one of :data:`TRANSPORTS`, else a ``ValueError``."""
+    if transport not in TRANSPORTS:
+        raise ValueError(
+            f"{owner}: unknown transport {transport!r}; choose one of {list(TRANSPORTS)} "
+            f"('parallel' = parallel transport along the geodesic)"
+        )
+    return transport
 
 
 def _dot(a: Array, b: Array, axis: Axis) -> Array:
@@ -43,10 +60,13 @@ def sphere_weingarten(x: Array, u: Array, normal: Array, axis: Axis) -> Array:
 
 
 def sphere_exp(x: Array, u: Array, axis: Axis) -> Array:
-    r""":math:`\exp_x(u) = \cos(\|u\|)\,x + \frac{\sin\|u\|}{\|u\|}\,u`."""
+    r""":math:`\exp_x(u) = \cos(\|u\|)\,x + \frac{\sin\|u\|}{\|u\|}\,u`, rescaled to unit
+    norm: exact arithmetic lands on the sphere, and the rescaling (a relative change of
+    rounding size) keeps rounding from accumulating over chained steps (float32: a norm
+    error of ~1e-5 after 10,000 steps without it; ~1e-7 with it)."""
     xp = namespace(x, u)
     t = _norm(u, axis)
-    return x * xp.cos(t) + u * xp.sinc(t / math.pi)
+    return normalize(x * xp.cos(t) + u * xp.sinc(t / math.pi), axis)
 
 
 def sphere_angles(x: Array, y: Array, axis: Axis) -> Array:
@@ -82,6 +102,21 @@ def sphere_parallel_transport(x: Array, u: Array, v: Array, axis: Axis) -> Array
     return v - coef * ((1 - xp.cos(t)) * u + t * xp.sin(t) * x)
 
 
+def sphere_transport_along_geodesic(x: Array, y: Array, v: Array, axis: Axis) -> Array:
+    r"""Parallel transport of the tangent part of :math:`v` from :math:`x` to :math:`y` along
+    the minimising geodesic: :func:`sphere_parallel_transport` with :math:`u = \log_x(y)`.
+
+    With the ``"exp"`` retraction, :math:`y = \exp_x(u)` and this is the transport along
+    the step's own geodesic; with another retraction, along the geodesic joining the two
+    points. Projecting :math:`v` onto :math:`T_x` first keeps rounding from accumulating
+    in a chain of transports (momentum); the result is tangent at :math:`y` and has the
+    norm of :math:`P_x(v)`.
+    """
+    return sphere_parallel_transport(
+        x, sphere_log(x, y, axis), sphere_projection(x, v, axis), axis
+    )
+
+
 class Sphere(EmbeddedManifold):
     r"""The unit sphere :math:`\{X \in \mathbb{R}^{n_1\times\dots\times n_k} : \|X\|_F = 1\}`.
 
@@ -90,13 +125,21 @@ class Sphere(EmbeddedManifold):
 
     Retractions: ``"normalize"`` (default, :math:`R_X(U) = (X + U)/\|X + U\|`, second order;
     the paper's Orth) and ``"exp"`` (the exponential map).
+
+    Transports (what :meth:`transport` does, e.g. to momentum in the SGD step):
+    ``"projection"`` (default, :math:`P_Y(V)`) or ``"parallel"``, parallel transport along the
+    geodesic from :math:`X` to :math:`Y` (with ``"exp"``: the exponential map and parallel
+    transport of momentum, Cho & Lee 2017's SGD-G). Choose it with ``transport=...`` or
+    :meth:`with_transport` (``Oblique`` inherits both behaviours).
     """
 
     retractions = {"normalize": 2, "exp": INF}
     default_retraction = "normalize"
     _axis: Axis = None
+    _transport: str = "projection"
 
-    def __init__(self, *shape: int, retraction: str | None = None):
+    def __init__(self, *shape: int, retraction: str | None = None,
+                 transport: str = "projection"):
         if len(shape) == 0:
             raise TypeError("Sphere needs a shape, e.g. Sphere(3) or Sphere(4, 5)")
         if any(int(s) < 1 for s in shape):
@@ -104,6 +147,19 @@ class Sphere(EmbeddedManifold):
         dims = "x".join(str(s) for s in shape)
         super().__init__(f"Sphere manifold of {dims} arrays", math.prod(shape) - 1, shape,
                          retraction)
+        self._transport = check_transport(type(self).__name__, transport)
+
+    @property
+    def transport_name(self) -> str:
+        """The vector transport :meth:`transport` applies: ``"projection"`` or ``"parallel"``."""
+        return self._transport
+
+    def with_transport(self, transport: str) -> Sphere:
+        """A copy of this manifold whose :meth:`transport` is ``transport`` (e.g.
+        ``Oblique(64, 784, unit="rows", retraction="exp").with_transport("parallel")``)."""
+        clone = copy.copy(self)
+        clone._transport = check_transport(type(self).__name__, transport)
+        return clone
 
     @property
     def typical_dist(self) -> float:
@@ -134,11 +190,25 @@ class Sphere(EmbeddedManifold):
         geodesic (an isometry, unlike projection transport)."""
         return sphere_parallel_transport(point, tangent_vector, vector, self._axis)
 
+    def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
+        r"""Carry a tangent vector at ``point_a`` to ``point_b``: :math:`P_Y(V)`
+        (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
+        :func:`sphere_transport_along_geodesic`), per :attr:`transport_name`."""
+        if self._transport == "parallel":
+            return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a,
+                                                   self._axis)
+        return self.projection(point_b, tangent_vector_a)
+
     def pair_mean(self, point_a: Array, point_b: Array) -> Array:
         return normalize(point_a + point_b, self._axis)
 
     def _to_manifold(self, ambient: Array) -> Array:
         return normalize(ambient, self._axis)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self._transport == "projection" else (
+            f"{text[:-1]}, transport={self._transport!r}>")
 
     def constraint_violation(self, point: Array) -> float:
         """Largest :math:`|\\,\\|x\\| - 1|` over the spheres."""

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import math
 
-from ._array import Array, expm, eye_like, namespace, qr_unique, sym, to_float, transpose
+from ._array import (
+    Array,
+    expm,
+    eye_like,
+    namespace,
+    polar_factor,
+    qr_unique,
+    sym,
+    to_float,
+    transpose,
+)
 from .base import INF, EmbeddedManifold
 
 __all__ = ["Stiefel"]
@@ -70,8 +80,7 @@ class Stiefel(EmbeddedManifold):
         return qr_unique(point + tangent_vector)
 
     def _retraction_polar(self, point: Array, tangent_vector: Array) -> Array:
-        u, _, vt = namespace(point).linalg.svd(point + tangent_vector, full_matrices=False)
-        return u @ vt
+        return polar_factor(point + tangent_vector)
 
     def _retraction_cayley(self, point: Array, tangent_vector: Array) -> Array:
         xp = namespace(point, tangent_vector)
@@ -93,7 +102,9 @@ class Stiefel(EmbeddedManifold):
             axis=-2,
         )
         frame = xp.concat([point, tangent_vector], axis=-1)
-        return frame @ (expm(block)[..., : self._p] @ expm(-xtu))
+        # re-orthonormalise against rounding (float32 drifts ~1e-3 in 10,000 chained calls
+        # otherwise); the change is at rounding level, as in Grassmann.exp
+        return qr_unique(frame @ (expm(block)[..., : self._p] @ expm(-xtu)))
 
     def _to_manifold(self, ambient: Array) -> Array:
         return qr_unique(ambient)

@@ -1,10 +1,29 @@
-"""Which manifold a parameter lives on, and how a parameter tensor is viewed as a point.
+r"""Which manifold a parameter lives on, and how a parameter tensor is viewed as a point.
 
 A param group names its manifold: ``"euclidean"`` (default), ``"oblique"`` (unit-norm
 filters), ``"sphere"`` (the whole tensor unit-norm), ``"stiefel"`` (orthonormal filters),
 ``"grassmann"`` (each filter a point of G(1, n): the sphere modulo sign), or a manifold
-object whose point shape matches the parameter or its filter matrix. Views share memory with
-the parameter, so writing a new point into the view updates the parameter in place.
+object whose point shape matches the parameter or its filter matrix (or, for a weight of
+``out`` filters of size ``n``: ``(out, n, 1)``, e.g. ``Grassmann(n, 1, k=out)``, or for a
+Stiefel/Grassmann object ``(n, out)``, the transposed filter matrix, e.g.
+``Stiefel(n, out)`` for orthonormal rows). Views share
+memory with the parameter, so writing a new point into the view updates the parameter in
+place.
+
+For a weight with ``out`` filters of size ``n = prod(rest)`` (the filter matrix ``W`` is
+``out x n``):
+
+- ``"stiefel"``: orthonormal rows when ``out <= n`` (:math:`WW^T = I`, the point is
+  :math:`W^T \in \mathrm{St}(n, out)`), else orthonormal columns (:math:`W^TW = I`,
+  :math:`W \in \mathrm{St}(out, n)`); retractions ``"qr"`` (default), ``"polar"``,
+  ``"cayley"``, ``"exp"``.
+- ``"grassmann"``: ``Grassmann(n, 1, k=out)``, the filters as columns of shape ``(out, n, 1)``;
+  retractions ``"polar"`` (default), ``"qr"``, ``"exp"``.
+
+The group's ``"retraction"`` may also name the vector transport after a ``+``:
+``"exp+parallel"`` on ``"grassmann"`` (or ``"oblique"``, ``"sphere"``) is Cho & Lee's
+(2017) SGD-G -- a step along the geodesic and parallel transport of the momentum; without
+``+...`` the transport is ``"projection"``. ``None`` means the manifold's defaults.
 """
 
 from __future__ import annotations
@@ -17,9 +36,25 @@ from pymanopt.manifolds.manifold import Manifold
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel, filter_matrix
 
-__all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry", "parameter_from_point"]
+__all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry", "parameter_from_point",
+           "split_retraction"]
 
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
+_TRANSPORT_NAMES = ("projection", "parallel")
+
+
+def split_retraction(spec: str | None) -> tuple[str | None, str]:
+    """``"exp+parallel"`` -> ``("exp", "parallel")``; ``"qr"`` -> ``("qr", "projection")``;
+    ``None`` -> ``(None, "projection")``; ``"+parallel"`` keeps the default retraction."""
+    if spec is None or "+" not in spec:
+        return spec, "projection"
+    retraction, _, transport = spec.partition("+")
+    if transport not in _TRANSPORT_NAMES:
+        raise ValueError(
+            f"retraction {spec!r}: unknown vector transport {transport!r} after '+'; use "
+            f"one of {list(_TRANSPORT_NAMES)}, e.g. 'exp+parallel'"
+        )
+    return retraction or None, transport
 
 
 def _identity(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
@@ -61,14 +96,21 @@ class Geometry:
     def key(self) -> tuple:
         """Parameters with equal keys can be stacked and stepped together."""
         return (type(self.manifold), self.manifold.point_shape,
-                getattr(self.manifold, "retraction_name", None), self.view)
+                getattr(self.manifold, "retraction_name", None),
+                getattr(self.manifold, "transport_name", "projection"), self.view)
 
 
-def _named_geometry(name: str, shape: tuple[int, ...], retraction: str | None) -> Geometry:
-    if name == "euclidean":
+def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geometry:
+    if name == "euclidean":  # plain SGD: a retraction named for the constrained groups is moot
         return Geometry(Euclidean(*shape), _identity)
+    retraction, transport = split_retraction(spec)
+    if transport != "projection" and name not in ("sphere", "oblique", "grassmann"):
+        raise ValueError(
+            f"retraction {spec!r}: transport {transport!r} is available on 'sphere', "
+            f"'oblique' and 'grassmann' (lines), not on {name!r}; drop the '+{transport}'"
+        )
     if name == "sphere":
-        return Geometry(Sphere(*shape, retraction=retraction), _identity)
+        return Geometry(Sphere(*shape, retraction=retraction, transport=transport), _identity)
     if len(shape) < 2:
         raise ValueError(
             f"manifold {name!r} constrains the filters (rows) of a weight of shape (out, in, "
@@ -80,15 +122,18 @@ def _named_geometry(name: str, shape: tuple[int, ...], retraction: str | None) -
     for size in shape[1:]:
         rest *= size
     if name == "oblique":
-        return Geometry(Oblique.for_filters(shape, retraction=retraction), _filters)
+        oblique = Oblique.for_filters(shape, retraction=retraction)
+        return Geometry(oblique.with_transport(transport), _filters)
     if name == "stiefel":
         if out <= rest:  # orthonormal rows: W^T in St(rest, out)
             return Geometry(Stiefel(rest, out, retraction=retraction), _filters_transposed)
         return Geometry(Stiefel(out, rest, retraction=retraction), _filters)
     if name == "grassmann":
-        return Geometry(Grassmann(rest, 1, k=out, retraction=retraction) if out > 1
-                        else Grassmann(rest, 1, retraction=retraction), _filters_as_columns
-                        if out > 1 else _filters_transposed)
+        if out == 1:  # one filter: the (rest, 1) column
+            return Geometry(Grassmann(rest, 1, retraction=retraction, transport=transport),
+                            _filters_transposed)
+        return Geometry(Grassmann(rest, 1, k=out, retraction=retraction, transport=transport),
+                        _filters_as_columns)
     raise ValueError(
         f"unknown manifold {name!r} in a param group; use one of {MANIFOLD_NAMES} or a "
         f"riemann_dnn.manifolds object"
@@ -97,7 +142,9 @@ def _named_geometry(name: str, shape: tuple[int, ...], retraction: str | None) -
 
 def resolve_geometry(spec: str | Manifold | None, retraction: str | None,
                      param: torch.Tensor) -> Geometry:
-    """The :class:`Geometry` of ``param`` in a group with ``manifold=spec``."""
+    """The :class:`Geometry` of ``param`` in a group with ``manifold=spec`` and
+    ``retraction`` (a name, optionally ``"+parallel"``/``"+projection"`` for the transport of
+    named sphere, oblique and grassmann groups; see the module docstring)."""
     shape = tuple(param.shape)
     if spec is None:
         spec = "euclidean"
@@ -116,12 +163,20 @@ def resolve_geometry(spec: str | Manifold | None, retraction: str | None,
     point_shape = tuple(getattr(spec, "point_shape", ()))
     if point_shape == shape:
         return Geometry(spec, _identity)
-    if len(shape) >= 2 and point_shape == tuple(filter_matrix(param.detach()).shape):
-        return Geometry(spec, _filters)
+    if len(shape) >= 2:
+        out, rest = tuple(filter_matrix(param.detach()).shape)
+        views = [((out, rest), _filters), ((out, rest, 1), _filters_as_columns)]
+        if isinstance(spec, (Stiefel, Grassmann)):  # orthonormal rows: W^T is the point
+            views.append(((rest, out), _filters_transposed))
+        for view_shape, view in views:
+            if point_shape == view_shape:
+                return Geometry(spec, view)
     raise ValueError(
         f"manifold {spec} has points of shape {point_shape}, which fits neither the parameter "
-        f"shape {shape} nor its filter matrix; give each parameter a manifold of its own "
-        f"shape or name the manifold ('oblique', ...) so it is derived per parameter"
+        f"shape {shape} nor its filter matrix (out, n), its filters as columns (out, n, 1) "
+        f"or, for Stiefel/Grassmann, its transpose (n, out); give each parameter a manifold "
+        f"of its own shape or name the manifold ('oblique', ...) so it is derived per "
+        f"parameter"
     )
 
 
