@@ -31,7 +31,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--constraint", choices=["oblique", "stiefel", "grassmann"],
                       default="oblique", help="manifold of the filters for method 'un'")
     data.add_argument("--retraction", default=None,
-                      help="retraction for the constraint (default: the manifold's)")
+                      help="retraction for the constraint (default: the manifold's); append "
+                      "'+parallel' to carry momentum by parallel transport, e.g. exp+parallel")
 
 
 def _protocol(args):

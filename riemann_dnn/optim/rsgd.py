@@ -55,7 +55,8 @@ class RiemannianSGD(Optimizer):
         x \leftarrow R_x(-\lambda d),\quad m \leftarrow P_{x}(m)
 
     with :math:`d = m` (or :math:`r + \mu m` with Nesterov). Momentum lives in the tangent
-    space and is carried to the new point by vector transport (projection); see
+    space and is carried to the new point by the manifold's vector transport (projection;
+    parallel transport for ``"exp+parallel"``); see
     :mod:`riemann_dnn.step.sgd`. With momentum 0 and the ``"normalize"`` retraction an
     oblique parameter follows Table 1 exactly; Euclidean parameters follow
     ``torch.optim.SGD`` exactly.

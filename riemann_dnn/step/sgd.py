@@ -11,11 +11,12 @@ learning rate :math:`\lambda`, momentum :math:`\mu`, dampening :math:`\tau` and 
         && \text{momentum, a tangent vector at } x\\
     d &= r + \mu m \text{ (Nesterov) or } m\\
     x^+ &= R_x(-\lambda d)                          && \text{retraction}\\
-    m^+ &= \mathcal{T}_{x \to x^+}(m) = P_{x^+}(m)  && \text{vector transport by projection}
+    m^+ &= \mathcal{T}_{x \to x^+}(m)               && \text{vector transport}
 
 The momentum lives in the tangent space: it is built from Riemannian gradients only (the
 first buffer is :math:`r`, not :math:`g`) and carried to the new tangent space by
-projection after each step. With :math:`\mu = 0` and the ``"normalize"`` retraction on
+``manifold.transport`` after each step: projection :math:`P_{x^+}(m)` by default, or
+parallel transport along the geodesic for manifolds built with ``transport="parallel"``. With :math:`\mu = 0` and the ``"normalize"`` retraction on
 ``Oblique(..., unit="rows")`` this is exactly Table 1 of Badrinarayanan et al. (2015):
 :math:`W \leftarrow \operatorname{rownormalize}(W - \lambda(G - \operatorname{Diag}(\operatorname{diag}(GW^T))W))`.
 On ``Euclidean`` it is plain (momentum) SGD.
