@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..optim.geometry import Geometry, resolve_geometry
-from ..step import SGDHyperparameters, riemannian_sgd_step
+from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 
 __all__ = ["Ensemble"]
 
@@ -105,22 +105,29 @@ class Ensemble:
     @torch.no_grad()
     def apply_step(self, grads: dict[str, torch.Tensor], lr: torch.Tensor,
                    momentum: float = 0.0) -> None:
-        """Step every parameter on its manifold with the shared Riemannian step."""
+        """Step every parameter on its manifold with the shared Riemannian step (its fused
+        in-place form for unit-norm filters with the normalize retraction)."""
         for name, param in self.params.items():
             geometry = self.geometries[name]
             point = geometry.view(param, 1)
             rate = lr.view(-1, *([1] * (point.ndim - 1))).to(point.dtype)
+            hp = SGDHyperparameters(lr=rate, momentum=momentum)
             buf = self._buffers_momentum[name]
-            new_point, new_buf = riemannian_sgd_step(
-                geometry.manifold, point, geometry.view(grads[name], 1),
-                None if buf is None else geometry.view(buf, 1),
-                SGDHyperparameters(lr=rate, momentum=momentum),
-            )
-            point.copy_(new_point)
-            if new_buf is not None:
+            buf_view = None if buf is None else geometry.view(buf, 1)
+            axis = unit_norm_axis(geometry.manifold)
+            if axis is not None:
+                new_buf = sphere_sgd_step_(point, geometry.view(grads[name], 1), buf_view,
+                                           axis, hp)
+            else:
+                new_point, new_buf = riemannian_sgd_step(
+                    geometry.manifold, point, geometry.view(grads[name], 1), buf_view, hp)
+                point.copy_(new_point)
+            if new_buf is not None and buf is None:
                 storage = torch.empty_like(param)
                 geometry.view(storage, 1).copy_(new_buf)
                 self._buffers_momentum[name] = storage
+            elif new_buf is not None and new_buf is not buf_view:
+                buf_view.copy_(new_buf)
 
     # -- snapshots ------------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:

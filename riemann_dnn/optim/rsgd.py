@@ -11,8 +11,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel
-from ..step import SGDHyperparameters, riemannian_sgd_step
+from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
+from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 from .geometry import Geometry, resolve_geometry
 
 __all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd"]
@@ -335,71 +335,15 @@ def _store_buffer(new_buf, param, view):
 _STACKABLE = (Oblique, Stiefel, Grassmann, Euclidean)
 
 
-def _unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
-    """The axis along which points have unit norm, for the spheres whose step the fused
-    kernel :func:`_sphere_step_` takes (normalize retraction, projection transport); else
-    ``None``."""
-    if getattr(manifold, "retraction_name", None) != "normalize" or getattr(
-            manifold, "transport_name", "projection") != "projection":
-        return None
-    if type(manifold) is Oblique:
-        return -1 if manifold.unit == "rows" else -2
-    if type(manifold) is Sphere:
-        return tuple(range(-len(manifold.point_shape), 0))
-    return None
-
-
-def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
-    """:math:`\\langle x, y\\rangle` along ``axis``, kept broadcastable."""
-    if isinstance(axis, int):
-        return torch.linalg.vecdot(x, y, dim=axis).unsqueeze(axis)
-    return (x * y).sum(axis, keepdim=True)
-
-
-def _sphere_step_(x, g, m, axis, hp: SGDHyperparameters):
-    r"""The shared step on (products of) spheres with the normalize retraction, fused in
-    place into few kernels: with :math:`c = \langle x, g\rangle` (per sphere),
-
-    .. math::
-
-        r = g - c\,x,\quad m \leftarrow \mu m + (1 - \tau) r,\quad
-        x \leftarrow \frac{x - \lambda d}{\|x - \lambda d\|},\quad
-        m \leftarrow m - \langle x, m\rangle x,
-
-    :math:`d = m` (or :math:`r + \mu m`); without momentum
-    :math:`x - \lambda r = (1 + \lambda c) x - \lambda g` (Table 1). Updates ``x`` (and
-    ``m``) in place; returns the buffer (new on the first momentum step)."""
-    lr, mu, tau = hp.lr, hp.momentum, hp.dampening
-    if hp.weight_decay != 0:
-        g = g.add(x, alpha=hp.weight_decay)
-    c = _inner(x, g, axis)
-    if mu == 0:
-        x.addcmul_(x, c, value=lr).add_(g, alpha=-lr)
-    else:
-        if m is None:  # first step: the Riemannian gradient itself
-            m = torch.addcmul(g, x, c, value=-1)
-        else:
-            m.mul_(mu).add_(g, alpha=1 - tau).addcmul_(x, c, value=tau - 1)
-        if hp.nesterov:  # x - lr (r + mu m)
-            x.addcmul_(x, c, value=lr).add_(g, alpha=-lr).add_(m, alpha=-lr * mu)
-        else:
-            x.add_(m, alpha=-lr)
-    # multiplying by the reciprocal norms is cheaper than dividing on CPUs
-    x.mul_(torch.linalg.vector_norm(x, dim=axis, keepdim=True).reciprocal_())
-    if mu != 0:  # vector transport by projection onto the new tangent space
-        m.addcmul_(x, _inner(x, m, axis), value=-1)
-    return m
-
-
 def _stack_spheres(device: torch.device) -> bool:
-    """Whether same-shaped spheres are stacked for :func:`_sphere_step_`: on accelerators,
+    """Whether same-shaped spheres are stacked for :func:`~riemann_dnn.step.sphere_sgd_step_`: on accelerators,
     where a step is bound by kernel launches, one stacked call beats a call per tensor
     despite the copies; on CPUs, in-place steps per tensor (no copies) are faster."""
     return device.type != "cpu"
 
 
 def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> None:
-    """:func:`_sphere_step_` on parameters with equal geometry keys: in place per tensor,
+    """:func:`~riemann_dnn.step.sphere_sgd_step_` on parameters with equal geometry keys: in place per tensor,
     or on one stack of them (:func:`_stack_spheres`)."""
     view = geometries[members[0]].view
     have_buf = [bufs[i] is not None for i in members]
@@ -407,7 +351,7 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
             any(have_buf) and not all(have_buf)):
         for i in members:
             buf = bufs[i]
-            new_buf = _sphere_step_(view(params[i]), view(grads[i]),
+            new_buf = sphere_sgd_step_(view(params[i]), view(grads[i]),
                                     None if buf is None else view(buf), axis, hp)
             if buf is None and new_buf is not None:
                 bufs[i] = new_buf.reshape(params[i].shape)  # parameter-shaped
@@ -415,7 +359,7 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
     points = [view(params[i]) for i in members]
     x = torch.stack(points)
     m = torch.stack([view(bufs[i]) for i in members]) if all(have_buf) else None
-    new_buf = _sphere_step_(x, torch.stack([view(grads[i]) for i in members]), m, axis, hp)
+    new_buf = sphere_sgd_step_(x, torch.stack([view(grads[i]) for i in members]), m, axis, hp)
     torch._foreach_copy_(points, list(x.unbind(0)))
     if m is not None:
         torch._foreach_copy_([view(bufs[i]) for i in members], list(m.unbind(0)))
@@ -427,7 +371,7 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
 def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
     """The fast path. Spheres and oblique filters with the normalize retraction (the
     paper's UN update) in float32/float64 take the fused in-place kernel
-    :func:`_sphere_step_`, a handful of kernels per tensor (per stack of same-shaped
+    :func:`~riemann_dnn.step.sphere_sgd_step_`, a handful of kernels per tensor (per stack of same-shaped
     tensors on accelerators); other same-shaped parameters on the same manifold are
     stacked and stepped by one call of the shared step (its formulas broadcast over a
     leading axis)."""
@@ -435,7 +379,7 @@ def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i in indices:
         param, geometry = params[i], geometries[i]
-        axis = _unit_norm_axis(geometry.manifold)
+        axis = unit_norm_axis(geometry.manifold)
         if axis is not None and param.dtype in (torch.float32, torch.float64):
             spheres[(param.device, param.dtype, geometry.key, axis)].append(i)
         elif type(geometry.manifold) in _STACKABLE:

@@ -2,6 +2,7 @@
 :class:`riemann_dnn.optim.RiemannianSGD` (torch) and
 :class:`riemann_dnn.solvers.StochasticGradient` (pymanopt)."""
 
+from .fused import sphere_sgd_step_, unit_norm_axis
 from .sgd import SGDHyperparameters, riemannian_sgd_step
 from .step_size import (
     BoldDriverRule,
@@ -15,6 +16,8 @@ from .step_size import (
 __all__ = [
     "SGDHyperparameters",
     "riemannian_sgd_step",
+    "sphere_sgd_step_",
+    "unit_norm_axis",
     "StepSizeRule",
     "FixedStepSize",
     "DecayStepSize",
