@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, demo, reproduce, symmetry
+from . import bench, demo, reproduce, segment, symmetry
 
-_SUBCOMMANDS = [reproduce, demo, symmetry, bench]
+_SUBCOMMANDS = [reproduce, demo, symmetry, segment, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

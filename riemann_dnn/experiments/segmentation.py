@@ -35,6 +35,7 @@ held-out training scenes, and writes ``comparison.json/.md/.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -76,6 +77,7 @@ __all__ = [
     "train_segmentation",
     "select_learning_rate",
     "compare_methods",
+    "load_trained_model",
     "split_holdout",
     "palette_for",
     "plot_predictions",
@@ -690,6 +692,114 @@ def _synchronize(device: torch.device) -> None:
 
 
 # -- learning-rate selection and the UN vs B-SGD comparison -----------------------------------
+def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The model saved in ``run_dir/checkpoint.pt`` (a run of :func:`train_segmentation`)."""
+    payload = _load_checkpoint(Path(run_dir) / CHECKPOINT)
+    config = SegmentationConfig.from_json(payload["config"])
+    weight = next(v for k, v in payload["model"].items() if k.endswith("classifier.weight"))
+    first = next(v for k, v in payload["model"].items()
+                 if k.endswith(".weight") and v.ndim == 4)
+    model = build_model(config, first.shape[1], weight.shape[0])
+    model.load_state_dict(payload["model"])
+    return model.to(device)
+
+
+_WORKER_DATA: dict[str, tuple[SegmentationSet, SegmentationSet]] = {}
+
+
+def _init_worker(data: dict[str, tuple[SegmentationSet, SegmentationSet]], threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER_DATA.update(data)
+
+
+def _run_task(task: tuple) -> dict[str, Any]:
+    """One training run: ``(config, out_dir, data_key, device, resume, progress)`` -> its record
+    (``{"diverged": True, ...}`` when the gradients became non-finite)."""
+    config, out_dir, key, device, resume, progress = task
+    try:
+        result = train_segmentation(config, out_dir, data=_WORKER_DATA[key], device=device,
+                                    resume=resume, progress=progress,
+                                    figure_images=0 if key == "selection" else 5)
+    except NonFiniteGradientError as err:
+        return {"config": config.to_json(), "diverged": True, "error": str(err)}
+    record = result.record
+    record["diverged"] = not all(math.isfinite(h["train_loss"]) for h in record["history"])
+    return record
+
+
+def _run_tasks(tasks: list[tuple], data: dict, pool, log: Callable[[str], None] | None,
+               describe: Callable[[dict], str]) -> list[dict[str, Any]]:
+    """Run ``tasks`` in order in this process (``pool`` None) or on the worker processes of
+    ``pool`` (see :func:`_worker_pool`); results in task order."""
+    if pool is None:
+        _WORKER_DATA.clear()
+        _WORKER_DATA.update(data)
+        results = []
+        try:
+            for task in tasks:
+                results.append(_run_task(task))
+                if log:
+                    log(describe(results[-1]))
+        finally:
+            _WORKER_DATA.clear()
+        return results
+    from concurrent.futures import as_completed
+
+    tasks = [(*task[:5], False) for task in tasks]  # no per-run bars from workers
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    futures = {pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
+    for future in as_completed(futures):
+        results[futures[future]] = future.result()
+        if log:
+            log(describe(results[futures[future]]))
+    return [r for r in results if r is not None]
+
+
+@contextlib.contextmanager
+def _worker_pool(jobs: int, threads: int | None, data: dict):
+    """``None`` for ``jobs <= 1``, else a pool of ``jobs`` spawned processes holding ``data``
+    and using ``threads`` torch threads each (default: this process's threads / jobs)."""
+    if jobs <= 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(data, threads)) as pool:
+        yield pool
+
+
+def _describe(record: dict[str, Any]) -> str:
+    config = record["config"]
+    name = f"{config['method']}-seed{config['seed']} lr {config['lr']:g}"
+    if record.get("diverged"):
+        return f"{name}: diverged"
+    final = record["final"]
+    return (f"{name}: global {final['global_accuracy']:.4f}, class-avg "
+            f"{final['class_accuracy']:.4f}, mIoU {final['mean_iou']:.4f}, "
+            f"{record['epoch_seconds_mean']:.1f} s/epoch ({record['data']['test']})")
+
+
+def _choose(method: str, grid: Sequence[float], records: list[dict[str, Any]],
+            fit: int, held: int, epochs: int) -> dict[str, Any]:
+    candidates = []
+    for lr, record in zip(grid, records):
+        entry: dict[str, Any] = {"lr": float(lr), "diverged": bool(record.get("diverged"))}
+        final = record.get("final", {})
+        for key in ("mean_iou", "global_accuracy", "class_accuracy"):
+            entry[key] = final.get(key, float("nan"))
+        candidates.append(entry)
+    usable = [c for c in candidates if not c["diverged"] and math.isfinite(c["mean_iou"])]
+    if not usable:
+        raise RuntimeError(f"every learning rate of {list(grid)} diverged for method "
+                           f"{method!r}; try smaller rates")
+    best = max(usable, key=lambda c: c["mean_iou"])
+    return {"chosen_lr": best["lr"], "candidates": candidates, "holdout_images": held,
+            "fit_images": fit, "epochs": epochs}
+
+
 def select_learning_rate(
     config: SegmentationConfig,
     candidates: Sequence[float],
@@ -708,36 +818,17 @@ def select_learning_rate(
     highest held-out mIoU. Diverged candidates (non-finite gradient or loss) are skipped.
 
     Returns ``{"chosen_lr", "candidates": [{"lr", "mean_iou", "global_accuracy",
-    "class_accuracy", "diverged"}, ...], "holdout_images", "epochs"}``.
+    "class_accuracy", "diverged"}, ...], "holdout_images", "fit_images", "epochs"}``.
     """
     if not candidates:
         raise ValueError("candidates must hold at least one learning rate")
     fit, held = split_holdout(train, holdout, seed=config.data_seed)
     epochs = epochs or config.epochs
-    results = []
-    for lr in candidates:
-        run = replace(config, lr=float(lr), epochs=epochs)
-        where = Path(out_dir) / f"{config.method}-lr{lr:g}"
-        entry: dict[str, Any] = {"lr": float(lr), "diverged": False}
-        try:
-            result = train_segmentation(run, where, data=(fit, held), device=device,
-                                        resume=resume, progress=progress, figure_images=0)
-            metrics = result.record["final"]
-            if not all(math.isfinite(h["train_loss"]) for h in result.record["history"]):
-                entry["diverged"] = True
-        except NonFiniteGradientError:
-            entry["diverged"] = True
-            metrics = {}
-        for key in ("mean_iou", "global_accuracy", "class_accuracy"):
-            entry[key] = metrics.get(key, float("nan"))
-        results.append(entry)
-    usable = [r for r in results if not r["diverged"] and math.isfinite(r["mean_iou"])]
-    if not usable:
-        raise RuntimeError(f"every learning rate of {list(candidates)} diverged for method "
-                           f"{config.method!r}; try smaller rates")
-    best = max(usable, key=lambda r: r["mean_iou"])
-    return {"chosen_lr": best["lr"], "candidates": results, "holdout_images": len(held),
-            "fit_images": len(fit), "epochs": epochs}
+    tasks = [(replace(config, lr=float(lr), epochs=epochs),
+              Path(out_dir) / f"{config.method}-lr{lr:g}", "selection", device, resume, progress)
+             for lr in candidates]
+    records = _run_tasks(tasks, {"selection": (fit, held)}, None, None, _describe)
+    return _choose(config.method, candidates, records, len(fit), len(held), epochs)
 
 
 def compare_methods(
@@ -754,49 +845,73 @@ def compare_methods(
     device: str | torch.device = "cpu",
     resume: bool = False,
     progress: bool = True,
+    jobs: int = 1,
+    threads: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """UN vs B-SGD (or any ``methods``) over ``seeds``, each method with a learning rate chosen
-    by :func:`select_learning_rate` from ``lr_grid`` (skipped when the grid has one rate; default
-    ``[base.lr]``). Runs are interleaved (seed by seed, method by method) so that the epoch-time
-    ratio is measured under the same machine load. Writes ``runs/<method>-seed<S>/``,
-    ``selection/`` and ``comparison.json``, ``comparison.md``, ``comparison.png`` into ``out_dir``
-    and returns the summary.
+    """UN vs B-SGD (or any ``methods``) over ``seeds``.
+
+    1. Learning-rate selection (when ``lr_grid`` holds several rates; default ``[base.lr]``):
+       for each method and rate, train with seed ``seeds[0]`` for ``selection_epochs``
+       (default ``base.epochs``) on the training scenes minus ``holdout`` of them and score the
+       held-out mIoU; each method takes its best rate (see :func:`select_learning_rate`).
+    2. For each seed and method (interleaved, so both methods train under the same machine
+       load), a full run with the chosen rate, evaluated on the test set.
+
+    ``jobs > 1`` runs the trainings in that many worker processes (``threads`` torch threads
+    each; e.g. ``jobs=2, threads=1`` on 2 cores trains UN and B-SGD of one seed side by side).
+    Writes ``selection/``, ``runs/<method>-seed<S>/`` and ``comparison.json``,
+    ``comparison.md``, ``comparison.png`` (rows: input, ground truth, each method's prediction
+    by its ``seeds[0]`` model) into ``out_dir`` and returns the summary.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not seeds or not methods:
+        raise ValueError(f"need at least one method and one seed; got methods={methods!r}, "
+                         f"seeds={seeds!r}")
     train, test = data if data is not None else load_segmentation_data(base, data_dir=data_dir)
-    grid = list(lr_grid) if lr_grid else [base.lr]
-    selections: dict[str, Any] = {}
-    for method in methods:
-        config = replace(base, method=method, seed=seeds[0])
+    grid = [float(lr) for lr in (lr_grid or [base.lr])]
+    data_sets = {"final": (train, test)}
+    if len(grid) > 1:
+        data_sets["selection"] = split_holdout(train, holdout, seed=base.data_seed)
+    with _worker_pool(jobs, threads, data_sets) as pool:
+        selections: dict[str, Any] = {}
         if len(grid) > 1:
-            selections[method] = select_learning_rate(
-                config, grid, train, out / "selection", holdout=holdout,
-                epochs=selection_epochs, device=device, resume=resume, progress=progress)
-            if log:
-                scores = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"] else
-                                                       f"{c['mean_iou']:.3f}")
-                                   for c in selections[method]["candidates"])
-                log(f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
-                    f"{selections[method]['chosen_lr']:g}")
+            fit, held = data_sets["selection"]
+            epochs = selection_epochs or base.epochs
+            tasks = [(replace(base, method=m, seed=seeds[0], lr=lr, epochs=epochs),
+                      out / "selection" / f"{m}-lr{lr:g}", "selection", device, resume, progress)
+                     for m in methods for lr in grid]
+            records = _run_tasks(tasks, data_sets, pool, log, _describe)
+            for i, method in enumerate(methods):
+                selections[method] = _choose(method, grid,
+                                             records[i * len(grid):(i + 1) * len(grid)],
+                                             len(fit), len(held), epochs)
+                if log:
+                    scores = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"] else
+                                                           f"{c['mean_iou']:.4f}")
+                                       for c in selections[method]["candidates"])
+                    log(f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
+                        f"{selections[method]['chosen_lr']:g}")
         else:
-            selections[method] = {"chosen_lr": grid[0], "candidates": [], "epochs": 0}
+            selections = {m: {"chosen_lr": grid[0], "candidates": [], "epochs": 0}
+                          for m in methods}
+        tasks = []
+        for seed in seeds:
+            for method in methods:
+                config = replace(base, method=method, seed=seed,
+                                 lr=selections[method]["chosen_lr"])
+                tasks.append((config, out / "runs" / config.name, "final", device, resume,
+                              progress))
+        results = _run_tasks(tasks, data_sets, pool, log, _describe)
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    models: dict[str, nn.Module] = {}
-    for seed in seeds:
-        for method in methods:
-            config = replace(base, method=method, seed=seed, lr=selections[method]["chosen_lr"])
-            result = train_segmentation(config, out / "runs" / config.name, data=(train, test),
-                                        device=device, resume=resume, progress=progress)
-            records[method].append(result.record)
-            models.setdefault(method, result.model)
-            if log:
-                f = result.record["final"]
-                log(f"{config.name}: lr {config.lr:g}, global {f['global_accuracy']:.4f}, "
-                    f"class-avg {f['class_accuracy']:.4f}, mIoU {f['mean_iou']:.4f}, "
-                    f"{result.record['epoch_seconds_mean']:.1f} s/epoch")
-    summary = _summarize(base, records, selections, train, test, holdout)
+    for record in results:
+        if record.get("diverged"):
+            raise RuntimeError(f"run {record['config']} diverged at the chosen learning rate")
+        records[record["config"]["method"]].append(record)
+    models = {m: load_trained_model(out / "runs" / f"{m}-seed{seeds[0]}", device=device)
+              for m in methods}
+    summary = _summarize(base, records, selections, train, test, holdout, jobs)
     _write_comparison(summary, models, test, out, device=device)
     return summary
 
@@ -805,31 +920,33 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _summarize(base, records, selections, train, test, holdout) -> dict[str, Any]:
+def _summarize(base, records, selections, train, test, holdout, jobs) -> dict[str, Any]:
     rows = []
     for method, recs in records.items():
         row: dict[str, Any] = {"method": method, "label": SEGMENTATION_METHODS[method],
                                "runs": len(recs), "lr": selections[method]["chosen_lr"]}
         for key in ("global_accuracy", "class_accuracy", "mean_iou"):
             values = [r["final"][key] for r in recs]
-            row[key] = {"values": values, "mean": _mean_std(values)[0],
-                        "std": _mean_std(values)[1]}
+            mean, std = _mean_std(values)
+            row[key] = {"values": values, "mean": mean, "std": std}
         row["epoch_seconds"] = statistics.fmean(r["epoch_seconds_mean"] for r in recs)
         rows.append(row)
     by_method = {r["method"]: r for r in rows}
     ratio = None
     if "un" in by_method and "bsgd" in by_method:
         ratio = by_method["un"]["epoch_seconds"] / by_method["bsgd"]["epoch_seconds"]
-    first = next(iter(records.values()))[0]
+    first = next(iter(records.values()))
     return {
         "config": {k: v for k, v in base.to_json().items() if k not in ("method", "seed", "lr")},
-        "seeds": [r["config"]["seed"] for r in next(iter(records.values()))],
-        "data": first["data"],
+        "seeds": [r["config"]["seed"] for r in first],
+        "jobs": jobs,
+        "data": first[0]["data"],
         "rows": rows,
         "epoch_time_ratio_un_over_bsgd": ratio,
         "selection": {**selections, "holdout": holdout},
-        "baseline_majority": first["baseline_majority"],
-        "parameters": records["un"][0]["parameters"] if "un" in records else first["parameters"],
+        "baseline_majority": first[0]["baseline_majority"],
+        "parameters": records["un"][0]["parameters"] if "un" in records
+        else first[0]["parameters"],
         "train_images": len(train), "test_images": len(test),
     }
 

@@ -1,4 +1,4 @@
-"""Problem definitions: ArchBN, the generic module adapter (any ``nn.Module`` as a pymanopt
+"""Problem definitions: ArchBN, SegNet and SegNet-Basic, the generic module adapter (any ``nn.Module`` as a pymanopt
 finite-sum problem), and classic problems with closed-form optima."""
 
 from .archbn import ArchBN
@@ -11,10 +11,13 @@ from .classic import (
     dominant_subspace_solution,
 )
 from .module_problem import ModuleProblem
+from .segnet import SegNet, SegNetBasic
 
 __all__ = [
     "ArchBN",
     "ModuleProblem",
+    "SegNet",
+    "SegNetBasic",
     "dominant_eigenvector",
     "dominant_eigenvector_solution",
     "dominant_subspace",
