@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,10 @@ def full_mnist_dir() -> Path:
     if directory is None:
         pytest.skip("full MNIST not found (set RIEMANN_DNN_DATA)")
     return directory
+
+
+def pytest_configure(config):
+    """One intra-op thread for the whole suite: the tests use small tensors, for which
+    threads only add overhead, and OpenMP threads spinning on a shared 2-core machine made
+    some tests 10-20x slower."""
+    torch.set_num_threads(1)

@@ -24,16 +24,6 @@ from riemann_dnn.manifolds import Oblique, filter_matrix
 from riemann_dnn.problems.archbn import ArchBN
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spinning (10x slower)
-    when the cores are shared with other processes. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def batch():
     data = load_mnist(source="embedded")

@@ -16,16 +16,6 @@ from riemann_dnn.problems.archbn import ArchBN
 from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
 
 
-@pytest.fixture
-def one_thread():
-    """Small LAPACK calls (QR, SVD) can stall for milliseconds when OpenMP threads contend
-    on a busy machine; one thread keeps the many-step tests fast and steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _bn_mlp(seed: int) -> nn.Sequential:
     """Two BN-fed layers: 20 -> 16 (out <= in: orthonormal rows) and 16 -> 24 (out > in:
     orthonormal columns), then a Euclidean classifier."""
@@ -66,7 +56,7 @@ def test_stiefel_geometry_uses_rows_when_out_le_in_else_columns():
 
 
 @pytest.mark.parametrize("retraction", ["qr", "polar", "cayley", "exp"])
-def test_stiefel_training_keeps_filters_orthonormal_in_float32(retraction, one_thread):
+def test_stiefel_training_keeps_filters_orthonormal_in_float32(retraction):
     """2,000 float32 steps with momentum: W W^T = I (first layer) and W^T W = I (second)
     within 1e-5, and the loss falls well below its start."""
     x, y = _data()
@@ -163,7 +153,7 @@ def test_shared_step_carries_momentum_by_parallel_transport():
         assert tangency < 1e-13 and norm_gap < 1e-13, (manifold, tangency, norm_gap)
 
 
-def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum(one_thread):
+def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum():
     """ArchBN with 'grassmann' + 'exp+parallel' (SGD-G) in float32, foreach and single-tensor
     paths: unit-norm filters, momentum tangent; both paths agree."""
     gen = torch.Generator().manual_seed(0)
@@ -193,7 +183,7 @@ def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum(one_th
     assert gap < 1e-4, f"foreach and single-tensor paths differ by {gap:.2e}"
 
 
-def test_ensemble_trains_every_constraint_with_the_named_transport(one_thread):
+def test_ensemble_trains_every_constraint_with_the_named_transport():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 64, 784, generator=gen), torch.randint(0, 10, (2, 64), generator=gen)
     for constraint, retraction in (("grassmann", "exp+parallel"), ("oblique", "exp+parallel"),

@@ -14,14 +14,6 @@ from riemann_dnn.optim import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FeaturePool(nn.Module):
     """Max-pooling of width 2 over the feature dimension (ArchBN: 64 -> 32)."""
 

@@ -13,15 +13,6 @@ from riemann_dnn.manifolds import Oblique, Sphere, Stiefel
 from riemann_dnn.optim import NonFiniteGradientError, RiemannianSGD, rsgd
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Net(nn.Module):
     """Conv -> BN -> Linear -> BN -> classifier: two scale-invariant weights, the rest free."""
 

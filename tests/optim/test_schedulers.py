@@ -12,14 +12,6 @@ from riemann_dnn.optim import BoldDriver, RiemannianSGD, StepSizeScheduler
 from riemann_dnn.step import DecayStepSize, HybridStepSize
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(seed: int = 0):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(5, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),

@@ -14,16 +14,6 @@ from riemann_dnn.solvers import FiniteSumProblem
 N, n, p = 60, 5, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny matrices gain nothing from intra-op threads; on a loaded 2-core machine the
-    threads' spin-waits made a 3000-step run take 0.5 s to 19 s. One thread: ~0.7 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pca_data(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((N, n)) * np.array([3.0, 2.0, 1.0, 0.5, 0.3])

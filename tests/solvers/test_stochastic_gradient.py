@@ -20,16 +20,6 @@ from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
 N_PCA, n, p = 2000, 10, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny matrices gain nothing from intra-op threads; on a loaded 2-core machine the
-    threads' spin-waits made a 3000-step run take 0.5 s to 19 s. One thread: ~0.7 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pca_data() -> np.ndarray:
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
