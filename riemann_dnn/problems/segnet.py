@@ -92,6 +92,21 @@ def _initialise(model: nn.Module, init: str, generator: torch.Generator | None) 
         )
 
 
+def _encode_decode(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The SegNet pattern: encoder stages each followed by a 2x2 max-pool that keeps its
+    indices; decoder stages each preceded by max-unpooling with the mirrored encoder's
+    indices; then the classifier."""
+    skips = []
+    for stage in model.encoder:
+        x = stage(x)
+        pooled = max_pool_with_indices(x)
+        skips.append((pooled[1], x))
+        x = pooled[0]
+    for stage, (indices, like) in zip(model.decoder, reversed(skips)):
+        x = stage(max_unpool(x, indices, like))
+    return model.classifier(x)
+
+
 class SegNet(nn.Module):
     """SegNet: a VGG16-BN encoder (13 conv 3x3 + BN + ReLU in 5 stages of 2, 2, 3, 3, 3) with
     2x2 max-pooling that keeps indices, and the mirrored decoder.
@@ -180,15 +195,7 @@ class SegNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K, H, W) for images (N, C, H, W); any H, W >= 2**depth."""
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            pooled = max_pool_with_indices(x)
-            skips.append((pooled[1], x))
-            x = pooled[0]
-        for stage, (indices, like) in zip(self.decoder, reversed(skips)):
-            x = stage(max_unpool(x, indices, like))
-        return self.classifier(x)
+        return _encode_decode(self, x)
 
 
 class SegNetBasic(nn.Module):
@@ -246,12 +253,4 @@ class SegNetBasic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, K, H, W) for images (N, C, H, W)."""
         x = self.norm(x)
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            pooled = max_pool_with_indices(x)
-            skips.append((pooled[1], x))
-            x = pooled[0]
-        for stage, (indices, like) in zip(self.decoder, reversed(skips)):
-            x = stage(max_unpool(x, indices, like))
-        return self.classifier(x)
+        return _encode_decode(self, x)
