@@ -9,7 +9,11 @@ from pathlib import Path
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
-    group.add_argument("--batch-size", type=int, default=100)
+    group.add_argument("--batch-size", type=int, default=100,
+                       help="minibatch size (the paper gives none; default 100)")
+    group.add_argument("--loss-reduction", choices=["mean", "sum"], default="mean",
+                       help="minibatch loss: mean (default) or sum of per-image losses; the "
+                       "paper does not say, and it sets what its learning-rate grid means")
     group.add_argument("--min-epochs", type=int, default=25)
     group.add_argument("--max-epochs", type=int, default=60)
     group.add_argument("--selection-epochs", type=int, default=50,
@@ -39,8 +43,10 @@ def _protocol(args):
     from ..experiments.protocol import Protocol, quick_protocol
 
     if args.quick:
-        return quick_protocol(batch_size=args.batch_size, lr_candidates=tuple(args.lr_candidates))
-    return Protocol(batch_size=args.batch_size, min_epochs=args.min_epochs,
+        return quick_protocol(batch_size=args.batch_size, lr_candidates=tuple(args.lr_candidates),
+                              loss_reduction=args.loss_reduction)
+    return Protocol(batch_size=args.batch_size, loss_reduction=args.loss_reduction,
+                    min_epochs=args.min_epochs,
                     max_epochs=args.max_epochs, selection_epochs=args.selection_epochs,
                     lr_candidates=tuple(args.lr_candidates))
 

@@ -88,16 +88,22 @@ class Ensemble:
 
     # -- training -------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
-                   momentum: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step of every copy on its own batch ``x[i], y[i]`` with rate ``lr[i]``.
+                   momentum: float = 0.0, reduction: str = "mean"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step of every copy on its own batch ``x[i], y[i]`` with rate ``lr[i]``,
+        on the cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``) over the
+        batch.
 
         Returns each copy's mean cross-entropy and number of misclassified samples (before
         the step). A copy with ``lr[i] == 0`` is not moved (its BN statistics still are).
         """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         logits = self.forward(x, train=True)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         losses = losses.view(y.shape).mean(dim=1)
-        grads = torch.autograd.grad(losses.sum(), list(self.params.values()))
+        objective = losses.sum() * (y.shape[1] if reduction == "sum" else 1)
+        grads = torch.autograd.grad(objective, list(self.params.values()))
         wrong = (logits.detach().argmax(-1) != y).sum(dim=1)
         self.apply_step(dict(zip(self.params, grads)), lr, momentum)
         return losses.detach(), wrong

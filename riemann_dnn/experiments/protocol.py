@@ -51,6 +51,7 @@ class Protocol:
     min_epochs: int = 25
     max_epochs: int = 60
     batch_size: int = 100
+    loss_reduction: str = "mean"  # the minibatch loss: "mean" or "sum" of per-image losses
     increase: float = 1.05
     decrease: float = 0.5
     patience: int = 5
@@ -64,6 +65,9 @@ class Protocol:
             raise ValueError(
                 f"need 1 <= min_epochs <= max_epochs, got {self.min_epochs}, {self.max_epochs}"
             )
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
         for name in ("selection_train", "selection_val", "selection_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -150,7 +154,14 @@ def load_finished(out_dir: Path, config: RunConfig) -> dict | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return record if record.get("config") == config.to_json() else None
+    return record if _with_defaults(record.get("config", {})) == config.to_json() else None
+
+
+def _with_defaults(config: dict) -> dict:
+    """A recorded configuration with options added since it was written set to their
+    defaults (which is what those runs used), so older records still match."""
+    defaults = json.loads(json.dumps(asdict(Protocol())))
+    return {**config, "protocol": {**defaults, **config.get("protocol", {})}}
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -193,12 +204,13 @@ def _epoch_batches(pools: torch.Tensor, generators: list[torch.Generator], copie
         yield epoch[:, start:start + batch_size]
 
 
-def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, batch_size, lr):
+def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, protocol, lr):
     losses = torch.zeros(ens.size, device=lr.device)
     wrong = torch.zeros(ens.size, device=lr.device)
     batches = 0
-    for index in _epoch_batches(pools, generators, copies, batch_size):
-        loss, miss = ens.train_step(data.train_x[index], data.train_y[index], lr)
+    for index in _epoch_batches(pools, generators, copies, protocol.batch_size):
+        loss, miss = ens.train_step(data.train_x[index], data.train_y[index], lr,
+                                    reduction=protocol.loss_reduction)
         losses += loss
         wrong += miss
         batches += 1
@@ -230,7 +242,7 @@ def _select_rates(configs, data, splits, device, progress) -> list[dict]:
     first_loss, last_loss = None, None
     finite = torch.ones(ens.size, dtype=torch.bool)
     for _ in range(protocol.selection_epochs):
-        loss, _ = _train_epoch(ens, data, pools, generators, len(rates), protocol.batch_size, lr)
+        loss, _ = _train_epoch(ens, data, pools, generators, len(rates), protocol, lr)
         loss_t = torch.tensor(loss)
         finite &= torch.isfinite(loss_t)
         lr[~finite.to(device)] = 0  # stop moving diverged members
@@ -318,7 +330,7 @@ def train_runs(
     while any(active):
         epoch += 1
         tick = time.perf_counter()
-        loss, train_error = _train_epoch(ens, data, pools, generators, 1, protocol.batch_size, lr)
+        loss, train_error = _train_epoch(ens, data, pools, generators, 1, protocol, lr)
         epoch_seconds.append(time.perf_counter() - tick)
         undo = torch.zeros(len(configs), dtype=torch.bool)
         for r, rule in enumerate(rules):

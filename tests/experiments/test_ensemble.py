@@ -71,3 +71,17 @@ def test_zero_rate_freezes_a_member_and_filters_stay_unit_norm():
 def test_unknown_parameter_name_raises():
     with pytest.raises(ValueError, match="no parameters named"):
         Ensemble(_models(1), {"linears.9.weight": "oblique"})
+
+
+def test_sum_reduction_equals_mean_with_the_rate_times_the_batch_size():
+    ensembles = [Ensemble(_models(2), dict.fromkeys(ArchBN.scale_invariant_names(2), "oblique"))
+                 for _ in range(2)]
+    x = torch.rand(2, 16, 784, dtype=torch.float64)
+    y = torch.randint(0, 10, (2, 16))
+    lr = torch.tensor([1e-3, 1e-2], dtype=torch.float64)
+    ensembles[0].train_step(x, y, lr, reduction="sum")
+    ensembles[1].train_step(x, y, lr * 16, reduction="mean")
+    for name, tensor in ensembles[0].params.items():
+        assert torch.allclose(tensor, ensembles[1].params[name], atol=1e-12), name
+    with pytest.raises(ValueError, match="reduction"):
+        ensembles[0].train_step(x, y, lr, reduction="median")
