@@ -215,3 +215,35 @@ def test_trust_regions_keeps_cuda_sphere_point_on_gpu():
     assert isinstance(result.point, torch.Tensor) and result.point.is_cuda, result.point.device
     top = np.linalg.eigvalsh(A)[-1]
     assert abs(result.cost + top) <= 1e-8 * abs(top), (result.cost, -top)
+
+
+def test_conjugate_gradient_on_oblique_rows_times_euclidean_keeps_torch_points():
+    """The issue's acceptance case: Product([Oblique(20, 5, unit="rows"), Euclidean(5)])
+    solved by ConjugateGradient; every iterate is a pair of torch tensors. Data
+    ``Y = W*(A + b* 1^T)`` with unit-norm rows of ``W*``, so the optimum is known."""
+    import pymanopt
+
+    from riemann_dnn.manifolds import Euclidean, Oblique, Product
+
+    manifold = Product([Oblique(20, 5, unit="rows"), Euclidean(5)])
+    gen = torch.Generator().manual_seed(0)
+    w_true, b_true = manifold.random_point(dtype=torch.float64, generator=1)
+    a = torch.randn(5, 50, generator=gen, dtype=torch.float64)
+    y = w_true @ (a + b_true[:, None])
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(w, b):
+        return 0.5 * torch.sum((w @ (a + b[:, None]) - y) ** 2) / y.shape[1]
+
+    problem = pymanopt.Problem(manifold, cost)
+    optimizer = pymanopt.optimizers.ConjugateGradient(verbosity=0, log_verbosity=1,
+                                                      max_iterations=500)
+    start = manifold.manifolds[0].project_point(
+        w_true + 0.1 * torch.randn(20, 5, generator=gen, dtype=torch.float64))
+    result = optimizer.run(problem, initial_point=[start, torch.zeros(5, dtype=torch.float64)])
+    points = result.log["iterations"]["point"]
+    assert len(points) > 1
+    assert all(isinstance(p, torch.Tensor) for point in points for p in point)
+    assert result.cost < 1e-12, result.cost
+    assert torch.allclose(result.point[0], w_true, atol=1e-6)
+    assert torch.allclose(result.point[1], b_true, atol=1e-6)

@@ -12,9 +12,10 @@ from ._array import Array, Generator, namespace, random_normal, random_normal_li
 
 __all__ = ["EmbeddedManifold"]
 
-# Methods whose array arguments must be of one kind (numpy or torch) and, for torch, on one
-# device. Checked once at the public entry (a few microseconds per call) so that mixing
-# gives one clear error instead of a silent conversion or an operator error deep inside.
+# Methods whose array arguments must be of one kind (numpy or torch), for torch on one
+# device, and of the manifold's point shape (leading stack axes allowed). Checked once at the
+# public entry (a few microseconds per call) so that a mistake gives one clear error instead
+# of a silent broadcast, conversion or an operator error deep inside.
 _SAME_KIND_METHODS = (
     "inner_product", "norm", "projection", "to_tangent_space",
     "euclidean_to_riemannian_gradient", "euclidean_to_riemannian_hessian", "weingarten",
@@ -34,6 +35,14 @@ def _same_kind(method):
             namespace(*arrays, *kwargs.values())
         except (TypeError, ValueError) as err:
             raise type(err)(f"{type(self).__name__}.{method.__name__}: {err}") from None
+        shape = self._shape
+        for array in (*arrays, *kwargs.values()):
+            got = tuple(array.shape)
+            if got[len(got) - len(shape):] != shape or len(got) < len(shape):
+                raise ValueError(
+                    f"{type(self).__name__}.{method.__name__}: expected arrays of shape "
+                    f"{shape} (or stacks of them, with leading axes) for {self}, got shape "
+                    f"{got}")
         return method(self, *arrays, **kwargs)
 
     checked._checks_kind = True

@@ -163,3 +163,19 @@ def test_unsupported_array_types_are_named():
     sphere = Sphere(3)
     with pytest.raises(TypeError, match="list"):
         sphere.projection([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("manifold", [Oblique(20, 5, unit="rows"), Stiefel(6, 3), Sphere(4)],
+                         ids=str)
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_arrays_of_the_wrong_shape_are_a_clear_value_error(manifold, kind):
+    x = manifold.random_point()
+    bad = np.ones((3, 3)) if kind == "numpy" else torch.ones(3, 3, dtype=torch.float64)
+    if kind == "torch":
+        x = torch.from_numpy(x)
+    for call in (lambda: manifold.projection(x, bad), lambda: manifold.retraction(bad, bad),
+                 lambda: manifold.inner_product(x, bad, bad)):
+        with pytest.raises(ValueError, match=r"expected arrays of shape .* got shape \(3, 3\)"):
+            call()
+    stacked = np.stack([manifold.random_point(), manifold.random_point()])
+    assert manifold.projection(stacked, stacked).shape == stacked.shape  # stacks are fine
