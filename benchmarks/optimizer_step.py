@@ -5,7 +5,9 @@ Parameter sets (random gradients, fixed across steps):
 - ``archbn-d2``: the paper's depth-2 network -- W1 64x784, W2 64x32 (BN-fed), BN scale and
   shift 2x64 per layer, classifier theta 10x32;
 - ``archbn-d4``: depth 4 -- two more 64x32 layers and their BN vectors;
-- ``conv4``: four conv layers 64x64x7x7 (BN-fed) with their BN vectors (0.8M weights).
+- ``conv4``: four conv layers 64x64x7x7 (BN-fed) with their BN vectors (0.8M weights);
+- ``segnet-vgg16``: the 26 BN-fed convs of a VGG16-BN SegNet encoder+decoder
+  (``riemann_dnn.problems.SegNet(11, width=64)``, 29.5M weights), its BN vectors and classifier.
 
 Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
 
@@ -13,7 +15,13 @@ Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
 - ``RSGD-euclid``: ``RiemannianSGD`` with every parameter Euclidean (its overhead alone);
 - ``UN``: ``RiemannianSGD`` with the BN-fed weights on the oblique manifold (Table 1), the
   rest Euclidean. With ``foreach`` the oblique weights take the fused in-place kernel;
-  without, the readable per-tensor path through the shared step.
+  without, the readable per-tensor path through the shared step;
+- ``geoopt`` (when geoopt is installed; ``pip install riemann-dnn[benchmarks]``): geoopt's
+  ``RiemannianSGD`` with each BN-fed weight a ``ManifoldParameter`` on ``geoopt.Sphere`` of
+  shape ``(out, in*k*k)`` (geoopt's sphere is the last axis: one unit-norm row per filter).
+
+Targets on this CPU (issue 3): UN <= 1.2x SGD(foreach) on ``archbn-d4`` and <= 1.7x on
+``segnet-vgg16`` (the exact update reads W and G twice: 5/3 of SGD's memory traffic).
 
 Each sample times ``--inner`` consecutive steps; methods are interleaved sample by sample so
 that a busy machine slows them alike; reported: the median per step and ratios of medians
@@ -54,7 +62,23 @@ PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
     "conv4": [(f"conv{k}", (64, 64, 7, 7), True) for k in (1, 2, 3, 4)]
     + [(f"bn{k}.{v}", (64,), False) for k in (1, 2, 3, 4) for v in ("weight", "bias")],
 }
-METHODS = ("SGD", "RSGD-euclid", "UN")
+
+
+def _segnet_spec() -> list[tuple[str, tuple[int, ...], bool]]:
+    from riemann_dnn.optim import scale_invariant_weights
+    from riemann_dnn.problems import SegNet
+
+    model = SegNet(11, width=64)
+    fed = set(scale_invariant_weights(model))
+    return [(n, tuple(p.shape), n in fed) for n, p in model.named_parameters()]
+
+
+try:
+    import geoopt
+except ImportError:  # optional
+    geoopt = None
+
+METHODS = ("SGD", "RSGD-euclid", "UN") + (("geoopt",) if geoopt is not None else ())
 LR = 1e-4  # small: the oblique weights stay far from aligning with the fixed gradients
 
 
@@ -76,6 +100,18 @@ def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.
         return torch.optim.SGD(params, lr=LR, momentum=momentum, foreach=foreach)
     if method == "RSGD-euclid":
         return RiemannianSGD(params, lr=LR, momentum=momentum, foreach=foreach)
+    if method == "geoopt":
+        sphere = geoopt.Sphere()
+        wrapped = []
+        for p, fed in zip(params, invariant):
+            if fed:
+                q = geoopt.ManifoldParameter(sphere.projx(p.detach().reshape(p.shape[0], -1)),
+                                             manifold=sphere)
+                q.grad = p.grad.reshape(q.shape)
+                wrapped.append(q)
+            else:
+                wrapped.append(p)
+        return geoopt.optim.RiemannianSGD(wrapped, lr=LR, momentum=momentum)
     groups = [{"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
               {"params": [p for p, f in zip(params, invariant) if not f]}]
     return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach)
@@ -101,14 +137,20 @@ def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
     return times
 
 
-def measure_steps(sets, repeats: int, inner: int, device: torch.device) -> list[dict]:
+def measure_steps(sets, repeats: int, inner: int, device: torch.device,
+                  big_repeats: int | None = None) -> list[dict]:
     rows = []
     for set_name in sets:
-        spec = PARAMETER_SETS[set_name]
+        if set_name == "segnet-vgg16" and big_repeats is not None:
+            rows += measure_steps([set_name], big_repeats, 1, device)
+            continue
+        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
         for momentum in (0.0, 0.9):
             samplers = {}
             for foreach in (True, False):
                 for method in METHODS:
+                    if method == "geoopt" and not foreach:
+                        continue  # geoopt has one path
                     opt = _optimizer(method, spec, momentum, foreach, device)
                     samplers[(method, foreach)] = opt.step
             times = _interleaved(samplers, repeats, inner, device)
@@ -225,8 +267,10 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=200, help="samples per method")
     parser.add_argument("--inner", type=int, default=5, help="steps per sample")
-    parser.add_argument("--sets", nargs="+", choices=list(PARAMETER_SETS),
-                        default=list(PARAMETER_SETS))
+    parser.add_argument("--sets", nargs="+", choices=[*PARAMETER_SETS, "segnet-vgg16"],
+                        default=[*PARAMETER_SETS, "segnet-vgg16"])
+    parser.add_argument("--big-repeats", type=int, default=10,
+                        help="samples per method for segnet-vgg16 (29.5M weights)")
     parser.add_argument("--depths", type=int, nargs="*", default=[2, 4],
                         help="ArchBN depths for the training-iteration table (none: skip)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
@@ -240,7 +284,7 @@ def main(argv=None) -> None:
         parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
     torch.set_num_threads(max(1, args.threads))
 
-    step_rows = measure_steps(args.sets, args.repeats, args.inner, device)
+    step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
     iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
                                         device)
     meta = {
