@@ -11,9 +11,10 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
     group.add_argument("--batch-size", type=int, default=100,
                        help="minibatch size (the paper gives none; default 100)")
-    group.add_argument("--loss-reduction", choices=["mean", "sum"], default="mean",
-                       help="minibatch loss: mean (default) or sum of per-image losses; the "
-                       "paper does not say, and it sets what its learning-rate grid means")
+    group.add_argument("--loss-reduction", choices=["mean", "sum"], default="sum",
+                       help="minibatch loss: sum (default) or mean of per-image losses; the "
+                       "paper does not say, and it sets what its learning-rate grid means "
+                       "(see docs/table2.md)")
     group.add_argument("--min-epochs", type=int, default=25)
     group.add_argument("--max-epochs", type=int, default=60)
     group.add_argument("--selection-epochs", type=int, default=50,
