@@ -22,7 +22,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr-candidates", type=float, nargs="+",
                        default=[1e-2, 1e-3, 1e-4, 1e-5])
     group.add_argument("--quick", action="store_true",
-                       help="a few-minute protocol: 5 selection epochs, 3 to 6 training epochs "
+                       help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
                        "(overrides the epoch options)")
     data = parser.add_argument_group("data and execution")
     data.add_argument("--data-dir", default=None,

@@ -389,8 +389,9 @@ def train_runs(
 
 
 def quick_protocol(**overrides) -> Protocol:
-    """A few-minute version of the protocol (for the demo, CI and smoke tests)."""
-    base = Protocol(selection_epochs=5, min_epochs=3, max_epochs=6)
+    """A few-minute version of the protocol (the README's main command, smoke tests):
+    10 selection epochs, 10 to 15 training epochs."""
+    base = Protocol(selection_epochs=10, min_epochs=10, max_epochs=15)
     return replace(base, **overrides)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -50,7 +51,10 @@ def _worker(task: tuple) -> list[dict]:
     torch.set_num_threads(threads)
     key = (data_args, device)
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = MNISTTensors.load(data_args[0], source=data_args[1], device=device)
+        with warnings.catch_warnings():  # the parent process already warned about the data
+            warnings.simplefilter("ignore")
+            _DATA_CACHE[key] = MNISTTensors.load(data_args[0], source=data_args[1],
+                                                 device=device)
     progress = (lambda n: queue.put(n)) if queue is not None else (lambda n: None)
     return train_runs(configs, _DATA_CACHE[key], Path(out_dir), device=device, progress=progress)
 
