@@ -27,7 +27,7 @@ Each sample times ``--inner`` consecutive steps; methods are interleaved sample 
 that a busy machine slows them alike; reported: the median per step and ratios of medians
 measured in the same run (``UN/SGD`` against SGD with the same ``foreach``, and against
 ``SGD(foreach=True)``). A second table times a full training iteration (zero_grad, forward,
-backward, step; batch 100) of an ArchBN-like MLP written below, UN against SGD: the paper
+backward, step; batch 100) of an ArchBN (riemann_dnn.problems.ArchBN), UN against SGD: the paper
 says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x a B-SGD one::
 
     python benchmarks/optimizer_step.py --device cpu --repeats 200
@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 import riemann_dnn
-from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.optim import RiemannianSGD, param_groups
+from riemann_dnn.problems import ArchBN
 
 # (name, shape, BN-fed?)
 PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
@@ -167,39 +168,17 @@ def measure_steps(sets, repeats: int, inner: int, device: torch.device,
 
 
 # -- full training iterations ------------------------------------------------------------------
-class FeaturePool(nn.Module):
-    """Max-pooling of width 2 stride 2 over the feature dimension (64 -> 32)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], -1, 2).amax(-1)
-
-
-def archbn_like(depth: int) -> nn.Sequential:
-    """ArchBN (the paper's Figure 1): [Linear (no bias) -> BN -> ReLU -> pool] x depth,
-    then a linear classifier."""
-    layers, width = [], 784
-    for _ in range(depth):
-        layers += [nn.Linear(width, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
-                   FeaturePool()]
-        width = 32
-    layers.append(nn.Linear(32, 10, bias=False))
-    return nn.Sequential(*layers)
-
-
 def _training_iteration(method: str, depth: int, momentum: float, device: torch.device,
                         batch: int):
     torch.manual_seed(0)
-    model = archbn_like(depth).to(device)
+    model = ArchBN(depth, generator=torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 784, generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     if method == "SGD":
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=momentum, foreach=True)
     else:
-        fed = [m.weight for m in model if isinstance(m, nn.Linear)][:-1]
-        rest = [p for p in model.parameters() if all(p is not q for q in fed)]
-        opt = RiemannianSGD([{"params": fed, "manifold": "oblique"}, {"params": rest}],
-                            lr=LR, momentum=momentum)
+        opt = RiemannianSGD(param_groups(model), lr=LR, momentum=momentum)
 
     def iteration():
         opt.zero_grad()
@@ -250,7 +229,7 @@ def _markdown(step_rows, iteration_rows, meta) -> str:
         f"## Full training iteration (zero_grad + forward + backward + step, batch "
         f"{iteration_rows[0]['batch'] if iteration_rows else '-'})",
         "",
-        "ArchBN-like MLP; SGD = torch.optim.SGD(foreach=True) on everything (B-SGD); UN = "
+        "ArchBN; SGD = torch.optim.SGD(foreach=True) on everything (B-SGD); UN = "
         "RiemannianSGD (default foreach) with the BN-fed weights oblique. Target: UN <= 1.05x.",
         "",
         "| depth | momentum | method | us / iteration | / SGD |",
