@@ -28,7 +28,7 @@ def ensemble_epoch(depth, method, copies, x, y, batch, device):
 
     configs = [RunConfig(depth=depth, method=method, seed=s) for s in range(copies)]
     ensemble = build_ensemble(configs, 1, x.shape[1], device)
-    lr = torch.full((copies,), 0.01, device=device)
+    ensemble.set_lr(torch.full((copies,), 0.01, device=device))
     n = x.shape[0]
     gen = torch.Generator().manual_seed(0)
 
@@ -37,7 +37,7 @@ def ensemble_epoch(depth, method, copies, x, y, batch, device):
         start = time.perf_counter()
         for s in range(0, n, batch):
             index = order[:, s:s + batch]
-            ensemble.train_step(x[index], y[index], lr)
+            ensemble.train_step(x[index], y[index])
         if device != "cpu":
             torch.cuda.synchronize()
         return time.perf_counter() - start

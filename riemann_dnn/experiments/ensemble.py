@@ -1,25 +1,21 @@
-"""Train many independent copies of one architecture at once.
+"""Train many independent copies of one architecture at once, through the public optimizer.
 
-The copies' parameters and buffers are stacked along a leading axis
-(``torch.func.stack_module_state``) and the module is evaluated with ``torch.func.vmap`` of
-``functional_call``: one batched forward/backward for every copy, each on its own
-mini-batch, with its own BatchNorm statistics. Each parameter is then stepped by the shared
-Riemannian step (:func:`riemann_dnn.step.riemannian_sgd_step`) on its manifold, with a
-learning rate per copy -- the same update ``RiemannianSGD`` applies to a single model.
+The copies are :class:`~riemann_dnn.optim.StackedModules` (stacked tensors, one batched
+``vmap`` forward/backward for every copy, each on its own mini-batch with its own
+BatchNorm statistics), stepped by one :class:`~riemann_dnn.optim.RiemannianSGD` whose
+groups carry the copies axis and one learning rate per copy -- the same update a single
+model gets. A copy whose gradient is not finite is left untouched (``nonfinite="skip"``).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
-from ..optim.geometry import Geometry, resolve_geometry
-from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
+from ..optim import RiemannianSGD, StackedModules
 
 __all__ = ["Ensemble"]
 
@@ -32,46 +28,35 @@ class Ensemble:
         manifolds: ``{parameter name: manifold name or object}``; unnamed parameters are
             Euclidean. Constrained parameters are mapped onto their manifold.
         retraction: retraction for named manifolds.
+        momentum: of the optimizer (default 0).
     """
 
     def __init__(self, models: Sequence[nn.Module], manifolds: dict[str, object] | None = None,
-                 retraction: str | None = None):
+                 retraction: str | None = None, *, momentum: float = 0.0):
         if not models:
             raise ValueError("Ensemble needs at least one model")
-        self.size = len(models)
-        params, buffers = stack_module_state(list(models))
-        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        self.buffers = buffers
-        self._base = copy.deepcopy(models[0]).to("meta")
-        manifolds = dict(manifolds or {})
-        unknown = set(manifolds) - set(self.params)
-        if unknown:
-            raise ValueError(f"Ensemble: no parameters named {sorted(unknown)}")
-        reference = dict(models[0].named_parameters())
-        self.geometries: dict[str, Geometry] = {
-            name: resolve_geometry(manifolds.get(name, "euclidean"), retraction, reference[name])
-            for name in self.params
-        }
-        self._buffers_momentum: dict[str, torch.Tensor | None] = dict.fromkeys(self.params)
-        with torch.no_grad():
-            for name, geometry in self.geometries.items():
-                if not geometry.is_euclidean:
-                    point = geometry.view(self.params[name], 1)
-                    point.copy_(geometry.manifold.project_point(point))
+        self.stack = StackedModules(models)
+        self.size = self.stack.size
+        self.optimizer = RiemannianSGD(
+            self.stack.param_groups(manifolds, retraction),
+            lr=torch.zeros(self.size, dtype=torch.float64), momentum=momentum, copies=self.size, nonfinite="skip")
 
-    # -- evaluation -----------------------------------------------------------------------
-    def _call(self, params, buffers, x):
-        return functional_call(self._base, (params, buffers), (x,))
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.stack.params
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return self.stack.buffers
+
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """One learning rate per copy (0 freezes a copy's weights)."""
+        for group in self.optimizer.param_groups:
+            group["lr"].copy_(lr)
 
     def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:
-        """Outputs of every copy: ``x`` is ``(copies, batch, ...)`` (one batch per copy), or
-        ``(batch, ...)`` shared by all copies when ``shared_input``. In training mode BatchNorm
-        uses batch statistics and updates each copy's running statistics."""
-        self._base.train(train)
-        in_dims = (0, 0, None if shared_input else 0)
-        return vmap(self._call, in_dims=in_dims, randomness="different")(
-            self.params, self.buffers, x
-        )
+        """See :meth:`StackedModules.forward`."""
+        return self.stack.forward(x, train=train, shared_input=shared_input)
 
     @torch.no_grad()
     def errors(self, x: torch.Tensor, y: torch.Tensor, *, shared_input: bool = False,
@@ -86,16 +71,13 @@ class Ensemble:
             wrong += (pred != ys).sum(-1).to(wrong.dtype)
         return wrong / x.shape[batch_axis]
 
-    # -- training -------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
-                   momentum: float = 0.0, reduction: str = "mean"
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step of every copy on its own batch ``x[i], y[i]`` with rate ``lr[i]``,
-        on the cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``) over the
-        batch.
+        """One optimizer step of every copy on its own batch ``x[i], y[i]``, on the
+        cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``) over the batch.
 
         Returns each copy's mean cross-entropy and number of misclassified samples (before
-        the step). A copy with ``lr[i] == 0`` is not moved (its BN statistics still are).
+        the step). A copy with rate 0 is not moved (its BN statistics still are).
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -103,56 +85,12 @@ class Ensemble:
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         losses = losses.view(y.shape).mean(dim=1)
         objective = losses.sum() * (y.shape[1] if reduction == "sum" else 1)
-        grads = torch.autograd.grad(objective, list(self.params.values()))
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
         wrong = (logits.detach().argmax(-1) != y).sum(dim=1)
-        self.apply_step(dict(zip(self.params, grads)), lr, momentum)
         return losses.detach(), wrong
-
-    @torch.no_grad()
-    def apply_step(self, grads: dict[str, torch.Tensor], lr: torch.Tensor,
-                   momentum: float = 0.0) -> None:
-        """Step every parameter on its manifold with the shared Riemannian step (its fused
-        in-place form for unit-norm filters with the normalize retraction)."""
-        for name, param in self.params.items():
-            geometry = self.geometries[name]
-            point = geometry.view(param, 1)
-            rate = lr.view(-1, *([1] * (point.ndim - 1))).to(point.dtype)
-            hp = SGDHyperparameters(lr=rate, momentum=momentum)
-            buf = self._buffers_momentum[name]
-            buf_view = None if buf is None else geometry.view(buf, 1)
-            axis = unit_norm_axis(geometry.manifold)
-            if axis is not None:
-                new_buf = sphere_sgd_step_(point, geometry.view(grads[name], 1), buf_view,
-                                           axis, hp)
-            else:
-                new_point, new_buf = riemannian_sgd_step(
-                    geometry.manifold, point, geometry.view(grads[name], 1), buf_view, hp)
-                point.copy_(new_point)
-            if new_buf is not None and buf is None:
-                storage = torch.empty_like(param)
-                geometry.view(storage, 1).copy_(new_buf)
-                self._buffers_momentum[name] = storage
-            elif new_buf is not None and new_buf is not buf_view:
-                buf_view.copy_(new_buf)
-
-    # -- snapshots ------------------------------------------------------------------------
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        momentum = {f"momentum:{k}": v for k, v in self._buffers_momentum.items() if v is not None}
-        return {**self.params, **self.buffers, **momentum}
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """A copy of every copy's parameters, buffers and momentum (for undo)."""
-        return {k: v.detach().clone() for k, v in self._tensors().items()}
-
-    @torch.no_grad()
-    def restore(self, state: dict[str, torch.Tensor], members: torch.Tensor) -> None:
-        """Put the copies selected by the boolean mask ``members`` back to ``state``."""
-        for name, tensor in self._tensors().items():
-            if name in state:
-                tensor[members] = state[name][members].to(tensor.dtype)
-            else:  # momentum that did not exist at the snapshot
-                tensor[members] = 0
 
     def member(self, index: int) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of copy ``index`` (loadable into the original module)."""
-        return {k: v[index].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
+        return self.stack.member(index)

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
+from ..optim import BoldDriver
 from ..problems.archbn import ArchBN
-from ..step import BoldDriverRule
 from .ensemble import Ensemble
 
 __all__ = ["Protocol", "Method", "METHODS", "RunConfig", "MNISTTensors", "train_runs",
@@ -210,12 +210,12 @@ def _epoch_batches(pools: torch.Tensor, generators: list[torch.Generator], copie
         yield epoch[:, start:start + batch_size]
 
 
-def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, protocol, lr):
-    losses = torch.zeros(ens.size, device=lr.device)
-    wrong = torch.zeros(ens.size, device=lr.device)
+def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, protocol):
+    losses = torch.zeros(ens.size, device=pools.device)
+    wrong = torch.zeros(ens.size, device=pools.device)
     batches = 0
     for index in _epoch_batches(pools, generators, copies, protocol.batch_size):
-        loss, miss = ens.train_step(data.train_x[index], data.train_y[index], lr,
+        loss, miss = ens.train_step(data.train_x[index], data.train_y[index],
                                     reduction=protocol.loss_reduction)
         losses += loss
         wrong += miss
@@ -242,16 +242,18 @@ def _select_rates(configs, data, splits, device, progress) -> list[dict]:
     rates = protocol.lr_candidates
     ens = build_ensemble(configs, len(rates), data.train_x.shape[1], device)
     lr = torch.tensor([r for _ in configs for r in rates], device=device)
+    ens.set_lr(lr)
     generators = [torch.Generator().manual_seed(c.seed + 1) for c in configs]
     pools = torch.stack([s["selection_train"] for s in splits]).to(device)
     val = torch.stack([s["selection_val"] for s in splits]).to(device)
     first_loss, last_loss = None, None
     finite = torch.ones(ens.size, dtype=torch.bool)
     for _ in range(protocol.selection_epochs):
-        loss, _ = _train_epoch(ens, data, pools, generators, len(rates), protocol, lr)
+        loss, _ = _train_epoch(ens, data, pools, generators, len(rates), protocol)
         loss_t = torch.tensor(loss)
         finite &= torch.isfinite(loss_t)
         lr[~finite.to(device)] = 0  # stop moving diverged members
+        ens.set_lr(lr)
         first_loss = loss_t if first_loss is None else first_loss
         last_loss = loss_t
         progress(1)
@@ -320,9 +322,11 @@ def train_runs(
     selection_seconds = time.perf_counter() - start
 
     ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
-    rules = [BoldDriverRule(s["chosen_lr"], protocol.increase, protocol.decrease)
-             for s in selections]
-    lr = torch.tensor([rule.lr for rule in rules], device=device)
+    chosen = [s["chosen_lr"] for s in selections]
+    ens.set_lr(torch.tensor(chosen, device=device))
+    driver = BoldDriver(ens.optimizer, ens.stack, lr=torch.tensor(chosen, dtype=torch.float64),
+                        increase=protocol.increase, decrease=protocol.decrease,
+                        copies=len(configs))
     generators = [torch.Generator().manual_seed(c.seed + 2) for c in configs]
     pools = torch.stack([s["train"] for s in splits]).to(device)
     val_pools = torch.stack([s["validation"] for s in splits]).to(device)
@@ -330,22 +334,17 @@ def train_runs(
               for _ in configs]
     active = [True] * len(configs)
     records: list[dict | None] = [None] * len(configs)
-    snapshot = ens.state()
     epoch_seconds = []
     epoch = 0
     while any(active):
         epoch += 1
         tick = time.perf_counter()
-        loss, train_error = _train_epoch(ens, data, pools, generators, 1, protocol, lr)
+        loss, train_error = _train_epoch(ens, data, pools, generators, 1, protocol)
         epoch_seconds.append(time.perf_counter() - tick)
-        undo = torch.zeros(len(configs), dtype=torch.bool)
-        for r, rule in enumerate(rules):
+        accepted = driver.step(torch.tensor(loss, dtype=torch.float64))
+        for r in range(len(configs)):
             if active[r]:
-                undo[r] = not rule.after_epoch(loss[r])
-                curves[r]["accepted"].append(not bool(undo[r]))
-        if undo.any():
-            ens.restore(snapshot, undo.to(device))
-        snapshot = ens.state()
+                curves[r]["accepted"].append(bool(accepted[r]))
         val_error = _errors_on(ens, data, val_pools, 1)
         stopping = []
         for r in range(len(configs)):
@@ -355,16 +354,16 @@ def train_runs(
             c["train_loss"].append(loss[r])
             c["train_error"].append(train_error[r])
             c["val_error"].append(val_error[r])
-            c["lr"].append(rules[r].lr)
-            lr[r] = rules[r].lr
+            c["lr"].append(float(driver.rates[r]))
             reason = _stop_reason(protocol, epoch, train_error[r], c["val_error"])
             if reason is not None:
                 stopping.append((r, reason))
         if stopping:
             test_error = ens.errors(data.test_x, data.test_y, shared_input=True).tolist()
+            done = torch.zeros(len(configs), dtype=torch.bool)
             for r, reason in stopping:
                 active[r] = False
-                lr[r] = 0.0
+                done[r] = True
                 records[r] = {
                     "config": configs[r].to_json(),
                     "name": configs[r].name,
@@ -384,6 +383,7 @@ def train_runs(
                     "torch_threads": torch.get_num_threads(),
                 }
                 _write_json(run_path(out_dir, configs[r]), records[r])
+            driver.freeze(done)
         progress(1)
     return records
 

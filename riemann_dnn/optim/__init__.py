@@ -1,10 +1,11 @@
 """The torch side: :class:`RiemannianSGD`, a ``torch.optim.Optimizer``, the model helper
-that assigns manifolds to parameters, and learning-rate schedules (bold driver)."""
+that assigns manifolds to parameters, learning-rate schedules (bold driver, per copy too) and stacked copies of a model."""
 
 from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
 from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
 from .rsgd import NonFiniteGradientError, RiemannianSGD, riemannian_sgd
 from .schedulers import BoldDriver, StepSizeScheduler
+from .stacked import StackedModules
 
 __all__ = [
     "RiemannianSGD",
@@ -15,6 +16,7 @@ __all__ = [
     "verify_scale_invariance",
     "BoldDriver",
     "StepSizeScheduler",
+    "StackedModules",
     "Geometry",
     "MANIFOLD_NAMES",
     "resolve_geometry",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 from .geometry import Geometry, resolve_geometry
 
-__all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd"]
+__all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -24,9 +25,20 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient holds NaN or inf; the weights were left untouched."""
 
 
-def _check_hyperparameters(group: dict[str, Any], where: str) -> None:
-    """Raise ``ValueError`` naming the first bad hyper-parameter of ``group``."""
-    for name in ("lr", "momentum", "dampening", "weight_decay"):
+def _check_hyperparameters(group: dict[str, Any], where: str, *,
+                           defaults: bool = False) -> None:
+    """Raise ``ValueError`` naming the first bad hyper-parameter of ``group`` (the
+    defaults may hold a rate per copy: each group with copies checks its shape)."""
+    copies = group.get("copies")
+    if copies is not None and not (isinstance(copies, int) and not isinstance(copies, bool)
+                                   and copies >= 1):
+        raise ValueError(f"RiemannianSGD: copies must be an int >= 1 or None, got "
+                         f"{copies!r}{where}")
+    lr = group["lr"]
+    if defaults and isinstance(lr, torch.Tensor) and lr.ndim == 1:
+        copies = lr.shape[0]
+    _check_lr(lr, copies, where)
+    for name in ("momentum", "dampening", "weight_decay"):
         value = group[name]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(value) and value >= 0):
@@ -40,6 +52,24 @@ def _check_hyperparameters(group: dict[str, Any], where: str) -> None:
         )
 
 
+def _check_lr(lr: Any, copies: int | None, where: str) -> None:
+    """``lr``: a number, a 0-d tensor, or (groups with ``copies``) one rate per copy."""
+    if isinstance(lr, torch.Tensor):
+        shapes = [()] if copies is None else [(), (copies,)]
+        if tuple(lr.shape) not in shapes or not lr.is_floating_point():
+            raise ValueError(
+                "RiemannianSGD: a tensor lr must be a floating 0-d tensor"
+                + ("" if copies is None else f" or have shape ({copies},), one rate per copy")
+                + f", got shape {tuple(lr.shape)} and dtype {lr.dtype}{where}")
+        if not torch.compiler.is_compiling() and not bool(
+                (torch.isfinite(lr) & (lr >= 0)).all()):
+            raise ValueError(f"RiemannianSGD: lr must be finite and >= 0, got {lr}{where}")
+        return
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+            and lr >= 0):
+        raise ValueError(f"RiemannianSGD: lr must be a finite number >= 0, got {lr!r}{where}")
+
+
 class RiemannianSGD(Optimizer):
     r"""Riemannian SGD with momentum: Table 1 of Badrinarayanan, Mishra & Cipolla (2015).
 
@@ -51,23 +81,32 @@ class RiemannianSGD(Optimizer):
 
     .. math::
 
-        r = P_x(g + \omega x),\quad m \leftarrow \mu m + (1-\tau) r\ (m_0 = r),\quad
+        r = P_x(\pm g + \omega x),\quad m \leftarrow \mu m + (1-\tau) r\ (m_0 = r),\quad
         x \leftarrow R_x(-\lambda d),\quad m \leftarrow P_{x}(m)
 
-    with :math:`d = m` (or :math:`r + \mu m` with Nesterov). Momentum lives in the tangent
-    space and is carried to the new point by the manifold's vector transport (projection;
-    parallel transport for ``"exp+parallel"``); see
-    :mod:`riemann_dnn.step.sgd`. With momentum 0 and the ``"normalize"`` retraction an
-    oblique parameter follows Table 1 exactly; Euclidean parameters follow
-    ``torch.optim.SGD`` exactly.
+    with :math:`d = m` (or :math:`r + \mu m` with Nesterov) and :math:`-g` when
+    ``maximize``. Momentum lives in the tangent space and is carried to the new point by
+    the manifold's vector transport (projection; parallel transport for
+    ``"exp+parallel"``); see :mod:`riemann_dnn.step.sgd`. With momentum 0 and the
+    ``"normalize"`` retraction an oblique parameter follows Table 1 exactly; Euclidean
+    parameters follow ``torch.optim.SGD`` exactly.
+
+    **Stacked copies.** A group with ``"copies": n`` holds tensors with a leading axis of
+    ``n`` independent copies (as made by ``torch.func.stack_module_state``): each copy is a
+    point of the manifold of ``param[0]``, and the group's ``lr`` may be a tensor of shape
+    ``(n,)``, one rate per copy. Non-finite gradients are then handled per copy: a copy
+    whose gradient (in any group with copies) holds NaN/inf is left untouched.
 
     Args:
         params: parameters or param groups (dicts with ``"params"`` and optionally
-            ``"manifold"``, ``"retraction"`` and any hyper-parameter below).
-        lr, momentum, dampening, weight_decay, nesterov: as in ``torch.optim.SGD``.
+            ``"manifold"``, ``"retraction"``, ``"copies"`` and any hyper-parameter below).
+        lr: the learning rate: a number or a 0-d tensor (so LR schedulers and
+            ``torch.compile`` of ``step`` work as with ``torch.optim.SGD``).
+        momentum, dampening, weight_decay, nesterov, maximize: as in ``torch.optim.SGD``.
         manifold: the default manifold of groups that name none (default Euclidean).
         retraction: the default retraction for named manifolds (e.g. ``"normalize"``,
             ``"exp"``, ``"qr"``, ``"polar"``, ``"cayley"``).
+        copies: the default number of stacked copies (``None``: plain parameters).
         foreach: the fast path (default: on, off under ``torch.compile``): oblique/sphere
             parameters with the normalize retraction take a fused in-place kernel (the
             same step in fewer operations, no copies; same-shaped tensors stacked on
@@ -75,9 +114,9 @@ class RiemannianSGD(Optimizer):
             Euclidean ones use ``torch.optim.SGD``'s foreach kernels. Off: one call of the
             shared step per parameter (the reference). Both agree to rounding.
         nonfinite: ``"raise"`` (default) raises :class:`NonFiniteGradientError` when a
-            gradient has NaN/inf; ``"skip"`` skips the whole step (counted in
-            :attr:`skipped_steps`). Either way the weights are untouched. The check costs one
-            device synchronisation per step.
+            gradient has NaN/inf; ``"skip"`` skips the step (counted in
+            :attr:`skipped_steps`; per copy in groups with copies, counted in
+            :attr:`skipped_copies`). Either way the weights are untouched.
         project_initial: map constrained parameters onto their manifold now (row
             normalisation for oblique). With ``False``, off-manifold parameters raise.
 
@@ -90,14 +129,16 @@ class RiemannianSGD(Optimizer):
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
+        lr: float | torch.Tensor = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
+        maximize: bool = False,
         manifold: Any = None,
         retraction: str | None = None,
+        copies: int | None = None,
         foreach: bool | None = None,
         nonfinite: Literal["raise", "skip"] = "raise",
         project_initial: bool = True,
@@ -106,11 +147,13 @@ class RiemannianSGD(Optimizer):
             raise ValueError(f"RiemannianSGD: nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, manifold=manifold, retraction=retraction, foreach=foreach,
+            nesterov=nesterov, maximize=maximize, manifold=manifold, retraction=retraction,
+            copies=copies, foreach=foreach,
         )
-        _check_hyperparameters(defaults, "")
+        _check_hyperparameters(defaults, "", defaults=True)
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
         self._project_initial = project_initial
+        self.skipped_copies: torch.Tensor | None = None
         super().__init__(params, defaults)  # validates and places each group (add_param_group)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
@@ -123,19 +166,46 @@ class RiemannianSGD(Optimizer):
         group = self.param_groups[index]
         try:
             _check_hyperparameters(group, f" (param group {index})")
+            self._check_copies(index, group)
             self._place_group(index, group, project=self._project_initial)
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
 
+    def _check_copies(self, index: int, group: dict[str, Any]) -> None:
+        copies = group["copies"]
+        if copies is None:
+            return
+        for position, param in enumerate(group["params"]):
+            if param.ndim < 1 or param.shape[0] != copies:
+                raise ValueError(
+                    f"param group {index}, parameter {position}: the group has copies="
+                    f"{copies}, so every tensor needs a leading axis of {copies} copies, but "
+                    f"this one has shape {tuple(param.shape)}; stack the copies with "
+                    f"torch.func.stack_module_state or drop 'copies'")
+        others = {g["copies"] for g in self.param_groups if g["copies"] is not None}
+        if len(others) > 1:
+            raise ValueError(
+                f"param group {index}: copies={copies}, but another group has copies="
+                f"{sorted(others - {copies})}; all groups with copies must hold the same "
+                f"number of copies")
+
     # -- geometry -------------------------------------------------------------------------
     def geometry(self, param: torch.Tensor, group: dict[str, Any]) -> Geometry:
-        """The manifold and point view of ``param`` in ``group`` (cached)."""
+        """The manifold and point view of ``param`` in ``group`` (cached). In a group with
+        copies, the manifold is that of one copy and the view keeps the copies axis."""
         spec = (id(group["manifold"]) if not isinstance(group["manifold"], (str, type(None)))
-                else group["manifold"], group["retraction"], tuple(param.shape))
+                else group["manifold"], group["retraction"], tuple(param.shape),
+                group["copies"])
         cached = self._geometries.get(param)
         if cached is None or cached[0] != spec:
-            cached = (spec, resolve_geometry(group["manifold"], group["retraction"], param))
+            if group["copies"] is None:
+                geometry = resolve_geometry(group["manifold"], group["retraction"], param)
+            else:
+                geometry = resolve_geometry(group["manifold"], group["retraction"], param[0])
+                geometry = Geometry(geometry.manifold, functools.partial(geometry.view,
+                                                                         batch_dims=1))
+            cached = (spec, geometry)
             self._geometries[param] = cached
         return cached[1]
 
@@ -147,14 +217,16 @@ class RiemannianSGD(Optimizer):
             geometry = self.geometry(param, group)
             if geometry.is_euclidean:
                 continue
-            point = geometry.view(param)
-            if project:
-                # points already on the manifold (e.g. weights loaded from a checkpoint) are
-                # kept bit for bit, so that a resumed run equals the uninterrupted one
-                tolerance = 2 * torch.finfo(point.dtype).eps
-                if not geometry.manifold.constraint_violation(point) <= tolerance:
-                    point.copy_(geometry.manifold.project_point(_work(point)))
-            else:
+            view = geometry.view(param)
+            points = view.unbind(0) if group["copies"] is not None else [view]
+            for point in points:
+                if project:
+                    # points already on the manifold (e.g. weights loaded from a checkpoint)
+                    # are kept bit for bit, so that a resumed run equals the uninterrupted one
+                    tolerance = 2 * torch.finfo(point.dtype).eps
+                    if not geometry.manifold.constraint_violation(point) <= tolerance:
+                        point.copy_(geometry.manifold.project_point(_work(point)))
+                    continue
                 try:
                     geometry.manifold.check_point(point, atol=1e-4)
                 except ValueError as err:
@@ -168,12 +240,41 @@ class RiemannianSGD(Optimizer):
         self._geometries = {}
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("skipped_steps", 0)
+        self.__dict__.setdefault("skipped_copies", None)
         self.__dict__.setdefault("_project_initial", True)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("copies", None)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """As ``Optimizer.state_dict``, with manifold objects stored as their description
+        (a string), so that ``torch.load(..., weights_only=True)`` reads it back."""
+        state = super().state_dict()
+        for saved in state["param_groups"]:
+            if not isinstance(saved["manifold"], (str, type(None))):
+                saved["manifold"] = manifold_spec(saved["manifold"])
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As ``Optimizer.load_state_dict``, but momentum buffers of float16/bfloat16
-        parameters stay float32 (torch would cast them to the parameter's dtype)."""
+        """As ``Optimizer.load_state_dict``; groups keep their manifold objects (a saved
+        description must match the live manifold), and momentum buffers of
+        float16/bfloat16 parameters stay float32 (torch would cast them to the parameter's
+        dtype)."""
+        manifolds = [group["manifold"] for group in self.param_groups]
+        for index, (saved, live) in enumerate(zip(state_dict["param_groups"], manifolds)):
+            described = live if isinstance(live, (str, type(None))) else manifold_spec(live)
+            if saved.get("manifold") != described:
+                raise ValueError(
+                    f"RiemannianSGD.load_state_dict: param group {index} was saved on "
+                    f"manifold {saved.get('manifold')!r}, but this optimizer has "
+                    f"{described!r}; build the optimizer with the same param groups")
         super().load_state_dict(state_dict)
+        for group, live in zip(self.param_groups, manifolds):
+            group["manifold"] = live
+            group.setdefault("maximize", False)
+            group.setdefault("copies", None)
+        self._geometries = {}
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
                 buf = state_dict["state"].get(index, {}).get("momentum_buffer")
@@ -182,11 +283,11 @@ class RiemannianSGD(Optimizer):
                                                                   dtype=torch.float32, copy=True)
 
     # -- stepping -------------------------------------------------------------------------
-    def _gradients_are_finite(self) -> bool:
-        """Whether every gradient is finite: one fused pass over the gradients per
-        (device, dtype) and one host synchronisation per device."""
+    def _gradients_are_finite(self, groups: list[dict[str, Any]]) -> bool:
+        """Whether every gradient in ``groups`` is finite: one fused pass over the
+        gradients per (device, dtype) and one host synchronisation per device."""
         buckets: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-        for group in self.param_groups:
+        for group in groups:
             for param in group["params"]:
                 grad = param.grad
                 if grad is not None and not grad.is_sparse:
@@ -208,7 +309,18 @@ class RiemannianSGD(Optimizer):
         return all(bool(torch.stack(torch._foreach_norm(grads, ord=math.inf)).isfinite().all())
                    for grads in buckets.values())
 
-    def _raise_nonfinite(self) -> None:
+    def _bad_copies(self, groups: list[dict[str, Any]]) -> torch.Tensor | None:
+        """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies."""
+        bad = None
+        for group in groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                flags = ~torch.isfinite(param.grad.reshape(param.shape[0], -1)).all(1)
+                bad = flags if bad is None else bad | flags.to(bad.device)
+        return bad
+
+    def _raise_nonfinite(self, detail: str = "") -> None:
         bad = [
             f"group {gi} parameter {pi} (shape {tuple(p.shape)})"
             for gi, g in enumerate(self.param_groups)
@@ -216,8 +328,9 @@ class RiemannianSGD(Optimizer):
             if p.grad is not None and not bool(torch.isfinite(p.grad).all())
         ]
         raise NonFiniteGradientError(
-            f"non-finite gradient in {', '.join(bad)}; the weights were not changed. Lower the "
-            f"learning rate, check the loss, or pass nonfinite='skip' to skip such steps"
+            f"non-finite gradient in {', '.join(bad)}{detail}; the weights were not changed. "
+            f"Lower the learning rate, check the loss, or pass nonfinite='skip' to skip such "
+            f"steps"
         )
 
     @torch.no_grad()
@@ -227,33 +340,78 @@ class RiemannianSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if not self._gradients_are_finite():
+        plain = [g for g in self.param_groups if g["copies"] is None]
+        stacked = [g for g in self.param_groups if g["copies"] is not None]
+        if plain and not self._gradients_are_finite(plain):
             if self.nonfinite == "raise":
                 self._raise_nonfinite()
             self.skipped_steps += 1
             return loss
+        bad = self._bad_copies(stacked) if stacked else None
+        kept = None
+        if bad is not None:
+            if self.skipped_copies is None or self.skipped_copies.shape != bad.shape:
+                self.skipped_copies = torch.zeros(bad.shape, dtype=torch.long)
+            if bool(bad.any()):
+                if self.nonfinite == "raise":
+                    copies = bad.nonzero().flatten().tolist()
+                    self._raise_nonfinite(f" (copies {copies})")
+                self.skipped_copies += bad.cpu().long()
+                kept = self._freeze_copies(stacked, bad)
         for group in self.param_groups:
-            params, grads, bufs = [], [], []
+            self._step_group(group)
+        if kept is not None:
+            for tensor, saved in kept:
+                tensor[saved[0]] = saved[1]
+        return loss
+
+    def _freeze_copies(self, groups, bad: torch.Tensor) -> list:
+        """Zero the bad copies' gradients and save their weights and momentum, to be put
+        back after the step (a step with zero gradient still renormalises)."""
+        kept = []
+        for group in groups:
             for param in group["params"]:
                 if param.grad is None:
                     continue
-                if param.grad.is_sparse:
-                    raise RuntimeError("RiemannianSGD does not support sparse gradients")
-                params.append(param)
-                grads.append(param.grad)
-                bufs.append(self.state[param].get("momentum_buffer"))
-            geometries = (None if _is_euclidean_group(group)
-                          else [self.geometry(param, group) for param in params])
-            riemannian_sgd(
-                params, grads, bufs, geometries,
-                hp=SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
-                                      group["nesterov"], group["weight_decay"]),
-                foreach=group["foreach"],
-            )
-            if group["momentum"] != 0:
-                for param, buf in zip(params, bufs):
-                    self.state[param]["momentum_buffer"] = buf
-        return loss
+                mask = bad.to(param.device)
+                param.grad[mask] = 0
+                kept.append((param, (mask, param[mask].clone())))
+                buf = self.state[param].get("momentum_buffer")
+                if buf is not None:
+                    kept.append((buf, (mask, buf[mask].clone())))
+        return kept
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, bufs = [], [], []
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError("RiemannianSGD does not support sparse gradients")
+            params.append(param)
+            grads.append(param.grad)
+            bufs.append(self.state[param].get("momentum_buffer"))
+        if not params:
+            return
+        stacked = group["copies"] is not None
+        geometries = (None if _is_euclidean_group(group) and not stacked
+                      else [self.geometry(param, group) for param in params])
+        riemannian_sgd(
+            params, grads, bufs, geometries,
+            hp=SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
+                                  group["nesterov"], group["weight_decay"]),
+            foreach=group["foreach"], maximize=group["maximize"], copies=group["copies"],
+        )
+        if group["momentum"] != 0:
+            for param, buf in zip(params, bufs):
+                self.state[param]["momentum_buffer"] = buf
+
+
+def manifold_spec(manifold: Any) -> str:
+    """A manifold object's description, as stored in a state dict: its ``repr`` and
+    transport, e.g. ``"Oblique<Oblique manifold OB(3,4) with unit rows,
+    retraction='normalize'>; transport=projection"``."""
+    return f"{manifold!r}; transport={getattr(manifold, 'transport_name', 'projection')}"
 
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:
@@ -275,10 +433,14 @@ def riemannian_sgd(
     *,
     hp: SGDHyperparameters,
     foreach: bool | None = None,
+    maximize: bool = False,
+    copies: int | None = None,
 ) -> None:
     """Functional form of :class:`RiemannianSGD`: updates ``params`` in place and
     ``momentum_buffers`` (list entries replaced) in place. ``geometries=None`` means every
-    parameter is Euclidean."""
+    parameter is Euclidean. With ``copies``, every tensor has a leading axis of copies,
+    ``geometries`` view it as a stack of points, and ``hp.lr`` may be a tensor of one rate
+    per copy."""
     if foreach is None:
         foreach = not torch.compiler.is_compiling()
     if geometries is None:
@@ -286,38 +448,76 @@ def riemannian_sgd(
     else:
         euclidean = [i for i, g in enumerate(geometries) if g.is_euclidean]
         constrained = [i for i, g in enumerate(geometries) if not g.is_euclidean]
+    per_copy = isinstance(hp.lr, torch.Tensor) and hp.lr.ndim == 1
+    if per_copy:  # the shared step, whose formulas broadcast a rate per copy
+        constrained, euclidean = euclidean + constrained, []
     if euclidean:
-        _euclidean_sgd(params, grads, momentum_buffers, euclidean, hp, foreach)
+        _euclidean_sgd(params, grads, momentum_buffers, euclidean, hp, foreach, maximize)
     if constrained:
+        if maximize:
+            grads = list(grads)
+            for i in constrained:
+                grads[i] = grads[i].neg()
         step = _multi_tensor_step if foreach else _single_tensor_step
         step(params, grads, momentum_buffers, geometries, constrained, hp)
 
 
-def _euclidean_sgd(params, grads, bufs, indices, hp, foreach) -> None:
+def _euclidean_sgd(params, grads, bufs, indices, hp, foreach, maximize) -> None:
     """Euclidean parameters: the Riemannian step reduces to ``torch.optim.SGD``'s, whose
     kernels (foreach included) we call directly."""
     sub_bufs = [bufs[i] for i in indices]
     _torch_sgd(
         [params[i] for i in indices], [grads[i] for i in indices], sub_bufs,
         weight_decay=hp.weight_decay, momentum=hp.momentum, lr=hp.lr,
-        dampening=hp.dampening, nesterov=hp.nesterov, maximize=False, foreach=foreach,
+        dampening=hp.dampening, nesterov=hp.nesterov, maximize=maximize, foreach=foreach,
     )
     for i, buf in zip(indices, sub_bufs):
         bufs[i] = buf
 
 
+def _rate_for(hp: SGDHyperparameters, point: torch.Tensor) -> SGDHyperparameters:
+    """``hp`` with a per-copy rate (shape ``(copies,)``) shaped to broadcast over
+    ``point`` (``(copies, ...)``) in the point's working precision."""
+    lr = hp.lr
+    if isinstance(lr, torch.Tensor) and lr.ndim == 1:
+        lr = lr.to(device=point.device, dtype=_work(point).dtype).view(
+            -1, *([1] * (point.ndim - 1)))
+        return hp._replace(lr=lr)
+    return hp
+
+
 def _single_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
-    """The readable reference: one call of the shared step per parameter."""
+    """The readable reference: one call of the shared step per parameter (per copy on
+    manifolds whose formulas do not broadcast over a copies axis)."""
     for i in indices:
-        view = geometries[i].view
+        geometry = geometries[i]
+        view = geometry.view
         point = view(params[i])
         buf = bufs[i]
-        new_point, new_buf = riemannian_sgd_step(
-            geometries[i].manifold, _work(point), _work(view(grads[i])),
-            None if buf is None else view(buf), hp,
-        )
+        stacked = isinstance(view, functools.partial)
+        if stacked and type(geometry.manifold) not in _STACKABLE:
+            new_point, new_buf = _step_each_copy(geometry.manifold, point, view(grads[i]),
+                                                 None if buf is None else view(buf), hp)
+        else:
+            new_point, new_buf = riemannian_sgd_step(
+                geometry.manifold, _work(point), _work(view(grads[i])),
+                None if buf is None else view(buf), _rate_for(hp, point),
+            )
         point.copy_(new_point)
         bufs[i] = _store_buffer(new_buf, params[i], view)
+
+
+def _step_each_copy(manifold, point, grad, buf, hp):
+    """The shared step on each copy ``point[k]`` with its own rate."""
+    lr = hp.lr
+    points, new_bufs = [], []
+    for k in range(point.shape[0]):
+        rate = lr[k] if isinstance(lr, torch.Tensor) and lr.ndim == 1 else lr
+        x, m = riemannian_sgd_step(manifold, _work(point[k]), _work(grad[k]),
+                                   None if buf is None else buf[k], hp._replace(lr=rate))
+        points.append(x)
+        new_bufs.append(m)
+    return torch.stack(points), (None if new_bufs[0] is None else torch.stack(new_bufs))
 
 
 def _store_buffer(new_buf, param, view):
@@ -347,6 +547,8 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
     or on one stack of them (:func:`_stack_spheres`)."""
     view = geometries[members[0]].view
     have_buf = [bufs[i] is not None for i in members]
+    if isinstance(view, functools.partial):  # stacked copies: a rate per copy
+        hp = _rate_for(hp, view(params[members[0]]))
     if len(members) == 1 or not _stack_spheres(params[members[0]].device) or (
             any(have_buf) and not all(have_buf)):
         for i in members:

@@ -69,8 +69,8 @@ import numpy as np
 from pymanopt.optimizers.optimizer import Optimizer, OptimizerResult
 from pymanopt.tools import printer
 
+from ..optim.schedulers import BoldDriver
 from ..step import (
-    BoldDriverRule,
     SGDHyperparameters,
     StepSizeRule,
     make_step_size,
@@ -175,6 +175,19 @@ def _step(manifold, point, egrad, buffer, hp: SGDHyperparameters):
         new_points.append(x_new)
         new_buffers.append(m_new)
     return new_points, (None if hp.momentum == 0 else new_buffers)
+
+
+class _PointState:
+    """The iterate and momentum as a :class:`~riemann_dnn.optim.BoldDriver` state."""
+
+    def __init__(self, point: Any, buffer: Any):
+        self.point, self.buffer = point, buffer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"point": self.point, "buffer": self.buffer}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.point, self.buffer = state["point"], state["buffer"]
 
 
 def _is_finite(value: float) -> bool:
@@ -390,10 +403,8 @@ class StochasticGradient(Optimizer):
                 np.sort(rng.choice(problem.num_samples, self.check_samples, replace=False)))
 
         rule = self._make_rule()
-        bold = None
-        if rule is None:
-            bold = BoldDriverRule(self.initial_step_size, self.bold_driver_increase,
-                                  self.bold_driver_decrease)
+        bold: BoldDriver | None = None
+        state = _PointState(None, None)  # what the bold driver snapshots and restores
         hp = SGDHyperparameters(lr=0.0, momentum=self.momentum, dampening=self.dampening,
                                 nesterov=self.nesterov, weight_decay=self.weight_decay)
 
@@ -428,7 +439,7 @@ class StochasticGradient(Optimizer):
         start_time = time.time()
         iteration, epoch, batches_done = 0, 0, 0
         buffer = None
-        step_size = bold.lr if bold is not None else rule(0)
+        step_size = self.initial_step_size if rule is None else rule(0)
         stats: dict = {}
 
         def check() -> str | None:
@@ -449,15 +460,17 @@ class StochasticGradient(Optimizer):
             if self.callback is not None and self.callback(iteration, point, dict(stats)):
                 return (f"Terminated - callback requested a stop after {iteration} iterations, "
                         f"{stats['time']:.2f} seconds.")
-            if not math.isfinite(cost) and bold is None:
+            if not math.isfinite(cost) and rule is not None:
                 return (f"Terminated - non-finite cost ({cost}) after {iteration} iterations, "
                         f"{stats['time']:.2f} seconds.")
             return None
 
         reason = check()
-        if bold is not None:
-            bold.best_loss = stats["cost"]
-            snapshot = (point, buffer)
+        if rule is None:
+            state.point, state.buffer = point, buffer
+            bold = BoldDriver(None, state, lr=self.initial_step_size,
+                              increase=self.bold_driver_increase,
+                              decrease=self.bold_driver_decrease, initial_loss=stats["cost"])
         batches: list = []
         while reason is None:
             reason = self._stop_reason(start_time=start_time, iteration=iteration, epoch=epoch,
@@ -484,11 +497,9 @@ class StochasticGradient(Optimizer):
                 epoch_cost, accepted = None, None
                 if bold is not None:
                     epoch_cost = problem.cost_on(point, check_indices)
-                    accepted = bold.after_epoch(epoch_cost)
-                    if accepted:
-                        snapshot = (point, buffer)
-                    else:
-                        point, buffer = snapshot
+                    state.point, state.buffer = point, buffer
+                    accepted = bold.step(epoch_cost)
+                    point, buffer = state.point, state.buffer
                     step_size = bold.lr
                 if logging:
                     entry = self._log["epochs"]

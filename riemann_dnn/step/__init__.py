@@ -5,7 +5,6 @@
 from .fused import sphere_sgd_step_, unit_norm_axis
 from .sgd import SGDHyperparameters, riemannian_sgd_step
 from .step_size import (
-    BoldDriverRule,
     DecayStepSize,
     FixedStepSize,
     HybridStepSize,
@@ -23,5 +22,4 @@ __all__ = [
     "DecayStepSize",
     "HybridStepSize",
     "make_step_size",
-    "BoldDriverRule",
 ]

@@ -15,7 +15,7 @@ Per-epoch rule, the **bold driver** (Hinton's lecture notes): after an epoch who
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "DecayStepSize",
     "HybridStepSize",
     "make_step_size",
-    "BoldDriverRule",
 ]
 
 
@@ -103,49 +102,3 @@ def make_step_size(
     raise ValueError(
         f"unknown step-size rule {kind!r}; choose 'fixed', 'decay', 'hybrid' or 'bold_driver'"
     )
-
-
-@dataclass
-class BoldDriverRule:
-    """The bold driver's bookkeeping, independent of what is being trained.
-
-    Call :meth:`after_epoch` with the epoch's loss; it returns ``True`` when the epoch is
-    accepted (the loss did not rise; the rate grows by ``increase``) and ``False`` when
-    it must be undone (the rate shrinks by ``decrease``). The caller snapshots and
-    restores its own state; :attr:`lr` is the rate for the next epoch.
-    """
-
-    lr: float
-    increase: float = 1.05
-    decrease: float = 0.5
-    best_loss: float = math.inf
-    history: list[tuple[float, float, bool]] = field(default_factory=list)
-
-    def __post_init__(self):
-        _check_positive("lr", self.lr)
-        _check_positive("increase", self.increase)
-        if not 0 < self.decrease < 1:
-            raise ValueError(f"decrease must be in (0, 1), got {self.decrease!r}")
-
-    def after_epoch(self, loss: float) -> bool:
-        """Update the rate after an epoch with (training) ``loss``; ``False`` means undo it.
-
-        A non-finite loss counts as a rise.
-        """
-        loss = float(loss)
-        accepted = math.isfinite(loss) and loss <= self.best_loss
-        if accepted:
-            self.best_loss = loss
-            self.lr *= self.increase
-        else:
-            self.lr *= self.decrease
-        self.history.append((loss, self.lr, accepted))
-        return accepted
-
-    def state_dict(self) -> dict:
-        return {"lr": self.lr, "best_loss": self.best_loss, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.lr = float(state["lr"])
-        self.best_loss = float(state["best_loss"])
-        self.history = [tuple(entry) for entry in state["history"]]

@@ -190,18 +190,22 @@ def test_ensemble_trains_every_constraint_with_the_named_transport():
                                    ("stiefel", "cayley"), ("grassmann", "qr")):
         models = [ArchBN(2, generator=torch.Generator().manual_seed(s)) for s in range(2)]
         ens = Ensemble(models, dict.fromkeys(ArchBN.scale_invariant_names(2), constraint),
-                       retraction=retraction)
+                       retraction=retraction, momentum=0.9)
+        ens.set_lr(torch.tensor([0.05, 0.05]))
         first = None
         for _ in range(20):
-            losses, _ = ens.train_step(x, y, torch.tensor([0.05, 0.05]), momentum=0.9)
+            losses, _ = ens.train_step(x, y)
             first = losses if first is None else first
         assert bool((losses < first).all()), f"{constraint} {retraction}: {first} -> {losses}"
         for name in ArchBN.scale_invariant_names(2):
-            geometry = ens.geometries[name]
+            param = ens.params[name]
+            group = next(g for g in ens.optimizer.param_groups
+                         if any(p is param for p in g["params"]))
+            geometry = ens.optimizer.geometry(param, group)
             want = "parallel" if retraction.endswith("+parallel") else "projection"
             assert getattr(geometry.manifold, "transport_name", "projection") == want
             violation = geometry.manifold.constraint_violation(
-                geometry.view(ens.params[name].detach(), 1))
+                geometry.view(param.detach())[0])
             assert violation < 1e-5, f"{constraint} {retraction} {name}: {violation:.2e}"
 
 

@@ -132,7 +132,7 @@ def test_bold_driver_state_dict_round_trips():
     state = driver.state_dict()
     other = BoldDriver(opt, net)
     other.load_state_dict(state)
-    assert other.lr == driver.lr and other.rule.best_loss == 1.0
+    assert other.lr == driver.lr and float(other.best_loss) == 1.0
     epoch(net, opt, 1)
     assert other.step(3.0) is False
 
@@ -158,3 +158,63 @@ def test_step_size_scheduler_hybrid_rule_stops_decaying():
     for _ in range(10):
         scheduler.step()
     assert lrs(opt)[0] == pytest.approx(0.25, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: BoldDriver(None, lr=-0.1), "lr"),
+        (lambda: BoldDriver(None, lr=0.1, increase=0.0), "increase"),
+        (lambda: BoldDriver(None, lr=0.1, decrease=1.5), "decrease"),
+        (lambda: BoldDriver(None, lr=0.1, decrease=0.0), "decrease"),
+        (lambda: BoldDriver(None), "initial lr"),
+    ],
+)
+def test_bold_driver_bad_values_raise_naming_the_argument(build, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        build()
+
+
+def test_bold_driver_grows_on_decrease_and_halves_on_increase_without_an_optimizer():
+    driver = BoldDriver(None, lr=0.1)
+    assert driver.step(2.0) is True  # the first epoch is always accepted
+    assert math.isclose(driver.lr, 0.105, rel_tol=1e-15)
+    assert driver.step(1.5) is True
+    assert driver.step(1.7) is False  # rose: halve and undo
+    assert math.isclose(driver.lr, 0.1 * 1.05**2 * 0.5, rel_tol=1e-15)
+    assert float(driver.best_loss) == 1.5  # compared against the last accepted epoch
+    assert driver.step(1.6) is False  # still above the accepted 1.5
+    assert math.isclose(driver.lr, 0.1 * 1.05**2 * 0.25, rel_tol=1e-15)
+    assert driver.step(math.nan) is False  # non-finite counts as a rise
+    assert driver.step(1.0) is True
+
+
+def test_bold_driver_per_copy_equals_one_driver_per_copy():
+    losses = [[2.0, 1.0, 3.0], [1.5, 1.2, math.inf], [1.7, 0.9, 2.0], [1.0, 1.0, 2.5]]
+    stacked = BoldDriver(None, lr=torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), copies=3)
+    singles = [BoldDriver(None, lr=lr) for lr in (0.1, 0.2, 0.3)]
+    for epoch_losses in losses:
+        accepted = stacked.step(torch.tensor(epoch_losses))
+        for k, single in enumerate(singles):
+            assert single.step(epoch_losses[k]) == bool(accepted[k])
+            assert single.lr == float(stacked.lr[k])
+
+
+def test_bold_driver_restores_a_plain_state_holder():
+    class Holder:
+        def __init__(self):
+            self.point = torch.zeros(3)
+
+        def state_dict(self):
+            return {"point": self.point}
+
+        def load_state_dict(self, state):
+            self.point = state["point"]
+
+    holder = Holder()
+    driver = BoldDriver(None, holder, lr=1.0)
+    holder.point = torch.ones(3)
+    driver.step(1.0)
+    holder.point = torch.full((3,), 2.0)
+    driver.step(5.0)
+    assert torch.equal(holder.point, torch.ones(3))

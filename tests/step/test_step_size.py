@@ -7,7 +7,6 @@ import math
 import pytest
 
 from riemann_dnn.step import (
-    BoldDriverRule,
     DecayStepSize,
     FixedStepSize,
     HybridStepSize,
@@ -59,45 +58,8 @@ def test_make_step_size_by_name():
         (lambda: HybridStepSize(0.1, decay=0.1, decay_steps=-1), "decay_steps"),
         (lambda: HybridStepSize(0.1, decay=0.1, decay_steps=2.5), "decay_steps"),
         (lambda: make_step_size("cosine", 0.1), "cosine"),
-        (lambda: BoldDriverRule(lr=-0.1), "lr"),
-        (lambda: BoldDriverRule(lr=0.1, increase=0.0), "increase"),
-        (lambda: BoldDriverRule(lr=0.1, decrease=1.5), "decrease"),
-        (lambda: BoldDriverRule(lr=0.1, decrease=0.0), "decrease"),
     ],
 )
 def test_bad_values_raise_naming_the_argument(build, fragment):
     with pytest.raises(ValueError, match=fragment):
         build()
-
-
-def test_bold_driver_rule_grows_on_decrease_and_halves_on_increase():
-    rule = BoldDriverRule(lr=0.1)
-    assert rule.after_epoch(2.0) is True  # the first epoch is always accepted
-    assert math.isclose(rule.lr, 0.105, rel_tol=1e-15)
-    assert rule.after_epoch(1.5) is True
-    assert math.isclose(rule.lr, 0.1 * 1.05**2, rel_tol=1e-15)
-    assert rule.after_epoch(1.7) is False  # rose: halve and undo
-    assert math.isclose(rule.lr, 0.1 * 1.05**2 * 0.5, rel_tol=1e-15)
-    assert rule.best_loss == 1.5  # compared against the last accepted epoch
-    assert rule.after_epoch(1.6) is False  # still above the accepted 1.5
-    assert math.isclose(rule.lr, 0.1 * 1.05**2 * 0.25, rel_tol=1e-15)
-    assert rule.after_epoch(math.nan) is False  # non-finite counts as a rise
-    assert rule.after_epoch(1.0) is True
-    assert [accepted for _, _, accepted in rule.history] == [True, True, False, False, False, True]
-
-
-def test_bold_driver_rule_constants_are_options():
-    rule = BoldDriverRule(lr=1.0, increase=1.1, decrease=0.25)
-    rule.after_epoch(1.0)
-    rule.after_epoch(2.0)
-    assert math.isclose(rule.lr, 1.1 * 0.25, rel_tol=1e-15)
-
-
-def test_bold_driver_rule_state_dict_round_trips():
-    rule = BoldDriverRule(lr=0.2)
-    for loss in (3.0, 2.0, 2.5):
-        rule.after_epoch(loss)
-    other = BoldDriverRule(lr=1.0)
-    other.load_state_dict(rule.state_dict())
-    assert (other.lr, other.best_loss, other.history) == (rule.lr, rule.best_loss, rule.history)
-    assert other.after_epoch(1.0) == rule.after_epoch(1.0) and other.lr == rule.lr
