@@ -42,6 +42,7 @@ from torch import nn
 from ..manifolds import Oblique, filter_matrix
 from ..optim import RiemannianSGD, param_groups, scale_invariant_weights
 from ..problems.archbn import ArchBN
+from ..step import SGDHyperparameters, riemannian_sgd_step
 
 __all__ = [
     "random_filter_scales",
@@ -154,10 +155,16 @@ def riemannian_gradient_at_unit_filters(weight: torch.Tensor, egrad: torch.Tenso
 
 def un_step_from_gradient(weight: torch.Tensor, egrad: torch.Tensor, lr: float) -> torch.Tensor:
     r"""Table 1's step on the unit-norm representative, from the Euclidean gradient at
-    ``weight``: :math:`\operatorname{Orth}(\hat W - \lambda\,\Pi_{\hat W}(D G))`. Shape ``(out, -1)``."""
-    rgrad = riemannian_gradient_at_unit_filters(weight, egrad)
-    moved = unit_filters(weight) - lr * rgrad
-    return moved / moved.norm(dim=1, keepdim=True)
+    ``weight``: the shared step :func:`~riemann_dnn.step.riemannian_sgd_step` at
+    :math:`\hat W` with the gradient :math:`D G` there, i.e.
+    :math:`\operatorname{Orth}(\hat W - \lambda\,\Pi_{\hat W}(D G))`. Shape ``(out, -1)``."""
+    rows = filter_matrix(weight.detach().contiguous())
+    norms = rows.norm(dim=1, keepdim=True)
+    manifold = Oblique.for_filters(tuple(weight.shape))
+    new_point, _ = riemannian_sgd_step(manifold, rows / norms,
+                                       norms * filter_matrix(egrad.contiguous()), None,
+                                       SGDHyperparameters(lr))
+    return new_point
 
 
 def _max_abs(tensors_a: dict[str, torch.Tensor], tensors_b: dict[str, torch.Tensor]) -> float:
@@ -176,7 +183,7 @@ def _one_step(model: nn.Module, x, y, method: str, lr: float) -> nn.Module:
 
 def _optimizer(model: nn.Module, method: str, lr: float, example_input) -> torch.optim.Optimizer:
     if method == "bsgd":
-        return torch.optim.SGD(model.parameters(), lr=lr)
+        return RiemannianSGD(model.parameters(), lr=lr)  # Euclidean: torch.optim.SGD exactly
     if method == "un":
         groups = param_groups(model, manifold="oblique", example_input=example_input, lr=lr)
         return RiemannianSGD(groups, lr=lr, project_initial=True)
@@ -322,7 +329,7 @@ def trajectories(
 
     Copy 0 is ``model`` itself; copy :math:`j \ge 1` has every filter of every scale-invariant
     weight multiplied by a log-uniform factor in ``[1/alpha_spread, alpha_spread]``. Each
-    method (``"bsgd"``: ``torch.optim.SGD`` on everything; ``"un"``: RiemannianSGD with the
+    method (``"bsgd"``: ``RiemannianSGD`` with every parameter Euclidean, i.e. SGD; ``"un"``: RiemannianSGD with the
     filters on the oblique manifold) trains every copy for ``steps`` steps of mean cross-entropy
     on minibatches of ``batch_size`` drawn from ``(x, y)`` (reshuffled each pass; the same
     sequence for every copy and method) with the same ``lr``. ``x`` sets dtype and device.
