@@ -309,3 +309,25 @@ def test_complex_grassmann_trust_regions_matches_pymanopt_pytorch_backend():
     vector = rng.normal(size=start.shape) + 1j * rng.normal(size=start.shape)
     _close(ours.get_hessian_operator()(start, vector),
            theirs.get_hessian_operator()(start, vector), "hessian-vector product")
+
+
+# -- the package exposes the backend as pymanopt does ------------------------------------------
+def test_import_riemann_dnn_makes_function_available_without_loading_torch_first():
+    """``import riemann_dnn; riemann_dnn.function.torch`` works (like ``pymanopt.function``),
+    and the bare import stays light: torch is loaded only when a subpackage is used."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, riemann_dnn\n"
+        "light = 'torch' not in sys.modules\n"
+        "decorator = riemann_dnn.function.torch\n"
+        "print(light, callable(decorator), riemann_dnn.function.__name__, "
+        "'function' in dir(riemann_dnn))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parents[1], check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["True", "True", "riemann_dnn.function", "True"], (
+        completed.stdout)
