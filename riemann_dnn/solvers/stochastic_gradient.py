@@ -29,7 +29,7 @@ ours (default)         Manopt (default)           meaning
 ``max_time`` (1000 s)  ``maxtime``                stop after this wall-clock time
 ``sampling``           with replacement           ``"without_replacement"``: each sample once
                                                   per epoch, reshuffled each epoch
-``check_period`` (100) ``checkperiod`` (100)      iterations between statistics
+``check_period``       ``checkperiod`` (100)      iterations between statistics (100)
 ``step_size``          ``stepsize_type``          ``"decay"`` (default), ``"fixed"``,
                        (``"decay"``)              ``"hybrid"``, ``"bold_driver"``, a
                                                   ``StepSizeRule`` or ``callable(k)``
