@@ -12,6 +12,27 @@ Subpackages, from the bottom layer up (imports point down only):
 - :mod:`riemann_dnn.problems` -- ArchBN, SegNet and classic problems.
 - :mod:`riemann_dnn.data` -- MNIST, digit scenes, CamVid.
 - :mod:`riemann_dnn.experiments` and :mod:`riemann_dnn.cli` -- reproductions and the CLI.
+
+As in pymanopt (``pymanopt.function`` after ``import pymanopt``), every subpackage is an
+attribute of the package: ``import riemann_dnn`` then ``@riemann_dnn.function.torch(manifold)``.
+They are imported on first access, so ``import riemann_dnn`` itself loads neither torch nor
+pymanopt.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+_SUBMODULES = ("manifolds", "function", "autodiff", "step", "optim", "solvers", "problems",
+               "data", "experiments", "cli")
+
+
+def __getattr__(name: str):
+    """Import a subpackage on first access (PEP 562): ``riemann_dnn.function`` etc."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])

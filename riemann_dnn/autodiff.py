@@ -1,4 +1,4 @@
-"""A pymanopt autodiff backend on PyTorch that keeps tensors on their device.
+r"""A pymanopt autodiff backend on PyTorch that keeps tensors on their device.
 
 pymanopt's own PyTorch backend converts every point to numpy and back, so it cannot run on
 a GPU. :class:`TorchBackend` passes torch tensors through untouched: gradients come from
@@ -9,6 +9,12 @@ copy and the results handed back as numpy, so the same problem also runs on nump
 The cost is returned as a Python ``float``: pymanopt's optimizers branch on it, log it and
 test it with numpy functions that cannot read a CUDA tensor. That is one device
 synchronisation per cost evaluation (see ``benchmarks/pymanopt_torch_backend.py``).
+
+Complex points (pymanopt's ``ComplexGrassmann``, ``ComplexCircle``, ...) follow pymanopt's
+convention: for a real cost :math:`f` torch's gradient is
+:math:`g = \partial f/\partial\,\mathrm{Re}\,z + i\,\partial f/\partial\,\mathrm{Im}\,z`
+and the Hessian-vector product is the gradient of the real inner product
+:math:`\mathrm{Re}\langle g, v\rangle = \mathrm{Re}\sum_i \bar g_i v_i`.
 """
 
 from __future__ import annotations
@@ -63,6 +69,15 @@ def _gradients(value: torch.Tensor, leaves: list[torch.Tensor], create_graph: bo
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves)]
 
 
+def _real_inner(gradient: torch.Tensor, vector) -> torch.Tensor:
+    r"""The real inner product :math:`\mathrm{Re}\langle g, v\rangle = \mathrm{Re}\sum_i
+    \bar g_i v_i` (the plain sum for real tensors); its gradient is the Hessian-vector product."""
+    vector = _as_tensor(vector).to(device=gradient.device, dtype=gradient.dtype)
+    if gradient.is_complex():
+        return torch.sum(gradient.conj() * vector).real
+    return torch.sum(gradient * vector)
+
+
 class TorchBackend(Backend):
     """pymanopt backend: torch cost functions, autograd derivatives, device-native tensors."""
 
@@ -98,9 +113,7 @@ class TorchBackend(Backend):
             leaves = _leaves(points)
             value = _scalar_output(function(*leaves), function.__name__)
             grads = _gradients(value, leaves, create_graph=True)
-            directional = sum(
-                torch.sum(g * _as_tensor(v).to(g.dtype)) for g, v in zip(grads, vectors)
-            )
+            directional = sum(_real_inner(g, v) for g, v in zip(grads, vectors))
             if not directional.requires_grad:  # cost is affine: the Hessian vanishes
                 return _like_inputs([torch.zeros_like(x) for x in leaves], points)
             return _like_inputs(_gradients(directional, leaves), points)

@@ -208,8 +208,8 @@ class FiniteSumProblem:
 
     @property
     def dtype(self) -> Any:
-        """The dtype points should have: that of the first floating array in ``data``
-        (torch default / float64 when there is none)."""
+        """The dtype points should have (that of the first floating array in ``data``;
+        torch default / float64 when there is none)."""
         for array in self._arrays:
             if self.backend == "torch" and array.is_floating_point():
                 return array.dtype

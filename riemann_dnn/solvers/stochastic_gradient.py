@@ -23,12 +23,13 @@ Options and their Manopt (``stochasticgradient.m`` / ``stepsize_sg.m``) names:
 ours (default)         Manopt (default)           meaning
 =====================  =========================  ==========================================
 ``batch_size`` (100)   ``batchsize`` (1)          samples per iteration (the paper: 100)
-``max_iterations``     ``maxiter`` (1000)         stop after this many iterations (1000)
+``max_iterations``     ``maxiter`` (1000)         stop after this many iterations (1000;
+                                                  no limit when ``max_epochs`` is given)
 ``max_epochs`` (inf)   --                         stop after this many epochs
 ``max_time`` (1000 s)  ``maxtime``                stop after this wall-clock time
 ``sampling``           with replacement           ``"without_replacement"``: each sample once
                                                   per epoch, reshuffled each epoch
-``check_period`` (100) ``checkperiod`` (100)      iterations between statistics
+``check_period``       ``checkperiod`` (100)      iterations between statistics (100)
 ``step_size``          ``stepsize_type``          ``"decay"`` (default), ``"fixed"``,
                        (``"decay"``)              ``"hybrid"``, ``"bold_driver"``, a
                                                   ``StepSizeRule`` or ``callable(k)``
@@ -84,6 +85,17 @@ StepSize = Literal["fixed", "decay", "hybrid", "bold_driver"] | StepSizeRule | C
 Callback = Callable[[int, Any, dict], Any]
 
 _RULE_NAMES = ("fixed", "decay", "hybrid", "bold_driver")
+
+
+class _DefaultMaxIterations(int):
+    """The default ``max_iterations`` (1000), told apart from a user's 1000 by identity: it
+    gives way to a ``max_epochs`` the user set, so that limit is never silently cut short."""
+
+    def __repr__(self) -> str:
+        return "1000"
+
+
+_DEFAULT_MAX_ITERATIONS = _DefaultMaxIterations(1000)
 
 
 # -- option validation ------------------------------------------------------------------------
@@ -201,7 +213,8 @@ class StochasticGradient(Optimizer):
 
     Args:
         batch_size: samples per iteration (default 100; capped at :math:`N`).
-        max_iterations: stop after this many iterations (default 1000; ``None``: no limit).
+        max_iterations: stop after this many iterations (default 1000, or no limit when a
+            finite ``max_epochs`` is given; ``None``: no limit).
         max_epochs: stop after this many epochs (default ``None``: no limit).
         max_time: stop after this many seconds (default 1000, pymanopt's).
         sampling: ``"without_replacement"`` (default; a fresh permutation each epoch) or
@@ -238,7 +251,7 @@ class StochasticGradient(Optimizer):
     def __init__(
         self,
         batch_size: int = 100,
-        max_iterations: int | None = 1000,
+        max_iterations: int | None = _DEFAULT_MAX_ITERATIONS,
         max_epochs: int | None = None,
         max_time: float | None = 1000,
         *,
@@ -264,8 +277,10 @@ class StochasticGradient(Optimizer):
         progress_bar: bool = True,
     ):
         self.batch_size = _int_at_least("batch_size", batch_size, 1)
-        max_iterations = _limit("max_iterations", max_iterations, integer=True)
         self.max_epochs = _limit("max_epochs", max_epochs, integer=True)
+        if max_iterations is _DEFAULT_MAX_ITERATIONS and math.isfinite(self.max_epochs):
+            max_iterations = None  # the user's epoch limit decides
+        max_iterations = _limit("max_iterations", max_iterations, integer=True)
         max_time = _limit("max_time", max_time, integer=False)
         if sampling not in ("without_replacement", "with_replacement"):
             raise _option_error("sampling", sampling,

@@ -359,6 +359,24 @@ def test_max_iterations_max_epochs_max_time_and_callback_stop_with_their_reason(
     assert r.gradient_norm < 1e-3 and r.iterations % 5 == 0
 
 
+def test_max_epochs_is_not_cut_short_by_the_default_iteration_limit():
+    """A user's max_epochs decides when max_iterations is left at its default (1000); an
+    explicit max_iterations still applies, and without max_epochs the default 1000 does."""
+    problem = _pca_problem(Stiefel(n, p), "numpy", _pca_data()[:200])
+    options = dict(batch_size=50, check_period=10**6, step_size="fixed",
+                   initial_step_size=1e-3, seed=0)
+    r = _quiet(max_epochs=300, **options).run(problem)       # 300 epochs x 4 = 1200 > 1000
+    assert r.iterations == 1200 and r.stopping_criterion.startswith(
+        "Terminated - max epochs reached after 1200 iterations"), (r.iterations,
+                                                                   r.stopping_criterion)
+    r = _quiet(max_epochs=300, max_iterations=1000, **options).run(problem)
+    assert r.iterations == 1000 and r.stopping_criterion.startswith(
+        "Terminated - max iterations reached"), (r.iterations, r.stopping_criterion)
+    r = _quiet(**options).run(problem)
+    assert r.iterations == 1000 and r.stopping_criterion.startswith(
+        "Terminated - max iterations reached"), (r.iterations, r.stopping_criterion)
+
+
 def test_diverging_run_stops_on_a_non_finite_cost():
     problem = _ls_problem("numpy")
     with np.errstate(all="ignore"):
