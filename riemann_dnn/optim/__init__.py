@@ -4,7 +4,7 @@ that assigns manifolds to parameters, learning-rate schedules (bold driver, per 
 from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
 from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
 from .rsgd import NonFiniteGradientError, RiemannianSGD, riemannian_sgd
-from .schedulers import BoldDriver, StepSizeScheduler
+from .schedulers import BoldDriver, Stateful, StepSizeScheduler
 from .stacked import StackedModules
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "BoldDriver",
     "StepSizeScheduler",
     "StackedModules",
+    "Stateful",
     "Geometry",
     "MANIFOLD_NAMES",
     "resolve_geometry",
