@@ -1,0 +1,293 @@
+/* The paper's UN update, fused per filter row: riemann_dnn.step.native's CPU kernel.
+ *
+ * For each row w (length n) of each 2-D (rows, n) weight, with gradient g, rate lr:
+ *
+ *   g <- (maximize ? -g : g) + wd * w;   c = <w, g>;   r = g - c w
+ *   momentum 0:  w' = normalize((1 + lr c) w - lr g)
+ *   momentum mu: m <- (first step) r, else mu m + (1 - tau) r;  d = nesterov ? r + mu m : m;
+ *                w' = normalize(w - lr d);  m <- m - <w', m> w'
+ *
+ * Each row is read from memory once; the later passes run while it is in cache. Sums are
+ * accumulated in double (so <g, g> of finite float32 data never overflows: a row is finite
+ * iff its <g, g> is). Before normalising, the update is scaled by 1 / max(1, |coefficients|)
+ * so that a huge rate cannot overflow; the norm is taken in double. A row whose gradient
+ * (or point, or resulting update) is not finite is left untouched -- w and m keep their
+ * values; a fresh momentum row (first step) is zero -- and counted. Per-row arithmetic does
+ * not depend on the thread count or on how rows are split among threads.
+ *
+ * dtype: 0 float32, 1 float64, 2 float16, 3 bfloat16. Half rows are converted to float32
+ * per row, stepped in float32 (momentum buffer float32) and rounded back.
+ *
+ * Built at first use by riemann_dnn/step/native/build.py; no Python or torch headers.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define RDNN_API __attribute__((visibility("default")))
+
+typedef struct {
+    double momentum, dampening, weight_decay, sign; /* sign: -1 when maximizing */
+    int nesterov, first;
+} params_t;
+
+/* one row in T precision (float or double); returns 1 when stepped, 0 when left untouched.
+   mbuf, vbuf: scratch rows of length n. */
+#define DEFINE_ROW(NAME, T)                                                                 \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        const double sg = p->sign, wd = p->weight_decay;                                   \
+        double c = 0, ww = 0, gg = 0;                                                      \
+        _Pragma("omp simd reduction(+ : c, ww, gg)") for (int64_t i = 0; i < n; i++) {     \
+            double wi = w[i], gi = sg * g[i] + wd * wi;                                    \
+            c += wi * gi;                                                                  \
+            ww += wi * wi;                                                                 \
+            gg += gi * gi;                                                                 \
+        }                                                                                  \
+        if (!isfinite(c + ww + gg)) return 0;                                              \
+        const T sgT = (T)sg, wdT = (T)wd;                                                  \
+        if (p->momentum == 0) {                                                            \
+            /* x = a w - b g, scaled so that neither coefficient exceeds 1 */               \
+            double a = 1 + lr * c, b = lr;                                                 \
+            double s = fmax(1.0, fmax(fabs(a), fabs(b)));                                  \
+            a /= s;                                                                        \
+            b /= s;                                                                        \
+            double big = a * a * ww + b * b * gg;                                          \
+            double nn = big - 2 * a * b * c;                                               \
+            if (!(nn > 0x1p-20 * big)) { /* cancellation: sum the update itself */         \
+                nn = 0;                                                                    \
+                _Pragma("omp simd reduction(+ : nn)") for (int64_t i = 0; i < n; i++) {    \
+                    double wi = w[i], gi = sg * g[i] + wd * wi, xi = a * wi - b * gi;      \
+                    nn += xi * xi;                                                         \
+                }                                                                          \
+            }                                                                              \
+            if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
+            const double inv = 1 / sqrt(nn);                                               \
+            const T A = (T)(a * inv), B = (T)(b * inv);                                    \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                          \
+                T gi = sgT * g[i] + wdT * w[i];                                            \
+                w[i] = A * w[i] - B * gi;                                                  \
+            }                                                                              \
+            return 1;                                                                      \
+        }                                                                                  \
+        const T cT = (T)c, mu = (T)p->momentum, keep = (T)(1 - p->dampening);              \
+        const double s = fmax(1.0, lr);                                                    \
+        const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
+        const int first = p->first, nesterov = p->nesterov;                                \
+        double vv = 0;                                                                     \
+        _Pragma("omp simd reduction(+ : vv)") for (int64_t i = 0; i < n; i++) {            \
+            T gi = sgT * g[i] + wdT * w[i];                                                \
+            T ri = gi - cT * w[i];                                                         \
+            T mi = first ? ri : mu * m[i] + keep * ri;                                     \
+            T di = nesterov ? ri + mu * mi : mi;                                           \
+            T vi = ws * w[i] - ls * di;                                                    \
+            mbuf[i] = mi;                                                                  \
+            vbuf[i] = vi;                                                                  \
+            vv += (double)vi * vi;                                                         \
+        }                                                                                  \
+        if (!(vv > 0) || !isfinite(vv)) return 0;                                          \
+        const T inv = (T)(1 / sqrt(vv));                                                   \
+        double xm = 0;                                                                     \
+        _Pragma("omp simd reduction(+ : xm)") for (int64_t i = 0; i < n; i++) {            \
+            T xi = vbuf[i] * inv;                                                          \
+            vbuf[i] = xi;                                                                  \
+            xm += (double)xi * mbuf[i];                                                    \
+        }                                                                                  \
+        if (!isfinite(xm)) return 0;                                                       \
+        const T xmT = (T)xm;                                                               \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
+            w[i] = vbuf[i];                                                                \
+            m[i] = mbuf[i] - xmT * vbuf[i];                                                \
+        }                                                                                  \
+        return 1;                                                                          \
+    }
+
+DEFINE_ROW(row_f32, float)
+DEFINE_ROW(row_f64, double)
+
+/* -- float16 / bfloat16 <-> float32 (round to nearest even, as torch's casts) ------------ */
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+#if defined(__FLT16_MAX__) && !defined(RDNN_SOFT_HALF)
+static inline float f16_to_f32(uint16_t h) {
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    return (float)x;
+}
+static inline uint16_t f32_to_f16(float f) {
+    _Float16 x = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+#else /* portable software conversions */
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0) {
+        float f = ldexpf((float)man, -24);
+        return sign ? -f : f;
+    }
+    uint32_t u = sign | (exp == 31 ? 0x7f800000u | (man << 13) : ((exp + 112) << 23) | (man << 13));
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    float a = fabsf(f);
+    if (a != a) return sign | 0x7e00u;
+    if (a >= 65520.0f) return sign | 0x7c00u;
+    if (a < 0x1p-14f) { /* subnormal: round a * 2^24 to nearest even */
+        return sign | (uint16_t)nearbyintf(a * 0x1p24f);
+    }
+    memcpy(&u, &a, 4);
+    uint32_t r = u + 0xfffu + ((u >> 13) & 1u);
+    return sign | (uint16_t)((r - (112u << 23)) >> 13);
+}
+#endif
+
+static int row_half(void *wv, const void *gv, float *m, int64_t n, const params_t *p,
+                    double lr, float *scratch, int bf16) {
+    uint16_t *w = (uint16_t *)wv;
+    const uint16_t *g = (const uint16_t *)gv;
+    float *wf = scratch, *gf = scratch + n, *mbuf = scratch + 2 * n, *vbuf = scratch + 3 * n;
+    if (bf16) {
+        for (int64_t i = 0; i < n; i++) {
+            wf[i] = bf16_to_f32(w[i]);
+            gf[i] = bf16_to_f32(g[i]);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            wf[i] = f16_to_f32(w[i]);
+            gf[i] = f16_to_f32(g[i]);
+        }
+    }
+    if (!row_f32(wf, gf, m, n, p, lr, mbuf, vbuf)) return 0;
+    if (bf16)
+        for (int64_t i = 0; i < n; i++) w[i] = f32_to_bf16(wf[i]);
+    else
+        for (int64_t i = 0; i < n; i++) w[i] = f32_to_f16(wf[i]);
+    return 1;
+}
+
+static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
+
+/* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
+static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
+                         void *const *w, const void *const *g, void *const *m, int dtype,
+                         const double *lr, const int64_t *rows_per_lr, const params_t *p,
+                         void *scratch) {
+    const int64_t n = ncols[t];
+    const size_t es = ELEMENT_SIZE[dtype];
+    const size_t ms = dtype == 1 ? 8 : 4;
+    int64_t bad = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        char *wr = (char *)w[t] + (size_t)r * n * es;
+        const char *gr = (const char *)g[t] + (size_t)r * n * es;
+        char *mr = m ? (char *)m[t] + (size_t)r * n * ms : NULL;
+        const double rate = lr[r / rows_per_lr[t]];
+        int ok;
+        if (dtype == 0) {
+            float *s = (float *)scratch;
+            ok = row_f32((float *)wr, (const float *)gr, (float *)mr, n, p, rate, s, s + n);
+        } else if (dtype == 1) {
+            double *s = (double *)scratch;
+            ok = row_f64((double *)wr, (const double *)gr, (double *)mr, n, p, rate, s, s + n);
+        } else {
+            ok = row_half(wr, gr, (float *)mr, n, p, rate, (float *)scratch, dtype == 3);
+        }
+        if (!ok) {
+            bad++;
+            if (mr && p->first) memset(mr, 0, (size_t)n * ms);
+        }
+    }
+    return bad;
+}
+
+/* The step on `ntensors` row-major (rows[t], ncols[t]) weights w[t] with gradients g[t]
+   and (momentum != 0) buffers m[t] (float64 for float64 weights, else float32).
+   Row r of tensor t takes rate lr[r / rows_per_lr[t]]. Rows are split among `nthreads`
+   threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
+   untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
+RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+                                  void *const *w, const void *const *g, void *const *m,
+                                  int dtype, const double *lr, const int64_t *rows_per_lr,
+                                  double momentum, double dampening, int nesterov,
+                                  double weight_decay, int maximize, int first, int nthreads,
+                                  float *found) {
+    if (ntensors <= 0) return 0;
+    if (dtype < 0 || dtype > 3 || (momentum != 0 && !m)) return -1;
+    params_t p = {momentum, dampening, weight_decay, maximize ? -1.0 : 1.0, nesterov, first};
+    int64_t total = 0, widest = 1;
+    for (int64_t t = 0; t < ntensors; t++) {
+        if (rows[t] < 0 || ncols[t] < 1 || rows_per_lr[t] < 1) return -1;
+        total += rows[t] * ncols[t];
+        if (ncols[t] > widest) widest = ncols[t];
+    }
+    /* scratch per thread: 2 rows of T, or 4 rows of float on the half path */
+    const size_t scratch_bytes = (size_t)widest * 16 + 64;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (total < ((int64_t)1 << 15)) nt = 1; /* too small to pay for waking threads */
+    int64_t bad = 0;
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : bad, failed)
+#endif
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        void *scratch = malloc(scratch_bytes);
+        if (!scratch) {
+            failed += 1;
+        } else {
+            /* rows whose first element lies in [lo, hi) of the concatenated elements */
+            const int64_t lo = total / nth * tid + (total % nth) * tid / nth;
+            const int64_t hi = total / nth * (tid + 1) + (total % nth) * (tid + 1) / nth;
+            int64_t base = 0;
+            for (int64_t t = 0; t < ntensors && base < hi; t++) {
+                const int64_t n = ncols[t], size = rows[t] * n;
+                if (base + size > lo) {
+                    int64_t r0 = lo > base ? (lo - base + n - 1) / n : 0;
+                    int64_t r1 = (hi - base + n - 1) / n;
+                    if (r1 > rows[t]) r1 = rows[t];
+                    if (r0 < r1)
+                        bad += step_rows(t, r0, r1, ncols, w, g, m, dtype, lr, rows_per_lr, &p,
+                                         scratch);
+                }
+                base += size;
+            }
+            free(scratch);
+        }
+    }
+    if (failed) return -1;
+    if (bad && found) *found = 1.0f;
+    return bad;
+}
+
+RDNN_API int rdnn_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
