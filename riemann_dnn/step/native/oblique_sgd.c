@@ -35,23 +35,65 @@ typedef struct {
     int nesterov, first;
 } params_t;
 
+/* Reductions keep LANES partial sums (lane j takes elements i = j mod LANES), enough
+   independent chains to hide the FMA latency; the order is fixed, so results do not depend
+   on anything but the row. BLOCKED(n, body) runs body for i in [0, n) with j = i % LANES. */
+#define LANES 32
+#define BLOCKED(n, ...)                                                                    \
+    {                                                                                      \
+        int64_t i0 = 0;                                                                    \
+        for (; i0 + LANES <= (n); i0 += LANES) {                                           \
+            _Pragma("omp simd") for (int j = 0; j < LANES; j++) {                          \
+                const int64_t i = i0 + j;                                                  \
+                __VA_ARGS__                                                                \
+            }                                                                              \
+        }                                                                                  \
+        for (int j = 0; i0 + j < (n); j++) {                                               \
+            const int64_t i = i0 + j;                                                      \
+            __VA_ARGS__                                                                    \
+        }                                                                                  \
+    }
+
+#define DEFINE_LANE_SUM(NAME, T)                                                           \
+    static inline double NAME(const T *s) {                                                \
+        double t = 0;                                                                      \
+        for (int j = 0; j < LANES; j++) t += s[j];                                         \
+        return t;                                                                          \
+    }
+DEFINE_LANE_SUM(lane_sum_f32, float)
+DEFINE_LANE_SUM(lane_sum_f64, double)
+
 /* one row in T precision (float or double); returns 1 when stepped, 0 when left untouched.
-   mbuf, vbuf: scratch rows of length n. */
-#define DEFINE_ROW(NAME, T)                                                                 \
+   mbuf, vbuf: scratch rows of length n. Sums run in T with LANES partial sums; where a
+   float sum overflows it is redone in double, so that it is non-finite only if the row is. */
+#define DEFINE_ROW(NAME, T, SUM)                                                           \
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
         const double sg = p->sign, wd = p->weight_decay;                                   \
-        double c = 0, ww = 0, gg = 0;                                                      \
-        _Pragma("omp simd reduction(+ : c, ww, gg)") for (int64_t i = 0; i < n; i++) {     \
-            double wi = w[i], gi = sg * g[i] + wd * wi;                                    \
-            c += wi * gi;                                                                  \
-            ww += wi * wi;                                                                 \
-            gg += gi * gi;                                                                 \
+        T cs[LANES] = {0}, qs[LANES] = {0}, gs[LANES] = {0};                               \
+        BLOCKED(n, {                                                                       \
+            T wi = w[i], gi = g[i];                                                        \
+            cs[j] += wi * gi;                                                              \
+            qs[j] += wi * wi;                                                              \
+            gs[j] += gi * gi;                                                              \
+        })                                                                                 \
+        double c0 = SUM(cs), ww = SUM(qs), g0 = SUM(gs);                                   \
+        if (!isfinite(c0 + ww + g0)) {                                                     \
+            double cd[LANES] = {0}, qd[LANES] = {0}, gd[LANES] = {0};                      \
+            BLOCKED(n, {                                                                   \
+                double wi = w[i], gi = g[i];                                               \
+                cd[j] += wi * gi;                                                          \
+                qd[j] += wi * wi;                                                          \
+                gd[j] += gi * gi;                                                          \
+            })                                                                             \
+            c0 = lane_sum_f64(cd), ww = lane_sum_f64(qd), g0 = lane_sum_f64(gd);           \
+            if (!isfinite(c0 + ww + g0)) return 0;                                         \
         }                                                                                  \
-        if (!isfinite(c + ww + gg)) return 0;                                              \
+        /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
+        const double c = sg * c0 + wd * ww, gg = g0 + 2 * sg * wd * c0 + wd * wd * ww;     \
         const T sgT = (T)sg, wdT = (T)wd;                                                  \
         if (p->momentum == 0) {                                                            \
-            /* x = a w - b g, scaled so that neither coefficient exceeds 1 */               \
+            /* x = a w - b g', scaled so that neither coefficient exceeds 1 */              \
             double a = 1 + lr * c, b = lr;                                                 \
             double s = fmax(1.0, fmax(fabs(a), fabs(b)));                                  \
             a /= s;                                                                        \
@@ -59,11 +101,12 @@ typedef struct {
             double big = a * a * ww + b * b * gg;                                          \
             double nn = big - 2 * a * b * c;                                               \
             if (!(nn > 0x1p-20 * big)) { /* cancellation: sum the update itself */         \
-                nn = 0;                                                                    \
-                _Pragma("omp simd reduction(+ : nn)") for (int64_t i = 0; i < n; i++) {    \
+                double ns[LANES] = {0};                                                    \
+                BLOCKED(n, {                                                               \
                     double wi = w[i], gi = sg * g[i] + wd * wi, xi = a * wi - b * gi;      \
-                    nn += xi * xi;                                                         \
-                }                                                                          \
+                    ns[j] += xi * xi;                                                      \
+                })                                                                         \
+                nn = lane_sum_f64(ns);                                                     \
             }                                                                              \
             if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
             const double inv = 1 / sqrt(nn);                                               \
@@ -74,12 +117,13 @@ typedef struct {
             }                                                                              \
             return 1;                                                                      \
         }                                                                                  \
+        /* v = (w - lr d) / max(1, lr); w' = v / |v|; m' = m - <w', m> w' */               \
         const T cT = (T)c, mu = (T)p->momentum, keep = (T)(1 - p->dampening);              \
         const double s = fmax(1.0, lr);                                                    \
         const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
         const int first = p->first, nesterov = p->nesterov;                                \
-        double vv = 0;                                                                     \
-        _Pragma("omp simd reduction(+ : vv)") for (int64_t i = 0; i < n; i++) {            \
+        T vs[LANES] = {0}, ms[LANES] = {0};                                                \
+        BLOCKED(n, {                                                                       \
             T gi = sgT * g[i] + wdT * w[i];                                                \
             T ri = gi - cT * w[i];                                                         \
             T mi = first ? ri : mu * m[i] + keep * ri;                                     \
@@ -87,27 +131,31 @@ typedef struct {
             T vi = ws * w[i] - ls * di;                                                    \
             mbuf[i] = mi;                                                                  \
             vbuf[i] = vi;                                                                  \
-            vv += (double)vi * vi;                                                         \
+            vs[j] += vi * vi;                                                              \
+            ms[j] += vi * mi;                                                              \
+        })                                                                                 \
+        double vv = SUM(vs), vm = SUM(ms);                                                 \
+        if (!isfinite(vv + vm)) {                                                          \
+            double vd[LANES] = {0}, md[LANES] = {0};                                       \
+            BLOCKED(n, {                                                                   \
+                vd[j] += (double)vbuf[i] * vbuf[i];                                        \
+                md[j] += (double)vbuf[i] * mbuf[i];                                        \
+            })                                                                             \
+            vv = lane_sum_f64(vd), vm = lane_sum_f64(md);                                  \
         }                                                                                  \
-        if (!(vv > 0) || !isfinite(vv)) return 0;                                          \
-        const T inv = (T)(1 / sqrt(vv));                                                   \
-        double xm = 0;                                                                     \
-        _Pragma("omp simd reduction(+ : xm)") for (int64_t i = 0; i < n; i++) {            \
-            T xi = vbuf[i] * inv;                                                          \
-            vbuf[i] = xi;                                                                  \
-            xm += (double)xi * mbuf[i];                                                    \
-        }                                                                                  \
-        if (!isfinite(xm)) return 0;                                                       \
-        const T xmT = (T)xm;                                                               \
+        if (!(vv > 0) || !isfinite(vv + vm)) return 0;                                     \
+        const double inv = 1 / sqrt(vv);                                                   \
+        const T invT = (T)inv, xmT = (T)(vm * inv);                                        \
         _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-            w[i] = vbuf[i];                                                                \
-            m[i] = mbuf[i] - xmT * vbuf[i];                                                \
+            T xi = vbuf[i] * invT;                                                         \
+            w[i] = xi;                                                                     \
+            m[i] = mbuf[i] - xmT * xi;                                                     \
         }                                                                                  \
         return 1;                                                                          \
     }
 
-DEFINE_ROW(row_f32, float)
-DEFINE_ROW(row_f64, double)
+DEFINE_ROW(row_f32, float, lane_sum_f32)
+DEFINE_ROW(row_f64, double, lane_sum_f64)
 
 /* -- float16 / bfloat16 <-> float32 (round to nearest even, as torch's casts) ------------ */
 static inline float bf16_to_f32(uint16_t h) {
@@ -188,6 +236,9 @@ static int row_half(void *wv, const void *gv, float *m, int64_t n, const params_
 }
 
 static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
+#ifndef PREFETCH
+#define PREFETCH 1024
+#endif
 
 /* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
 static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
@@ -203,6 +254,18 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
         const char *gr = (const char *)g[t] + (size_t)r * n * es;
         char *mr = m ? (char *)m[t] + (size_t)r * n * ms : NULL;
         const double rate = lr[r / rows_per_lr[t]];
+        if (r + 1 < r1) {
+            /* the start of the next row (up to PREFETCH bytes of each array) into L2 while
+               this one is computed; the hardware prefetcher streams the rest */
+            const size_t wb = (size_t)n * es, mb = (size_t)n * ms;
+            const size_t wend = wb < PREFETCH ? wb : PREFETCH, mend = mb < PREFETCH ? mb : PREFETCH;
+            for (size_t o = 0; o < wend; o += 64) {
+                __builtin_prefetch(wr + wb + o, 1, 1);
+                __builtin_prefetch(gr + wb + o, 0, 1);
+            }
+            if (mr)
+                for (size_t o = 0; o < mend; o += 64) __builtin_prefetch(mr + mb + o, 1, 1);
+        }
         int ok;
         if (dtype == 0) {
             float *s = (float *)scratch;
