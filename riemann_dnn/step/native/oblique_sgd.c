@@ -35,58 +35,80 @@ typedef struct {
     int nesterov, first;
 } params_t;
 
-/* Reductions keep LANES partial sums (lane j takes elements i = j mod LANES), enough
-   independent chains to hide the FMA latency; the order is fixed, so results do not depend
-   on anything but the row. BLOCKED(n, body) runs body for i in [0, n) with j = i % LANES. */
-#define LANES 32
-#define BLOCKED(n, ...)                                                                    \
-    {                                                                                      \
-        int64_t i0 = 0;                                                                    \
-        for (; i0 + LANES <= (n); i0 += LANES) {                                           \
-            _Pragma("omp simd") for (int j = 0; j < LANES; j++) {                          \
-                const int64_t i = i0 + j;                                                  \
-                __VA_ARGS__                                                                \
-            }                                                                              \
-        }                                                                                  \
-        for (int j = 0; i0 + j < (n); j++) {                                               \
-            const int64_t i = i0 + j;                                                      \
-            __VA_ARGS__                                                                    \
-        }                                                                                  \
-    }
+/* Sums use 32-byte vectors of T (GCC/Clang vector extensions, lowered to what the CPU
+   has) with several accumulators, enough independent chains to hide the FMA latency; the
+   summation order is fixed by n alone, so results depend on nothing but the row. */
+typedef float vf32 __attribute__((vector_size(32)));
+typedef double vf64 __attribute__((vector_size(32)));
+#define VLOAD(V, p)                                                                        \
+    ({                                                                                     \
+        V v_;                                                                              \
+        memcpy(&v_, (p), sizeof v_);                                                       \
+        v_;                                                                                \
+    })
+#define VSTORE(p, v)                                                                       \
+    do {                                                                                   \
+        __typeof__(v) v_ = (v);                                                            \
+        memcpy((p), &v_, sizeof v_);                                                       \
+    } while (0)
+#define HSUM(K, x)                                                                         \
+    ({                                                                                     \
+        double t_ = 0;                                                                     \
+        for (int k_ = 0; k_ < (K); k_++) t_ += (x)[k_];                                    \
+        t_;                                                                                \
+    })
 
-#define DEFINE_LANE_SUM(NAME, T)                                                           \
-    static inline double NAME(const T *s) {                                                \
-        double t = 0;                                                                      \
-        for (int j = 0; j < LANES; j++) t += s[j];                                         \
-        return t;                                                                          \
+/* The three sums <w, g>, <w, w>, <g, g> in double, from any precision (the slow path for
+   float rows whose float sums overflow). */
+#define DEFINE_SUMS_DOUBLE(NAME, T)                                                        \
+    static void NAME(const T *w, const T *g, int64_t n, double *out) {                     \
+        double c = 0, q = 0, s = 0;                                                        \
+        for (int64_t i = 0; i < n; i++) {                                                  \
+            c += (double)w[i] * g[i];                                                      \
+            q += (double)w[i] * w[i];                                                      \
+            s += (double)g[i] * g[i];                                                      \
+        }                                                                                  \
+        out[0] = c, out[1] = q, out[2] = s;                                                \
     }
-DEFINE_LANE_SUM(lane_sum_f32, float)
-DEFINE_LANE_SUM(lane_sum_f64, double)
+DEFINE_SUMS_DOUBLE(sums_double_f32, float)
 
-/* one row in T precision (float or double); returns 1 when stepped, 0 when left untouched.
-   mbuf, vbuf: scratch rows of length n. Sums run in T with LANES partial sums; where a
-   float sum overflows it is redone in double, so that it is non-finite only if the row is. */
-#define DEFINE_ROW(NAME, T, SUM)                                                           \
+/* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
+   left untouched. mbuf, vbuf: scratch rows of length n. */
+#define DEFINE_ROW(NAME, T, V)                                                             \
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
         const double sg = p->sign, wd = p->weight_decay;                                   \
-        T cs[LANES] = {0}, qs[LANES] = {0}, gs[LANES] = {0};                               \
-        BLOCKED(n, {                                                                       \
-            T wi = w[i], gi = g[i];                                                        \
-            cs[j] += wi * gi;                                                              \
-            qs[j] += wi * wi;                                                              \
-            gs[j] += gi * gi;                                                              \
-        })                                                                                 \
-        double c0 = SUM(cs), ww = SUM(qs), g0 = SUM(gs);                                   \
+        V cs[U], qs[U], gs[U];                                                             \
+        for (int u = 0; u < U; u++) cs[u] = qs[u] = gs[u] = (V){0};                        \
+        int64_t i = 0;                                                                     \
+        for (; i + U * K <= n; i += U * K)                                                 \
+            for (int u = 0; u < U; u++) {                                                  \
+                V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);              \
+                cs[u] += wv * gv;                                                          \
+                qs[u] += wv * wv;                                                          \
+                gs[u] += gv * gv;                                                          \
+            }                                                                              \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            cs[0] += wv * gv;                                                              \
+            qs[0] += wv * wv;                                                              \
+            gs[0] += gv * gv;                                                              \
+        }                                                                                  \
+        double c0 = 0, ww = 0, g0 = 0;                                                     \
+        for (; i < n; i++) {                                                               \
+            c0 += (double)w[i] * g[i];                                                     \
+            ww += (double)w[i] * w[i];                                                     \
+            g0 += (double)g[i] * g[i];                                                     \
+        }                                                                                  \
+        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
+        ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                                  \
+        g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                                  \
         if (!isfinite(c0 + ww + g0)) {                                                     \
-            double cd[LANES] = {0}, qd[LANES] = {0}, gd[LANES] = {0};                      \
-            BLOCKED(n, {                                                                   \
-                double wi = w[i], gi = g[i];                                               \
-                cd[j] += wi * gi;                                                          \
-                qd[j] += wi * wi;                                                          \
-                gd[j] += gi * gi;                                                          \
-            })                                                                             \
-            c0 = lane_sum_f64(cd), ww = lane_sum_f64(qd), g0 = lane_sum_f64(gd);           \
+            if (sizeof(T) == 8) return 0;                                                  \
+            double sums[3];                                                                \
+            sums_double_f32((const float *)w, (const float *)g, n, sums);                  \
+            c0 = sums[0], ww = sums[1], g0 = sums[2];                                      \
             if (!isfinite(c0 + ww + g0)) return 0;                                         \
         }                                                                                  \
         /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
@@ -101,19 +123,18 @@ DEFINE_LANE_SUM(lane_sum_f64, double)
             double big = a * a * ww + b * b * gg;                                          \
             double nn = big - 2 * a * b * c;                                               \
             if (!(nn > 0x1p-20 * big)) { /* cancellation: sum the update itself */         \
-                double ns[LANES] = {0};                                                    \
-                BLOCKED(n, {                                                               \
-                    double wi = w[i], gi = sg * g[i] + wd * wi, xi = a * wi - b * gi;      \
-                    ns[j] += xi * xi;                                                      \
-                })                                                                         \
-                nn = lane_sum_f64(ns);                                                     \
+                nn = 0;                                                                    \
+                for (int64_t k = 0; k < n; k++) {                                          \
+                    double wk = w[k], xk = a * wk - b * (sg * g[k] + wd * wk);             \
+                    nn += xk * xk;                                                         \
+                }                                                                          \
             }                                                                              \
             if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
             const double inv = 1 / sqrt(nn);                                               \
             const T A = (T)(a * inv), B = (T)(b * inv);                                    \
-            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                          \
-                T gi = sgT * g[i] + wdT * w[i];                                            \
-                w[i] = A * w[i] - B * gi;                                                  \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                          \
+                T gk = sgT * g[k] + wdT * w[k];                                            \
+                w[k] = A * w[k] - B * gk;                                                  \
             }                                                                              \
             return 1;                                                                      \
         }                                                                                  \
@@ -122,8 +143,23 @@ DEFINE_LANE_SUM(lane_sum_f64, double)
         const double s = fmax(1.0, lr);                                                    \
         const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
         const int first = p->first, nesterov = p->nesterov;                                \
-        T vs[LANES] = {0}, ms[LANES] = {0};                                                \
-        BLOCKED(n, {                                                                       \
+        V vs[2] = {(V){0}, (V){0}}, ms[2] = {(V){0}, (V){0}};                              \
+        i = 0;                                                                             \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            V gi = sgT * gv + wdT * wv;                                                    \
+            V ri = gi - cT * wv, mi = ri;                                                  \
+            if (!first) mi = mu * VLOAD(V, m + i) + keep * ri;                             \
+            V di = nesterov ? ri + mu * mi : mi;                                           \
+            V vi = ws * wv - ls * di;                                                      \
+            VSTORE(mbuf + i, mi);                                                          \
+            VSTORE(vbuf + i, vi);                                                          \
+            const int u = (int)((i / K) & 1);                                              \
+            vs[u] += vi * vi;                                                              \
+            ms[u] += vi * mi;                                                              \
+        }                                                                                  \
+        double vv = 0, vm = 0;                                                             \
+        for (; i < n; i++) {                                                               \
             T gi = sgT * g[i] + wdT * w[i];                                                \
             T ri = gi - cT * w[i];                                                         \
             T mi = first ? ri : mu * m[i] + keep * ri;                                     \
@@ -131,31 +167,31 @@ DEFINE_LANE_SUM(lane_sum_f64, double)
             T vi = ws * w[i] - ls * di;                                                    \
             mbuf[i] = mi;                                                                  \
             vbuf[i] = vi;                                                                  \
-            vs[j] += vi * vi;                                                              \
-            ms[j] += vi * mi;                                                              \
-        })                                                                                 \
-        double vv = SUM(vs), vm = SUM(ms);                                                 \
-        if (!isfinite(vv + vm)) {                                                          \
-            double vd[LANES] = {0}, md[LANES] = {0};                                       \
-            BLOCKED(n, {                                                                   \
-                vd[j] += (double)vbuf[i] * vbuf[i];                                        \
-                md[j] += (double)vbuf[i] * mbuf[i];                                        \
-            })                                                                             \
-            vv = lane_sum_f64(vd), vm = lane_sum_f64(md);                                  \
+            vv += (double)vi * vi;                                                         \
+            vm += (double)vi * mi;                                                         \
+        }                                                                                  \
+        vv += HSUM(K, vs[0] + vs[1]);                                                      \
+        vm += HSUM(K, ms[0] + ms[1]);                                                      \
+        if (!isfinite(vv + vm)) { /* float overflow: redo in double */                     \
+            vv = vm = 0;                                                                   \
+            for (int64_t k = 0; k < n; k++) {                                              \
+                vv += (double)vbuf[k] * vbuf[k];                                           \
+                vm += (double)vbuf[k] * mbuf[k];                                           \
+            }                                                                              \
         }                                                                                  \
         if (!(vv > 0) || !isfinite(vv + vm)) return 0;                                     \
         const double inv = 1 / sqrt(vv);                                                   \
         const T invT = (T)inv, xmT = (T)(vm * inv);                                        \
-        _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-            T xi = vbuf[i] * invT;                                                         \
-            w[i] = xi;                                                                     \
-            m[i] = mbuf[i] - xmT * xi;                                                     \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
+            T xk = vbuf[k] * invT;                                                         \
+            w[k] = xk;                                                                     \
+            m[k] = mbuf[k] - xmT * xk;                                                     \
         }                                                                                  \
         return 1;                                                                          \
     }
 
-DEFINE_ROW(row_f32, float, lane_sum_f32)
-DEFINE_ROW(row_f64, double, lane_sum_f64)
+DEFINE_ROW(row_f32, float, vf32)
+DEFINE_ROW(row_f64, double, vf64)
 
 /* -- float16 / bfloat16 <-> float32 (round to nearest even, as torch's casts) ------------ */
 static inline float bf16_to_f32(uint16_t h) {
