@@ -28,7 +28,14 @@ from pathlib import Path
 __all__ = ["load", "NativeLibrary", "SOURCE", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("oblique_sgd.c")
-_BASE_FLAGS = ("-O3", "-std=gnu11", "-ffp-contract=fast", "-shared", "-fPIC", "-fvisibility=hidden")
+_BASE_FLAGS = (
+    "-O3",
+    "-std=gnu11",
+    "-ffp-contract=fast",
+    "-shared",
+    "-fPIC",
+    "-fvisibility=hidden",
+)
 _LOCK = threading.Lock()
 _RESULT: tuple[NativeLibrary | None, str] | None = None
 

@@ -122,12 +122,19 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
             b /= s;                                                                        \
             double big = a * a * ww + b * b * gg;                                          \
             double nn = big - 2 * a * b * c;                                               \
-            if (!(nn > 0x1p-20 * big)) { /* cancellation: sum the update itself */         \
-                nn = 0;                                                                    \
+            /* where a w and b g' nearly cancel, rounding the written row in T would move \
+               its norm off 1 by eps_T sqrt(big / nn): form the row in T, sum its squares */ \
+            if (!(nn > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                       \
+                const T aT = (T)a, bT = (T)b;                                              \
+                double ns = 0;                                                             \
                 for (int64_t k = 0; k < n; k++) {                                          \
-                    double wk = w[k], xk = a * wk - b * (sg * g[k] + wd * wk);             \
-                    nn += xk * xk;                                                         \
+                    vbuf[k] = aT * w[k] - bT * (sgT * g[k] + wdT * w[k]);                  \
+                    ns += (double)vbuf[k] * vbuf[k];                                       \
                 }                                                                          \
+                if (!(ns > 0) || !isfinite(ns)) return 0;                                  \
+                const T invT = (T)(1 / sqrt(ns));                                          \
+                _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = vbuf[k] * invT; \
+                return 1;                                                                  \
             }                                                                              \
             if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
             const double inv = 1 / sqrt(nn);                                               \
