@@ -204,6 +204,127 @@ def measure_iterations(depths, repeats: int, inner: int, device: torch.device,
     return rows
 
 
+# -- the native kernel (riemann_dnn.step.native) ------------------------------------------------
+class _NativeUN:
+    """UN through :func:`riemann_dnn.step.native.oblique_sgd_` on the BN-fed weights (their
+    filter-row views) and ``torch.optim.sgd``'s foreach kernels on the rest; ``strict``
+    first checks every gradient for non-finite entries (GradScaler's kernel), as
+    ``RiemannianSGD(nonfinite="raise")`` does."""
+
+    def __init__(self, spec, momentum: float, device: torch.device, strict: bool = False):
+        from torch.optim.sgd import sgd
+
+        from riemann_dnn.step.native import oblique_sgd_
+
+        gen = torch.Generator().manual_seed(0)
+        self.points, self.grads, self.rest, self.rest_grads = [], [], [], []
+        for _, shape, fed in spec:
+            p = torch.randn(shape, generator=gen).to(device)
+            g = torch.randn(shape, generator=gen).to(device)
+            if fed:
+                self.points.append(nn.functional.normalize(p.reshape(shape[0], -1), dim=1))
+                self.grads.append(g.reshape(shape[0], -1))
+            else:
+                self.rest.append(p)
+                self.rest_grads.append(g)
+        self.bufs = [None] * len(self.points)
+        self.rest_bufs = [None] * len(self.rest)
+        self.momentum, self.strict, self._sgd, self._step = momentum, strict, sgd, oblique_sgd_
+        self.found = torch.zeros(1, device=device)
+        self.one = torch.ones(1, device=device)
+
+    def __call__(self) -> None:
+        if self.strict:
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                self.grads + self.rest_grads, self.found, self.one)
+        self.bufs = self._step(self.points, self.grads, self.bufs, lr=LR, momentum=self.momentum,
+                               found_nonfinite=self.found)
+        self._sgd(self.rest, self.rest_grads, self.rest_bufs, weight_decay=0.0,
+                  momentum=self.momentum, lr=LR, dampening=0.0, nesterov=False,
+                  maximize=False, foreach=True)
+
+
+def _first_call_seconds() -> dict:
+    """Seconds to compile the kernel into a fresh cache (a subprocess), and to load it
+    from that cache in a second one."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import time; t = time.perf_counter(); from riemann_dnn.step.native.build import "
+            "load; lib, why = load(); print(time.perf_counter() - t, lib is not None and "
+            "lib.compiled, why)")
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, RIEMANN_DNN_KERNEL_CACHE=cache)
+        for label in ("compile", "cached"):
+            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                  text=True, cwd=Path(__file__).resolve().parents[1])
+            out[f"{label}_s"] = float(proc.stdout.split()[0]) if proc.returncode == 0 else None
+    return out
+
+
+def measure_native(sets, repeats: int, inner: int, device: torch.device,
+                   big_repeats: int | None, threads: list[int]) -> list[dict]:
+    """UN(native), UN(native, strict) against SGD(foreach) and SGD(fused), interleaved."""
+    rows = []
+    for set_name in sets:
+        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
+        reps, inn = (big_repeats or repeats, 1) if set_name == "segnet-vgg16" else (repeats, inner)
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            for momentum in (0.0, 0.9):
+                samplers = {
+                    "SGD(foreach)": _optimizer("SGD", spec, momentum, True, device).step,
+                    "SGD(fused)": _fused_sgd(spec, momentum, device).step,
+                    "UN(native)": _NativeUN(spec, momentum, device),
+                    "UN(native,strict)": _NativeUN(spec, momentum, device, strict=True),
+                    "UN(RiemannianSGD)": _optimizer("UN", spec, momentum, True, device).step,
+                }
+                if geoopt is not None:
+                    samplers["geoopt"] = _optimizer("geoopt", spec, momentum, True, device).step
+                times = _interleaved(samplers, reps, inn, device)
+                medians = {k: statistics.median(v) for k, v in times.items()}
+                for method, median in medians.items():
+                    rows.append({
+                        "set": set_name, "threads": n_threads, "momentum": momentum,
+                        "method": method, "us_per_step": 1e6 * median,
+                        "ratio_to_sgd_foreach": median / medians["SGD(foreach)"],
+                        "ratio_to_sgd_fused": median / medians["SGD(fused)"],
+                    })
+                print(f"{set_name} threads={n_threads} momentum={momentum:g}: " + ", ".join(
+                    f"{k} {1e6 * v:.0f}us ({v / medians['SGD(foreach)']:.2f})"
+                    for k, v in medians.items()), flush=True)
+    return rows
+
+
+def _fused_sgd(spec, momentum, device):
+    opt = _optimizer("SGD", spec, momentum, True, device)
+    for group in opt.param_groups:
+        group["foreach"], group["fused"] = False, True
+    return opt
+
+
+def _native_markdown(rows, first_call) -> str:
+    lines = [
+        "## Native kernel (riemann_dnn.step.native.oblique_sgd_)",
+        "",
+        f"First call: compile {first_call.get('compile_s')} s, load from cache "
+        f"{first_call.get('cached_s')} s (fresh processes). UN(native) = oblique_sgd_ on the "
+        "BN-fed weights + torch's foreach SGD on the rest; strict = GradScaler's non-finite "
+        "check of all gradients first.",
+        "",
+        "| set | threads | momentum | method | us / step | / SGD(foreach) | / SGD(fused) |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['threads']} | {r['momentum']:g} | {r['method']} | "
+                     f"{r['us_per_step']:.1f} | {r['ratio_to_sgd_foreach']:.2f} | "
+                     f"{r['ratio_to_sgd_fused']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- reporting ---------------------------------------------------------------------------------
 def _markdown(step_rows, iteration_rows, meta) -> str:
     lines = [
@@ -255,6 +376,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: stable numbers)")
+    parser.add_argument("--native-only", action="store_true",
+                        help="only the native-kernel table (archbn-d4, segnet-vgg16)")
+    parser.add_argument("--native-threads", type=int, nargs="*", default=[1, 2],
+                        help="thread counts for the native-kernel table (none: skip it)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.inner < 1:
         parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
@@ -263,9 +388,16 @@ def main(argv=None) -> None:
         parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
     torch.set_num_threads(max(1, args.threads))
 
-    step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
-    iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
-                                        device)
+    first_call = _first_call_seconds() if args.native_threads else {}
+    native_rows = (measure_native([s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
+                                  args.repeats, args.inner, device, args.big_repeats,
+                                  args.native_threads) if args.native_threads else [])
+    torch.set_num_threads(max(1, args.threads))
+    step_rows, iteration_rows = [], []
+    if not args.native_only:
+        step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
+        iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
+                                            device)
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()})",
@@ -277,8 +409,11 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "optimizer_step.json", args.out / "optimizer_step.md"
     json_path.write_text(json.dumps({"meta": meta, "steps": step_rows,
-                                     "iterations": iteration_rows}, indent=2))
+                                     "iterations": iteration_rows, "native": native_rows,
+                                     "native_first_call": first_call}, indent=2))
     markdown = _markdown(step_rows, iteration_rows, meta)
+    if native_rows:
+        markdown += "\n" + _native_markdown(native_rows, first_call)
     md_path.write_text(markdown)
     print(markdown)
     print(f"wrote {json_path} and {md_path}")

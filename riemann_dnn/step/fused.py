@@ -51,31 +51,46 @@ def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
 
 
 def sphere_sgd_step_(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None, axis,
-                     hp: SGDHyperparameters) -> torch.Tensor | None:
-    """The shared step on unit-norm ``x`` (norms along ``axis``), in place.
+                     hp: SGDHyperparameters, *, maximize: bool = False) -> torch.Tensor | None:
+    r"""The shared step on unit-norm ``x`` (norms along ``axis``), in place.
 
     Updates ``x`` (and ``m``) in place and returns the momentum buffer (a new tensor on
     the first momentum step, ``None`` without momentum). ``hp.lr`` may be a float or a
     tensor broadcastable against the per-sphere inner products (one rate per stacked copy).
+    ``maximize`` steps along ``+g`` (the step of ``-g``).
+
+    A float rate above 1 (and, without momentum, any tensor rate) scales the update
+    :math:`x - \lambda d` by :math:`1/\max(1, \lambda)` before normalising, so that a huge
+    rate cannot overflow; the normalised result is the same.
     """
     lr, mu, tau = hp.lr, hp.momentum, hp.dampening
     scalar = not isinstance(lr, torch.Tensor)
-    if hp.weight_decay != 0:
+    if maximize:
+        g = g.neg()
+        if hp.weight_decay != 0:
+            g.add_(x, alpha=hp.weight_decay)
+    elif hp.weight_decay != 0:
         g = g.add(x, alpha=hp.weight_decay)
     c = _inner(x, g, axis)
     if mu == 0:
-        if scalar:
+        if scalar and lr <= 1:
             x.addcmul_(x, c, value=lr).add_(g, alpha=-lr)
-        else:
-            x.mul_(c.mul_(lr).add_(1)).addcmul_(g, lr, value=-1)
+        elif scalar:  # (x + lr (c x - g)) / lr
+            x.mul_(c.add_(1 / lr)).add_(g, alpha=-1)
+        else:  # ((1 + lr c) x - lr g) / max(1, lr)
+            scale = lr.clamp(min=1)
+            x.mul_(c.mul_(lr / scale).add_(scale.reciprocal())).addcmul_(g, lr / scale,
+                                                                       value=-1)
     else:
         if m is None:  # first step: the Riemannian gradient itself
             m = torch.addcmul(g, x, c, value=-1)
         else:
             m.mul_(mu).add_(g, alpha=1 - tau).addcmul_(x, c, value=tau - 1)
         direction = m if not hp.nesterov else torch.addcmul(g, x, c, value=-1).add_(m, alpha=mu)
-        if scalar:
+        if scalar and lr <= 1:
             x.add_(direction, alpha=-lr)
+        elif scalar:
+            x.mul_(1 / lr).sub_(direction)
         else:
             x.addcmul_(direction, lr, value=-1)
     # multiplying by the reciprocal norms is cheaper than dividing on CPUs
@@ -83,3 +98,56 @@ def sphere_sgd_step_(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None, a
     if mu != 0:  # vector transport by projection onto the new tangent space
         m.addcmul_(x, _inner(x, m, axis), value=-1)
     return m
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _row_rates(lr: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> float | torch.Tensor:
+    """The rates ``lr`` (1-D, one per block of consecutive rows) as a float or a tensor
+    broadcastable against ``x``'s per-row inner products."""
+    if lr.numel() == 1 and lr.device.type == "cpu":
+        return float(lr)
+    rows = x.numel() // x.shape[-1]
+    rates = lr.to(device=x.device, dtype=dtype).reshape(-1)
+    return rates.repeat_interleave(rows // rates.numel()).view(*x.shape[:-1], 1)
+
+
+def oblique_sgd_eager_(points: list[torch.Tensor], grads: list[torch.Tensor],
+                       momentum_buffers: list[torch.Tensor], lr: torch.Tensor, momentum: float,
+                       dampening: float, nesterov: bool, weight_decay: float, maximize: bool,
+                       first_step: bool, found_nonfinite: torch.Tensor) -> None:
+    """The row-oblique step (unit rows along the last axis) on lists of tensors, in place:
+    the eager torch implementation of ``riemann_dnn::oblique_sgd_`` (the native kernel's
+    fallback and reference; see :func:`riemann_dnn.step.native.oblique_sgd_`).
+
+    ``momentum_buffers`` is empty without momentum, else one buffer per point (float32 for
+    float16/bfloat16 points), overwritten when ``first_step``. ``lr`` is 1-D: row block
+    ``k`` (of ``rows // len(lr)`` consecutive rows) takes ``lr[k]``. A row whose gradient is
+    not finite is left untouched (a fresh buffer row is zero) and ``found_nonfinite`` is set
+    to 1; half points are stepped in float32.
+    """
+    hp = SGDHyperparameters(0.0, momentum, dampening, nesterov, weight_decay)
+    bufs = momentum_buffers if momentum != 0 else [None] * len(points)
+    for x, g, m in zip(points, grads, bufs):
+        work = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        xw, gw = x.to(work), g.to(work)
+        # max |g| over a row is inf/NaN iff the row has a non-finite entry
+        bad = ~torch.isfinite(g.abs().amax(-1))
+        any_bad = bool(bad.any())
+        if any_bad:
+            kept_x = xw[bad].clone()
+            kept_m = None if m is None or first_step else m[bad].clone()
+            gw = gw.masked_fill(bad.unsqueeze(-1), 0)
+            found_nonfinite.fill_(1)
+        step = hp._replace(lr=_row_rates(lr, x, work))
+        new_m = sphere_sgd_step_(xw, gw, None if first_step else m, -1, step,
+                                 maximize=maximize)
+        if m is not None and first_step:
+            m.copy_(new_m)
+        if any_bad:
+            xw[bad] = kept_x
+            if m is not None:
+                m[bad] = 0 if kept_m is None else kept_m
+        if xw is not x:
+            x.copy_(xw)

@@ -1,0 +1,12 @@
+"""The row-fused native kernel of the paper's UN update (the fast path of RiemannianSGD).
+
+:func:`oblique_sgd_` steps lists of unit-row weights in place through the torch op
+``riemann_dnn::oblique_sgd_``: a C kernel (``oblique_sgd.c``) compiled at first use and
+cached per user (:mod:`.build`), or the eager torch step where it cannot run. See
+``docs/kernels.md`` for the design, the measured costs and the CUDA plan.
+"""
+
+from .build import cache_dir
+from .ops import native_available, native_unavailable_reason, oblique_sgd_
+
+__all__ = ["oblique_sgd_", "native_available", "native_unavailable_reason", "cache_dir"]

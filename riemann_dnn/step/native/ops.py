@@ -1,0 +1,385 @@
+r"""``riemann_dnn::oblique_sgd_``: the row-oblique SGD step as a torch op, native on CPU.
+
+The op updates lists of weights (unit rows along the last axis) and momentum buffers in
+place. Its CPU kernel is the compiled C kernel (``oblique_sgd.c``, see :mod:`.build`) when
+it can run, else the eager torch implementation
+:func:`riemann_dnn.step.fused.oblique_sgd_eager_`, which is also the kernel on every other
+device; a fallback on CPU is announced once per process. Registered with
+``torch.library`` (a ``Library`` definition, see below) so that autograd's version counters and ``torch.compile`` see
+the mutation; the fake (meta) implementation does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from ..fused import oblique_sgd_eager_
+from .build import load
+
+__all__ = ["oblique_sgd_", "native_available", "native_unavailable_reason"]
+
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+_NOTICE_GIVEN = False
+
+
+def native_available() -> bool:
+    """Whether the compiled CPU kernel can run in this process (compiles it on first call)."""
+    return load()[0] is not None
+
+
+def native_unavailable_reason() -> str:
+    """Why the compiled kernel cannot run (``""`` when it can)."""
+    return load()[1]
+
+
+def _notice(reason: str) -> None:
+    """Warn, once per process, that the eager path replaces the native kernel."""
+    global _NOTICE_GIVEN
+    if _NOTICE_GIVEN:
+        return
+    _NOTICE_GIVEN = True
+    warnings.warn(
+        f"riemann_dnn: native oblique SGD kernel not used ({reason}); falling back to the "
+        f"eager torch step (same numbers, slower). To enable it, install a C compiler (gcc or "
+        f"clang, or set CC) and use contiguous CPU tensors; RIEMANN_DNN_NATIVE=0 disables it.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _native_blocker(points, grads, bufs, lr) -> str:
+    """Why these tensors cannot take the native kernel (``""`` if they can)."""
+    for name, tensors in (("points", points), ("grads", grads), ("momentum_buffers", bufs)):
+        for i, t in enumerate(tensors):
+            if not t.is_contiguous():
+                return f"{name}[{i}] is not contiguous"
+    if lr.device.type != "cpu":
+        return f"lr is on {lr.device}"
+    return ""
+
+
+def _call_native(
+    fn,
+    points,
+    grads,
+    bufs,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    weight_decay,
+    maximize,
+    first_step,
+    found,
+) -> None:
+    k = len(points)
+    rates = lr if lr.dtype == torch.float64 and lr.is_contiguous() else lr.to(torch.float64)
+    rows = [p.numel() // p.shape[-1] for p in points]
+    count = rates.numel()
+    per_lr = [r // count if r >= count else 1 for r in rows]
+    ptr = i64 = ctypes.c_int64 * k
+    if found.dtype == torch.float32 and found.device.type == "cpu" and found.is_contiguous():
+        flag, scratch = found, None
+    else:
+        flag = scratch = torch.zeros(1)
+    bad = fn(
+        k,
+        i64(*rows),
+        i64(*[p.shape[-1] for p in points]),
+        ptr(*[p.data_ptr() for p in points]),
+        ptr(*[g.data_ptr() for g in grads]),
+        ptr(*[b.data_ptr() for b in bufs]) if bufs else None,
+        _DTYPE_CODES[points[0].dtype],
+        rates.data_ptr(),
+        i64(*per_lr),
+        momentum,
+        dampening,
+        int(nesterov),
+        weight_decay,
+        int(maximize),
+        int(first_step),
+        torch.get_num_threads(),
+        flag.data_ptr(),
+    )
+    if bad < 0:
+        raise RuntimeError(
+            "riemann_dnn::oblique_sgd_: the native kernel rejected its "
+            "arguments or ran out of memory"
+        )
+    if scratch is not None and bad:
+        found.fill_(1)
+
+
+# Defined with ``torch.library.Library`` rather than ``torch.library.custom_op``: the
+# latter's Python dispatch layers cost about 20-50 us per call (measured here), half of a
+# whole SGD step on ArchBN. The schema's alias annotations let torch.compile functionalize
+# the op; the kernels bump the version counters of what they mutate themselves, as
+# custom_op's ADInplaceOrView layer would.
+_LIBRARY = torch.library.Library("riemann_dnn", "FRAGMENT")
+_LIBRARY.define(
+    "oblique_sgd_(Tensor(a!)[] points, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+    "Tensor lr, float momentum, float dampening, bool nesterov, float weight_decay, "
+    "bool maximize, bool first_step, Tensor(c!) found_nonfinite) -> ()"
+)
+
+
+def _bump_versions(points, momentum_buffers, found_nonfinite) -> None:
+    torch.autograd.graph.increment_version([*points, *momentum_buffers, found_nonfinite])
+
+
+def _oblique_sgd_any(
+    points,
+    grads,
+    momentum_buffers,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    weight_decay,
+    maximize,
+    first_step,
+    found_nonfinite,
+) -> None:
+    """Any device: the eager torch implementation."""
+    if points and points[0].device.type != "cpu":
+        _notice(f"tensors on {points[0].device}: the native kernel is CPU-only")
+    oblique_sgd_eager_(
+        points,
+        grads,
+        momentum_buffers,
+        lr,
+        momentum,
+        dampening,
+        nesterov,
+        weight_decay,
+        maximize,
+        first_step,
+        found_nonfinite,
+    )
+    _bump_versions(points, momentum_buffers, found_nonfinite)
+
+
+def _oblique_sgd_cpu(
+    points,
+    grads,
+    momentum_buffers,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    weight_decay,
+    maximize,
+    first_step,
+    found_nonfinite,
+) -> None:
+    """CPU: the compiled kernel where it can run, else the eager implementation."""
+    library, reason = load()
+    if library is not None:
+        reason = _native_blocker(points, grads, momentum_buffers, lr)
+        if not reason:
+            _call_native(
+                library.function,
+                points,
+                grads,
+                momentum_buffers,
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+                maximize,
+                first_step,
+                found_nonfinite,
+            )
+            _bump_versions(points, momentum_buffers, found_nonfinite)
+            return
+    _notice(reason)
+    oblique_sgd_eager_(
+        points,
+        grads,
+        momentum_buffers,
+        lr,
+        momentum,
+        dampening,
+        nesterov,
+        weight_decay,
+        maximize,
+        first_step,
+        found_nonfinite,
+    )
+    _bump_versions(points, momentum_buffers, found_nonfinite)
+
+
+def _oblique_sgd_fake(
+    points,
+    grads,
+    momentum_buffers,
+    lr,
+    momentum,
+    dampening,
+    nesterov,
+    weight_decay,
+    maximize,
+    first_step,
+    found_nonfinite,
+) -> None:
+    return None
+
+
+_LIBRARY.impl("oblique_sgd_", _oblique_sgd_any, "CompositeExplicitAutograd")
+_LIBRARY.impl("oblique_sgd_", _oblique_sgd_cpu, "CPU")
+torch.library.register_fake("riemann_dnn::oblique_sgd_", _oblique_sgd_fake, lib=_LIBRARY)
+_OP = torch.ops.riemann_dnn.oblique_sgd_.default
+
+
+def _rates(lr: float | torch.Tensor, points: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``lr`` as a 1-D float64 tensor whose length divides every point's row count."""
+    if isinstance(lr, torch.Tensor):
+        if lr.dim() > 1:
+            raise ValueError(
+                f"oblique_sgd_: lr must be a float, a 0-d tensor or a 1-D tensor "
+                f"of one rate per copy, got shape {tuple(lr.shape)}"
+            )
+        rates = lr.detach().reshape(-1)
+        if rates.dtype != torch.float64:
+            rates = rates.to(torch.float64)
+    else:
+        rates = torch.tensor([float(lr)], dtype=torch.float64)
+    count = rates.numel()
+    for i, p in enumerate(points):
+        rows = p.numel() // p.shape[-1]
+        if count == 0 or rows % count or (p.dim() == 3 and count not in (1, p.shape[0], rows)):
+            raise ValueError(
+                f"oblique_sgd_: lr has {count} rates but points[{i}] has shape "
+                f"{tuple(p.shape)}; expected one rate, one per copy (leading axis) or one per "
+                f"row"
+            )
+    return rates
+
+
+def _check(points, grads, momentum_buffers) -> None:
+    if not (len(points) == len(grads) == len(momentum_buffers)):
+        raise ValueError(
+            f"oblique_sgd_: got {len(points)} points, {len(grads)} grads and "
+            f"{len(momentum_buffers)} momentum buffers; expected equal lengths"
+        )
+    for i, (p, g, m) in enumerate(zip(points, grads, momentum_buffers)):
+        if p.dim() not in (2, 3) or p.shape[-1] < 1:
+            raise ValueError(
+                f"oblique_sgd_: points[{i}] must be (rows, n) or (copies, rows, n) "
+                f"with n >= 1, got shape {tuple(p.shape)}"
+            )
+        if p.dtype not in _DTYPE_CODES:
+            raise TypeError(
+                f"oblique_sgd_: points[{i}] has dtype {p.dtype}; expected one of "
+                f"{sorted(str(d) for d in _DTYPE_CODES)}"
+            )
+        if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+            raise ValueError(
+                f"oblique_sgd_: grads[{i}] is {g.dtype} {tuple(g.shape)} on "
+                f"{g.device}; expected {p.dtype} {tuple(p.shape)} on {p.device}"
+            )
+        if m is not None:
+            want = torch.float64 if p.dtype == torch.float64 else torch.float32
+            if m.shape != p.shape or m.dtype != want or m.device != p.device:
+                raise ValueError(
+                    f"oblique_sgd_: momentum_buffers[{i}] is {m.dtype} {tuple(m.shape)}; "
+                    f"expected {want} {tuple(p.shape)} on {p.device}"
+                )
+
+
+def oblique_sgd_(
+    points: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor | None],
+    *,
+    lr: float | torch.Tensor,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+    found_nonfinite: torch.Tensor | None = None,
+) -> list[torch.Tensor | None]:
+    r"""The paper's UN step on unit-norm filter rows, in place: the native fast path.
+
+    Each point is a ``(rows, n)`` tensor (the filter-row view of a weight) or a stack
+    ``(copies, rows, n)`` of such; every row :math:`w` has unit norm. With gradient
+    :math:`g`:
+
+    .. math::
+
+        g \leftarrow \pm g + \omega w,\quad c = \langle w, g\rangle,\quad r = g - c w,\quad
+        m \leftarrow \mu m + (1 - \tau) r\ (m_0 = r),\quad
+        w \leftarrow \frac{w - \lambda d}{\|w - \lambda d\|},\quad
+        m \leftarrow m - \langle w, m\rangle w
+
+    with :math:`d = m` (:math:`r + \mu m` with Nesterov; :math:`d = r` without momentum),
+    equal to :func:`riemann_dnn.step.riemannian_sgd_step` on ``Oblique(rows, n,
+    unit="rows")`` (``maximize``: the step of :math:`-g`). float16/bfloat16 points are
+    stepped in float32 with float32 momentum buffers.
+
+    On CPU the compiled kernel reads each row once (threads: ``torch.get_num_threads()``;
+    the numbers do not depend on it); elsewhere, or without a C compiler, the eager torch
+    step runs (one notice per process).
+
+    Args:
+        points, grads: lists of equal-shaped tensors (grads unchanged).
+        momentum_buffers: one per point: ``None`` on the first momentum step (or without
+            momentum), else the buffer returned by the previous call (updated in place).
+        lr: a float, a 0-d tensor, or a 1-D tensor of one rate per copy (the leading axis
+            of a stacked point) -- in general, one rate per block of consecutive rows.
+        momentum, dampening, nesterov, weight_decay, maximize: as ``torch.optim.SGD``.
+        found_nonfinite: a 1-element tensor set to 1 when some row had a non-finite
+            gradient (or update); such rows are left untouched (a fresh buffer row is 0).
+
+    Returns:
+        The momentum buffers (new tensors for first steps; ``None`` without momentum).
+
+    Example::
+
+        w = torch.nn.functional.normalize(torch.randn(64, 288), dim=1)
+        bufs = oblique_sgd_([w], [torch.randn(64, 288)], [None], lr=0.01, momentum=0.9)
+    """
+    points, grads = list(points), list(grads)
+    momentum_buffers = list(momentum_buffers)
+    _check(points, grads, momentum_buffers)
+    if not points:
+        return []
+    rates = _rates(lr, points)
+    found = found_nonfinite
+    if found is None:
+        found = torch.zeros(1, device=points[0].device)
+    out = list(momentum_buffers) if momentum != 0 else [None] * len(points)
+    groups: dict[tuple, list[int]] = {}
+    for i, (p, m) in enumerate(zip(points, out)):
+        groups.setdefault((p.device, p.dtype, momentum != 0 and m is None), []).append(i)
+    for (device, dtype, first), members in groups.items():
+        if first:
+            buffer_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            for i in members:
+                out[i] = torch.empty_like(points[i], dtype=buffer_dtype)
+        _OP(
+            [points[i] for i in members],
+            [grads[i] for i in members],
+            [out[i] for i in members] if momentum != 0 else [],
+            rates if device.type == "cpu" else rates.to(device),
+            float(momentum),
+            float(dampening),
+            bool(nesterov),
+            float(weight_decay),
+            bool(maximize),
+            first,
+            found,
+        )
+    return out
+
+
+def _reset_notice() -> None:
+    """Allow the notice again (tests)."""
+    global _NOTICE_GIVEN
+    _NOTICE_GIVEN = False
