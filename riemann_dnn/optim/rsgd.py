@@ -14,6 +14,7 @@ from torch.optim.sgd import sgd as _torch_sgd
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
+from ..step.native import oblique_sgd_
 from .geometry import Geometry, resolve_geometry
 
 __all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec"]
@@ -113,10 +114,20 @@ class RiemannianSGD(Optimizer):
             accelerators), other same-shaped parameters are stacked and stepped together;
             Euclidean ones use ``torch.optim.SGD``'s foreach kernels. Off: one call of the
             shared step per parameter (the reference). Both agree to rounding.
-        nonfinite: ``"raise"`` (default) raises :class:`NonFiniteGradientError` when a
-            gradient has NaN/inf; ``"skip"`` skips the step (counted in
-            :attr:`skipped_steps`; per copy in groups with copies, counted in
-            :attr:`skipped_copies`). Either way the weights are untouched.
+        fused: the row-fused kernel for unit-row (oblique) parameters on the CPU
+            (:func:`riemann_dnn.step.native.oblique_sgd_`: each filter row read once, at
+            ``torch.optim.SGD``'s own cost; compiled at first use, or the eager kernel
+            with one notice where no C compiler is found). Default: on with ``foreach``;
+            ``False``: the eager in-place kernel.
+        nonfinite: what a NaN/inf gradient does. ``"raise"`` (default) raises
+            :class:`NonFiniteGradientError`: a bad gradient of a parameter the row-fused
+            kernel does not step is found before any weight moves; the kernel checks its
+            rows as it reads them (no extra pass), leaves rows with a bad gradient
+            untouched and steps the others, then the step raises -- either way no weight
+            becomes NaN/inf or leaves its manifold. ``"skip"`` checks every gradient
+            first (one more read of the gradients, strict) and skips the whole step,
+            leaving every weight untouched (counted in ``skipped_steps``; per copy in
+            groups with copies, counted in ``skipped_copies``).
         project_initial: map constrained parameters onto their manifold now (row
             normalisation for oblique). With ``False``, off-manifold parameters raise.
 
@@ -140,6 +151,7 @@ class RiemannianSGD(Optimizer):
         retraction: str | None = None,
         copies: int | None = None,
         foreach: bool | None = None,
+        fused: bool | None = None,
         nonfinite: Literal["raise", "skip"] = "raise",
         project_initial: bool = True,
     ):
@@ -148,7 +160,7 @@ class RiemannianSGD(Optimizer):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, manifold=manifold, retraction=retraction,
-            copies=copies, foreach=foreach,
+            copies=copies, foreach=foreach, fused=fused,
         )
         _check_hyperparameters(defaults, "", defaults=True)
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
@@ -245,6 +257,7 @@ class RiemannianSGD(Optimizer):
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("copies", None)
+            group.setdefault("fused", None)
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -274,6 +287,7 @@ class RiemannianSGD(Optimizer):
             group["manifold"] = live
             group.setdefault("maximize", False)
             group.setdefault("copies", None)
+            group.setdefault("fused", None)
         self._geometries = {}
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
@@ -342,7 +356,10 @@ class RiemannianSGD(Optimizer):
                 loss = closure()
         plain = [g for g in self.param_groups if g["copies"] is None]
         stacked = [g for g in self.param_groups if g["copies"] is not None]
-        if plain and not self._gradients_are_finite(plain):
+        # "skip": every gradient checked first (strict); "raise": the row-fused kernel checks
+        # its rows as it reads them, the other parameters are checked first
+        checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
+        if checked and not self._gradients_are_finite(checked):
             if self.nonfinite == "raise":
                 self._raise_nonfinite()
             self.skipped_steps += 1
@@ -358,12 +375,33 @@ class RiemannianSGD(Optimizer):
                     self._raise_nonfinite(f" (copies {copies})")
                 self.skipped_copies += bad.cpu().long()
                 kept = self._freeze_copies(stacked, bad)
+        found = torch.zeros(1)
         for group in self.param_groups:
-            self._step_group(group)
+            self._step_group(group, found)
         if kept is not None:
             for tensor, saved in kept:
                 tensor[saved[0]] = saved[1]
+        if bool(found) and self.nonfinite == "raise":
+            raise NonFiniteGradientError(
+                "non-finite gradient in some filter rows: those rows were left untouched, "
+                "the other weights were stepped (no weight holds NaN/inf or left its "
+                "manifold). Lower the learning rate, check the loss, or pass "
+                "nonfinite='skip' to skip such steps whole")
         return loss
+
+    def _eager_checked(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``groups`` restricted to the parameters that the row-fused kernel does not step
+        (it checks its own rows)."""
+        out = []
+        for group in groups:
+            if group["foreach"] is False or group["fused"] is False or (
+                    group["foreach"] is None and torch.compiler.is_compiling()):
+                out.append(group)
+                continue
+            rest = [p for p in group["params"] if p.grad is None or _is_euclidean_group(group)
+                    or not _takes_row_kernel(p, self.geometry(p, group))]
+            out.append({**group, "params": rest})
+        return out
 
     def _freeze_copies(self, groups, bad: torch.Tensor) -> list:
         """Zero the bad copies' gradients and save their weights and momentum, to be put
@@ -381,7 +419,7 @@ class RiemannianSGD(Optimizer):
                     kept.append((buf, (mask, buf[mask].clone())))
         return kept
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, group: dict[str, Any], found: torch.Tensor) -> None:
         params, grads, bufs = [], [], []
         for param in group["params"]:
             if param.grad is None:
@@ -401,6 +439,7 @@ class RiemannianSGD(Optimizer):
             hp=SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
                                   group["nesterov"], group["weight_decay"]),
             foreach=group["foreach"], maximize=group["maximize"], copies=group["copies"],
+            fused=group["fused"], found_nonfinite=found,
         )
         if group["momentum"] != 0:
             for param, buf in zip(params, bufs):
@@ -435,12 +474,16 @@ def riemannian_sgd(
     foreach: bool | None = None,
     maximize: bool = False,
     copies: int | None = None,
+    fused: bool | None = None,
+    found_nonfinite: torch.Tensor | None = None,
 ) -> None:
     """Functional form of :class:`RiemannianSGD`: updates ``params`` in place and
     ``momentum_buffers`` (list entries replaced) in place. ``geometries=None`` means every
     parameter is Euclidean. With ``copies``, every tensor has a leading axis of copies,
     ``geometries`` view it as a stack of points, and ``hp.lr`` may be a tensor of one rate
-    per copy."""
+    per copy. Unit-row parameters on the CPU take the row-fused kernel
+    (:func:`riemann_dnn.step.native.oblique_sgd_`) unless ``fused`` is ``False``; it
+    leaves rows with a non-finite gradient untouched and sets ``found_nonfinite``."""
     if foreach is None:
         foreach = not torch.compiler.is_compiling()
     if geometries is None:
@@ -453,6 +496,12 @@ def riemannian_sgd(
         constrained, euclidean = euclidean + constrained, []
     if euclidean:
         _euclidean_sgd(params, grads, momentum_buffers, euclidean, hp, foreach, maximize)
+    if constrained and foreach and fused is not False:
+        rows = [i for i in constrained if _takes_row_kernel(params[i], geometries[i])]
+        if rows:
+            _row_fused_step(params, grads, momentum_buffers, geometries, rows, hp, maximize,
+                            found_nonfinite)
+            constrained = [i for i in constrained if i not in set(rows)]
     if constrained:
         if maximize:
             grads = list(grads)
@@ -460,6 +509,35 @@ def riemannian_sgd(
                 grads[i] = grads[i].neg()
         step = _multi_tensor_step if foreach else _single_tensor_step
         step(params, grads, momentum_buffers, geometries, constrained, hp)
+
+
+def _takes_row_kernel(param: torch.Tensor, geometry: Geometry) -> bool:
+    """Unit rows (oblique filters), the normalize retraction, projection transport, on the
+    CPU: the row-fused kernel's case."""
+    return (param.device.type == "cpu" and unit_norm_axis(geometry.manifold) == -1
+            and param.dtype in _ROW_KERNEL_DTYPES)
+
+
+_ROW_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _row_fused_step(params, grads, bufs, geometries, indices, hp, maximize, found) -> None:
+    """:func:`~riemann_dnn.step.native.oblique_sgd_` on the filter-row views."""
+    views = [geometries[i].view for i in indices]
+    points = [_rows(view(params[i])) for i, view in zip(indices, views)]
+    new_bufs = oblique_sgd_(
+        points, [_rows(view(grads[i])) for i, view in zip(indices, views)],
+        [None if bufs[i] is None else _rows(view(bufs[i])) for i, view in zip(indices, views)],
+        lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening, nesterov=hp.nesterov,
+        weight_decay=hp.weight_decay, maximize=maximize, found_nonfinite=found)
+    for i, buf in zip(indices, new_bufs):
+        if buf is not None and bufs[i] is None:
+            bufs[i] = buf.reshape(params[i].shape)  # parameter-shaped, as the other paths
+
+
+def _rows(point: torch.Tensor) -> torch.Tensor:
+    """A point of unit rows as ``(rows, n)``, or ``(copies, rows, n)`` for stacked copies."""
+    return point if point.ndim <= 3 else point.reshape(-1, *point.shape[-2:])
 
 
 def _euclidean_sgd(params, grads, bufs, indices, hp, foreach, maximize) -> None:

@@ -346,12 +346,27 @@ def _unchanged(net, opt, params, bufs):
 @pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("where,value", [("fc", math.nan), ("head", math.inf),
                                          ("conv", -math.inf)])
-def test_nonfinite_gradient_raises_and_leaves_weights_unchanged(foreach, where, value):
+def test_nonfinite_gradient_raises_and_writes_no_bad_value(foreach, where, value):
+    """Default mode: a bad gradient outside the row-fused kernel is found before any weight
+    moves; inside it (oblique filters on the fast path) the bad row is left untouched and
+    the other rows step. Either way nothing non-finite is written."""
     net, opt, params, bufs = _nan_setup(foreach=foreach)
     getattr(net, where).weight.grad[0, 0] = value
-    with pytest.raises(NonFiniteGradientError, match=r"non-finite gradient in group \d parameter"):
+    with pytest.raises(NonFiniteGradientError, match=r"non-finite gradient in"):
         opt.step()
-    _unchanged(net, opt, params, bufs)
+    if not foreach or where == "head":
+        _unchanged(net, opt, params, bufs)
+        return
+    names = [name for name, _ in net.named_parameters()]
+    index = names.index(f"{where}.weight")
+    weight = getattr(net, where).weight.detach()
+    buf = opt.state[getattr(net, where).weight]["momentum_buffer"]
+    assert torch.equal(weight[0], params[index][0]), "the bad row moved"
+    assert torch.equal(buf[0], bufs[index][0]), "the bad row's momentum moved"
+    assert not torch.equal(weight[1:], params[index][1:]), "the good rows did not step"
+    for p in net.parameters():
+        assert bool(torch.isfinite(p).all())
+    assert row_norm_error(weight) < 1e-5
 
 
 def test_nonfinite_skip_skips_and_counts():
