@@ -14,7 +14,7 @@ from torch.optim.sgd import sgd as _torch_sgd
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
-from ..step.native import oblique_sgd_
+from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
 
 __all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec"]
@@ -166,6 +166,7 @@ class RiemannianSGD(Optimizer):
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
         self._project_initial = project_initial
         self.skipped_copies: torch.Tensor | None = None
+        self._prepared: dict[int, tuple] = {}
         super().__init__(params, defaults)  # validates and places each group (add_param_group)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
@@ -253,6 +254,7 @@ class RiemannianSGD(Optimizer):
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("skipped_copies", None)
+        self._prepared = {}
         self.__dict__.setdefault("_project_initial", True)
         for group in self.param_groups:
             group.setdefault("maximize", False)
@@ -289,6 +291,7 @@ class RiemannianSGD(Optimizer):
             group.setdefault("copies", None)
             group.setdefault("fused", None)
         self._geometries = {}
+        self._prepared = {}
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
                 buf = state_dict["state"].get(index, {}).get("momentum_buffer")
@@ -356,6 +359,8 @@ class RiemannianSGD(Optimizer):
                 loss = closure()
         plain = [g for g in self.param_groups if g["copies"] is None]
         stacked = [g for g in self.param_groups if g["copies"] is not None]
+        if not stacked and self._prepared_step(plain):
+            return loss
         # "skip": every gradient checked first (strict); "raise": the row-fused kernel checks
         # its rows as it reads them, the other parameters are checked first
         checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
@@ -382,12 +387,99 @@ class RiemannianSGD(Optimizer):
             for tensor, saved in kept:
                 tensor[saved[0]] = saved[1]
         if bool(found) and self.nonfinite == "raise":
-            raise NonFiniteGradientError(
-                "non-finite gradient in some filter rows: those rows were left untouched, "
-                "the other weights were stepped (no weight holds NaN/inf or left its "
-                "manifold). Lower the learning rate, check the loss, or pass "
-                "nonfinite='skip' to skip such steps whole")
+            self._raise_rows()
         return loss
+
+    # -- the prepared native step: one C call per group, for small networks -----------------
+    def _prepared_step(self, groups: list[dict[str, Any]]) -> bool:
+        """Step every group through a :class:`~riemann_dnn.step.native.PreparedStep` when
+        all of them qualify (CPU, one dtype per group, contiguous, Euclidean or unit rows,
+        every gradient present); ``False`` (nothing done) otherwise."""
+        if torch.compiler.is_compiling() or not native_available():
+            return False
+        calls = []
+        for index, group in enumerate(groups):
+            prepared = self._prepare(index, group)
+            if prepared is None:
+                return False
+            grads = [p.grad for p in group["params"]]
+            for param, grad in zip(group["params"], grads):
+                if (grad is None or grad.is_sparse or grad.dtype != param.dtype
+                        or not grad.is_contiguous()):
+                    return False
+            calls.append((group, prepared, grads))
+        if self.nonfinite == "skip" and not self._gradients_are_finite(groups):
+            self.skipped_steps += 1
+            return True
+        found = False
+        for group, prepared, grads in calls:
+            if prepared.first_step:
+                for param, buf in zip(group["params"], prepared.buffers):
+                    self.state[param]["momentum_buffer"] = buf
+            lr = group["lr"]
+            first = group["momentum"] != 0 and prepared.first_step
+            found |= prepared(
+                grads, lr=float(lr), momentum=group["momentum"], dampening=group["dampening"],
+                nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+                maximize=group["maximize"], first_step=first)
+            prepared.first_step = False
+        if found and self.nonfinite == "raise":
+            self._raise_rows()
+        return True
+
+    def _prepare(self, index: int, group: dict[str, Any]) -> PreparedStep | None:
+        """The group's cached prepared step (rebuilt when its tensors or buffers changed),
+        or ``None`` when the group does not qualify."""
+        params = group["params"]
+        cached = self._prepared.get(index)
+        momentum = group["momentum"] != 0
+        if cached is not None and cached[0] is params and cached[3] == momentum and \
+                cached[1].valid_for(params) and (
+                not momentum or cached[1].first_step or all(
+                    self.state[p].get("momentum_buffer") is b for p, b in zip(params, cached[2]))):
+            return cached[1]
+        if (group["foreach"] is False or group["fused"] is not None and not group["fused"]
+                or not params or group["copies"] is not None):
+            return None
+        dtype = params[0].dtype
+        points, normalize = [], []
+        euclidean = _is_euclidean_group(group)
+        for param in params:
+            if (param.device.type != "cpu" or param.dtype != dtype
+                    or dtype not in _ROW_KERNEL_DTYPES or not param.is_contiguous()):
+                return None
+            geometry = None if euclidean else self.geometry(param, group)
+            if geometry is None or geometry.is_euclidean:
+                points.append(param.view(param.shape[0], -1) if param.ndim >= 2
+                              else param.view(1, -1))
+                normalize.append(False)
+            elif _takes_row_kernel(param, geometry):
+                points.append(_rows(geometry.view(param)))
+                normalize.append(True)
+            else:
+                return None
+        buffers, first = None, False
+        if momentum:
+            existing = [self.state[p].get("momentum_buffer") for p in params]
+            if all(b is None for b in existing):
+                existing = [torch.empty_like(p, dtype=_work(p).dtype) for p in params]
+                first = True
+            elif any(b is None or not b.is_contiguous() for b in existing):
+                return None
+            buffers = [b.view(point.shape) for b, point in zip(existing, points)]
+        prepared = PreparedStep(points, normalize, buffers)
+        prepared.first_step = first
+        # new buffers enter the state only when the step runs (another group may not
+        # qualify, and the other paths must not see them)
+        prepared.buffers = existing if momentum else []
+        self._prepared[index] = (params, prepared, prepared.buffers, momentum)
+        return prepared
+
+    def _raise_rows(self) -> None:
+        raise NonFiniteGradientError(
+            "non-finite gradient in some rows: those rows were left untouched, the other "
+            "weights were stepped (no weight holds NaN/inf or left its manifold). Lower the "
+            "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole")
 
     def _eager_checked(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``groups`` restricted to the parameters that the row-fused kernel does not step

@@ -7,6 +7,6 @@ cached per user (:mod:`.build`), or the eager torch step where it cannot run. Se
 """
 
 from .build import cache_dir
-from .ops import native_available, native_unavailable_reason, oblique_sgd_
+from .ops import PreparedStep, native_available, native_unavailable_reason, oblique_sgd_
 
-__all__ = ["oblique_sgd_", "native_available", "native_unavailable_reason", "cache_dir"]
+__all__ = ["oblique_sgd_", "PreparedStep", "native_available", "native_unavailable_reason", "cache_dir"]

@@ -124,6 +124,7 @@ def _open(path: Path) -> ctypes._CFuncPtr:
         i64,
         vp,
         vp,
+        vp,  # normalize flags (int8 per tensor)
         vp,
         vp,
         vp,

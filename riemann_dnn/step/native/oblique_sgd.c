@@ -200,6 +200,43 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
 DEFINE_ROW(row_f32, float, vf32)
 DEFINE_ROW(row_f64, double, vf64)
 
+/* A plain (Euclidean) row: torch.optim.SGD's update of w, in its order of roundings (ATen's
+   add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), written only
+   when the new w and m are finite (else the row is left untouched and 0 returned):
+     g' = sign g + wd w;  m <- (first) g', else mu m + (1 - tau) g';  d = nesterov ? g' + mu m : m
+     (d = g' without momentum);  w <- w - lr d.
+   mbuf, vbuf: scratch rows of length n. */
+#define DEFINE_PLAIN(NAME, T, FMA)                                                         \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        const T sgT = (T)p->sign, wdT = (T)p->weight_decay, mu = (T)p->momentum;           \
+        const T keep = (T)(1 - p->dampening), nlr = (T)(-lr);                              \
+        const int first = p->first, nesterov = p->nesterov, has_m = p->momentum != 0;      \
+        const int has_wd = p->weight_decay != 0;                                           \
+        T bad = 0;                                                                         \
+        _Pragma("omp simd reduction(+ : bad)") for (int64_t k = 0; k < n; k++) {           \
+            T gk = sgT * g[k];                                                             \
+            if (has_wd) gk = FMA(wdT, w[k], gk);                                           \
+            if (has_m) {                                                                   \
+                T held = mu * m[k];                                                        \
+                T mk = first ? gk : FMA(keep, gk, held);                                   \
+                mbuf[k] = mk;                                                              \
+                bad += mk - mk; /* NaN iff mk is not finite */                             \
+                gk = nesterov ? FMA(mu, mk, gk) : mk;                                      \
+            }                                                                              \
+            T wk = FMA(nlr, gk, w[k]);                                                     \
+            vbuf[k] = wk;                                                                  \
+            bad += wk - wk;                                                                \
+        }                                                                                  \
+        if (bad != 0 || bad != bad) return 0;                                              \
+        memcpy(w, vbuf, (size_t)n * sizeof(T));                                            \
+        if (has_m) memcpy(m, mbuf, (size_t)n * sizeof(T));                                 \
+        return 1;                                                                          \
+    }
+
+DEFINE_PLAIN(plain_f32, float, fmaf)
+DEFINE_PLAIN(plain_f64, double, fma)
+
 /* -- float16 / bfloat16 <-> float32 (round to nearest even, as torch's casts) ------------ */
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -255,7 +292,7 @@ static inline uint16_t f32_to_f16(float f) {
 #endif
 
 static int row_half(void *wv, const void *gv, float *m, int64_t n, const params_t *p,
-                    double lr, float *scratch, int bf16) {
+                    double lr, float *scratch, int bf16, int normalize) {
     uint16_t *w = (uint16_t *)wv;
     const uint16_t *g = (const uint16_t *)gv;
     float *wf = scratch, *gf = scratch + n, *mbuf = scratch + 2 * n, *vbuf = scratch + 3 * n;
@@ -270,7 +307,7 @@ static int row_half(void *wv, const void *gv, float *m, int64_t n, const params_
             gf[i] = f16_to_f32(g[i]);
         }
     }
-    if (!row_f32(wf, gf, m, n, p, lr, mbuf, vbuf)) return 0;
+    if (!(normalize ? row_f32 : plain_f32)(wf, gf, m, n, p, lr, mbuf, vbuf)) return 0;
     if (bf16)
         for (int64_t i = 0; i < n; i++) w[i] = f32_to_bf16(wf[i]);
     else
@@ -285,6 +322,7 @@ static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
 
 /* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
 static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
+                         const int8_t *normalize,
                          void *const *w, const void *const *g, void *const *m, int dtype,
                          const double *lr, const int64_t *rows_per_lr, const params_t *p,
                          void *scratch) {
@@ -312,12 +350,15 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
         int ok;
         if (dtype == 0) {
             float *s = (float *)scratch;
-            ok = row_f32((float *)wr, (const float *)gr, (float *)mr, n, p, rate, s, s + n);
+            ok = (normalize[t] ? row_f32 : plain_f32)((float *)wr, (const float *)gr,
+                                                      (float *)mr, n, p, rate, s, s + n);
         } else if (dtype == 1) {
             double *s = (double *)scratch;
-            ok = row_f64((double *)wr, (const double *)gr, (double *)mr, n, p, rate, s, s + n);
+            ok = (normalize[t] ? row_f64 : plain_f64)((double *)wr, (const double *)gr,
+                                                      (double *)mr, n, p, rate, s, s + n);
         } else {
-            ok = row_half(wr, gr, (float *)mr, n, p, rate, (float *)scratch, dtype == 3);
+            ok = row_half(wr, gr, (float *)mr, n, p, rate, (float *)scratch, dtype == 3,
+                          normalize[t]);
         }
         if (!ok) {
             bad++;
@@ -333,6 +374,7 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
    threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
    untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
 RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+                                  const int8_t *normalize,
                                   void *const *w, const void *const *g, void *const *m,
                                   int dtype, const double *lr, const int64_t *rows_per_lr,
                                   double momentum, double dampening, int nesterov,
@@ -377,7 +419,7 @@ RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const i
                     int64_t r1 = (hi - base + n - 1) / n;
                     if (r1 > rows[t]) r1 = rows[t];
                     if (r0 < r1)
-                        bad += step_rows(t, r0, r1, ncols, w, g, m, dtype, lr, rows_per_lr, &p,
+                        bad += step_rows(t, r0, r1, ncols, normalize, w, g, m, dtype, lr, rows_per_lr, &p,
                                          scratch);
                 }
                 base += size;

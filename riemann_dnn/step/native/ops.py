@@ -90,6 +90,7 @@ def _call_native(
         k,
         i64(*rows),
         i64(*[p.shape[-1] for p in points]),
+        (ctypes.c_int8 * k)(*([1] * k)),
         ptr(*[p.data_ptr() for p in points]),
         ptr(*[g.data_ptr() for g in grads]),
         ptr(*[b.data_ptr() for b in bufs]) if bufs else None,
@@ -383,3 +384,73 @@ def _reset_notice() -> None:
     """Allow the notice again (tests)."""
     global _NOTICE_GIVEN
     _NOTICE_GIVEN = False
+
+
+class PreparedStep:
+    """One native call, prepared once, over fixed tensors: unit-row points (the UN step)
+    and plain ones (``torch.optim.SGD``'s step), all of one dtype on the CPU.
+
+    The shapes, pointers and momentum buffers are laid out at construction; a call passes
+    only the gradients' pointers and the hyper-parameters, so that a step costs one C call
+    and no per-tensor Python work beyond reading each gradient's address -- what a small
+    network (ArchBN: 18 tensors, 57k weights) needs to step at ``torch.optim.SGD``'s cost.
+    Rows with a non-finite gradient (or update) are left untouched and flagged, as in
+    :func:`oblique_sgd_`.
+
+    Args:
+        points: contiguous 2-D ``(rows, n)`` tensors (views of the parameters).
+        normalize: per point, ``True`` for unit rows (oblique), ``False`` for plain SGD.
+        momentum_buffers: per point, a contiguous tensor of the point's shape (float64 for
+            float64 points, else float32), or ``None`` (no momentum).
+    """
+
+    def __init__(self, points: Sequence[torch.Tensor], normalize: Sequence[bool],
+                 momentum_buffers: Sequence[torch.Tensor] | None):
+        library, reason = load()
+        if library is None:
+            raise RuntimeError(f"riemann_dnn: the native kernel is unavailable: {reason}")
+        self._fn = library.function
+        k = len(points)
+        i64, ptr = ctypes.c_int64 * k, ctypes.c_void_p * k
+        self.points = list(points)
+        self.momentum_buffers = None if momentum_buffers is None else list(momentum_buffers)
+        self._k, self._ptr = k, ptr
+        self._dtype = _DTYPE_CODES[points[0].dtype]
+        rows = [p.shape[0] for p in points]
+        self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
+        self._per_lr = i64(*[max(r, 1) for r in rows])
+        self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
+        self._point_ptrs = ptr(*[p.data_ptr() for p in points])
+        self._buffer_ptrs = (None if momentum_buffers is None
+                             else ptr(*[b.data_ptr() for b in momentum_buffers]))
+        self._addresses = [p.data_ptr() for p in points]
+        self._lr = ctypes.c_double()
+        self._found = torch.zeros(1)
+
+    def valid_for(self, points: Sequence[torch.Tensor]) -> bool:
+        """Whether ``points`` still have the storage this step was prepared for."""
+        return len(points) == self._k and all(
+            p.data_ptr() == a for p, a in zip(points, self._addresses))
+
+    def __call__(self, grads: Sequence[torch.Tensor], *, lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 maximize: bool = False, first_step: bool = False) -> bool:
+        """Step in place with ``grads`` (contiguous, the points' shapes and dtype); returns
+        whether some row was left untouched (a non-finite gradient or update)."""
+        self._lr.value = lr
+        found = self._found
+        found.zero_()
+        bad = self._fn(
+            self._k, self._rows, self._ncols, self._normalize, self._point_ptrs,
+            self._ptr(*[g.data_ptr() for g in grads]), self._buffer_ptrs, self._dtype,
+            ctypes.addressof(self._lr), self._per_lr, momentum, dampening, int(nesterov),
+            weight_decay, int(maximize), int(first_step), torch.get_num_threads(),
+            found.data_ptr(),
+        )
+        if bad < 0:
+            raise RuntimeError("riemann_dnn: the native kernel rejected its arguments or ran "
+                               "out of memory")
+        bumped = self.points if self.momentum_buffers is None else (
+            self.points + self.momentum_buffers)
+        torch.autograd.graph.increment_version(bumped)
+        return bad > 0
