@@ -163,6 +163,7 @@ def run_table2(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     from ..experiments.sensitivity import batch_reduction_study
+    from ..experiments.table2 import TableMismatchError
 
     options = dict(
         batch_sizes=check_unique("--batch-sizes", args.batch_sizes),
@@ -171,11 +172,14 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         methods=check_unique("--methods", args.methods), runs=args.runs,
         protocol=_protocol(args), seed=args.seed, data_dir=args.data_dir, source=args.source,
         device=args.device, jobs=args.jobs, threads=args.threads, constraint=args.constraint,
-        retraction=args.retraction, quick=args.quick,
+        retraction=args.retraction,
     )
     _check_common(args)
     out = prepare_out(_default_out("results/sensitivity", args))
-    batch_reduction_study(out, **options)
+    try:
+        batch_reduction_study(out, **options)
+    except TableMismatchError as err:
+        raise UsageError(f"--out {out}: {err}") from None
     print((out / "sensitivity.md").read_text())
     print(f"wrote {out / 'sensitivity.json'}, {out / 'sensitivity.md'}, "
           f"{out / 'sensitivity.png'}")

@@ -139,3 +139,21 @@ def test_train_archbn_report_says_what_ran(tmp_path, capsys):
     assert "not retrained" in capsys.readouterr().out
     assert main(["train", "archbn", "--method", "bsgd", "--quick", "--source", "embedded",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_sensitivity_report_names_its_protocol_and_grid(tmp_path):
+    from riemann_dnn.experiments.sensitivity import batch_reduction_study
+
+    result = batch_reduction_study(tmp_path, batch_sizes=[100], reductions=["sum"],
+                                   depths=[2], methods=["bsgd"], runs=1, protocol=TINY,
+                                   source="embedded", jobs=1, progress=False)
+    markdown = (tmp_path / "sensitivity.md").read_text()
+    assert "Full protocol" not in markdown and "Custom protocol" in markdown, markdown
+    assert "Grid: batch sizes [100] × reductions ['sum']" in markdown, markdown
+    assert "Data: `embedded`" in markdown and result["quick"] is False
+    before = _snapshot(tmp_path)
+    with pytest.raises(TableMismatchError, match="max_epochs: 2 there, 3 here"):
+        batch_reduction_study(tmp_path, batch_sizes=[100], reductions=["sum"], depths=[2],
+                              methods=["bsgd"], runs=1, protocol=replace(TINY, max_epochs=3),
+                              source="embedded", jobs=1, progress=False)
+    assert _snapshot(tmp_path) == before
