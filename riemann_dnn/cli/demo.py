@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_device, check_device, set_command
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,9 +15,9 @@ def add_parser(subparsers) -> None:
         "B to data Y = W X + B Z by pymanopt's TrustRegions with the device-native torch "
         "backend, and print the result.",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    add_device(parser)
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(handler=run)
+    set_command(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import riemann_dnn.function
     from riemann_dnn.manifolds import Euclidean, Oblique, Product
 
-    device, dtype = torch.device(args.device), torch.float64
+    device, dtype = torch.device(check_device(args.device)), torch.float64
     manifold = Product([Oblique(8, 5, unit="rows"), Euclidean(8, 3)])
     truth = manifold.random_point(device=device, dtype=dtype, generator=args.seed)
     gen = torch.Generator(device=device).manual_seed(args.seed + 1)

@@ -2,23 +2,26 @@
 
 Each subcommand lives in its own module of this package and registers itself through
 ``add_parser(subparsers)``; its handler receives the parsed arguments and returns an exit code.
+Shared options and the checks made before any work are in :mod:`.options`. Every refusal is one
+line on stderr, ``riemann-dnn COMMAND: error: ...``, exit status 2 (``RIEMANN_DNN_DEBUG=1``
+shows the traceback instead).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from . import bench, demo, reproduce, segment, symmetry
+from .options import Parser, UsageError
 
 _SUBCOMMANDS = [reproduce, demo, symmetry, segment, bench]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="riemann-dnn",
         description="Symmetry-invariant Riemannian optimization for deep networks "
         "(Badrinarayanan, Mishra & Cipolla 2015), on CPU or GPU.",
@@ -36,19 +39,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    command = getattr(args, "command_name", f"riemann-dnn {args.command}")
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except UsageError as err:
         if os.environ.get("RIEMANN_DNN_DEBUG"):
             raise
-        print(f"riemann-dnn {args.command}: error: {err}", file=sys.stderr)
-        print("(set RIEMANN_DNN_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, TypeError, OSError) as err:
+        if os.environ.get("RIEMANN_DNN_DEBUG"):
+            raise
+        text = " ".join(str(err).split())  # one line, whatever the message's layout
+        print(f"{command}: error: {text} (RIEMANN_DNN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; finished results are on disk, rerun the command to resume",
+        print("\ninterrupted; finished runs are on disk, rerun the command to resume",
               file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

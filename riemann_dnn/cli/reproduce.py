@@ -4,34 +4,53 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from dataclasses import asdict
+
+from .options import (
+    UsageError,
+    add_data,
+    add_device,
+    add_jobs,
+    add_threads,
+    check_data,
+    check_device,
+    check_retraction,
+    check_unique,
+    positive_float,
+    positive_int,
+    prepare_out,
+    set_command,
+)
+
+_QUICK = {"selection_epochs": 10, "min_epochs": 10, "max_epochs": 15}
+_FULL = {"selection_epochs": 50, "min_epochs": 25, "max_epochs": 60}
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
-    group.add_argument("--batch-size", type=int, default=100,
+    group.add_argument("--batch-size", type=positive_int, default=100,
                        help="minibatch size (the paper gives none; default 100)")
     group.add_argument("--loss-reduction", choices=["mean", "sum"], default="sum",
                        help="minibatch loss: sum (default) or mean of per-image losses; the "
                        "paper does not say, and it sets what its learning-rate grid means "
                        "(see docs/table2.md)")
-    group.add_argument("--min-epochs", type=int, default=25)
-    group.add_argument("--max-epochs", type=int, default=60)
-    group.add_argument("--selection-epochs", type=int, default=50,
-                       help="epochs of each learning-rate candidate (default 50)")
-    group.add_argument("--lr-candidates", type=float, nargs="+",
+    group.add_argument("--min-epochs", type=positive_int, default=None,
+                       help="default 25 (--quick: 10)")
+    group.add_argument("--max-epochs", type=positive_int, default=None,
+                       help="default 60 (--quick: 15)")
+    group.add_argument("--selection-epochs", type=positive_int, default=None,
+                       help="epochs of each learning-rate candidate (default 50; --quick: 10)")
+    group.add_argument("--lr-candidates", type=positive_float, nargs="+",
                        default=[1e-2, 1e-3, 1e-4, 1e-5])
     group.add_argument("--quick", action="store_true",
                        help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
-                       "(overrides the epoch options)")
+                       "(epoch options given explicitly still apply); results go to a -quick "
+                       "directory by default")
     data = parser.add_argument_group("data and execution")
-    data.add_argument("--data-dir", default=None,
-                      help="directory with the four MNIST IDX files (else $RIEMANN_DNN_DATA, "
-                      "the cache, or the embedded 5k/1k subset)")
-    data.add_argument("--source", choices=["auto", "full", "embedded"], default="auto",
-                      help="'full' requires the IDX files, 'embedded' uses the packaged subset")
+    add_data(data)
     data.add_argument("--out", default=None, help="output directory")
-    data.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(data)
+    add_threads(data)
     data.add_argument("--seed", type=int, default=0, help="seed of the first run")
     data.add_argument("--constraint", choices=["oblique", "stiefel", "grassmann"],
                       default="oblique", help="manifold of the filters for method 'un'")
@@ -41,15 +60,31 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol(args):
-    from ..experiments.protocol import Protocol, quick_protocol
+    """The protocol of the options, checked (one line naming the option when wrong)."""
+    from ..experiments.protocol import Protocol
 
-    if args.quick:
-        return quick_protocol(batch_size=args.batch_size, lr_candidates=tuple(args.lr_candidates),
-                              loss_reduction=args.loss_reduction)
+    epochs = dict(_QUICK if args.quick else _FULL)
+    for name in epochs:
+        if getattr(args, name) is not None:
+            epochs[name] = getattr(args, name)
+    if epochs["min_epochs"] > epochs["max_epochs"]:
+        raise UsageError(f"--min-epochs {epochs['min_epochs']} > --max-epochs "
+                         f"{epochs['max_epochs']}" + (" (--quick's)" if args.quick else "")
+                         + "; give --min-epochs <= --max-epochs")
+    check_unique("--lr-candidates", args.lr_candidates)
     return Protocol(batch_size=args.batch_size, loss_reduction=args.loss_reduction,
-                    min_epochs=args.min_epochs,
-                    max_epochs=args.max_epochs, selection_epochs=args.selection_epochs,
-                    lr_candidates=tuple(args.lr_candidates))
+                    lr_candidates=tuple(args.lr_candidates), **epochs)
+
+
+def _check_common(args) -> None:
+    """The checks every protocol command makes before loading or training anything."""
+    check_device(args.device)
+    check_retraction(args.constraint, args.retraction)
+    check_data(args.data_dir, args.source)
+
+
+def _default_out(base: str, args) -> str:
+    return args.out or (f"{base}-quick" if args.quick else base)
 
 
 def add_parser(subparsers) -> None:
@@ -59,56 +94,67 @@ def add_parser(subparsers) -> None:
         "table2", help="Table 2: UN vs B-SGD test error of ArchBN on MNIST",
         description="Run the paper's protocol (learning-rate selection, bold-driver training, "
         "test error) for each depth, method and run; writes table2.json, table2.md and "
-        "table2.png, and one JSON per run as soon as it ends (rerun to resume).",
+        "table2.png, and one JSON per run as soon as it ends, named by the hash of everything "
+        "that determines its numbers (rerun to resume; another protocol never overwrites "
+        "them). Default --out: results/table2, or results/table2-quick with --quick.",
     )
-    table2.add_argument("--runs", type=int, default=10, help="runs per depth and method (10)")
-    table2.add_argument("--depths", type=int, nargs="+", default=[2, 4])
+    table2.add_argument("--runs", type=positive_int, default=10,
+                        help="runs per depth and method (10)")
+    table2.add_argument("--depths", type=positive_int, nargs="+", default=[2, 4])
     table2.add_argument("--methods", nargs="+", default=["un", "bsgd", "sgd"],
                         choices=["un", "bsgd", "sgd"])
-    table2.add_argument("--jobs", type=int, default=None,
-                        help="worker processes (default: one per CPU core)")
+    add_jobs(table2, None, "worker processes (default: one per CPU core); the results do not "
+             "depend on it")
     _add_protocol_options(table2)
-    table2.set_defaults(handler=run_table2)
+    set_command(table2, run_table2)
 
     study = targets.add_parser(
         "sensitivity", help="Table 2 protocol over batch sizes x loss reductions",
         description="Run the Table 2 protocol for every batch size and loss reduction (the "
         "paper states neither); writes sensitivity.json, .md and .png and one table2 "
-        "directory per combination (rerun to resume).",
+        "directory per combination (rerun to resume). Default --out: results/sensitivity, or "
+        "results/sensitivity-quick with --quick.",
     )
-    study.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 32, 100])
+    study.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[10, 32, 100])
     study.add_argument("--reductions", nargs="+", choices=["mean", "sum"],
                        default=["mean", "sum"])
-    study.add_argument("--runs", type=int, default=3)
-    study.add_argument("--depths", type=int, nargs="+", default=[4])
+    study.add_argument("--runs", type=positive_int, default=3)
+    study.add_argument("--depths", type=positive_int, nargs="+", default=[4])
     study.add_argument("--methods", nargs="+", default=["un", "bsgd"],
                        choices=["un", "bsgd", "sgd"])
-    study.add_argument("--jobs", type=int, default=None)
+    add_jobs(study, None, "worker processes (default: one per CPU core)")
     _add_protocol_options(study)
-    study.set_defaults(handler=run_sensitivity)
+    set_command(study, run_sensitivity)
 
     train = subparsers.add_parser("train", help="train one model")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     archbn = models.add_parser(
         "archbn", help="one run of the Table 2 protocol",
-        description="One run of the paper's protocol for ArchBN; writes run.json, run.md, run.png.",
+        description="One run of the paper's protocol for ArchBN; writes run.json, run.md, "
+        "run.png (default --out: results/archbn-depthD-METHOD, with -quick for --quick).",
     )
-    archbn.add_argument("--depth", type=int, default=2)
+    archbn.add_argument("--depth", type=positive_int, default=2)
     archbn.add_argument("--method", choices=["un", "bsgd", "sgd"], default="un")
     _add_protocol_options(archbn)
-    archbn.set_defaults(handler=run_train)
+    set_command(archbn, run_train)
 
 
 def run_table2(args: argparse.Namespace) -> int:
-    from ..experiments.table2 import reproduce_table2
+    from ..experiments.table2 import TableMismatchError, reproduce_table2
 
-    out = Path(args.out or "results/table2")
-    summary = reproduce_table2(
-        out, depths=args.depths, methods=args.methods, runs=args.runs, seed=args.seed,
-        protocol=_protocol(args), data_dir=args.data_dir, source=args.source,
-        device=args.device, jobs=args.jobs, constraint=args.constraint,
-        retraction=args.retraction,
-    )
+    depths = check_unique("--depths", args.depths)
+    methods = check_unique("--methods", args.methods)
+    protocol = _protocol(args)
+    _check_common(args)
+    out = prepare_out(_default_out("results/table2", args))
+    options = dict(depths=depths, methods=methods, runs=args.runs, seed=args.seed,
+                   protocol=protocol, data_dir=args.data_dir, source=args.source,
+                   device=args.device, jobs=args.jobs, threads=args.threads,
+                   constraint=args.constraint, retraction=args.retraction)
+    try:
+        summary = reproduce_table2(out, **options)
+    except TableMismatchError as err:
+        raise UsageError(f"--out {out}: {err}") from None
     print((out / "table2.md").read_text())
     print(f"wrote {out / 'table2.json'}, {out / 'table2.md'}, {out / 'table2.png'} "
           f"and {len(summary['rows'])} cells of run records in {out / 'runs'}")
@@ -117,14 +163,23 @@ def run_table2(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     from ..experiments.sensitivity import batch_reduction_study
+    from ..experiments.table2 import TableMismatchError
 
-    out = Path(args.out or "results/sensitivity")
-    batch_reduction_study(
-        out, batch_sizes=args.batch_sizes, reductions=args.reductions, depths=args.depths,
-        methods=args.methods, runs=args.runs, protocol=_protocol(args), seed=args.seed,
-        data_dir=args.data_dir, source=args.source, device=args.device, jobs=args.jobs,
-        constraint=args.constraint, retraction=args.retraction,
+    options = dict(
+        batch_sizes=check_unique("--batch-sizes", args.batch_sizes),
+        reductions=check_unique("--reductions", args.reductions),
+        depths=check_unique("--depths", args.depths),
+        methods=check_unique("--methods", args.methods), runs=args.runs,
+        protocol=_protocol(args), seed=args.seed, data_dir=args.data_dir, source=args.source,
+        device=args.device, jobs=args.jobs, threads=args.threads, constraint=args.constraint,
+        retraction=args.retraction,
     )
+    _check_common(args)
+    out = prepare_out(_default_out("results/sensitivity", args))
+    try:
+        batch_reduction_study(out, **options)
+    except TableMismatchError as err:
+        raise UsageError(f"--out {out}: {err}") from None
     print((out / "sensitivity.md").read_text())
     print(f"wrote {out / 'sensitivity.json'}, {out / 'sensitivity.md'}, "
           f"{out / 'sensitivity.png'}")
@@ -132,22 +187,57 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..experiments.protocol import MNISTTensors, RunConfig, train_runs
-    from ..experiments.table2 import summarize, write_report
+    import torch
 
-    out = Path(args.out or f"results/archbn-depth{args.depth}-{args.method}")
+    from ..experiments.progress import progress_bar, settle
+    from ..experiments.protocol import (
+        METHODS,
+        MNISTTensors,
+        RunConfig,
+        load_finished,
+        train_runs,
+    )
+    from ..experiments.table2 import (
+        TableMismatchError,
+        _protocol_words,
+        check_table,
+        summarize,
+        write_report,
+    )
+
+    protocol = _protocol(args)
+    _check_common(args)
+    out = prepare_out(_default_out(f"results/archbn-depth{args.depth}-{args.method}", args))
+    torch.set_num_threads(args.threads)
     data = MNISTTensors.load(args.data_dir, source=args.source, device=args.device)
     config = RunConfig(depth=args.depth, method=args.method, seed=args.seed,
-                       protocol=_protocol(args), constraint=args.constraint,
-                       retraction=args.retraction, data=data.source)
-    from tqdm import tqdm
-
-    protocol = config.protocol
-    with tqdm(total=protocol.selection_epochs + protocol.max_epochs, unit="epoch") as bar:
-        (record,) = train_runs([config], data, out, device=args.device, progress=bar.update)
+                       protocol=protocol, constraint=args.constraint,
+                       retraction=args.retraction, data=data.source,
+                       data_checksum=data.checksum, device=str(torch.device(args.device)),
+                       dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+                       threads=args.threads)
+    identity = {k: v for k, v in config.to_json().items() if k != "rank"}
+    try:
+        check_table(out / "run.json", identity, what="run")
+    except TableMismatchError as err:
+        raise UsageError(f"--out {out}: {err}") from None
+    record = load_finished(out, config)
+    if record is None:
+        planned = protocol.selection_epochs + protocol.max_epochs
+        with progress_bar(total=planned, desc=config.name, unit="epoch") as bar:
+            (record,) = train_runs([config], data, out, device=args.device,
+                                   progress=bar.update)
+            settle(bar, planned, protocol.selection_epochs + record["epochs"])
+    else:
+        print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
     summary = summarize([record])
+    summary.update(protocol=asdict(protocol), data=data.source, identity=identity,
+                   world_size=config.world_size,
+                   title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one run "
+                   f"(seed {args.seed}) of the {_protocol_words(asdict(protocol)).split(':')[0]}")
     write_report(summary, [record], out, stem="run")
-    (out / "run.json").write_text(json.dumps({**record, "summary": summary}, indent=1))
+    (out / "run.json").write_text(json.dumps({**record, "summary": summary,
+                                              "identity": identity}, indent=1))
     print(f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
           f"({record['stop_reason']}), test error {record['test_error']:.4f}")
     print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")

@@ -10,6 +10,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import (
+    UsageError,
+    add_device,
+    add_jobs,
+    add_threads,
+    check_data,
+    check_device,
+    check_unique,
+    positive_float,
+    positive_int,
+    prepare_out,
+    set_command,
+)
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,16 +42,16 @@ def add_parser(subparsers) -> None:
                         "(DIR holds train/ trainannot/ ... test/ testannot/)")
     parser.add_argument("--method", nargs="+", choices=["un", "bsgd"], default=["un"],
                         help="un (oblique filters) or bsgd (Euclidean); both for a comparison")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--width", type=int, default=16,
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    parser.add_argument("--width", type=positive_int, default=16,
                         help="channels of the first stage (SegNet-Basic: of every conv; the "
                         "paper's models use 64)")
-    parser.add_argument("--depth", type=int, default=None,
+    parser.add_argument("--depth", type=positive_int, default=None,
                         help="stages (default: 4 for segnet-basic, 5 for segnet)")
-    parser.add_argument("--kernel", type=int, default=None,
+    parser.add_argument("--kernel", type=positive_int, default=None,
                         help="conv size (default: 7 for segnet-basic, 3 for segnet)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, nargs="+", default=[0.1],
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--lr", type=positive_float, nargs="+", default=[0.1],
                         help="learning rate; several values: chosen per method by held-out mIoU")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -48,17 +62,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--door", choices=["torch", "pymanopt"], default="torch",
                         help="torch: a training loop with RiemannianSGD (checkpoints, resume); "
                         "pymanopt: the model as a ModuleProblem solved by StochasticGradient")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's)")
+    add_device(parser)
+    add_threads(parser)
     parser.add_argument("--out", default=None, help="output directory (default results/segment)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint(s) in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     scenes = parser.add_argument_group("digit scenes (--data mnist-scenes)")
-    scenes.add_argument("--train-scenes", type=int, default=2000)
-    scenes.add_argument("--test-scenes", type=int, default=500)
-    scenes.add_argument("--canvas", type=int, default=64)
+    scenes.add_argument("--train-scenes", type=positive_int, default=2000)
+    scenes.add_argument("--test-scenes", type=positive_int, default=500)
+    scenes.add_argument("--canvas", type=positive_int, default=64)
     scenes.add_argument("--data-seed", type=int, default=0,
                         help="seed of the scenes (the same for every --seed)")
     scenes.add_argument("--data-dir", default=None,
@@ -70,18 +83,18 @@ def add_parser(subparsers) -> None:
     selection = parser.add_argument_group("learning-rate selection (several --lr)")
     selection.add_argument("--holdout", type=float, default=0.2,
                            help="fraction of the training images held out (0.2)")
-    selection.add_argument("--selection-epochs", type=int, default=None,
+    selection.add_argument("--selection-epochs", type=positive_int, default=None,
                            help="epochs per candidate (default --epochs)")
-    selection.add_argument("--jobs", type=int, default=1,
-                           help="runs of a comparison trained side by side in worker processes "
-                           "(--threads torch threads each); 2 with --threads 1 on 2 cores")
-    parser.set_defaults(handler=run)
+    add_jobs(selection, 1, "runs of a comparison trained side by side in worker processes "
+             "(--threads torch threads each); 2 with --threads 1 on 2 cores")
+    set_command(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..experiments.segmentation import (
+        CHECKPOINT,
         CheckpointMismatchError,
         SegmentationConfig,
         compare_methods,
@@ -89,11 +102,10 @@ def run(args: argparse.Namespace) -> int:
         train_segmentation,
     )
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: --device {args.device} but torch sees no CUDA device; use --device cpu")
-        return 2
+    check_unique("--method", args.method)
+    check_unique("--seed", args.seed)
+    check_unique("--lr", args.lr)
+    check_device(args.device)
     try:
         base = SegmentationConfig(
             model=args.model, data=args.data, method=args.method[0], epochs=args.epochs,
@@ -104,12 +116,20 @@ def run(args: argparse.Namespace) -> int:
             size=tuple(args.size) if args.size else None, door=args.door,
         )
     except ValueError as err:
-        print(f"error: {err}")
-        return 2
-    out = Path(args.out or "results/segment")
+        raise UsageError(str(err)) from None
+    if base.camvid_root is None:
+        check_data(args.data_dir)
+    elif not Path(base.camvid_root).is_dir():
+        raise UsageError(f"--data {args.data}: {base.camvid_root} is not a directory; give "
+                         f"camvid:DIR with DIR holding train/ trainannot/ test/ testannot/")
+    out = prepare_out(args.out or "results/segment")
+    comparison = len(args.method) > 1 or len(args.seed) > 1 or len(args.lr) > 1
+    if not comparison and not args.resume and (out / CHECKPOINT).exists():
+        raise UsageError(f"--out {out}: holds the checkpoint of an earlier run ({CHECKPOINT}); "
+                         f"pass --resume to continue it, or give another --out")
+    torch.set_num_threads(args.threads)
     try:
         data = load_segmentation_data(base, data_dir=args.data_dir)
-        comparison = len(args.method) > 1 or len(args.seed) > 1 or len(args.lr) > 1
         if comparison:
             summary = compare_methods(
                 base, out, methods=args.method, seeds=args.seed, lr_grid=args.lr,
@@ -128,9 +148,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         result = train_segmentation(base, out, data=data, device=args.device,
                                     resume=args.resume, progress=not args.quiet)
-    except (CheckpointMismatchError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}")
-        return 2
+    except CheckpointMismatchError as err:
+        raise UsageError(f"--out {out}: {err}") from None
     record = result.record
     final = record["final"]
     base_line = record["baseline_majority"]

@@ -5,7 +5,8 @@ This is the bottom layer of riemann_dnn: it imports nothing else from the packag
 
 MNIST lookup order: ``data_dir`` (only it, when given), ``$RIEMANN_DNN_DATA/mnist`` then
 ``$RIEMANN_DNN_DATA``, then the per-user cache (``~/.cache/riemann_dnn/mnist``);
-``load_mnist()`` falls back to the packaged 5,000/1,000-image subset with a warning.
+``load_mnist()`` falls back to the packaged 5,000/1,000-image subset with a warning (only when
+neither ``data_dir`` nor ``$RIEMANN_DNN_DATA`` names a place).
 
 >>> from riemann_dnn.data import load_mnist, as_tensors
 >>> data = load_mnist(source="embedded")

@@ -13,8 +13,9 @@ Where the files are looked for (:func:`find_mnist_dir`), in this order:
 3. the per-user cache, ``$XDG_CACHE_HOME/riemann_dnn/mnist`` (default
    ``~/.cache/riemann_dnn/mnist``), which is where :func:`download_mnist` writes.
 
-Without any of them, ``load_mnist()`` falls back (with a warning) to a real-MNIST subset shipped
-inside the package: 5,000 training and 1,000 test images, drawn stratified at random by
+Without any of them -- and only when neither ``data_dir`` nor ``$RIEMANN_DNN_DATA`` names a
+place (a place the user named is honoured or refused) -- ``load_mnist()`` falls back (with a
+warning) to a real-MNIST subset shipped inside the package: 5,000 training and 1,000 test images, drawn stratified at random by
 ``scripts/make_embedded_mnist.py``.
 
 Example
@@ -28,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -409,6 +411,7 @@ class MNIST:
         test_labels: int64 array (M,).
         source: the directory the files were read from, or ``"embedded"``.
         canonical: whether the four files are exactly the original MNIST.
+        sha256: sha256 of each file's uncompressed content (see :attr:`checksum`).
 
     The arrays are shared by every load of the same files and are read-only; copy one
     (``a.copy()``) before modifying it.
@@ -420,6 +423,14 @@ class MNIST:
     test_labels: np.ndarray
     source: str
     canonical: bool
+    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def checksum(self) -> str:
+        """One sha256 over the four files' sha256 (in :data:`MNIST_FILES` order): the
+        identity of the data, whatever directory or compression it was read from."""
+        joined = "".join(f"{name}={self.sha256.get(name, '')}\n" for name in MNIST_FILES)
+        return hashlib.sha256(joined.encode()).hexdigest()
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -533,6 +544,7 @@ def _load_cached(
         test_labels=test_labels,
         source=source,
         canonical=canonical,
+        sha256=dict(sha256),
     )
     report = MNISTVerification(
         directory=Path(directory),
@@ -597,8 +609,8 @@ def load_mnist(
             ``$RIEMANN_DNN_DATA`` and the user cache.
         source: ``"full"``: the IDX files must be found (error otherwise). ``"embedded"``: the
             5,000/1,000-image real-MNIST subset packaged with riemann_dnn. ``"auto"``: the
-            files when found, else (only when ``data_dir`` is None) the embedded subset, with a
-            warning.
+            files when found, else (only when neither ``data_dir`` nor ``$RIEMANN_DNN_DATA``
+            names a place) the embedded subset, with a warning.
         download: when the files are not found, download MNIST into ``data_dir`` (if given)
             or the user cache first (:func:`download_mnist`).
 
@@ -629,8 +641,8 @@ def load_mnist(
     except MNISTNotFoundError:
         if download:
             directory = find_mnist_dir(download_mnist(data_dir))
-        elif source == "full" or data_dir is not None:
-            raise
+        elif source == "full" or data_dir is not None or os.environ.get(DATA_ENV_VAR):
+            raise  # a place the caller named must be honoured, not replaced by the subset
         else:
             data = _load_embedded()
             warnings.warn(

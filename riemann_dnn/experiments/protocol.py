@@ -20,6 +20,7 @@ each run's record is written as JSON the moment the run stops.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -100,7 +101,16 @@ METHODS = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines one run (its JSON record repeats it)."""
+    """Everything that determines one run's numbers (its JSON record repeats it).
+
+    Besides the protocol, the seed and the method: the data (``data``, where it was read
+    from, and ``data_checksum``, :attr:`riemann_dnn.data.MNIST.checksum` of its four files),
+    the float ``dtype``, the ``device`` and the torch intra-op ``threads`` of the training
+    process (a different thread count can change the last bits of every sum). Their hash,
+    :attr:`run_hash`, names the record's file (:func:`run_path`), so runs that differ in any of
+    them never share or overwrite a record. ``world_size`` and ``rank`` describe the process
+    layout (1 and 0: one process per run); the rank does not enter the hash.
+    """
 
     depth: int
     method: str
@@ -110,6 +120,12 @@ class RunConfig:
     retraction: str | None = None
     width: int = 64
     data: str = ""
+    data_checksum: str = ""
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int = 1
+    world_size: int = 1
+    rank: int = 0
 
     @property
     def name(self) -> str:
@@ -118,9 +134,17 @@ class RunConfig:
         return f"depth{self.depth}-{self.method}{tag if METHODS[self.method].constrained else ''}" \
                f"-seed{self.seed}"
 
+    @property
+    def run_hash(self) -> str:
+        """sha256 (hex) of every field that determines the run's numbers (all but ``rank``)."""
+        values = json.loads(json.dumps(asdict(self)))
+        values.pop("rank")
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
-        """The configuration as plain JSON values (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The configuration as plain JSON values (tuples become lists), with its
+        :attr:`run_hash`."""
+        return {**json.loads(json.dumps(asdict(self))), "run_hash": self.run_hash}
 
 
 @dataclass
@@ -132,6 +156,7 @@ class MNISTTensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: str
+    checksum: str = ""  # riemann_dnn.data.MNIST.checksum of the files
 
     @classmethod
     def load(cls, data_dir=None, *, source: str = "auto", device="cpu") -> MNISTTensors:
@@ -140,15 +165,16 @@ class MNISTTensors:
         mnist = load_mnist(data_dir, source=source)
         train_x, train_y = as_tensors(mnist.train_images, mnist.train_labels, device=device)
         test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, device=device)
-        return cls(train_x, train_y, test_x, test_y, str(mnist.source))
+        return cls(train_x, train_y, test_x, test_y, str(mnist.source), mnist.checksum)
 
 
 def run_path(out_dir: Path, config: RunConfig) -> Path:
-    return Path(out_dir) / "runs" / f"{config.name}.json"
+    """``out_dir/runs/<name>-<first 12 hex digits of the run hash>.json``."""
+    return Path(out_dir) / "runs" / f"{config.name}-{config.run_hash[:12]}.json"
 
 
 def load_finished(out_dir: Path, config: RunConfig) -> dict | None:
-    """The record of a finished run with exactly this configuration, if any."""
+    """The record of a finished run with exactly this configuration (same hash), if any."""
     path = run_path(out_dir, config)
     if not path.exists():
         return None
@@ -156,18 +182,7 @@ def load_finished(out_dir: Path, config: RunConfig) -> dict | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return record if _with_defaults(record.get("config", {})) == config.to_json() else None
-
-
-# Protocol options added after records were first written, with the value those older
-# records used (not today's default, which may differ).
-_ADDED_OPTIONS = {"loss_reduction": "mean"}
-
-
-def _with_defaults(config: dict) -> dict:
-    """A recorded configuration with options added since it was written set to what those
-    runs used, so older records still match exactly the configuration they ran."""
-    return {**config, "protocol": {**_ADDED_OPTIONS, **config.get("protocol", {})}}
+    return record if record.get("config", {}).get("run_hash") == config.run_hash else None
 
 
 def _write_json(path: Path, record: dict) -> None:

@@ -291,7 +291,7 @@ def run_retraction_bench(
         archbn_protocol: a :class:`~.protocol.Protocol` (default
             :func:`~.protocol.quick_protocol`).
     """
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     unknown = [f for f in families if f not in RETRACTIONS]
     if unknown:
@@ -323,77 +323,77 @@ def run_retraction_bench(
     archbn_units = len(variants) * (protocol.selection_epochs + protocol.max_epochs) \
         if archbn else 0
     total = len(cells) * len(dtypes) + len(order_cells) + len(drift_cells) + archbn_units
-    bar = tqdm(total=total, desc="bench retractions", disable=not progress)
-    results: dict[str, Any] = {
-        "config": {
-            "sizes": [_size_name(s) for s in parsed], "dtypes": list(dtypes),
-            "device": str(dev), "steps": steps, "drift_sizes": [_size_name(s) for s in drift],
-            "order_size": _size_name(order_at), "families": list(families),
-            "budget_s": budget_s, "one_step_per_filter": ONE_STEP,
-            "drift_step_per_filter": DRIFT_STEP, "order_ts": list(ORDER_TS),
-            "order_t_max": ORDER_T_MAX, "seed": seed,
-        },
-        "machine": _machine(dev),
-    }
-    start = time.perf_counter()
+    with progress_bar(total=total, desc="bench retractions", unit="cell",
+                      enabled=progress) as bar:
+        results: dict[str, Any] = {
+            "config": {
+                "sizes": [_size_name(s) for s in parsed], "dtypes": list(dtypes),
+                "device": str(dev), "steps": steps, "drift_sizes": [_size_name(s) for s in drift],
+                "order_size": _size_name(order_at), "families": list(families),
+                "budget_s": budget_s, "one_step_per_filter": ONE_STEP,
+                "drift_step_per_filter": DRIFT_STEP, "order_ts": list(ORDER_TS),
+                "order_t_max": ORDER_T_MAX, "seed": seed,
+            },
+            "machine": _machine(dev),
+        }
+        start = time.perf_counter()
 
-    timing = []
-    for family, retraction, size, manifold in cells:
-        for dtype_name in dtypes:
-            bar.set_postfix_str(f"time {family} {retraction} {_size_name(size)} {dtype_name}")
-            dtype = _DTYPES[dtype_name]
-            x = manifold.random_point(device=dev, dtype=dtype, generator=seed)
-            u = _scaled_tangent(manifold, x, ONE_STEP, seed + 1)
-            median, repeats, y = time_call(partial(manifold.retraction, x, u), device=dev,
-                                           budget_s=budget_s)
-            timing.append({
+        timing = []
+        for family, retraction, size, manifold in cells:
+            for dtype_name in dtypes:
+                bar.set_postfix_str(f"time {family} {retraction} {_size_name(size)} {dtype_name}")
+                dtype = _DTYPES[dtype_name]
+                x = manifold.random_point(device=dev, dtype=dtype, generator=seed)
+                u = _scaled_tangent(manifold, x, ONE_STEP, seed + 1)
+                median, repeats, y = time_call(partial(manifold.retraction, x, u), device=dev,
+                                               budget_s=budget_s)
+                timing.append({
+                    "family": family, "retraction": retraction, "size": _size_name(size),
+                    "rows": size[0], "cols": size[1], "manifold": str(manifold),
+                    "dtype": dtype_name, "seconds": median, "repeats": repeats,
+                    "violation_one_call": manifold.constraint_violation(y),
+                })
+                bar.update(1)
+        for row in timing:
+            peers = [r["seconds"] for r in timing if (r["family"], r["size"], r["dtype"]) ==
+                     (row["family"], row["size"], row["dtype"])]
+            row["ratio_to_cheapest"] = row["seconds"] / min(peers)
+        results["timing"] = timing
+
+        orders = []
+        for family, retraction, size, manifold in order_cells:
+            bar.set_postfix_str(f"order {family} {retraction}")
+            x = manifold.random_point(device=dev, dtype=torch.float64, generator=seed)
+            v = _scaled_tangent(manifold, x, 1.0, seed + 1)  # |v| = sqrt(p): 1 per filter
+            theory = type(manifold).retractions[retraction]
+            if retraction == "exp":
+                errors = [0.0] * len(ORDER_TS)
+            else:
+                errors = exp_gaps(family, manifold, x, v)
+            fit = agreement_order(ORDER_TS, errors, floor=_order_floor(x))
+            orders.append({
                 "family": family, "retraction": retraction, "size": _size_name(size),
-                "rows": size[0], "cols": size[1], "manifold": str(manifold),
-                "dtype": dtype_name, "seconds": median, "repeats": repeats,
-                "violation_one_call": manifold.constraint_violation(y),
+                "theory_order": theory, "slope": fit.slope, "order": fit.order,
+                "fit_points": fit.points, "fit_t_min": fit.t_min, "fit_t_max": fit.t_max,
+                "ts": list(ORDER_TS), "errors": errors,
             })
             bar.update(1)
-    for row in timing:
-        peers = [r["seconds"] for r in timing if (r["family"], r["size"], r["dtype"]) ==
-                 (row["family"], row["size"], row["dtype"])]
-        row["ratio_to_cheapest"] = row["seconds"] / min(peers)
-    results["timing"] = timing
+        results["orders"] = orders
 
-    orders = []
-    for family, retraction, size, manifold in order_cells:
-        bar.set_postfix_str(f"order {family} {retraction}")
-        x = manifold.random_point(device=dev, dtype=torch.float64, generator=seed)
-        v = _scaled_tangent(manifold, x, 1.0, seed + 1)  # |v| = sqrt(p): 1 per filter
-        theory = type(manifold).retractions[retraction]
-        if retraction == "exp":
-            errors = [0.0] * len(ORDER_TS)
-        else:
-            errors = exp_gaps(family, manifold, x, v)
-        fit = agreement_order(ORDER_TS, errors, floor=_order_floor(x))
-        orders.append({
-            "family": family, "retraction": retraction, "size": _size_name(size),
-            "theory_order": theory, "slope": fit.slope, "order": fit.order,
-            "fit_points": fit.points, "fit_t_min": fit.t_min, "fit_t_max": fit.t_max,
-            "ts": list(ORDER_TS), "errors": errors,
-        })
-        bar.update(1)
-    results["orders"] = orders
+        drifts = []
+        for family, retraction, size, manifold in drift_cells:
+            bar.set_postfix_str(f"drift {family} {retraction} {_size_name(size)}")
+            x = manifold.random_point(device=dev, dtype=torch.float32, generator=seed)
+            marks = [10**k for k in range(1, 8) if 10**k < steps]
+            record = chained_drift(manifold, x, steps, seed=seed + 2, checkpoints=marks)
+            drifts.append({"family": family, "retraction": retraction, "size": _size_name(size),
+                           "dtype": "float32", "violation_start": manifold.constraint_violation(x),
+                           **record, "curve": {str(k): v for k, v in record["curve"].items()}})
+            bar.update(1)
+        results["drift"] = drifts
 
-    drifts = []
-    for family, retraction, size, manifold in drift_cells:
-        bar.set_postfix_str(f"drift {family} {retraction} {_size_name(size)}")
-        x = manifold.random_point(device=dev, dtype=torch.float32, generator=seed)
-        marks = [10**k for k in range(1, 8) if 10**k < steps]
-        record = chained_drift(manifold, x, steps, seed=seed + 2, checkpoints=marks)
-        drifts.append({"family": family, "retraction": retraction, "size": _size_name(size),
-                       "dtype": "float32", "violation_start": manifold.constraint_violation(x),
-                       **record, "curve": {str(k): v for k, v in record["curve"].items()}})
-        bar.update(1)
-    results["drift"] = drifts
-
-    results["archbn"] = _archbn(variants, protocol, archbn_runs, data_dir, source, dev,
-                                out_dir, seed, bar) if archbn else None
-    bar.close()
+        results["archbn"] = _archbn(variants, protocol, archbn_runs, data_dir, source, dev,
+                                    out_dir, seed, bar) if archbn else None
     results["seconds"] = time.perf_counter() - start
     return results
 
@@ -422,6 +422,7 @@ def _machine(device: torch.device) -> dict[str, Any]:
 def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
     import tempfile
 
+    from .progress import settle
     from .protocol import METHODS, MNISTTensors, RunConfig, train_runs
 
     data = MNISTTensors.load(data_dir, source=source, device=device)
@@ -431,9 +432,13 @@ def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, b
         label = METHODS[method].label if method != "un" else f"{constraint} {retraction}"
         bar.set_postfix_str(f"ArchBN {label}")
         configs = [RunConfig(depth=2, method=method, seed=seed + r, protocol=protocol,
-                             constraint=constraint, retraction=retraction, data=data.source)
+                             constraint=constraint, retraction=retraction, data=data.source,
+                             data_checksum=data.checksum, device=str(device),
+                             threads=torch.get_num_threads())
                    for r in range(runs)]
         records = train_runs(configs, data, root, device=device, progress=bar.update)
+        settle(bar, protocol.selection_epochs + protocol.max_epochs,
+               protocol.selection_epochs + max(r["epochs"] for r in records))
         errors = [r["test_error"] for r in records]
         epoch = [statistics.fmean(r["epoch_seconds"]) for r in records]
         rows.append({
@@ -477,7 +482,12 @@ def retraction_markdown(results: dict[str, Any], *, images: str = "") -> str:
     """The report as Markdown tables (``images``: the path prefix of the PNG files)."""
     config, machine = results["config"], results["machine"]
     lines = [
-        "# Retractions: cost, accuracy, effect on training", "",
+        "# Retractions: cost, accuracy, effect on training"
+        + (" (full bench)" if config.get("full") else " (quick bench; --full for the whole)"
+           if "full" in config else ""), "",
+        f"Sizes {', '.join(config['sizes'])}; dtypes {', '.join(config['dtypes'])}; "
+        f"manifolds {', '.join(config['families'])}; {config['steps']} chained drift steps"
+        + ("; ArchBN trained" if results.get("archbn") else "; no ArchBN training") + ".", "",
         f"Device `{config['device']}`"
         + (f" ({machine['gpu']})" if "gpu" in machine else "")
         + f", torch {machine['torch']}, {machine['torch_threads']} torch threads, "

@@ -707,8 +707,7 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
 _WORKER_DATA: dict[str, tuple[SegmentationSet, SegmentationSet]] = {}
 
 
-def _init_worker(data: dict[str, tuple[SegmentationSet, SegmentationSet]], threads: int) -> None:
-    torch.set_num_threads(threads)
+def _init_worker(data: dict[str, tuple[SegmentationSet, SegmentationSet]]) -> None:
     _WORKER_DATA.update(data)
 
 
@@ -757,17 +756,16 @@ def _run_tasks(tasks: list[tuple], data: dict, pool, log: Callable[[str], None] 
 
 @contextlib.contextmanager
 def _worker_pool(jobs: int, threads: int | None, data: dict):
-    """``None`` for ``jobs <= 1``, else a pool of ``jobs`` spawned processes holding ``data``
-    and using ``threads`` torch threads each (default: this process's threads / jobs)."""
+    """``None`` for ``jobs <= 1``, else the package's worker pool (:func:`.pool.worker_pool`:
+    ``jobs`` spawned processes that die with this one) holding ``data`` and using ``threads``
+    torch threads each (default 1)."""
     if jobs <= 1:
         yield None
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .pool import worker_pool
 
-    threads = threads or max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(data, threads)) as pool:
+    with worker_pool(jobs, threads=threads or 1, initializer=_init_worker,
+                     initargs=(data,)) as pool:
         yield pool
 
 

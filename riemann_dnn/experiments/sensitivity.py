@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from .protocol import Protocol
-from .table2 import reproduce_table2
+from .protocol import Protocol, quick_protocol
+from .table2 import check_table, reproduce_table2
 
 __all__ = ["batch_reduction_study"]
 
@@ -30,30 +30,54 @@ def batch_reduction_study(
     methods: Sequence[str] = ("un", "bsgd"),
     runs: int = 3,
     protocol: Protocol | None = None,
+    quick: bool | None = None,
     **table2_options,
 ) -> dict:
     """Run :func:`reproduce_table2` for every (batch size, reduction) into
     ``out_dir/batch{B}-{reduction}`` (resumable), then write ``sensitivity.json``,
-    ``sensitivity.md`` and ``sensitivity.png`` in ``out_dir``."""
+    ``sensitivity.md`` and ``sensitivity.png`` in ``out_dir``.
+
+    Every combination is checked (options, data, no table of another protocol in its
+    directory, no ``sensitivity.json`` of another study in ``out_dir``) before any is
+    trained. ``quick`` only labels the report (None: inferred from the epoch counts)."""
     out_dir = Path(out_dir)
     protocol = protocol or Protocol()
+    combos = [(b, r) for b in batch_sizes for r in reductions]
+    if not combos:
+        raise ValueError("give at least one batch size and one reduction")
+    plans = {}
+    for batch, reduction in combos:
+        plans[(batch, reduction)] = dict(
+            depths=depths, methods=methods, runs=runs,
+            protocol=replace(protocol, batch_size=batch, loss_reduction=reduction),
+            **table2_options)
+        reproduce_table2(out_dir / f"batch{batch}-{reduction}", check_only=True,
+                         **plans[(batch, reduction)])
+    study = {"protocol": {k: v for k, v in json.loads(json.dumps(asdict(protocol))).items()
+                          if k not in ("batch_size", "loss_reduction")},
+             "options": {k: v for k, v in table2_options.items() if k != "progress"}}
+    check_table(out_dir / "sensitivity.json", study, what="study")
     cells = []
-    for batch in batch_sizes:
-        for reduction in reductions:
-            sub = out_dir / f"batch{batch}-{reduction}"
-            summary = reproduce_table2(
-                sub, depths=depths, methods=methods, runs=runs,
-                protocol=replace(protocol, batch_size=batch, loss_reduction=reduction),
-                **table2_options)
-            for row in summary["rows"]:
-                cells.append({
-                    "batch_size": batch, "reduction": reduction, "depth": row["depth"],
-                    "method": row["method"], "label": row["label"], "mean": row["mean"],
-                    "std": row["std"], "test_errors": row["test_errors"],
-                    "chosen_lrs": row["chosen_lrs"], "epochs": row["epochs"],
-                    "epoch_seconds_per_run": row["epoch_seconds_per_run"],
-                })
-    result = {"cells": cells, "runs": runs, "depths": list(depths), "methods": list(methods)}
+    for batch, reduction in combos:
+        summary = reproduce_table2(out_dir / f"batch{batch}-{reduction}",
+                                   **plans[(batch, reduction)])
+        for row in summary["rows"]:
+            cells.append({
+                "batch_size": batch, "reduction": reduction, "depth": row["depth"],
+                "method": row["method"], "label": row["label"], "mean": row["mean"],
+                "std": row["std"], "test_errors": row["test_errors"],
+                "chosen_lrs": row["chosen_lrs"], "epochs": row["epochs"],
+                "epoch_seconds_per_run": row["epoch_seconds_per_run"],
+            })
+        data = summary["data"]
+    if quick is None:
+        quick = asdict(protocol) == asdict(replace(quick_protocol(),
+                                                   batch_size=protocol.batch_size,
+                                                   loss_reduction=protocol.loss_reduction))
+    result = {"cells": cells, "runs": runs, "depths": list(depths), "methods": list(methods),
+              "batch_sizes": list(batch_sizes), "reductions": list(reductions),
+              "quick": bool(quick), "protocol": asdict(protocol), "data": data,
+              "identity": study}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sensitivity.json").write_text(json.dumps(result, indent=1))
     (out_dir / "sensitivity.md").write_text(_markdown(result))
@@ -62,11 +86,21 @@ def batch_reduction_study(
 
 
 def _markdown(result: dict) -> str:
+    p = result["protocol"]
+    kind = "Quick protocol" if result["quick"] else "Full protocol" if (
+        p["selection_epochs"], p["min_epochs"], p["max_epochs"]) == (50, 25, 60) else \
+        "Custom protocol"
     lines = [
-        "# Batch size × loss reduction: the Table 2 protocol's sensitivity",
+        "# Batch size × loss reduction: the Table 2 protocol's sensitivity"
+        + (" (quick protocol)" if result["quick"] else ""),
         "",
-        f"Full protocol (learning-rate selection over the paper's grid, bold driver, stopping "
-        f"rules), {result['runs']} runs per cell; test error mean ± sample std.",
+        f"{kind}: learning-rate selection over {list(p['lr_candidates'])} "
+        f"({p['selection_epochs']} epochs per rate), bold driver, {p['min_epochs']} to "
+        f"{p['max_epochs']} training epochs with the stopping rules; "
+        f"{result['runs']} run(s) per cell; test error mean ± sample std.",
+        "",
+        f"Grid: batch sizes {result['batch_sizes']} × reductions {result['reductions']}, "
+        f"depths {result['depths']}, methods {result['methods']}. Data: `{result['data']}`.",
         "",
         "| batch | reduction | depth | method | test error | chosen lr (each run) | epochs "
         "(median) | epoch s/run |",
@@ -74,9 +108,11 @@ def _markdown(result: dict) -> str:
     ]
     for c in result["cells"]:
         lrs = ", ".join(f"{lr:.0e}" for lr in c["chosen_lrs"])
+        error = f"{c['mean']:.4f}" if len(c["test_errors"]) < 2 else \
+            f"{c['mean']:.4f} ± {c['std']:.4f}"
         lines.append(
             f"| {c['batch_size']} | {c['reduction']} | {c['depth']} | {c['label']} | "
-            f"{c['mean']:.4f} ± {c['std']:.4f} | {lrs} | {statistics.median(c['epochs']):g} | "
+            f"{error} | {lrs} | {statistics.median(c['epochs']):g} | "
             f"{c['epoch_seconds_per_run']:.2f} |")
     lines += ["", "![sensitivity](sensitivity.png)", ""]
     return "\n".join(lines)
@@ -91,18 +127,23 @@ def _plot(result: dict, path: Path) -> None:
     cells = result["cells"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     keys = sorted({(c["reduction"], c["method"], c["depth"]) for c in cells})
+    batches = sorted({c["batch_size"] for c in cells})
+    width = 0.6 / max(1, len(keys))  # each batch size keeps one slot on a categorical axis
     for index, (reduction, method, depth) in enumerate(keys):
         row = sorted((c for c in cells if (c["reduction"], c["method"], c["depth"])
                       == (reduction, method, depth)), key=lambda c: c["batch_size"])
-        ax.errorbar([c["batch_size"] * (1 + 0.03 * index) for c in row],
+        offset = (index - (len(keys) - 1) / 2) * width
+        ax.errorbar([batches.index(c["batch_size"]) + offset for c in row],
                     [c["mean"] for c in row], yerr=[c["std"] for c in row], capsize=3,
                     marker="o", linestyle="-" if reduction == "mean" else "--",
                     color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
                     label=f"{row[0]['label']} depth {depth}, {reduction} loss")
-    ax.set_xscale("log")
+    ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+    ax.set_xlim(-0.5, len(batches) - 0.5)
     ax.set_xlabel("batch size")
     ax.set_ylabel("test error (mean ± std)")
-    ax.set_title("Table 2 protocol: batch size × loss reduction")
+    ax.set_title("Table 2 protocol: batch size × loss reduction"
+                 + (" (quick)" if result["quick"] else ""))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import queue as queue_module
 import statistics
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from .pool import pool_context, send_message, worker_pool
+from .progress import progress_bar, settle, write_above
 from .protocol import (
     METHODS,
     MNISTTensors,
@@ -30,7 +36,8 @@ from .protocol import (
     welch_t_test,
 )
 
-__all__ = ["PAPER_TABLE2", "reproduce_table2", "summarize", "write_report"]
+__all__ = ["PAPER_TABLE2", "TableMismatchError", "reproduce_table2", "table_identity",
+           "check_table", "summarize", "write_report"]
 
 #: Table 2 of Badrinarayanan, Mishra & Cipolla (2015): test error, mean ± std over 10 runs.
 PAPER_TABLE2 = {
@@ -40,27 +47,76 @@ PAPER_TABLE2 = {
     (4, "un"): (0.0179, 0.0025),
 }
 
+#: Fields of a :class:`RunConfig` that vary within one table (the rest is its identity).
+_PER_RUN = ("depth", "method", "seed", "rank", "run_hash")
+
 _DATA_CACHE: dict[tuple, MNISTTensors] = {}
 
 
-def _worker(task: tuple) -> list[dict]:
-    """Run one ensemble of configs in a worker process."""
-    configs, out_dir, data_args, device, threads, queue = task
-    import torch
+class TableMismatchError(ValueError):
+    """The output directory holds a table of another protocol (never overwritten)."""
 
-    torch.set_num_threads(threads)
+
+def table_identity(config: RunConfig) -> dict:
+    """What every run of one table shares: the protocol, the data, the constraint, dtype,
+    device, threads and world size (a :class:`RunConfig` without depth, method and seed)."""
+    return {k: v for k, v in config.to_json().items() if k not in _PER_RUN}
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_table(path: Path, identity: dict, what: str = "protocol") -> None:
+    """Raise :class:`TableMismatchError` (one line naming the difference) when ``path`` (a
+    table's JSON) exists and was made from another ``identity``; nothing is ever overwritten
+    by the results of another protocol."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("identity")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    if old == identity:
+        return
+    hint = (f"write it into another directory (--out) or move {path.name} away; the run "
+            f"records in {path.parent / 'runs'} are kept either way")
+    if old is None:
+        raise TableMismatchError(
+            f"{path} was written without a run identity (by an earlier riemann_dnn or by "
+            f"hand), so it may be of another {what}; {hint}")
+    a, b = _flat(old), _flat(identity)
+    diff = [f"{k}: {a.get(k, '-')} there, {b.get(k, '-')} here" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+    raise TableMismatchError(f"{path} holds the table of another {what} ({'; '.join(diff)}); "
+                             f"{hint}")
+
+
+def _worker(task: tuple) -> list[dict]:
+    """Run one ensemble of configs (in a worker process, or in this one)."""
+    task_id, configs, out_dir, data_args, device, in_process = task
     key = (data_args, device)
     if key not in _DATA_CACHE:
         with warnings.catch_warnings():  # the parent process already warned about the data
             warnings.simplefilter("ignore")
             _DATA_CACHE[key] = MNISTTensors.load(data_args[0], source=data_args[1],
                                                  device=device)
-    progress = (lambda n: queue.put(n)) if queue is not None else (lambda n: None)
-    return train_runs(configs, _DATA_CACHE[key], Path(out_dir), device=device, progress=progress)
+    progress = in_process if in_process is not None else (
+        lambda n: send_message("tick", n))
+    return train_runs(configs, _DATA_CACHE[key], Path(out_dir), device=device,
+                      progress=progress)
 
 
 def _tasks(configs: list[RunConfig], jobs: int) -> list[list[RunConfig]]:
-    """Group configs into ensembles (same depth/method), split so ``jobs`` workers stay busy."""
+    """Group configs into ensembles (same depth/method), split so ``jobs`` workers stay busy
+    (with a fixed thread count the split does not change any run's numbers)."""
     groups: dict[tuple, list[RunConfig]] = defaultdict(list)
     for config in configs:
         groups[(config.depth, config.method)].append(config)
@@ -71,6 +127,20 @@ def _tasks(configs: list[RunConfig], jobs: int) -> list[list[RunConfig]]:
         half = len(largest) // 2
         tasks += [largest[:half], largest[half:]]
     return sorted(tasks, key=lambda t: -t[0].depth)  # deepest (slowest) first
+
+
+def _unique(name: str, values: Sequence) -> list:
+    seen, repeated = set(), []
+    for value in values:
+        if value in seen:
+            repeated.append(value)
+        seen.add(value)
+    if repeated:
+        raise ValueError(f"{name} {' '.join(map(str, values))}: {repeated[0]} is given more "
+                         f"than once; give each value once")
+    if not values:
+        raise ValueError(f"{name}: give at least one value")
+    return list(values)
 
 
 def reproduce_table2(
@@ -85,30 +155,53 @@ def reproduce_table2(
     source: str = "auto",
     device: str = "cpu",
     jobs: int | None = None,
+    threads: int = 1,
     constraint: str = "oblique",
     retraction: str | None = None,
     progress: bool = True,
-) -> dict:
-    """Run (or resume) the Table 2 reproduction and write its report; returns the summary."""
+    check_only: bool = False,
+    title: str | None = None,
+) -> dict | None:
+    """Run (or resume) the Table 2 reproduction and write its report; returns the summary.
+
+    Every run's record is named by its :attr:`~.protocol.RunConfig.run_hash`, so only records
+    of exactly this protocol, data and execution are reused; ``table2.json`` of another
+    protocol in ``out_dir`` is refused (:class:`TableMismatchError`) before any training.
+    Each training process uses ``threads`` torch threads (in workers and in this process
+    alike), so the numbers do not depend on ``jobs`` or the core count. ``jobs`` defaults to
+    one per CPU core. ``check_only``: validate everything and return None without training.
+    """
+    depths = _unique("depths", depths)
+    methods = _unique("methods", methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    jobs = max(1, os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     protocol = protocol or Protocol()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     data = MNISTTensors.load(data_dir, source=source, device="cpu")  # fail early, clearly
     configs = [
         RunConfig(depth=d, method=m, seed=seed + r, protocol=protocol, constraint=constraint,
-                  retraction=retraction, data=data.source)
+                  retraction=retraction, data=data.source, data_checksum=data.checksum,
+                  dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+                  device=str(torch.device(device)), threads=threads)
         for d in depths for m in methods for r in range(runs)
     ]
+    identity = table_identity(configs[0])
+    check_table(out_dir / "table2.json", identity)
+    if check_only:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
     todo = [c for c in configs if load_finished(out_dir, c) is None]
-    jobs = max(1, jobs or os.cpu_count() or 1)
     tasks = _tasks(todo, jobs)
     if tasks:
-        _run_tasks(tasks, out_dir, (data_dir, source), device, jobs, progress, data)
+        _run_tasks(tasks, out_dir, (data_dir, source), device, jobs, threads, progress, data)
     records = [load_finished(out_dir, c) for c in configs]
     missing = [c.name for c, r in zip(configs, records) if r is None]
     if missing:
@@ -116,55 +209,71 @@ def reproduce_table2(
     summary = summarize(records)
     summary["protocol"] = asdict(protocol)
     summary["data"] = data.source
+    summary["identity"] = identity
+    summary["world_size"] = configs[0].world_size
+    summary["grid"] = {"depths": depths, "methods": methods, "runs": runs, "seed": seed}
+    if title:
+        summary["title"] = title
     write_report(summary, records, out_dir)
     return summary
 
 
-def _run_tasks(tasks, out_dir, data_args, device, jobs, show_progress, data) -> None:
-    from tqdm import tqdm
-
-    total = sum(progress_total(t) for t in tasks)
-    bar = tqdm(total=total, desc="table2", unit="epoch", disable=not show_progress)
-    if jobs == 1 or len(tasks) == 1:
-        import torch
-
-        _DATA_CACHE[(data_args, device)] = data_on(data, device)
-        for configs in tasks:
-            bar.set_postfix_str(f"depth {configs[0].depth} {configs[0].method}")
-            _worker((configs, str(out_dir), data_args, device, torch.get_num_threads(),
-                     _BarQueue(bar)))
-        bar.close()
-        return
-    import multiprocessing as mp
-
-    context = mp.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with context.Manager() as manager:
-        queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(_worker, (t, str(out_dir), data_args, device, threads, queue))
-                       for t in tasks]
-            while not all(f.done() for f in futures):
-                try:
-                    bar.update(queue.get(timeout=0.5))
-                except Exception:  # noqa: BLE001 - queue.Empty from a manager proxy
-                    pass
-            for future in futures:
-                future.result()  # re-raise a worker's error
-    bar.close()
+def _ticks(records: list[dict]) -> int:
+    """Progress ticks :func:`train_runs` gave for one finished ensemble."""
+    protocol = records[0]["config"]["protocol"]
+    return protocol["selection_epochs"] + max(r["epochs"] for r in records)
 
 
-class _BarQueue:
-    def __init__(self, bar):
-        self.bar = bar
+def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, data) -> None:
+    planned = [progress_total(t) for t in tasks]
+    with progress_bar(total=sum(planned), desc="table2", unit="epoch",
+                      enabled=show_progress) as bar:
+        if jobs == 1 or len(tasks) == 1:
+            _DATA_CACHE[(data_args, device)] = data_on(data, device)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for task_id, configs in enumerate(tasks):
+                    bar.set_postfix_str(f"depth {configs[0].depth} {configs[0].method}")
+                    records = _worker((task_id, configs, str(out_dir), data_args, device,
+                                       bar.update))
+                    settle(bar, planned[task_id], _ticks(records))
+            finally:
+                torch.set_num_threads(previous)
+            return
+        messages = pool_context().Queue()
+        with worker_pool(min(jobs, len(tasks)), threads=threads, messages=messages) as pool:
+            futures = {pool.submit(_worker, (i, t, str(out_dir), data_args, device, None)): i
+                       for i, t in enumerate(tasks)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(messages, bar)
+                for future in done:
+                    records = future.result()  # re-raise a worker's error
+                    settle(bar, planned[futures[future]], _ticks(records))
+            deadline = time.monotonic() + 2.0  # the last ticks may trail the results
+            while bar.n < bar.total and time.monotonic() < deadline:
+                _drain(messages, bar, timeout=0.05)
 
-    def put(self, n):
-        self.bar.update(n)
+
+def _drain(messages, bar, timeout: float | None = None) -> None:
+    while True:
+        try:
+            kind, payload = (messages.get(timeout=timeout) if timeout else
+                             messages.get_nowait())
+        except queue_module.Empty:
+            return
+        if kind == "tick":
+            bar.update(payload)
+        else:
+            write_above(bar, str(payload))
 
 
 def data_on(data: MNISTTensors, device: str) -> MNISTTensors:
     return MNISTTensors(data.train_x.to(device), data.train_y.to(device),
-                        data.test_x.to(device), data.test_y.to(device), data.source)
+                        data.test_x.to(device), data.test_y.to(device), data.source,
+                        data.checksum)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -210,28 +319,55 @@ def summarize(records: list[dict]) -> dict:
     return {"rows": rows, "un_vs_bsgd": tests}
 
 
-def _fmt(mean, std):
-    return "—" if mean is None else f"{mean:.4f} ± {std:.4f}"
+def _fmt(mean, std, runs: int = 2):
+    if mean is None:
+        return "—"
+    return f"{mean:.4f}" if runs < 2 else f"{mean:.4f} ± {std:.4f}"
+
+
+def _protocol_words(protocol: dict) -> str:
+    from .protocol import quick_protocol
+
+    quick = asdict(quick_protocol())
+    full = asdict(Protocol())
+    kind = "quick" if protocol == quick else "full (the paper's)" if protocol == full else \
+        "custom"
+    return (f"{kind} protocol: {protocol['selection_epochs']} selection epochs per rate of "
+            f"{list(protocol['lr_candidates'])}, {protocol['min_epochs']} to "
+            f"{protocol['max_epochs']} training epochs, batch {protocol['batch_size']}, "
+            f"{protocol['loss_reduction']} loss")
 
 
 def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = "table2") -> None:
-    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``.
+
+    The title says what was run (``summary["title"]``, default the Table 2 reproduction), the
+    header the protocol (quick, full or custom), the grid and the data."""
     out_dir = Path(out_dir)
     (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
-    lines = [
-        "# Table 2 reproduction: ArchBN on MNIST, test error after the last epoch",
-        "",
-        f"Data: `{summary.get('data', '?')}`. Runs per cell: "
-        f"{sorted({r['runs'] for r in summary['rows']})}. Mean ± sample std over runs.",
-        "",
+    data = summary.get("data") or (records[0].get("data") if records else None) or "?"
+    runs = sorted({r["runs"] for r in summary["rows"]})
+    title = summary.get("title", "Table 2 reproduction: ArchBN on MNIST, test error after the "
+                        "last epoch")
+    lines = [f"# {title}", ""]
+    protocol = summary.get("protocol")
+    if protocol:
+        lines += [_protocol_words(protocol).capitalize() + ".", ""]
+    grid = summary.get("grid")
+    cells = ", ".join(f"depth {r['depth']} {r['label']}" for r in summary["rows"])
+    lines += [f"Data: `{data}`. Cells: {cells}; runs per cell: "
+              f"{', '.join(map(str, runs))}"
+              + (f" (seeds from {grid['seed']})" if grid else "")
+              + (". Mean ± sample std over runs." if max(runs) > 1 else "."), ""]
+    lines += [
         "| depth | method | ours | paper | runs | chosen lr (median) | epochs (median) "
         "| epoch s/run |",
         "|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
         lines.append(
-            f"| {row['depth']} | {row['label']} | {_fmt(row['mean'], row['std'])} | "
-            f"{_fmt(row['paper_mean'], row['paper_std'])} | {row['runs']} | "
+            f"| {row['depth']} | {row['label']} | {_fmt(row['mean'], row['std'], row['runs'])} "
+            f"| {_fmt(row['paper_mean'], row['paper_std'])} | {row['runs']} | "
             f"{statistics.median(row['chosen_lrs']):.0e} | {statistics.median(row['epochs']):g} | "
             f"{row['epoch_seconds_per_run']:.2f} |"
         )
@@ -243,9 +379,13 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
             lines.append(
                 f"| {depth} | {test['mean_difference_un_minus_bsgd']:+.4f} | {test['t']:.2f} | "
                 f"{test['p_value']:.3g} | {test['epoch_time_ratio_un_over_bsgd']:.3f} |")
-    protocol = summary.get("protocol")
     if protocol:
         lines += ["", "Protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items())]
+    identity = summary.get("identity")
+    if identity:
+        lines += ["", f"Execution: device {identity['device']}, {identity['threads']} torch "
+                  f"thread(s) per training process, {identity['dtype']}, world size "
+                  f"{identity['world_size']}; data checksum `{identity['data_checksum'][:12]}`."]
     lines += ["", f"![{stem}]({stem}.png)", ""]
     (out_dir / f"{stem}.md").write_text("\n".join(lines))
     plot_table2(summary, records, out_dir / f"{stem}.png")

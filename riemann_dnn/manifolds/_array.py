@@ -160,6 +160,25 @@ def expm(array: Array) -> Array:
     return scipy.linalg.expm(array)
 
 
+def check_device(device: Any, owner: str) -> None:
+    """Raise ``ValueError`` naming ``owner`` when torch cannot allocate on ``device`` here
+    (torch's own error for a CUDA device on a CPU build is an ``AssertionError`` about how
+    torch was compiled)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{owner}: device={device!r} is not a torch device ({err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{owner}: device={device!r}, but torch {torch.__version__} sees no CUDA device "
+            f"here (CUDA build: {torch.version.cuda or 'none'}); use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{owner}: device={device!r}, but there are only "
+                         f"{torch.cuda.device_count()} CUDA devices")
+
+
 def _torch_generator(generator: Generator, device: torch.device) -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator

@@ -8,7 +8,15 @@ from typing import Any, ClassVar
 
 from pymanopt.manifolds.manifold import RiemannianSubmanifold
 
-from ._array import Array, Generator, namespace, random_normal, random_normal_like, to_float
+from ._array import (
+    Array,
+    Generator,
+    check_device,
+    namespace,
+    random_normal,
+    random_normal_like,
+    to_float,
+)
 
 __all__ = ["EmbeddedManifold"]
 
@@ -157,6 +165,7 @@ class EmbeddedManifold(RiemannianSubmanifold):
         ``generator`` may also be an int seed (numpy, or torch when ``device``/``dtype``
         ask for torch).
         """
+        check_device(device, f"{type(self).__name__}.random_point")
         ambient = random_normal(self._shape, device=device, dtype=dtype, generator=generator)
         return self._to_manifold(ambient)
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._array import Array
+from ._array import Array, namespace
 from .base import EmbeddedManifold
 from .sphere import Sphere
 
@@ -66,6 +66,33 @@ class Oblique(Sphere):
     @property
     def typical_dist(self) -> float:
         return math.pi * math.sqrt(self._num_spheres)
+
+    def project_point(self, ambient: Array) -> Array:
+        """Normalise each row (``unit="rows"``) or column of ``ambient`` onto its sphere.
+
+        Raises:
+            ValueError: a row (column) has zero or non-finite norm, so it has no direction
+                to keep: ``"Oblique.project_point: row 3 of 8 has norm 0 (a zero filter has
+                no direction to put on the unit sphere); re-initialise it, e.g. with random
+                values"`` (``non-finite filter`` for a NaN or infinite norm). Callers may prefix the parameter's name.
+        """
+        if ambient.shape[-2:] != self._shape:
+            raise ValueError(f"Oblique.project_point: expected shape {self._shape}, got "
+                             f"{tuple(ambient.shape)}")
+        xp = namespace(ambient)
+        norms = xp.linalg.vector_norm(ambient.reshape(-1, *self._shape), axis=self._axis)
+        bad = ~(xp.isfinite(norms) & (norms > 0))
+        if bool(bad.any()):  # one host sync: project_point places initial weights
+            flat = bad.reshape(-1).tolist().index(True)
+            index = flat % norms.shape[-1]
+            what = "row" if self._unit == "rows" else "column"
+            value = float(norms.reshape(-1)[flat])
+            raise ValueError(
+                f"Oblique.project_point: {what} {index} of {norms.shape[-1]} has norm "
+                f"{value:g} (a {'zero' if value == 0 else 'non-finite'} filter has no "
+                f"direction to put on the unit sphere); "
+                f"re-initialise it, e.g. with random values")
+        return self._to_manifold(ambient)
 
     @classmethod
     def for_filters(cls, weight_shape: tuple[int, ...], *, retraction: str | None = None

@@ -1,13 +1,17 @@
 """The riemann-dnn command line: help, version, demo, reproduce/train on real digits, errors."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from riemann_dnn import __version__
 from riemann_dnn.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_version_and_help(capsys):
@@ -21,10 +25,27 @@ def test_version_and_help(capsys):
         assert command in out
 
 
-def test_console_script_is_installed():
+def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "riemann_dnn.cli", "--help"],
                             capture_output=True, text=True, check=True)
     assert "riemann-dnn" in result.stdout
+
+
+def test_installed_console_script_runs(tmp_path):
+    """The ``riemann-dnn`` script next to the interpreter (what ``pip install`` made), run on
+    this checkout's code (PYTHONPATH first), refuses a bad input in one line with exit 2."""
+    script = Path(sys.executable).parent / ("riemann-dnn.exe" if os.name == "nt" else
+                                            "riemann-dnn")
+    if not script.exists():
+        pytest.skip(f"no console script at {script} (package not installed in this env)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    assert version.returncode == 0 and __version__ in version.stdout, version
+    refused = subprocess.run([str(script), "reproduce", "table2", "--jobs", "0"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2, refused
+    assert refused.stderr.count("\n") == 1 and "--jobs" in refused.stderr, refused.stderr
 
 
 def test_demo_solves_the_product_problem(capsys):
@@ -69,5 +90,7 @@ def test_bad_options_are_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "table2", "--methods", "adam"])
     assert "invalid choice" in capsys.readouterr().err
-    assert main(["reproduce", "table2", "--runs", "0", "--source", "embedded"]) == 2
-    assert "runs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "table2", "--runs", "0", "--source", "embedded"])
+    assert exit_info.value.code == 2
+    assert "--runs: must be >= 1, got 0" in capsys.readouterr().err

@@ -211,7 +211,7 @@ def test_camvid_missing_directory_is_a_clear_error(tmp_path, capsys):
     code = main(["segment", "--data", f"camvid:{tmp_path / 'nowhere'}", "--out",
                  str(tmp_path / "o"), "--quiet"])
     assert code == 2
-    assert "nowhere" in capsys.readouterr().out
+    assert "nowhere" in capsys.readouterr().err  # errors go to stderr
 
 
 # -- the pymanopt door ------------------------------------------------------------------------

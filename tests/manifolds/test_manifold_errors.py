@@ -179,3 +179,35 @@ def test_arrays_of_the_wrong_shape_are_a_clear_value_error(manifold, kind):
             call()
     stacked = np.stack([manifold.random_point(), manifold.random_point()])
     assert manifold.projection(stacked, stacked).shape == stacked.shape  # stacks are fine
+
+
+# -- inputs that would turn silently wrong -----------------------------------------------------
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_project_point_refuses_a_zero_row_naming_it(kind):
+    weight = np.random.default_rng(0).standard_normal((5, 7))
+    weight[3] = 0.0
+    if kind == "torch":
+        weight = torch.as_tensor(weight, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"^Oblique.project_point: row 3 of 5 has norm 0 "):
+        Oblique(5, 7, unit="rows").project_point(weight)
+    with pytest.raises(ValueError, match=r"column 0 of 7 has norm 0"):
+        Oblique(5, 7).project_point(weight * 0)
+    weight[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"row 1 of 5 has norm nan \(a non-finite filter"):
+        Oblique(5, 7, unit="rows").project_point(weight)
+
+
+def test_project_point_keeps_good_rows_unit():
+    point = Oblique(4, 6, unit="rows").project_point(torch.randn(4, 6, generator=torch.
+                                                                 Generator().manual_seed(0)))
+    assert torch.allclose(point.norm(dim=1), torch.ones(4)), point.norm(dim=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
+@pytest.mark.parametrize("name", ["oblique", "stiefel", "product"])
+def test_random_point_on_an_absent_cuda_device_is_a_clear_error(name):
+    manifold = {"oblique": Oblique(3, 4), "stiefel": Stiefel(5, 2),
+                "product": Product([Oblique(3, 4), Euclidean(2)])}[name]
+    with pytest.raises(ValueError, match=r"random_point: device='cuda', but torch .* sees no "
+                                         r"CUDA device here .*use device='cpu'"):
+        manifold.random_point(device="cuda")

@@ -1,0 +1,206 @@
+"""Options shared by the subcommands, and the checks every command makes before any work.
+
+One definition of each shared option (``--threads``, ``--device``, ``--out``, ``--jobs``, the
+data options) and one error style: a bad input is refused with :class:`UsageError`, which
+``riemann-dnn`` prints as one line on stderr (``riemann-dnn COMMAND: error: ...`` naming the
+option, the value and the fix) and exit status 2, before any data is trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "UsageError", "Parser", "positive_int", "nonnegative_int", "positive_float",
+    "add_threads", "add_device", "add_data", "add_jobs", "set_command",
+    "check_device", "prepare_out", "check_unique", "check_data", "check_retraction",
+    "use_threads",
+]
+
+
+class UsageError(Exception):
+    """A bad input, found before the work: one line naming the option, value and fix."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``PROG: error: MESSAGE (see PROG
+    --help)``, exit status 2 (argparse's default prints the usage first)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def set_command(parser: argparse.ArgumentParser, handler) -> None:
+    """Register ``handler`` and the command's full name (for its error lines)."""
+    parser.set_defaults(handler=handler, command_name=parser.prog)
+
+
+def add_threads(parser, default: int = 1) -> None:
+    parser.add_argument(
+        "--threads", type=positive_int, default=default,
+        help=f"torch intra-op threads of each training process (default {default}); fixed and "
+        "recorded, so results do not depend on --jobs or the core count")
+
+
+def add_device(parser, help_text: str = "torch device: cpu, cuda, cuda:1, ...") -> None:
+    parser.add_argument("--device", default="cpu", help=f"{help_text} (default cpu)")
+
+
+def add_jobs(parser, default: int | None, help_text: str) -> None:
+    parser.add_argument("--jobs", type=positive_int, default=default, help=help_text)
+
+
+def add_data(parser, *, source: bool = True) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="directory with the four MNIST IDX files (else $RIEMANN_DNN_DATA, "
+                        "the cache, or -- when neither is set -- the embedded 5k/1k subset)")
+    if source:
+        parser.add_argument("--source", choices=["auto", "full", "embedded"], default="auto",
+                            help="'full' requires the IDX files, 'embedded' uses the packaged "
+                            "subset")
+
+
+# -- checks ------------------------------------------------------------------------------------
+def check_device(device: str, option: str = "--device") -> str:
+    """The device name, or :class:`UsageError` if torch cannot use it here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {device}: not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{option} {device}: torch sees no CUDA device here (CUDA "
+                             f"build: {torch.version.cuda or 'no'}); use {option} cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{option} {device}: only {torch.cuda.device_count()} CUDA "
+                             f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise UsageError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu "
+                         f"or cuda")
+    return device
+
+
+def prepare_out(path: str | Path, option: str = "--out") -> Path:
+    """Create the output directory and prove it writable (a temporary file is written and
+    removed); :class:`UsageError` naming the path when it is a file, under a file or not
+    writable."""
+    out = Path(path)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == out else f"is under {parent}, which is a file"
+            raise UsageError(f"{option} {out}: {where}; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{option} {out}: cannot write there ({err.strerror or err}); give a "
+                         f"writable directory") from None
+    return out
+
+
+def check_unique(option: str, values: Sequence[Any]) -> list:
+    """``values`` as a list, or :class:`UsageError` if one repeats (it would count twice)."""
+    seen: set = set()
+    for value in values:
+        if value in seen:
+            raise UsageError(f"{option} {' '.join(map(str, values))}: {value} is given more "
+                             f"than once; give each value once")
+        seen.add(value)
+    return list(values)
+
+
+def check_data(data_dir: str | None, source: str = "auto"):
+    """Find and verify MNIST as the command will (:func:`riemann_dnn.data.load_mnist`; the
+    load is cached, so the command's own load costs nothing); :class:`UsageError` naming
+    ``--data-dir``, ``$RIEMANN_DNN_DATA`` or ``--source`` otherwise."""
+    import warnings
+
+    from ..data import MNISTError, MNISTNotFoundError, load_mnist
+    from ..data.mnist import DATA_ENV_VAR, MNIST_FILES
+
+    files = ", ".join(MNIST_FILES)
+    env = os.environ.get(DATA_ENV_VAR, "")
+    if source == "embedded" and data_dir is not None:
+        raise UsageError(f"--source embedded --data-dir {data_dir}: the embedded subset takes "
+                         f"no directory; drop one of the two")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the command warns once itself
+            return load_mnist(data_dir, source=source)
+    except MNISTNotFoundError:
+        if data_dir is not None:
+            raise UsageError(f"--data-dir {data_dir}: no MNIST IDX files there or in its "
+                             f"mnist/ subdirectory ({files}, each optionally .gz); give the "
+                             f"directory that holds them") from None
+        if env:
+            raise UsageError(f"${DATA_ENV_VAR}={env}: no MNIST IDX files in it or its mnist/ "
+                             f"subdirectory; point it at them, or unset it to use the "
+                             f"embedded subset") from None
+        raise UsageError(f"--source {source}: full MNIST not found (no --data-dir, "
+                         f"${DATA_ENV_VAR} unset, nothing in the cache); give --data-dir DIR "
+                         f"or use --source embedded") from None
+    except MNISTError as err:
+        first = str(err).splitlines()[0]
+        raise UsageError(f"MNIST data: {first}") from None
+
+
+def check_retraction(constraint: str, retraction: str | None) -> None:
+    """:class:`UsageError` unless ``retraction`` (optionally ``+parallel``) is one of the
+    ``constraint`` manifold's."""
+    if retraction is None:
+        return
+    import torch
+
+    from ..optim.geometry import resolve_geometry
+
+    try:
+        resolve_geometry(constraint, retraction, torch.empty(4, 9))
+    except (ValueError, KeyError) as err:
+        raise UsageError(f"--retraction {retraction}: {err}") from None
+
+
+def use_threads(threads: int) -> None:
+    """Set this process's torch intra-op threads (the in-process training path)."""
+    import torch
+
+    torch.set_num_threads(threads)
