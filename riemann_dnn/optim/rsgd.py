@@ -238,7 +238,11 @@ class RiemannianSGD(Optimizer):
                     # are kept bit for bit, so that a resumed run equals the uninterrupted one
                     tolerance = 2 * torch.finfo(point.dtype).eps
                     if not geometry.manifold.constraint_violation(point) <= tolerance:
-                        point.copy_(geometry.manifold.project_point(_work(point)))
+                        try:
+                            point.copy_(geometry.manifold.project_point(_work(point)))
+                        except ValueError as err:
+                            raise ValueError(f"param group {index}, parameter {position} "
+                                             f"(shape {tuple(param.shape)}): {err}") from None
                     continue
                 try:
                     geometry.manifold.check_point(point, atol=1e-4)
@@ -361,6 +365,7 @@ class RiemannianSGD(Optimizer):
         stacked = [g for g in self.param_groups if g["copies"] is not None]
         if not stacked and self._prepared_step(plain):
             return loss
+        self._prepared.clear()  # the other paths may create or replace momentum buffers
         # "skip": every gradient checked first (strict); "raise": the row-fused kernel checks
         # its rows as it reads them, the other parameters are checked first
         checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
@@ -392,87 +397,83 @@ class RiemannianSGD(Optimizer):
 
     # -- the prepared native step: one C call per group, for small networks -----------------
     def _prepared_step(self, groups: list[dict[str, Any]]) -> bool:
-        """Step every group through a :class:`~riemann_dnn.step.native.PreparedStep` when
-        all of them qualify (CPU, one dtype per group, contiguous, Euclidean or unit rows,
-        every gradient present); ``False`` (nothing done) otherwise."""
-        if torch.compiler.is_compiling() or not native_available():
+        """Step every group through :class:`~riemann_dnn.step.native.PreparedStep` calls
+        -- one per set of groups with equal hyper-parameters -- when all of them qualify
+        (CPU, one dtype, contiguous, Euclidean or unit rows, every gradient present);
+        ``False`` (nothing done) otherwise."""
+        if not groups or torch.compiler.is_compiling() or not native_available():
             return False
-        calls = []
+        sets: dict[tuple, list[int]] = {}
         for index, group in enumerate(groups):
-            prepared = self._prepare(index, group)
+            sets.setdefault(_hyperparameters(group), []).append(index)
+        calls = []
+        for hyper, members in sets.items():
+            prepared = self._prepare(tuple(members), [groups[i] for i in members], hyper[1] != 0)
             if prepared is None:
                 return False
-            grads = [p.grad for p in group["params"]]
-            for param, grad in zip(group["params"], grads):
-                if (grad is None or grad.is_sparse or grad.dtype != param.dtype
-                        or not grad.is_contiguous()):
-                    return False
-            calls.append((group, prepared, grads))
+            grads = prepared.gradient_pointers()
+            if grads is None:
+                return False
+            calls.append((hyper, prepared, grads))
         if self.nonfinite == "skip" and not self._gradients_are_finite(groups):
             self.skipped_steps += 1
             return True
         found = False
-        for group, prepared, grads in calls:
-            if prepared.first_step:
-                for param, buf in zip(group["params"], prepared.buffers):
+        for (lr, momentum, dampening, nesterov, weight_decay, maximize), prepared, grads \
+                in calls:
+            first = prepared.first_step
+            if first:  # new buffers enter the state only when the step runs
+                for param, buf in zip(prepared.params, prepared.buffers):
                     self.state[param]["momentum_buffer"] = buf
-            lr = group["lr"]
-            first = group["momentum"] != 0 and prepared.first_step
-            found |= prepared(
-                grads, lr=float(lr), momentum=group["momentum"], dampening=group["dampening"],
-                nesterov=group["nesterov"], weight_decay=group["weight_decay"],
-                maximize=group["maximize"], first_step=first)
+            found |= prepared(grads, lr=float(lr), momentum=momentum, dampening=dampening,
+                              nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                              first_step=first and momentum != 0)
             prepared.first_step = False
         if found and self.nonfinite == "raise":
             self._raise_rows()
         return True
 
-    def _prepare(self, index: int, group: dict[str, Any]) -> PreparedStep | None:
-        """The group's cached prepared step (rebuilt when its tensors or buffers changed),
-        or ``None`` when the group does not qualify."""
-        params = group["params"]
-        cached = self._prepared.get(index)
-        momentum = group["momentum"] != 0
-        if cached is not None and cached[0] is params and cached[3] == momentum and \
-                cached[1].valid_for(params) and (
-                not momentum or cached[1].first_step or all(
-                    self.state[p].get("momentum_buffer") is b for p, b in zip(params, cached[2]))):
-            return cached[1]
-        if (group["foreach"] is False or group["fused"] is not None and not group["fused"]
-                or not params or group["copies"] is not None):
-            return None
-        dtype = params[0].dtype
+    def _prepare(self, key: tuple[int, ...], groups: list[dict[str, Any]],
+                 momentum: bool) -> PreparedStep | None:
+        """The cached prepared step of these groups (rebuilt when their parameters or
+        momentum changed), or ``None`` when they do not qualify."""
+        params = [p for group in groups for p in group["params"]]
+        cached = self._prepared.get(key)
+        if cached is not None and cached[1] == momentum and cached[0].valid_for(params):
+            return cached[0]
         points, normalize = [], []
-        euclidean = _is_euclidean_group(group)
-        for param in params:
-            if (param.device.type != "cpu" or param.dtype != dtype
-                    or dtype not in _ROW_KERNEL_DTYPES or not param.is_contiguous()):
+        for group in groups:
+            if (group["foreach"] is False or group["fused"] is False or not group["params"]
+                    or group["copies"] is not None):
                 return None
-            geometry = None if euclidean else self.geometry(param, group)
-            if geometry is None or geometry.is_euclidean:
-                points.append(param.view(param.shape[0], -1) if param.ndim >= 2
-                              else param.view(1, -1))
-                normalize.append(False)
-            elif _takes_row_kernel(param, geometry):
-                points.append(_rows(geometry.view(param)))
-                normalize.append(True)
-            else:
-                return None
-        buffers, first = None, False
+            euclidean = _is_euclidean_group(group)
+            for param in group["params"]:
+                if (param.device.type != "cpu" or param.dtype != params[0].dtype
+                        or param.dtype not in _ROW_KERNEL_DTYPES or not param.is_contiguous()):
+                    return None
+                geometry = None if euclidean else self.geometry(param, group)
+                if geometry is None or geometry.is_euclidean:
+                    points.append(param.view(param.shape[0], -1) if param.ndim >= 2
+                                  else param.view(1, -1))
+                    normalize.append(False)
+                elif _takes_row_kernel(param, geometry):
+                    points.append(_rows(geometry.view(param)))
+                    normalize.append(True)
+                else:
+                    return None
+        buffers, first = [], False
         if momentum:
-            existing = [self.state[p].get("momentum_buffer") for p in params]
-            if all(b is None for b in existing):
-                existing = [torch.empty_like(p, dtype=_work(p).dtype) for p in params]
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            if all(b is None for b in buffers):
+                buffers = [torch.empty_like(p, dtype=_work(p).dtype) for p in params]
                 first = True
-            elif any(b is None or not b.is_contiguous() for b in existing):
+            elif any(b is None or not b.is_contiguous() for b in buffers):
                 return None
-            buffers = [b.view(point.shape) for b, point in zip(existing, points)]
-        prepared = PreparedStep(points, normalize, buffers)
-        prepared.first_step = first
-        # new buffers enter the state only when the step runs (another group may not
-        # qualify, and the other paths must not see them)
-        prepared.buffers = existing if momentum else []
-        self._prepared[index] = (params, prepared, prepared.buffers, momentum)
+        prepared = PreparedStep(points, normalize,
+                                [b.view(x.shape) for b, x in zip(buffers, points)]
+                                if momentum else None, params=params)
+        prepared.first_step, prepared.buffers = first, buffers
+        self._prepared[key] = (prepared, momentum)
         return prepared
 
     def _raise_rows(self) -> None:
@@ -536,6 +537,12 @@ class RiemannianSGD(Optimizer):
         if group["momentum"] != 0:
             for param, buf in zip(params, bufs):
                 self.state[param]["momentum_buffer"] = buf
+
+
+def _hyperparameters(group: dict[str, Any]) -> tuple:
+    lr = group["lr"]
+    return (float(lr) if isinstance(lr, torch.Tensor) else lr, group["momentum"],
+            group["dampening"], group["nesterov"], group["weight_decay"], group["maximize"])
 
 
 def manifold_spec(manifold: Any) -> str:

@@ -125,3 +125,10 @@ def test_nonfinite_copy_raises_in_raise_mode_without_touching_weights():
     with pytest.raises(Exception, match=r"copies \[2\]"):
         opt.step()
     assert torch.equal(w.detach(), before)
+
+
+def test_zero_filter_is_refused_naming_the_parameter_and_the_row():
+    w = torch.randn(4, 5, dtype=torch.float64)
+    w[2] = 0
+    with pytest.raises(ValueError, match=r"param group 0, parameter 0 \(shape \(4, 5\)\).*row 2"):
+        RiemannianSGD([{"params": [w.requires_grad_()], "manifold": "oblique"}], lr=0.1)

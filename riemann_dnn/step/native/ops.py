@@ -402,10 +402,13 @@ class PreparedStep:
         normalize: per point, ``True`` for unit rows (oblique), ``False`` for plain SGD.
         momentum_buffers: per point, a contiguous tensor of the point's shape (float64 for
             float64 points, else float32), or ``None`` (no momentum).
+        params: the tensors the points view, whose ``.grad`` :meth:`gradient_pointers`
+            reads (default: the points).
     """
 
     def __init__(self, points: Sequence[torch.Tensor], normalize: Sequence[bool],
-                 momentum_buffers: Sequence[torch.Tensor] | None):
+                 momentum_buffers: Sequence[torch.Tensor] | None, *,
+                 params: Sequence[torch.Tensor] | None = None):
         library, reason = load()
         if library is None:
             raise RuntimeError(f"riemann_dnn: the native kernel is unavailable: {reason}")
@@ -423,26 +426,47 @@ class PreparedStep:
         self._point_ptrs = ptr(*[p.data_ptr() for p in points])
         self._buffer_ptrs = (None if momentum_buffers is None
                              else ptr(*[b.data_ptr() for b in momentum_buffers]))
-        self._addresses = [p.data_ptr() for p in points]
+        self.params = list(points if params is None else params)
+        self._addresses = [p.data_ptr() for p in self.params]
+        self._grad_ptrs = ptr()
+        self._torch_dtype = points[0].dtype
         self._lr = ctypes.c_double()
         self._found = torch.zeros(1)
 
-    def valid_for(self, points: Sequence[torch.Tensor]) -> bool:
-        """Whether ``points`` still have the storage this step was prepared for."""
-        return len(points) == self._k and all(
-            p.data_ptr() == a for p, a in zip(points, self._addresses))
+    def valid_for(self, params: Sequence[torch.Tensor]) -> bool:
+        """Whether ``params`` are the tensors, with the storage, this step was prepared
+        for."""
+        return len(params) == self._k and all(
+            p is q and p.data_ptr() == a for p, q, a in zip(params, self.params,
+                                                             self._addresses))
 
-    def __call__(self, grads: Sequence[torch.Tensor], *, lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 maximize: bool = False, first_step: bool = False) -> bool:
-        """Step in place with ``grads`` (contiguous, the points' shapes and dtype); returns
-        whether some row was left untouched (a non-finite gradient or update)."""
+    def gradient_pointers(self) -> ctypes.Array | None:
+        """The addresses of the parameters' ``.grad``, or ``None`` when one is missing,
+        of another dtype, or not contiguous (then this step cannot run)."""
+        ptrs, dtype = self._grad_ptrs, self._torch_dtype
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None or grad.dtype is not dtype or grad.layout is not torch.strided \
+                    or not grad.is_contiguous():
+                return None
+            ptrs[i] = grad.data_ptr()
+        return ptrs
+
+    def __call__(self, grads: Sequence[torch.Tensor] | ctypes.Array, *, lr: float,
+                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, maximize: bool = False,
+                 first_step: bool = False) -> bool:
+        """Step in place with ``grads`` (contiguous tensors of the points' shapes and
+        dtype, or :meth:`gradient_pointers`); returns whether some row was left untouched
+        (a non-finite gradient or update)."""
+        if not isinstance(grads, ctypes.Array):
+            grads = self._ptr(*[g.data_ptr() for g in grads])
         self._lr.value = lr
         found = self._found
         found.zero_()
         bad = self._fn(
             self._k, self._rows, self._ncols, self._normalize, self._point_ptrs,
-            self._ptr(*[g.data_ptr() for g in grads]), self._buffer_ptrs, self._dtype,
+            grads, self._buffer_ptrs, self._dtype,
             ctypes.addressof(self._lr), self._per_lr, momentum, dampening, int(nesterov),
             weight_decay, int(maximize), int(first_step), torch.get_num_threads(),
             found.data_ptr(),
