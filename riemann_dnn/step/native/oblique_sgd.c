@@ -207,19 +207,22 @@ DEFINE_ROW(row_f64, double, vf64)
      (d = g' without momentum);  w <- w - lr d.
    mbuf, vbuf: scratch rows of length n. */
 #define DEFINE_PLAIN(NAME, T, FMA)                                                         \
-    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
-                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+    static inline __attribute__((always_inline)) int NAME##_body(                          \
+        T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
+        double lr, T *restrict mbuf, T *restrict vbuf, const int has_wd, const int has_m,  \
+        const int first, const int nesterov) {                                             \
         const T sgT = (T)p->sign, wdT = (T)p->weight_decay, mu = (T)p->momentum;           \
         const T keep = (T)(1 - p->dampening), nlr = (T)(-lr);                              \
-        const int first = p->first, nesterov = p->nesterov, has_m = p->momentum != 0;      \
-        const int has_wd = p->weight_decay != 0;                                           \
         T bad = 0;                                                                         \
         _Pragma("omp simd reduction(+ : bad)") for (int64_t k = 0; k < n; k++) {           \
             T gk = sgT * g[k];                                                             \
             if (has_wd) gk = FMA(wdT, w[k], gk);                                           \
             if (has_m) {                                                                   \
-                T held = mu * m[k];                                                        \
-                T mk = first ? gk : FMA(keep, gk, held);                                   \
+                T mk = gk;                                                                 \
+                if (!first) {                                                              \
+                    T held = mu * m[k];                                                    \
+                    mk = FMA(keep, gk, held);                                              \
+                }                                                                          \
                 mbuf[k] = mk;                                                              \
                 bad += mk - mk; /* NaN iff mk is not finite */                             \
                 gk = nesterov ? FMA(mu, mk, gk) : mk;                                      \
@@ -232,6 +235,21 @@ DEFINE_ROW(row_f64, double, vf64)
         memcpy(w, vbuf, (size_t)n * sizeof(T));                                            \
         if (has_m) memcpy(m, mbuf, (size_t)n * sizeof(T));                                 \
         return 1;                                                                          \
+    }                                                                                      \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        const int wd = p->weight_decay != 0;                                               \
+        if (p->momentum == 0)                                                              \
+            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 0, 0, 0)             \
+                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 0, 0, 0);            \
+        if (p->first)                                                                      \
+            return p->nesterov ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 1)   \
+                               : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 0);  \
+        if (p->nesterov)                                                                   \
+            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 1)             \
+                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 1);            \
+        return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 0)                 \
+                  : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 0);                \
     }
 
 DEFINE_PLAIN(plain_f32, float, fmaf)
