@@ -20,8 +20,14 @@ Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
   ``RiemannianSGD`` with each BN-fed weight a ``ManifoldParameter`` on ``geoopt.Sphere`` of
   shape ``(out, in*k*k)`` (geoopt's sphere is the last axis: one unit-norm row per filter).
 
-Targets on this CPU (issue 3): UN <= 1.2x SGD(foreach) on ``archbn-d4`` and <= 1.7x on
-``segnet-vgg16`` (the exact update reads W and G twice: 5/3 of SGD's memory traffic).
+The headline table (first; ``--headline-only`` for it alone) times, on ``archbn-d4`` and
+``segnet-vgg16`` with 1 and 2 threads (``--headline-threads``), ``RiemannianSGD``'s default
+path (on the CPU: the native row-fused kernel, :mod:`riemann_dnn.step.native`, one C call
+per set of param groups) as ``UN`` and with ``nonfinite="skip"`` as ``UN(strict)``, against
+``SGD(foreach=True)``, ``SGD(fused=True)`` and geoopt, and the kernel's first-call time
+(compile into a fresh cache, then load from it). Targets on this CPU (issue 9), one thread:
+UN <= 1.2x SGD(foreach) at momentum 0 and <= 0.9x at momentum 0.9 on both sets; strict
+<= 1.6x on ``segnet-vgg16``.
 
 Each sample times ``--inner`` consecutive steps; methods are interleaved sample by sample so
 that a busy machine slows them alike; reported: the median per step and ratios of medians
@@ -89,7 +95,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.device,
-               seed: int = 0) -> torch.optim.Optimizer:
+               seed: int = 0, nonfinite: str = "raise") -> torch.optim.Optimizer:
     gen = torch.Generator().manual_seed(seed)
     params, invariant = [], []
     for _, shape, fed in spec:
@@ -115,7 +121,8 @@ def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.
         return geoopt.optim.RiemannianSGD(wrapped, lr=LR, momentum=momentum)
     groups = [{"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
               {"params": [p for p, f in zip(params, invariant) if not f]}]
-    return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach)
+    return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach,
+                         nonfinite=nonfinite)
 
 
 def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
@@ -204,46 +211,7 @@ def measure_iterations(depths, repeats: int, inner: int, device: torch.device,
     return rows
 
 
-# -- the native kernel (riemann_dnn.step.native) ------------------------------------------------
-class _NativeUN:
-    """UN through :func:`riemann_dnn.step.native.oblique_sgd_` on the BN-fed weights (their
-    filter-row views) and ``torch.optim.sgd``'s foreach kernels on the rest; ``strict``
-    first checks every gradient for non-finite entries (GradScaler's kernel), as
-    ``RiemannianSGD(nonfinite="raise")`` does."""
-
-    def __init__(self, spec, momentum: float, device: torch.device, strict: bool = False):
-        from torch.optim.sgd import sgd
-
-        from riemann_dnn.step.native import oblique_sgd_
-
-        gen = torch.Generator().manual_seed(0)
-        self.points, self.grads, self.rest, self.rest_grads = [], [], [], []
-        for _, shape, fed in spec:
-            p = torch.randn(shape, generator=gen).to(device)
-            g = torch.randn(shape, generator=gen).to(device)
-            if fed:
-                self.points.append(nn.functional.normalize(p.reshape(shape[0], -1), dim=1))
-                self.grads.append(g.reshape(shape[0], -1))
-            else:
-                self.rest.append(p)
-                self.rest_grads.append(g)
-        self.bufs = [None] * len(self.points)
-        self.rest_bufs = [None] * len(self.rest)
-        self.momentum, self.strict, self._sgd, self._step = momentum, strict, sgd, oblique_sgd_
-        self.found = torch.zeros(1, device=device)
-        self.one = torch.ones(1, device=device)
-
-    def __call__(self) -> None:
-        if self.strict:
-            torch._amp_foreach_non_finite_check_and_unscale_(
-                self.grads + self.rest_grads, self.found, self.one)
-        self.bufs = self._step(self.points, self.grads, self.bufs, lr=LR, momentum=self.momentum,
-                               found_nonfinite=self.found)
-        self._sgd(self.rest, self.rest_grads, self.rest_bufs, weight_decay=0.0,
-                  momentum=self.momentum, lr=LR, dampening=0.0, nesterov=False,
-                  maximize=False, foreach=True)
-
-
+# -- the headline table: RiemannianSGD (its native fast path) vs torch and geoopt ----------
 def _first_call_seconds() -> dict:
     """Seconds to compile the kernel into a fresh cache (a subprocess), and to load it
     from that cache in a second one."""
@@ -265,9 +233,11 @@ def _first_call_seconds() -> dict:
     return out
 
 
-def measure_native(sets, repeats: int, inner: int, device: torch.device,
+def measure_headline(sets, repeats: int, inner: int, device: torch.device,
                    big_repeats: int | None, threads: list[int]) -> list[dict]:
-    """UN(native), UN(native, strict) against SGD(foreach) and SGD(fused), interleaved."""
+    """UN (RiemannianSGD's default, its native fast path on the CPU) and UN(strict)
+    (``nonfinite="skip"``: every gradient checked before any weight moves) against
+    SGD(foreach), SGD(fused) and geoopt, interleaved."""
     rows = []
     for set_name in sets:
         spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
@@ -278,9 +248,9 @@ def measure_native(sets, repeats: int, inner: int, device: torch.device,
                 samplers = {
                     "SGD(foreach)": _optimizer("SGD", spec, momentum, True, device).step,
                     "SGD(fused)": _fused_sgd(spec, momentum, device).step,
-                    "UN(native)": _NativeUN(spec, momentum, device),
-                    "UN(native,strict)": _NativeUN(spec, momentum, device, strict=True),
-                    "UN(RiemannianSGD)": _optimizer("UN", spec, momentum, True, device).step,
+                    "UN": _optimizer("UN", spec, momentum, True, device).step,
+                    "UN(strict)": _optimizer("UN", spec, momentum, True, device,
+                                             nonfinite="skip").step,
                 }
                 if geoopt is not None:
                     samplers["geoopt"] = _optimizer("geoopt", spec, momentum, True, device).step
@@ -306,14 +276,15 @@ def _fused_sgd(spec, momentum, device):
     return opt
 
 
-def _native_markdown(rows, first_call) -> str:
+def _headline_markdown(rows, first_call) -> str:
     lines = [
-        "## Native kernel (riemann_dnn.step.native.oblique_sgd_)",
+        "## RiemannianSGD (default: the native fast path) against torch.optim.SGD and geoopt",
         "",
         f"First call: compile {first_call.get('compile_s')} s, load from cache "
-        f"{first_call.get('cached_s')} s (fresh processes). UN(native) = oblique_sgd_ on the "
-        "BN-fed weights + torch's foreach SGD on the rest; strict = GradScaler's non-finite "
-        "check of all gradients first.",
+        f"{first_call.get('cached_s')} s (fresh processes, including the Python start). "
+        "UN = RiemannianSGD with the BN-fed weights oblique (default nonfinite='raise': rows "
+        "checked in the kernel's own read); UN(strict) = nonfinite='skip' (every gradient "
+        "checked before any weight moves).",
         "",
         "| set | threads | momentum | method | us / step | / SGD(foreach) | / SGD(fused) |",
         "|---|---:|---:|---|---:|---:|---:|",
@@ -376,10 +347,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: stable numbers)")
-    parser.add_argument("--native-only", action="store_true",
-                        help="only the native-kernel table (archbn-d4, segnet-vgg16)")
-    parser.add_argument("--native-threads", type=int, nargs="*", default=[1, 2],
-                        help="thread counts for the native-kernel table (none: skip it)")
+    parser.add_argument("--headline-only", action="store_true",
+                        help="only the headline table (archbn-d4, segnet-vgg16)")
+    parser.add_argument("--headline-threads", type=int, nargs="*", default=[1, 2],
+                        help="thread counts for the headline table (none: skip it)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.inner < 1:
         parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
@@ -388,13 +359,13 @@ def main(argv=None) -> None:
         parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
     torch.set_num_threads(max(1, args.threads))
 
-    first_call = _first_call_seconds() if args.native_threads else {}
-    native_rows = (measure_native([s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
+    first_call = _first_call_seconds() if args.headline_threads else {}
+    headline_rows = (measure_headline([s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
                                   args.repeats, args.inner, device, args.big_repeats,
-                                  args.native_threads) if args.native_threads else [])
+                                  args.headline_threads) if args.headline_threads else [])
     torch.set_num_threads(max(1, args.threads))
     step_rows, iteration_rows = [], []
-    if not args.native_only:
+    if not args.headline_only:
         step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
         iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
                                             device)
@@ -409,11 +380,11 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "optimizer_step.json", args.out / "optimizer_step.md"
     json_path.write_text(json.dumps({"meta": meta, "steps": step_rows,
-                                     "iterations": iteration_rows, "native": native_rows,
+                                     "iterations": iteration_rows, "headline": headline_rows,
                                      "native_first_call": first_call}, indent=2))
     markdown = _markdown(step_rows, iteration_rows, meta)
-    if native_rows:
-        markdown += "\n" + _native_markdown(native_rows, first_call)
+    if headline_rows:
+        markdown += "\n" + _headline_markdown(headline_rows, first_call)
     md_path.write_text(markdown)
     print(markdown)
     print(f"wrote {json_path} and {md_path}")

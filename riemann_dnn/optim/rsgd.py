@@ -415,7 +415,8 @@ class RiemannianSGD(Optimizer):
             if grads is None:
                 return False
             calls.append((hyper, prepared, grads))
-        if self.nonfinite == "skip" and not self._gradients_are_finite(groups):
+        if self.nonfinite == "skip" and not all(prepared.all_finite(grads)
+                                                for _, prepared, grads in calls):
             self.skipped_steps += 1
             return True
         found = False

@@ -1,6 +1,7 @@
 """The native row-oblique kernel equals the shared step, its eager fallback, and keeps
 non-finite rows and huge rates from leaving the sphere."""
 
+import math
 import os
 import subprocess
 import sys
@@ -282,3 +283,38 @@ def test_torch_compile_of_a_function_calling_the_op():
         pytest.skip(f"torch.compile unavailable here: {err}")
     oblique_sgd_([y], [g], [None], lr=0.1)
     assert torch.allclose(x, y, atol=1e-6), (x - y).abs().max()
+
+
+@pytest.mark.skipif(not native_available(), reason="no C compiler: the native kernel is absent")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("where", [None, 0, 4095, 4096, 9999])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_prepared_all_finite_finds_every_non_finite_entry(dtype, where, bad):
+    from riemann_dnn.step.native import PreparedStep
+
+    points = [torch.zeros(1, 7, dtype=dtype), torch.zeros(2, 5000, dtype=dtype)]
+    grads = [torch.full((1, 7), 3.0, dtype=dtype), torch.full((2, 5000), 1e4, dtype=dtype)]
+    if where is not None:
+        grads[1].view(-1)[where] = bad
+    step = PreparedStep(points, [False, False], None)
+    assert step.all_finite(step._ptr(*[g.data_ptr() for g in grads])) is (where is None)
+
+
+@pytest.mark.skipif(not native_available(), reason="no C compiler: the native kernel is absent")
+def test_prepared_plain_rows_equal_torch_sgd_bit_for_bit():
+    from riemann_dnn.step.native import PreparedStep
+
+    gen = torch.Generator().manual_seed(0)
+    for hyper in (dict(momentum=0.9, weight_decay=1e-2), dict(momentum=0.9, nesterov=True),
+                  dict(momentum=0.5, dampening=0.3), dict()):
+        ours = torch.randn(3, 37, generator=gen)
+        theirs = ours.clone().requires_grad_()
+        buf = torch.empty_like(ours) if hyper.get("momentum") else None
+        step = PreparedStep([ours], [False], None if buf is None else [buf])
+        sgd = torch.optim.SGD([theirs], lr=0.1, **hyper)
+        for k in range(3):
+            g = torch.randn(3, 37, generator=gen)
+            theirs.grad = g.clone()
+            sgd.step()
+            step([g], lr=0.1, first_step=k == 0, **hyper)
+            assert torch.equal(ours, theirs.detach()), (hyper, k)

@@ -142,6 +142,10 @@ def _open(path: Path) -> ctypes._CFuncPtr:
     ]
     fn.restype = i64
     fn.has_openmp = bool(lib.rdnn_has_openmp())
+    finite = lib.rdnn_all_finite
+    finite.argtypes = [i64, vp, vp, ctypes.c_int]
+    finite.restype = ctypes.c_int
+    fn.all_finite = finite
     return fn
 
 

@@ -450,6 +450,39 @@ RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const i
     return bad;
 }
 
+/* Whether every entry of the `ntensors` arrays g[t] (numel[t] entries of dtype) is finite:
+   one read-only pass (no write-back, unlike GradScaler's kernel), by blocks so that a bad
+   entry ends the scan early. Returns 1 when all are finite, else 0. */
+#define DEFINE_FINITE(NAME, T)                                                             \
+    static int NAME(const T *restrict g, int64_t n) {                                      \
+        for (int64_t b = 0; b < n; b += 4096) {                                            \
+            const int64_t e = b + 4096 < n ? b + 4096 : n;                                 \
+            T acc = 0;                                                                     \
+            _Pragma("omp simd reduction(+ : acc)") for (int64_t k = b; k < e; k++)         \
+                acc += g[k] - g[k]; /* NaN iff g[k] is not finite */                       \
+            if (acc != 0 || acc != acc) return 0;                                          \
+        }                                                                                  \
+        return 1;                                                                          \
+    }
+DEFINE_FINITE(finite_f32, float)
+DEFINE_FINITE(finite_f64, double)
+static int finite_half(const uint16_t *restrict g, int64_t n, uint16_t exponent) {
+    uint16_t any = 0;
+    for (int64_t k = 0; k < n; k++) any |= (uint16_t)((g[k] & exponent) == exponent);
+    return !any;
+}
+RDNN_API int rdnn_all_finite(int64_t ntensors, const int64_t *numel, const void *const *g,
+                             int dtype) {
+    for (int64_t t = 0; t < ntensors; t++) {
+        int ok = dtype == 0   ? finite_f32((const float *)g[t], numel[t])
+                 : dtype == 1 ? finite_f64((const double *)g[t], numel[t])
+                              : finite_half((const uint16_t *)g[t], numel[t],
+                                            dtype == 2 ? 0x7c00u : 0x7f80u);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
 RDNN_API int rdnn_has_openmp(void) {
 #ifdef _OPENMP
     return 1;

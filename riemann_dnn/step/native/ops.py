@@ -422,6 +422,7 @@ class PreparedStep:
         rows = [p.shape[0] for p in points]
         self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
         self._per_lr = i64(*[max(r, 1) for r in rows])
+        self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
         self._point_ptrs = ptr(*[p.data_ptr() for p in points])
         self._buffer_ptrs = (None if momentum_buffers is None
@@ -451,6 +452,11 @@ class PreparedStep:
                 return None
             ptrs[i] = grad.data_ptr()
         return ptrs
+
+    def all_finite(self, grads: ctypes.Array) -> bool:
+        """Whether every gradient entry is finite (one read-only pass; ``grads`` from
+        :meth:`gradient_pointers`): the strict mode's check, before any weight moves."""
+        return bool(self._fn.all_finite(self._k, self._numel, grads, self._dtype))
 
     def __call__(self, grads: Sequence[torch.Tensor] | ctypes.Array, *, lr: float,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
