@@ -363,37 +363,43 @@ class RiemannianSGD(Optimizer):
                 loss = closure()
         plain = [g for g in self.param_groups if g["copies"] is None]
         stacked = [g for g in self.param_groups if g["copies"] is not None]
-        if not stacked and self._prepared_step(plain):
-            return loss
-        self._prepared.clear()  # the other paths may create or replace momentum buffers
-        # "skip": every gradient checked first (strict); "raise": the row-fused kernel checks
-        # its rows as it reads them, the other parameters are checked first
-        checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
-        if checked and not self._gradients_are_finite(checked):
-            if self.nonfinite == "raise":
-                self._raise_nonfinite()
-            self.skipped_steps += 1
-            return loss
-        bad = self._bad_copies(stacked) if stacked else None
-        kept = None
-        if bad is not None:
-            if self.skipped_copies is None or self.skipped_copies.shape != bad.shape:
-                self.skipped_copies = torch.zeros(bad.shape, dtype=torch.long)
-            if bool(bad.any()):
+        kept = self._freeze_bad_copies(stacked) if stacked else None
+        try:
+            if self._prepared_step(self.param_groups):
+                return loss
+            self._prepared.clear()  # the other paths may create or replace momentum buffers
+            # "skip": every gradient checked first (strict); "raise": the row-fused kernel
+            # checks its rows as it reads them, the other parameters are checked first
+            checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
+            if checked and not self._gradients_are_finite(checked):
                 if self.nonfinite == "raise":
-                    copies = bad.nonzero().flatten().tolist()
-                    self._raise_nonfinite(f" (copies {copies})")
-                self.skipped_copies += bad.cpu().long()
-                kept = self._freeze_copies(stacked, bad)
-        found = torch.zeros(1)
-        for group in self.param_groups:
-            self._step_group(group, found)
-        if kept is not None:
-            for tensor, saved in kept:
-                tensor[saved[0]] = saved[1]
-        if bool(found) and self.nonfinite == "raise":
-            self._raise_rows()
+                    self._raise_nonfinite()
+                self.skipped_steps += 1
+                return loss
+            found = torch.zeros(1)
+            for group in self.param_groups:
+                self._step_group(group, found)
+            if bool(found) and self.nonfinite == "raise":
+                self._raise_rows()
+        finally:
+            for tensor, (mask, saved) in kept or ():
+                tensor[mask] = saved
         return loss
+
+    def _freeze_bad_copies(self, stacked: list[dict[str, Any]]) -> list | None:
+        """Per-copy non-finite handling: raise, or zero the bad copies' gradients and
+        return their weights and momentum, to be put back after the step."""
+        bad = self._bad_copies(stacked)
+        if bad is None:
+            return None
+        if self.skipped_copies is None or self.skipped_copies.shape != bad.shape:
+            self.skipped_copies = torch.zeros(bad.shape, dtype=torch.long)
+        if not bool(bad.any()):
+            return None
+        if self.nonfinite == "raise":
+            self._raise_nonfinite(f" (copies {bad.nonzero().flatten().tolist()})")
+        self.skipped_copies += bad.cpu().long()
+        return self._freeze_copies(stacked, bad)
 
     # -- the prepared native step: one C call per group, for small networks -----------------
     def _prepared_step(self, groups: list[dict[str, Any]]) -> bool:
@@ -420,13 +426,13 @@ class RiemannianSGD(Optimizer):
             self.skipped_steps += 1
             return True
         found = False
-        for (lr, momentum, dampening, nesterov, weight_decay, maximize), prepared, grads \
+        for (lr, momentum, dampening, nesterov, weight_decay, maximize, _), prepared, grads \
                 in calls:
             first = prepared.first_step
             if first:  # new buffers enter the state only when the step runs
                 for param, buf in zip(prepared.params, prepared.buffers):
                     self.state[param]["momentum_buffer"] = buf
-            found |= prepared(grads, lr=float(lr), momentum=momentum, dampening=dampening,
+            found |= prepared(grads, lr=lr, momentum=momentum, dampening=dampening,
                               nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
                               first_step=first and momentum != 0)
             prepared.first_step = False
@@ -445,7 +451,7 @@ class RiemannianSGD(Optimizer):
         points, normalize = [], []
         for group in groups:
             if (group["foreach"] is False or group["fused"] is False or not group["params"]
-                    or group["copies"] is not None):
+                    or group["copies"] != groups[0]["copies"]):
                 return None
             euclidean = _is_euclidean_group(group)
             for param in group["params"]:
@@ -454,11 +460,11 @@ class RiemannianSGD(Optimizer):
                     return None
                 geometry = None if euclidean else self.geometry(param, group)
                 if geometry is None or geometry.is_euclidean:
-                    points.append(param.view(param.shape[0], -1) if param.ndim >= 2
-                                  else param.view(1, -1))
+                    points.append(_plain_rows(param, group["copies"]))
                     normalize.append(False)
                 elif _takes_row_kernel(param, geometry):
-                    points.append(_rows(geometry.view(param)))
+                    rows = geometry.view(param)
+                    points.append(rows.reshape(-1, rows.shape[-1]))
                     normalize.append(True)
                 else:
                     return None
@@ -472,7 +478,8 @@ class RiemannianSGD(Optimizer):
                 return None
         prepared = PreparedStep(points, normalize,
                                 [b.view(x.shape) for b, x in zip(buffers, points)]
-                                if momentum else None, params=params)
+                                if momentum else None, params=params,
+                                copies=groups[0]["copies"] or 1)
         prepared.first_step, prepared.buffers = first, buffers
         self._prepared[key] = (prepared, momentum)
         return prepared
@@ -541,9 +548,22 @@ class RiemannianSGD(Optimizer):
 
 
 def _hyperparameters(group: dict[str, Any]) -> tuple:
+    """The group's step hyper-parameters, hashable (a rate per copy as a tuple), and its
+    copies: groups with equal ones share one native call."""
     lr = group["lr"]
-    return (float(lr) if isinstance(lr, torch.Tensor) else lr, group["momentum"],
-            group["dampening"], group["nesterov"], group["weight_decay"], group["maximize"])
+    if isinstance(lr, torch.Tensor):
+        lr = float(lr) if lr.ndim == 0 else tuple(lr.tolist())
+    return (lr, group["momentum"], group["dampening"], group["nesterov"],
+            group["weight_decay"], group["maximize"], group["copies"])
+
+
+def _plain_rows(param: torch.Tensor, copies: int | None) -> torch.Tensor:
+    """A Euclidean parameter as rows for the plain kernel: ``(out, -1)`` (one row per
+    copy and filter with copies), or one row for vectors and scalars."""
+    if copies is not None:
+        return param.view(copies * param.shape[1], -1) if param.ndim >= 3 else \
+            param.view(copies, -1)
+    return param.view(param.shape[0], -1) if param.ndim >= 2 else param.view(1, -1)
 
 
 def manifold_spec(manifold: Any) -> str:

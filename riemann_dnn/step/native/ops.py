@@ -404,11 +404,13 @@ class PreparedStep:
             float64 points, else float32), or ``None`` (no momentum).
         params: the tensors the points view, whose ``.grad`` :meth:`gradient_pointers`
             reads (default: the points).
+        copies: stacked copies: each point's rows are ``copies`` consecutive blocks, block
+            ``k`` stepped with the ``k``-th rate of a tensor ``lr``.
     """
 
     def __init__(self, points: Sequence[torch.Tensor], normalize: Sequence[bool],
                  momentum_buffers: Sequence[torch.Tensor] | None, *,
-                 params: Sequence[torch.Tensor] | None = None):
+                 params: Sequence[torch.Tensor] | None = None, copies: int = 1):
         library, reason = load()
         if library is None:
             raise RuntimeError(f"riemann_dnn: the native kernel is unavailable: {reason}")
@@ -421,7 +423,11 @@ class PreparedStep:
         self._dtype = _DTYPE_CODES[points[0].dtype]
         rows = [p.shape[0] for p in points]
         self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
-        self._per_lr = i64(*[max(r, 1) for r in rows])
+        if any(r % copies for r in rows):
+            raise ValueError(f"PreparedStep: copies={copies} must divide every point's rows, "
+                             f"got rows {rows}")
+        self._per_lr = i64(*[max(r // copies, 1) for r in rows])
+        self.copies = copies
         self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
         self._point_ptrs = ptr(*[p.data_ptr() for p in points])
@@ -458,7 +464,8 @@ class PreparedStep:
         :meth:`gradient_pointers`): the strict mode's check, before any weight moves."""
         return bool(self._fn.all_finite(self._k, self._numel, grads, self._dtype))
 
-    def __call__(self, grads: Sequence[torch.Tensor] | ctypes.Array, *, lr: float,
+    def __call__(self, grads: Sequence[torch.Tensor] | ctypes.Array, *,
+                 lr: float | tuple[float, ...] | torch.Tensor,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, maximize: bool = False,
                  first_step: bool = False) -> bool:
@@ -467,13 +474,25 @@ class PreparedStep:
         (a non-finite gradient or update)."""
         if not isinstance(grads, ctypes.Array):
             grads = self._ptr(*[g.data_ptr() for g in grads])
-        self._lr.value = lr
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr) if lr.ndim == 0 else tuple(lr.tolist())
+        if isinstance(lr, tuple):
+            if len(lr) != self.copies:
+                raise ValueError(f"PreparedStep: {len(lr)} rates for {self.copies} copies")
+            rates = (ctypes.c_double * len(lr))(*lr)
+        else:
+            if self.copies != 1:
+                lr = (float(lr),) * self.copies
+                rates = (ctypes.c_double * self.copies)(*lr)
+            else:
+                self._lr.value = lr
+                rates = self._lr
         found = self._found
         found.zero_()
         bad = self._fn(
             self._k, self._rows, self._ncols, self._normalize, self._point_ptrs,
             grads, self._buffer_ptrs, self._dtype,
-            ctypes.addressof(self._lr), self._per_lr, momentum, dampening, int(nesterov),
+            ctypes.addressof(rates), self._per_lr, momentum, dampening, int(nesterov),
             weight_decay, int(maximize), int(first_step), torch.get_num_threads(),
             found.data_ptr(),
         )
