@@ -65,13 +65,13 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(collections\.abc|typing|types|pathlib|os|io|dataclasses|enum|argparse)\..*"),
     (r"py:.*", r"(Path|PathLike|Callable|Sequence|Iterable|Iterator|Mapping|Literal|Any|BinaryIO)"),
     (r"py:.*", r"(optional|callable|array_like|float|int|bool|str|tuple|list|dict|None)"),
-    (r"py:.*", r"(contextlib|functools|numbers)\..*"),
+    (r"py:.*", r"(contextlib|functools|numbers|ctypes)\..*"),
     # type aliases (not objects autodoc can document) and pymanopt's result type
     (r"py:class", r"(Array|ArrayLike|Backend|StepSize|Callback|Indices|OptimizerResult|Function)"),
     # private helpers, submodules and instance attributes named in docstrings
     (r"py:func", r"(riemann_dnn\.manifolds\.sphere\.)?sphere_transport_along_geodesic"),
     (r"py:data", r"MNIST_(FILES|SHA256)"),
-    (r"py:mod", r"riemann_dnn\.step\.(sgd|fused|step_size)"),
+    (r"py:mod", r"riemann_dnn\.step\.(sgd|fused|step_size)|\.?build"),
     (r"py:attr", r"(skipped_steps|lr)"),
 ]
 

@@ -2,7 +2,10 @@
 
 :func:`oblique_sgd_` steps lists of unit-row weights in place through the torch op
 ``riemann_dnn::oblique_sgd_``: a C kernel (``oblique_sgd.c``) compiled at first use and
-cached per user (:mod:`.build`), or the eager torch step where it cannot run. See
+cached per user (``build.py``), or the eager torch step where it cannot run.
+:class:`PreparedStep` is the same kernel laid out once over fixed tensors -- unit rows and
+plain (Euclidean) ones -- so that a whole step of a small network is one C call:
+:class:`~riemann_dnn.optim.RiemannianSGD` steps CPU models through it. See
 ``docs/kernels.md`` for the design, the measured costs and the CUDA plan.
 """
 
