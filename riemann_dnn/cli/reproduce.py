@@ -1,4 +1,4 @@
-"""``riemann-dnn reproduce table2`` and ``riemann-dnn train archbn``."""
+"""``riemann-dnn reproduce table2``/``sensitivity``/``study`` and ``riemann-dnn train archbn``."""
 
 from __future__ import annotations
 
@@ -86,6 +86,10 @@ def add_parser(subparsers) -> None:
     study.add_argument("--jobs", type=int, default=None)
     _add_protocol_options(study)
     study.set_defaults(handler=run_sensitivity)
+
+    from . import study as study_command
+
+    study_command.add_parser(targets)
 
     train = subparsers.add_parser("train", help="train one model")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)

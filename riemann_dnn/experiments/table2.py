@@ -88,8 +88,15 @@ def reproduce_table2(
     constraint: str = "oblique",
     retraction: str | None = None,
     progress: bool = True,
+    arch: str = "mlp",
+    width: int | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Run (or resume) the Table 2 reproduction and write its report; returns the summary."""
+    """Run (or resume) the Table 2 reproduction and write its report; returns the summary.
+
+    ``arch``/``width`` choose the architecture (:data:`~.protocol.ARCHS`; default the
+    paper's MLP of width 64); ``threads`` fixes the torch threads of every training process
+    (default: this process's, or the cores shared among ``jobs`` workers)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -101,14 +108,16 @@ def reproduce_table2(
     data = MNISTTensors.load(data_dir, source=source, device="cpu")  # fail early, clearly
     configs = [
         RunConfig(depth=d, method=m, seed=seed + r, protocol=protocol, constraint=constraint,
-                  retraction=retraction, data=data.source)
+                  retraction=retraction, data=data.source, arch=arch,
+                  **({} if width is None else {"width": width}))
         for d in depths for m in methods for r in range(runs)
     ]
     todo = [c for c in configs if load_finished(out_dir, c) is None]
     jobs = max(1, jobs or os.cpu_count() or 1)
     tasks = _tasks(todo, jobs)
     if tasks:
-        _run_tasks(tasks, out_dir, (data_dir, source), device, jobs, progress, data)
+        _run_tasks(tasks, out_dir, (data_dir, source), device, jobs, progress, data,
+                   threads=threads)
     records = [load_finished(out_dir, c) for c in configs]
     missing = [c.name for c, r in zip(configs, records) if r is None]
     if missing:
@@ -120,7 +129,8 @@ def reproduce_table2(
     return summary
 
 
-def _run_tasks(tasks, out_dir, data_args, device, jobs, show_progress, data) -> None:
+def _run_tasks(tasks, out_dir, data_args, device, jobs, show_progress, data, *,
+               threads: int | None = None) -> None:
     from tqdm import tqdm
 
     total = sum(progress_total(t) for t in tasks)
@@ -131,14 +141,14 @@ def _run_tasks(tasks, out_dir, data_args, device, jobs, show_progress, data) -> 
         _DATA_CACHE[(data_args, device)] = data_on(data, device)
         for configs in tasks:
             bar.set_postfix_str(f"depth {configs[0].depth} {configs[0].method}")
-            _worker((configs, str(out_dir), data_args, device, torch.get_num_threads(),
-                     _BarQueue(bar)))
+            _worker((configs, str(out_dir), data_args, device,
+                     threads or torch.get_num_threads(), _BarQueue(bar)))
         bar.close()
         return
     import multiprocessing as mp
 
     context = mp.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     with context.Manager() as manager:
         queue = manager.Queue()
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
