@@ -45,6 +45,8 @@ class Ensemble:
         elif filter_rate is not None:
             raise ValueError("Ensemble: filter_rate needs the names of the filters (filters=...)")
         self.weight_decay: torch.Tensor | None = None
+        for group in groups:  # a rate tensor per group (the default would be one shared tensor)
+            group["lr"] = torch.zeros(self.size, dtype=torch.float64)
         self.optimizer = RiemannianSGD(
             groups, lr=torch.zeros(self.size, dtype=torch.float64), momentum=momentum,
             copies=self.size, nonfinite="skip")
