@@ -6,21 +6,31 @@ import argparse
 import json
 from pathlib import Path
 
+# the methods of the protocol's registry (riemann_dnn.experiments.protocol.METHODS)
+_METHOD_NAMES = ["un", "bsgd", "sgd", "bsgd-elr", "bsgd-wd", "un-split"]
+
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
+    group.add_argument("--protocol", choices=["paper-sum", "study"], default="paper-sum",
+                       help="named protocol: paper-sum (default; the paper's rate grid with "
+                       "the summed loss, which reproduces its Table 2) or study (mean loss, "
+                       "half-decade grid extended until the chosen rate is interior, stopping "
+                       "rules on accepted epochs only; docs/study.md); the options below "
+                       "override it")
     group.add_argument("--batch-size", type=int, default=100,
                        help="minibatch size (the paper gives none; default 100)")
-    group.add_argument("--loss-reduction", choices=["mean", "sum"], default="sum",
-                       help="minibatch loss: sum (default) or mean of per-image losses; the "
+    group.add_argument("--loss-reduction", choices=["mean", "sum"], default=None,
+                       help="minibatch loss: sum (paper-sum) or mean of per-image losses; the "
                        "paper does not say, and it sets what its learning-rate grid means "
                        "(see docs/table2.md)")
     group.add_argument("--min-epochs", type=int, default=25)
     group.add_argument("--max-epochs", type=int, default=60)
     group.add_argument("--selection-epochs", type=int, default=50,
                        help="epochs of each learning-rate candidate (default 50)")
-    group.add_argument("--lr-candidates", type=float, nargs="+",
-                       default=[1e-2, 1e-3, 1e-4, 1e-5])
+    group.add_argument("--lr-candidates", type=float, nargs="+", default=None,
+                       help="rate grid (default: the named protocol's; paper-sum: 1e-2 1e-3 "
+                       "1e-4 1e-5)")
     group.add_argument("--quick", action="store_true",
                        help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
                        "(overrides the epoch options)")
@@ -41,15 +51,18 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol(args):
-    from ..experiments.protocol import Protocol, quick_protocol
+    from dataclasses import replace
 
+    from ..experiments.protocol import PROTOCOLS, quick_protocol
+
+    named = PROTOCOLS[getattr(args, "protocol", "paper-sum")]
+    chosen = {"lr_candidates": tuple(args.lr_candidates or named.lr_candidates),
+              "loss_reduction": args.loss_reduction or named.loss_reduction,
+              "lr_extend": named.lr_extend, "stop_on_accepted": named.stop_on_accepted}
     if args.quick:
-        return quick_protocol(batch_size=args.batch_size, lr_candidates=tuple(args.lr_candidates),
-                              loss_reduction=args.loss_reduction)
-    return Protocol(batch_size=args.batch_size, loss_reduction=args.loss_reduction,
-                    min_epochs=args.min_epochs,
-                    max_epochs=args.max_epochs, selection_epochs=args.selection_epochs,
-                    lr_candidates=tuple(args.lr_candidates))
+        return quick_protocol(batch_size=args.batch_size, **chosen)
+    return replace(named, batch_size=args.batch_size, min_epochs=args.min_epochs,
+                   max_epochs=args.max_epochs, selection_epochs=args.selection_epochs, **chosen)
 
 
 def add_parser(subparsers) -> None:
@@ -64,7 +77,7 @@ def add_parser(subparsers) -> None:
     table2.add_argument("--runs", type=int, default=10, help="runs per depth and method (10)")
     table2.add_argument("--depths", type=int, nargs="+", default=[2, 4])
     table2.add_argument("--methods", nargs="+", default=["un", "bsgd", "sgd"],
-                        choices=["un", "bsgd", "sgd"])
+                        choices=_METHOD_NAMES)
     table2.add_argument("--jobs", type=int, default=None,
                         help="worker processes (default: one per CPU core)")
     _add_protocol_options(table2)
@@ -98,7 +111,7 @@ def add_parser(subparsers) -> None:
         description="One run of the paper's protocol for ArchBN; writes run.json, run.md, run.png.",
     )
     archbn.add_argument("--depth", type=int, default=2)
-    archbn.add_argument("--method", choices=["un", "bsgd", "sgd"], default="un")
+    archbn.add_argument("--method", choices=_METHOD_NAMES, default="un")
     _add_protocol_options(archbn)
     archbn.set_defaults(handler=run_train)
 

@@ -26,6 +26,10 @@ def add_parser(targets) -> None:
                        help="worker processes (default: one per CPU core)")
     study.add_argument("--threads", type=int, default=1,
                        help="torch threads per training process (1; recorded per run)")
+    study.add_argument("--protocol", choices=["study", "paper-sum"], default="study",
+                       help="study (default: mean loss, extended half-decade grid, stopping "
+                       "rules on accepted epochs) or paper-sum (the paper's grid with the "
+                       "summed loss), at the study's scale")
     study.add_argument("--device", default="cpu")
     study.add_argument("--report-only", action="store_true",
                        help="train nothing: report the runs already finished in --out")
@@ -40,7 +44,8 @@ def run_study(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.out or ("results/study-quick" if args.quick else "results/study"))
-    result = reproduce_study(out, quick=args.quick, data_dir=args.data_dir, source=args.source,
+    result = reproduce_study(out, quick=args.quick, protocol=args.protocol,
+                             data_dir=args.data_dir, source=args.source,
                              device=args.device, jobs=args.jobs, threads=args.threads,
                              train=not args.report_only)
     print((out / "study.md").read_text())

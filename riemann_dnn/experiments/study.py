@@ -80,9 +80,24 @@ class StudyPlan:
         return json.loads(json.dumps(asdict(self)))
 
 
-def study_plan(quick: bool = False) -> StudyPlan:
+def study_plan(quick: bool = False, protocol: str = "study") -> StudyPlan:
     """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
-    1,000 training images, a few epochs, a tiny conv net and SegNet."""
+    1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
+    keeps the scale but takes the paper's rate grid, summed loss, fixed grid and stopping
+    rule (:data:`~.protocol.PROTOCOLS`)."""
+    plan = _plan(quick)
+    if protocol == "study":
+        return plan
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is unknown; choose from {sorted(PROTOCOLS)}")
+    named = PROTOCOLS[protocol]
+    keys = ("lr_candidates", "loss_reduction", "lr_extend", "stop_on_accepted")
+    swap = {k: getattr(named, k) for k in keys}
+    return replace(plan, mlp_protocol=replace(plan.mlp_protocol, **swap),
+                   conv_protocol=replace(plan.conv_protocol, **swap))
+
+
+def _plan(quick: bool) -> StudyPlan:
     if not quick:
         return StudyPlan()
     tiny = replace(PROTOCOLS["study"], selection_train=300, selection_val=200,
@@ -109,6 +124,7 @@ def reproduce_study(
     *,
     plan: StudyPlan | None = None,
     quick: bool = False,
+    protocol: str = "study",
     data_dir: str | None = None,
     source: str = "auto",
     device: str = "cpu",
@@ -125,7 +141,7 @@ def reproduce_study(
     """
     from .study_report import write_study
 
-    plan = plan or study_plan(quick)
+    plan = plan or study_plan(quick, protocol)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
