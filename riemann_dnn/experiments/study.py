@@ -17,6 +17,7 @@ pool; one directory per architecture), SegNet through
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -150,9 +151,13 @@ def reproduce_study(
 
         for arch, depths, seeds, width, protocol in _arms(plan):
             tick = time.perf_counter()
+            # at most one worker per cell, so that every cell is one ensemble whatever
+            # --jobs is (conv numbers depend on the ensemble's size; the MLP's do not)
+            cells = len(depths) * len(plan.methods)
             reproduce_table2(out / arch, depths=depths, methods=plan.methods, runs=seeds,
                              seed=plan.seed, protocol=protocol, data_dir=data_dir,
-                             source=source, device=device, jobs=jobs, arch=arch,
+                             source=source, device=device, arch=arch,
+                             jobs=min(jobs or os.cpu_count() or 1, cells),
                              width=width, threads=threads, progress=progress)
             seconds[arch] = time.perf_counter() - tick
         if plan.segnet is not None:
