@@ -30,6 +30,11 @@ def add_parser(targets) -> None:
                        help="study (default: mean loss, extended half-decade grid, stopping "
                        "rules on accepted epochs) or paper-sum (the paper's grid with the "
                        "summed loss), at the study's scale")
+    study.add_argument("--archs", nargs="+", choices=["mlp", "conv", "segnet"],
+                       default=["mlp", "conv", "segnet"], help="architectures to run (all)")
+    study.add_argument("--mlp-scale", choices=["study", "paper"], default="study",
+                       help="the MLP on the study's 10,000 training images (default) or at "
+                       "the paper's scale (50,000, 25-60 epochs; ~3x the time)")
     study.add_argument("--device", default="cpu")
     study.add_argument("--report-only", action="store_true",
                        help="train nothing: report the runs already finished in --out")
@@ -45,6 +50,7 @@ def run_study(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.out or ("results/study-quick" if args.quick else "results/study"))
     result = reproduce_study(out, quick=args.quick, protocol=args.protocol,
+                             archs=tuple(args.archs), mlp_scale=args.mlp_scale,
                              data_dir=args.data_dir, source=args.source,
                              device=args.device, jobs=args.jobs, threads=args.threads,
                              train=not args.report_only)

@@ -26,7 +26,7 @@ from typing import Any
 from .protocol import METHODS, PROTOCOLS, MNISTTensors, Protocol, RunConfig, load_finished
 from .stats import holm, paired_comparison
 
-__all__ = ["StudyPlan", "study_plan", "reproduce_study", "collect_study", "COMPARISONS",
+__all__ = ["StudyPlan", "SegNetPlan", "STUDY_ARCHS", "study_plan", "reproduce_study", "collect_study", "COMPARISONS",
            "STUDY_METHODS"]
 
 STUDY_METHODS = ("un", "bsgd", "bsgd-elr", "bsgd-wd", "un-split", "sgd")
@@ -81,12 +81,29 @@ class StudyPlan:
         return json.loads(json.dumps(asdict(self)))
 
 
-def study_plan(quick: bool = False, protocol: str = "study") -> StudyPlan:
+#: The architectures of the study (``archs`` of :func:`study_plan`).
+STUDY_ARCHS = ("mlp", "conv", "segnet")
+
+
+def study_plan(quick: bool = False, protocol: str = "study", *,
+               archs: tuple[str, ...] = STUDY_ARCHS, mlp_scale: str = "study") -> StudyPlan:
     """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
     1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
     keeps the scale but takes the paper's rate grid, summed loss, fixed grid and stopping
-    rule (:data:`~.protocol.PROTOCOLS`)."""
+    rule (:data:`~.protocol.PROTOCOLS`). ``archs`` keeps some architectures only;
+    ``mlp_scale="paper"`` runs the MLP at the paper's scale (50,000 training and 10,000
+    validation images, 50 selection epochs, 25 to 60 epochs) instead of the study's."""
+    unknown = set(archs) - set(STUDY_ARCHS)
+    if unknown or not archs:
+        raise ValueError(f"archs must be some of {STUDY_ARCHS}, got {archs!r}")
+    if mlp_scale not in ("study", "paper"):
+        raise ValueError(f"mlp_scale must be 'study' or 'paper', got {mlp_scale!r}")
     plan = _plan(quick)
+    if mlp_scale == "paper":
+        plan = replace(plan, mlp_protocol=PROTOCOLS["study"])
+    plan = replace(plan, mlp_depths=plan.mlp_depths if "mlp" in archs else (),
+                   conv_depths=plan.conv_depths if "conv" in archs else (),
+                   segnet=plan.segnet if "segnet" in archs else None)
     if protocol == "study":
         return plan
     if protocol not in PROTOCOLS:
@@ -126,6 +143,8 @@ def reproduce_study(
     plan: StudyPlan | None = None,
     quick: bool = False,
     protocol: str = "study",
+    archs: tuple[str, ...] = STUDY_ARCHS,
+    mlp_scale: str = "study",
     data_dir: str | None = None,
     source: str = "auto",
     device: str = "cpu",
@@ -142,7 +161,7 @@ def reproduce_study(
     """
     from .study_report import write_study
 
-    plan = plan or study_plan(quick, protocol)
+    plan = plan or study_plan(quick, protocol, archs=tuple(archs), mlp_scale=mlp_scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

@@ -198,3 +198,18 @@ def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert [c["mean_diff"] for c in again["comparisons"]] == \
         [c["mean_diff"] for c in saved["comparisons"]]
+
+
+def test_study_plan_options():
+    from riemann_dnn.experiments.study import study_plan
+
+    plan = study_plan(archs=("mlp",), mlp_scale="paper")
+    assert plan.conv_depths == () and plan.segnet is None
+    assert plan.mlp_protocol == PROTOCOLS["study"] and plan.mlp_protocol.train_images is None
+    old = study_plan(protocol="paper-sum")
+    assert old.mlp_protocol.loss_reduction == "sum" and not old.mlp_protocol.stop_on_accepted
+    assert old.mlp_protocol.train_images == study_plan().mlp_protocol.train_images
+    with pytest.raises(ValueError, match="archs"):
+        study_plan(archs=("resnet",))
+    with pytest.raises(ValueError, match="mlp_scale"):
+        study_plan(mlp_scale="huge")
