@@ -1,4 +1,4 @@
-"""``riemann-dnn reproduce table2`` and ``riemann-dnn train archbn``."""
+"""``riemann-dnn reproduce table2``/``sensitivity``/``study`` and ``riemann-dnn train archbn``."""
 
 from __future__ import annotations
 
@@ -25,13 +25,22 @@ from .options import (
 _QUICK = {"selection_epochs": 10, "min_epochs": 10, "max_epochs": 15}
 _FULL = {"selection_epochs": 50, "min_epochs": 25, "max_epochs": 60}
 
+# the methods of the protocol's registry (riemann_dnn.experiments.protocol.METHODS)
+_METHOD_NAMES = ["un", "bsgd", "sgd", "bsgd-elr", "bsgd-wd", "un-split"]
+
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
+    group.add_argument("--protocol", choices=["paper-sum", "study"], default="paper-sum",
+                       help="named protocol: paper-sum (default; the paper's rate grid with "
+                       "the summed loss, which reproduces its Table 2) or study (mean loss, "
+                       "half-decade grid extended until the chosen rate is interior, stopping "
+                       "rules on accepted epochs only; docs/study.md); the options below "
+                       "override it")
     group.add_argument("--batch-size", type=positive_int, default=100,
                        help="minibatch size (the paper gives none; default 100)")
-    group.add_argument("--loss-reduction", choices=["mean", "sum"], default="sum",
-                       help="minibatch loss: sum (default) or mean of per-image losses; the "
+    group.add_argument("--loss-reduction", choices=["mean", "sum"], default=None,
+                       help="minibatch loss: sum (paper-sum) or mean of per-image losses; the "
                        "paper does not say, and it sets what its learning-rate grid means "
                        "(see docs/table2.md)")
     group.add_argument("--min-epochs", type=positive_int, default=None,
@@ -40,8 +49,9 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
                        help="default 60 (--quick: 15)")
     group.add_argument("--selection-epochs", type=positive_int, default=None,
                        help="epochs of each learning-rate candidate (default 50; --quick: 10)")
-    group.add_argument("--lr-candidates", type=positive_float, nargs="+",
-                       default=[1e-2, 1e-3, 1e-4, 1e-5])
+    group.add_argument("--lr-candidates", type=positive_float, nargs="+", default=None,
+                       help="rate grid (default: the named protocol's; paper-sum: 1e-2 1e-3 "
+                       "1e-4 1e-5)")
     group.add_argument("--quick", action="store_true",
                        help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
                        "(epoch options given explicitly still apply); results go to a -quick "
@@ -60,9 +70,13 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol(args):
-    """The protocol of the options, checked (one line naming the option when wrong)."""
-    from ..experiments.protocol import Protocol
+    """The named protocol with the options given, checked (one line naming the option
+    when wrong)."""
+    from dataclasses import replace
 
+    from ..experiments.protocol import PROTOCOLS
+
+    named = PROTOCOLS[getattr(args, "protocol", "paper-sum")]
     epochs = dict(_QUICK if args.quick else _FULL)
     for name in epochs:
         if getattr(args, name) is not None:
@@ -71,9 +85,11 @@ def _protocol(args):
         raise UsageError(f"--min-epochs {epochs['min_epochs']} > --max-epochs "
                          f"{epochs['max_epochs']}" + (" (--quick's)" if args.quick else "")
                          + "; give --min-epochs <= --max-epochs")
-    check_unique("--lr-candidates", args.lr_candidates)
-    return Protocol(batch_size=args.batch_size, loss_reduction=args.loss_reduction,
-                    lr_candidates=tuple(args.lr_candidates), **epochs)
+    if args.lr_candidates is not None:
+        check_unique("--lr-candidates", args.lr_candidates)
+    return replace(named, batch_size=args.batch_size,
+                   loss_reduction=args.loss_reduction or named.loss_reduction,
+                   lr_candidates=tuple(args.lr_candidates or named.lr_candidates), **epochs)
 
 
 def _check_common(args) -> None:
@@ -102,7 +118,7 @@ def add_parser(subparsers) -> None:
                         help="runs per depth and method (10)")
     table2.add_argument("--depths", type=positive_int, nargs="+", default=[2, 4])
     table2.add_argument("--methods", nargs="+", default=["un", "bsgd", "sgd"],
-                        choices=["un", "bsgd", "sgd"])
+                        choices=_METHOD_NAMES)
     add_jobs(table2, None, "worker processes (default: one per CPU core); the results do not "
              "depend on it")
     _add_protocol_options(table2)
@@ -126,6 +142,10 @@ def add_parser(subparsers) -> None:
     _add_protocol_options(study)
     set_command(study, run_sensitivity)
 
+    from . import study as study_command
+
+    study_command.add_parser(targets)
+
     train = subparsers.add_parser("train", help="train one model")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     archbn = models.add_parser(
@@ -134,7 +154,7 @@ def add_parser(subparsers) -> None:
         "run.png (default --out: results/archbn-depthD-METHOD, with -quick for --quick).",
     )
     archbn.add_argument("--depth", type=positive_int, default=2)
-    archbn.add_argument("--method", choices=["un", "bsgd", "sgd"], default="un")
+    archbn.add_argument("--method", choices=_METHOD_NAMES, default="un")
     _add_protocol_options(archbn)
     set_command(archbn, run_train)
 

@@ -32,14 +32,24 @@ class Ensemble:
     """
 
     def __init__(self, models: Sequence[nn.Module], manifolds: dict[str, object] | None = None,
-                 retraction: str | None = None, *, momentum: float = 0.0):
+                 retraction: str | None = None, *, momentum: float = 0.0,
+                 filters: Sequence[str] = (), filter_rate: str | None = None):
         if not models:
             raise ValueError("Ensemble needs at least one model")
         self.stack = StackedModules(models)
         self.size = self.stack.size
+        self.filters = list(filters)
+        groups = self.stack.param_groups(manifolds, retraction)
+        if self.filters:
+            groups = _filters_first(groups, self.stack.params, self.filters, filter_rate)
+        elif filter_rate is not None:
+            raise ValueError("Ensemble: filter_rate needs the names of the filters (filters=...)")
+        self.weight_decay: torch.Tensor | None = None
+        for group in groups:  # a rate tensor per group (the default would be one shared tensor)
+            group["lr"] = torch.zeros(self.size, dtype=torch.float64)
         self.optimizer = RiemannianSGD(
-            self.stack.param_groups(manifolds, retraction),
-            lr=torch.zeros(self.size, dtype=torch.float64), momentum=momentum, copies=self.size, nonfinite="skip")
+            groups, lr=torch.zeros(self.size, dtype=torch.float64), momentum=momentum,
+            copies=self.size, nonfinite="skip")
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -49,10 +59,27 @@ class Ensemble:
     def buffers(self) -> dict[str, torch.Tensor]:
         return self.stack.buffers
 
-    def set_lr(self, lr: torch.Tensor) -> None:
-        """One learning rate per copy (0 freezes a copy's weights)."""
-        for group in self.optimizer.param_groups:
-            group["lr"].copy_(lr)
+    def set_lr(self, lr: torch.Tensor, other_lr: torch.Tensor | None = None) -> None:
+        """One learning rate per copy (0 freezes a copy's weights); with ``other_lr`` (and
+        ``filters``), the filters step with ``lr`` and every other parameter with
+        ``other_lr``."""
+        for index, group in enumerate(self.optimizer.param_groups):
+            group["lr"].copy_(lr if other_lr is None or index == 0 else other_lr)
+
+    def set_weight_decay(self, weight_decay: torch.Tensor | None) -> None:
+        r"""One weight-decay strength :math:`\omega_c` per copy on the ``filters``: the loss
+        gains :math:`\tfrac{\omega_c}{2}\sum_k\lVert W_{k,c}\rVert^2`, whose gradient
+        :math:`\omega_c W` is what ``torch.optim.SGD``'s ``weight_decay`` adds (so a step is
+        :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017)."""
+        if weight_decay is not None:
+            if not self.filters:
+                raise ValueError("Ensemble: weight decay needs the names of the filters "
+                                 "(filters=...)")
+            weight_decay = torch.as_tensor(weight_decay, dtype=torch.float64)
+            if weight_decay.shape != (self.size,) or not bool((weight_decay >= 0).all()):
+                raise ValueError(f"Ensemble: weight_decay must be {self.size} numbers >= 0, "
+                                 f"got {weight_decay}")
+        self.weight_decay = weight_decay
 
     def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:
         """See :meth:`StackedModules.forward`."""
@@ -85,6 +112,11 @@ class Ensemble:
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         losses = losses.view(y.shape).mean(dim=1)
         objective = losses.sum() * (y.shape[1] if reduction == "sum" else 1)
+        if self.weight_decay is not None:
+            for name in self.filters:
+                weight = self.params[name]
+                decay = self.weight_decay.to(weight.device, weight.dtype)
+                objective = objective + 0.5 * (decay * weight.pow(2).flatten(1).sum(1)).sum()
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()
@@ -94,3 +126,26 @@ class Ensemble:
     def member(self, index: int) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of copy ``index`` (loadable into the original module)."""
         return self.stack.member(index)
+
+
+def _filters_first(groups: list[dict], params: dict[str, torch.Tensor], filters: Sequence[str],
+                   filter_rate: str | None) -> list[dict]:
+    """``groups`` with the ``filters`` (one manifold) moved into a group of their own, first."""
+    unknown = [n for n in filters if n not in params]
+    if unknown:
+        raise ValueError(f"Ensemble: no parameters named {unknown}; the names are "
+                         f"{sorted(params)}")
+    chosen = {id(params[n]) for n in filters}
+    first, rest = None, []
+    for group in groups:
+        mine = [p for p in group["params"] if id(p) in chosen]
+        others = [p for p in group["params"] if id(p) not in chosen]
+        if mine:
+            if first is not None:
+                raise ValueError("Ensemble: the filters must all be on one manifold")
+            first = {**group, "params": mine}
+            if filter_rate is not None:
+                first["filter_rate"] = filter_rate
+        if others:
+            rest.append({**group, "params": others})
+    return [first, *rest]

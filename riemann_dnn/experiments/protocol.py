@@ -16,6 +16,16 @@ Per run (one seed):
 
 All runs of one (depth, method) are trained together as an :class:`~.ensemble.Ensemble`;
 each run's record is written as JSON the moment the run stops.
+
+Options beyond the paper (defaults keep its protocol; :data:`PROTOCOLS` names both):
+``lr_extend`` extends the rate grid by factors of ``lr_extend_factor`` while a run's chosen
+rate is the grid's smallest or largest (up to ``lr_extend`` steps each way);
+``stop_on_accepted`` makes the stopping rules see only accepted epochs (an epoch the bold
+driver undid restores the weights, so its validation error repeats the previous one exactly:
+it is no new measurement, and with the paper's rule it reads as "flat"); ``train_images``
+caps the full-training set; methods with weight decay (``bsgd-wd``) select its strength from
+``weight_decays`` jointly with the rate, and ``un-split`` selects the filters' rate and the
+other parameters' rate jointly from the grid.
 """
 
 from __future__ import annotations
@@ -32,12 +42,12 @@ from typing import Any
 import torch
 
 from ..optim import BoldDriver
-from ..problems.archbn import ArchBN
+from ..problems.archbn import ArchBN, ConvArchBN
 from .ensemble import Ensemble
 
-__all__ = ["Protocol", "Method", "METHODS", "RunConfig", "MNISTTensors", "train_runs",
-           "quick_protocol", "progress_total", "welch_t_test",
-           "run_path", "load_finished"]
+__all__ = ["Protocol", "Method", "METHODS", "ARCHS", "PROTOCOLS", "HALF_DECADES", "RunConfig", "MNISTTensors",
+           "train_runs", "quick_protocol", "progress_total", "welch_t_test",
+           "run_path", "load_finished", "candidate_grid"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,16 @@ class Protocol:
     patience: int = 5
     min_train_error: float = 1e-5
     min_val_change: float = 1e-5
+    # extend the rate grid (factor lr_extend_factor, at most lr_extend steps each way) while
+    # a run's chosen rate is on its edge; 0: the fixed grid (the paper)
+    lr_extend: int = 0
+    lr_extend_factor: float = 10 ** 0.5
+    # weight-decay grid of methods with weight decay, selected jointly with the rate
+    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    # stopping rules see accepted epochs only (an undone epoch is no new measurement)
+    stop_on_accepted: bool = False
+    # images of the full training (None: all not held out for validation)
+    train_images: int | None = None
 
     def __post_init__(self):
         if not self.lr_candidates or any(not lr > 0 for lr in self.lr_candidates):
@@ -74,6 +94,14 @@ class Protocol:
         for name in ("selection_train", "selection_val", "selection_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (isinstance(self.lr_extend, int) and self.lr_extend >= 0):
+            raise ValueError(f"lr_extend must be an int >= 0, got {self.lr_extend!r}")
+        if not self.lr_extend_factor > 1:
+            raise ValueError(f"lr_extend_factor must be > 1, got {self.lr_extend_factor!r}")
+        if not self.weight_decays or any(not w > 0 for w in self.weight_decays):
+            raise ValueError(f"weight_decays must be positive, got {self.weight_decays}")
+        if self.train_images is not None and self.train_images < 1:
+            raise ValueError(f"train_images must be None or >= 1, got {self.train_images}")
 
     def validation_size(self, num_images: int) -> int:
         size = self.validation if self.validation is not None else min(10_000, num_images // 6)
@@ -82,21 +110,45 @@ class Protocol:
         return size
 
 
+#: The half-decade rate grid of the study's protocol (mean loss): 10^0 ... 10^-2.
+HALF_DECADES = tuple(10 ** (-k / 2) for k in range(5))
+
+#: Named protocols: the paper's (its grid with the summed minibatch loss, which reproduces
+#: its Table 2; the default of ``reproduce table2``) and the study's (the mean loss, a
+#: half-decade grid extended until each run's chosen rate is interior, stopping rules on
+#: accepted epochs only). See docs/table2.md and docs/study.md.
+PROTOCOLS = {
+    "paper-sum": Protocol(),
+    "study": Protocol(lr_candidates=HALF_DECADES, loss_reduction="mean", lr_extend=2,
+                      stop_on_accepted=True),
+}
+
+
 @dataclass(frozen=True)
 class Method:
-    """A training method of Table 2."""
+    """A training method of Table 2 or of the study (:mod:`.study`)."""
 
     name: str
     label: str
     init: str  # "unit" or "pytorch"
     constrained: bool  # filters on a manifold (UN) or Euclidean
+    filter_rate: str | None = None  # RiemannianSGD's per-filter rate of Euclidean filters
+    weight_decay: bool = False  # weight decay on the filters, selected from the grid
+    split_rates: bool = False  # filters and other parameters with separately selected rates
 
 
 METHODS = {
     "un": Method("un", "UN", "unit", True),
     "bsgd": Method("bsgd", "B-SGD", "unit", False),
     "sgd": Method("sgd", "SGD (PyTorch init)", "pytorch", False),
+    "bsgd-elr": Method("bsgd-elr", "B-SGD, filter rate λ‖w‖²", "unit", False,
+                       filter_rate="norm2"),
+    "bsgd-wd": Method("bsgd-wd", "B-SGD + weight decay", "unit", False, weight_decay=True),
+    "un-split": Method("un-split", "UN, split rates", "unit", True, split_rates=True),
 }
+
+#: Architectures: the paper's MLP (:class:`ArchBN`) and its convolutional variant.
+ARCHS = {"mlp": ArchBN, "conv": ConvArchBN}
 
 
 @dataclass(frozen=True)
@@ -126,13 +178,15 @@ class RunConfig:
     threads: int = 1
     world_size: int = 1
     rank: int = 0
+    arch: str = "mlp"  # a key of ARCHS; width is the conv's channels for "conv"
 
     @property
     def name(self) -> str:
         tag = "" if self.constraint == "oblique" and self.retraction is None else (
             f"-{self.constraint}" + (f"-{self.retraction}" if self.retraction else ""))
-        return f"depth{self.depth}-{self.method}{tag if METHODS[self.method].constrained else ''}" \
-               f"-seed{self.seed}"
+        arch = "" if self.arch == "mlp" else f"{self.arch}-"
+        return f"{arch}depth{self.depth}-{self.method}" \
+               f"{tag if METHODS[self.method].constrained else ''}-seed{self.seed}"
 
     @property
     def run_hash(self) -> str:
@@ -199,8 +253,15 @@ def _models(configs: list[RunConfig], copies: int, in_features: int, device) -> 
         for _ in range(copies):
             gen = torch.Generator().manual_seed(config.seed)
             torch.manual_seed(config.seed)  # PyTorch's default init, for method "sgd"
-            models.append(ArchBN(config.depth, config.width, in_features=in_features,
-                                 init=METHODS[config.method].init, generator=gen).to(device))
+            init = METHODS[config.method].init
+            if config.arch == "conv":
+                side = math.isqrt(in_features)
+                model = ConvArchBN(config.depth, config.width, image_size=side, init=init,
+                                   generator=gen)
+            else:
+                model = ArchBN(config.depth, config.width, in_features=in_features, init=init,
+                               generator=gen)
+            models.append(model.to(device))
     return models
 
 
@@ -208,11 +269,17 @@ def build_ensemble(configs: list[RunConfig], copies: int, in_features: int, devi
     """An ensemble of ``copies`` ArchBN models per config, initialised from each seed, with
     the filters on the run's manifold for constrained methods."""
     config = configs[0]
+    if config.arch not in ARCHS:
+        raise ValueError(f"unknown arch {config.arch!r}; choose from {sorted(ARCHS)}")
+    method = METHODS[config.method]
     models = _models(configs, copies, in_features, device)
+    filters = ARCHS[config.arch].scale_invariant_names(config.depth)
     manifolds = {}
-    if METHODS[config.method].constrained:
-        manifolds = dict.fromkeys(ArchBN.scale_invariant_names(config.depth), config.constraint)
-    return Ensemble(models, manifolds, retraction=config.retraction)
+    if method.constrained:
+        manifolds = dict.fromkeys(filters, config.constraint)
+    special = method.filter_rate is not None or method.weight_decay or method.split_rates
+    return Ensemble(models, manifolds, retraction=config.retraction,
+                    filters=filters if special else (), filter_rate=method.filter_rate)
 
 
 def _epoch_batches(pools: torch.Tensor, generators: list[torch.Generator], copies: int,
@@ -252,40 +319,135 @@ def _errors_on(ens: Ensemble, data: MNISTTensors, pools: torch.Tensor, copies: i
 
 
 # -- the protocol -----------------------------------------------------------------------------
-def _select_rates(configs, data, splits, device, progress) -> list[dict]:
+def candidate_grid(method: str, protocol: Protocol,
+                   rates: tuple[float, ...] | None = None) -> list[dict[str, float]]:
+    """The learning-rate candidates of ``method``: ``{"lr": r}`` for each rate; with split
+    rates ``{"lr", "other_lr"}`` over rates x rates; with weight decay ``{"lr",
+    "weight_decay"}`` over rates x ``protocol.weight_decays``."""
+    rates = tuple(protocol.lr_candidates if rates is None else rates)
+    spec = METHODS[method]
+    if spec.split_rates:
+        return [{"lr": r, "other_lr": q} for r in rates for q in rates]
+    if spec.weight_decay:
+        return [{"lr": r, "weight_decay": w} for r in rates for w in protocol.weight_decays]
+    return [{"lr": r} for r in rates]
+
+
+def _score_candidates(configs, candidates, data, splits, device, progress) -> list[list[dict]]:
+    """Train every run's candidates (``candidates[r]``: dicts of :func:`candidate_grid`, the
+    same number per run; ``None`` pads) as copies of one ensemble on its selection images and
+    score them on its selection validation images."""
     protocol = configs[0].protocol
-    rates = protocol.lr_candidates
-    ens = build_ensemble(configs, len(rates), data.train_x.shape[1], device)
-    lr = torch.tensor([r for _ in configs for r in rates], device=device)
-    ens.set_lr(lr)
+    copies = len(candidates[0])
+    flat = [c or {"lr": 0.0} for cands in candidates for c in cands]
+    ens = build_ensemble(configs, copies, data.train_x.shape[1], device)
+    # float32 tensors, copied into the optimizer's float64 rates (as the protocol always did)
+    lr = torch.tensor([c["lr"] for c in flat])
+    other = (torch.tensor([c.get("other_lr", c["lr"]) for c in flat])
+             if any("other_lr" in c for c in flat) else None)
+    ens.set_lr(lr, other)
+    if any("weight_decay" in c for c in flat):
+        ens.set_weight_decay(torch.tensor([c.get("weight_decay", 0.0) for c in flat]))
     generators = [torch.Generator().manual_seed(c.seed + 1) for c in configs]
     pools = torch.stack([s["selection_train"] for s in splits]).to(device)
     val = torch.stack([s["selection_val"] for s in splits]).to(device)
     first_loss, last_loss = None, None
     finite = torch.ones(ens.size, dtype=torch.bool)
     for _ in range(protocol.selection_epochs):
-        loss, _ = _train_epoch(ens, data, pools, generators, len(rates), protocol)
+        loss, _ = _train_epoch(ens, data, pools, generators, copies, protocol)
         loss_t = torch.tensor(loss)
         finite &= torch.isfinite(loss_t)
-        lr[~finite.to(device)] = 0  # stop moving diverged members
-        ens.set_lr(lr)
+        lr[~finite] = 0  # stop moving diverged members
+        if other is not None:
+            other[~finite] = 0
+        ens.set_lr(lr, other)
         first_loss = loss_t if first_loss is None else first_loss
         last_loss = loss_t
         progress(1)
-    val_error = _errors_on(ens, data, val, len(rates))
-    selections = []
-    for r in range(len(configs)):
-        candidates = []
-        for c, rate in enumerate(rates):
-            m = r * len(rates) + c
+    val_error = _errors_on(ens, data, val, copies)
+    scored = []
+    for r, cands in enumerate(candidates):
+        row = []
+        for c, cand in enumerate(cands):
+            if cand is None:
+                continue
+            m = r * copies + c
             diverged = not bool(finite[m]) or not float(last_loss[m]) < float(first_loss[m])
-            candidates.append({"lr": rate, "val_error": val_error[m], "diverged": diverged,
-                               "first_loss": float(first_loss[m]), "last_loss": float(last_loss[m])})
-        usable = [c for c in candidates if not c["diverged"]] or candidates
-        best = min(usable, key=lambda c: c["val_error"])
-        selections.append({"candidates": candidates, "chosen_lr": best["lr"],
-                           "all_diverged": not any(not c["diverged"] for c in candidates)})
+            row.append({**cand, "val_error": val_error[m], "diverged": diverged,
+                        "first_loss": float(first_loss[m]), "last_loss": float(last_loss[m])})
+        scored.append(row)
+    return scored
+
+
+def _best(candidates: list[dict]) -> dict:
+    usable = [c for c in candidates if not c["diverged"]] or candidates
+    return min(usable, key=lambda c: c["val_error"])
+
+
+def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[dict]:
+    """New candidates for a run whose chosen rate (either rate, with split rates) is the
+    smallest or largest tried, one ``lr_extend_factor`` step beyond it (at most
+    ``lr_extend`` steps each way; ``steps`` counts them)."""
+    protocol = config.protocol
+    best = _best(candidates)
+    new = []
+    for key in ("lr", "other_lr"):
+        if key not in best:
+            continue
+        tried = sorted({c[key] for c in candidates})
+        for side, edge, factor in (("low", tried[0], 1 / protocol.lr_extend_factor),
+                                   ("high", tried[-1], protocol.lr_extend_factor)):
+            if best[key] != edge or len(tried) < 2 or steps[(key, side)] >= protocol.lr_extend:
+                continue
+            steps[(key, side)] += 1
+            value = edge * factor
+            seen = set()
+            for c in candidates:  # the new value with every tried value of the other keys
+                cand = {**{k: v for k, v in c.items() if k in ("lr", "other_lr",
+                                                                 "weight_decay")}, key: value}
+                marker = tuple(sorted(cand.items()))
+                if marker not in seen:
+                    seen.add(marker)
+                    new.append(cand)
+    return new
+
+
+def _select_rates(configs, data, splits, device, progress) -> list[dict]:
+    protocol = configs[0].protocol
+    grid = candidate_grid(configs[0].method, protocol)
+    scored = _score_candidates(configs, [list(grid) for _ in configs], data, splits, device,
+                               progress)
+    steps = [dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
+             for _ in configs]
+    while protocol.lr_extend:
+        new = [_extensions(c, scored[r], steps[r]) for r, c in enumerate(configs)]
+        todo = [r for r, n in enumerate(new) if n]
+        if not todo:
+            break
+        width = max(len(new[r]) for r in todo)
+        padded = [new[r] + [None] * (width - len(new[r])) for r in todo]
+        more = _score_candidates([configs[r] for r in todo], padded, data,
+                                 [splits[r] for r in todo], device, progress)
+        for r, row in zip(todo, more):
+            scored[r] += row
+    selections = []
+    for candidates in scored:
+        best = _best(candidates)
+        chosen = {k: best[k] for k in ("lr", "other_lr", "weight_decay") if k in best}
+        selections.append({"candidates": candidates, "chosen_lr": best["lr"], "chosen": chosen,
+                           "all_diverged": not any(not c["diverged"] for c in candidates),
+                           "interior": not _at_edge(candidates, best)})
     return selections
+
+
+def _at_edge(candidates: list[dict], best: dict) -> bool:
+    """Whether the chosen rate (either rate) is the smallest or largest tried."""
+    for key in ("lr", "other_lr"):
+        if key in best:
+            tried = [c[key] for c in candidates]
+            if best[key] in (min(tried), max(tried)):
+                return True
+    return False
 
 
 def _splits(config: RunConfig, num_images: int) -> dict[str, torch.Tensor]:
@@ -297,8 +459,14 @@ def _splits(config: RunConfig, num_images: int) -> dict[str, torch.Tensor]:
     sel_train = order[protocol.selection_val: protocol.selection_val + protocol.selection_train]
     order = torch.randperm(num_images, generator=gen)
     validation = protocol.validation_size(num_images)
+    train = order[validation:]
+    if protocol.train_images is not None:
+        if protocol.train_images > train.shape[0]:
+            raise ValueError(f"train_images={protocol.train_images} exceeds the "
+                             f"{train.shape[0]} training images left after validation")
+        train = train[:protocol.train_images]
     return {"selection_val": sel_val, "selection_train": sel_train,
-            "validation": order[:validation], "train": order[validation:]}
+            "validation": order[:validation], "train": train}
 
 
 def _stop_reason(protocol: Protocol, epoch: int, train_error: float, val_errors: list[float]):
@@ -315,6 +483,24 @@ def _stop_reason(protocol: Protocol, epoch: int, train_error: float, val_errors:
     return None
 
 
+def _stop_check(protocol: Protocol, epoch: int, curves: dict) -> str | None:
+    """The stopping rules after ``epoch`` for a run with ``curves`` (its per-epoch lists).
+    With ``protocol.stop_on_accepted`` an epoch the bold driver undid only counts towards
+    ``max_epochs``, and the other rules see the accepted epochs' measurements alone."""
+    if not protocol.stop_on_accepted:
+        return _stop_reason(protocol, epoch, curves["train_error"][-1], curves["val_error"])
+    if not curves["accepted"][-1]:
+        return "max_epochs" if epoch >= protocol.max_epochs else None
+    kept = [v for v, ok in zip(curves["val_error"], curves["accepted"]) if ok]
+    return _stop_reason(protocol, epoch, curves["train_error"][-1], kept)
+
+
+def _filter_norms(ens: Ensemble, config: RunConfig, run: int) -> list[float]:
+    """Mean filter norm of each BN-fed layer of ensemble member ``run``."""
+    names = ARCHS[config.arch].scale_invariant_names(config.depth)
+    return [float(ens.params[n][run].detach().flatten(1).norm(dim=1).mean()) for n in names]
+
+
 def train_runs(
     configs: list[RunConfig],
     data: MNISTTensors,
@@ -327,7 +513,8 @@ def train_runs(
     as one ensemble; write and return each run's record."""
     if not configs:
         return []
-    keys = {(c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width) for c in configs}
+    keys = {(c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width, c.arch)
+            for c in configs}
     if len(keys) != 1:
         raise ValueError("train_runs: configs must differ only in their seeds")
     protocol, device = configs[0].protocol, torch.device(device)
@@ -338,7 +525,11 @@ def train_runs(
 
     ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
     chosen = [s["chosen_lr"] for s in selections]
-    ens.set_lr(torch.tensor(chosen, device=device))
+    ens.set_lr(torch.tensor(chosen, device=device),
+               torch.tensor([s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections])
+               if METHODS[configs[0].method].split_rates else None)
+    if METHODS[configs[0].method].weight_decay:
+        ens.set_weight_decay(torch.tensor([s["chosen"]["weight_decay"] for s in selections]))
     driver = BoldDriver(ens.optimizer, ens.stack, lr=torch.tensor(chosen, dtype=torch.float64),
                         increase=protocol.increase, decrease=protocol.decrease,
                         copies=len(configs))
@@ -370,7 +561,7 @@ def train_runs(
             c["train_error"].append(train_error[r])
             c["val_error"].append(val_error[r])
             c["lr"].append(float(driver.rates[r]))
-            reason = _stop_reason(protocol, epoch, train_error[r], c["val_error"])
+            reason = _stop_check(protocol, epoch, c)
             if reason is not None:
                 stopping.append((r, reason))
         if stopping:
@@ -385,6 +576,8 @@ def train_runs(
                     "data": data.source,
                     "selection": selections[r],
                     "chosen_lr": selections[r]["chosen_lr"],
+                    "chosen": selections[r]["chosen"],
+                    "filter_norms": _filter_norms(ens, configs[r], r),
                     "epochs": epoch,
                     "stop_reason": reason,
                     "curves": curves[r],

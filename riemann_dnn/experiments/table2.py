@@ -36,7 +36,7 @@ from .protocol import (
     welch_t_test,
 )
 
-__all__ = ["PAPER_TABLE2", "TableMismatchError", "reproduce_table2", "table_identity",
+__all__ = ["run_configs", "PAPER_TABLE2", "TableMismatchError", "reproduce_table2", "table_identity",
            "check_table", "summarize", "write_report"]
 
 #: Table 2 of Badrinarayanan, Mishra & Cipolla (2015): test error, mean ± std over 10 runs.
@@ -55,6 +55,23 @@ _DATA_CACHE: dict[tuple, MNISTTensors] = {}
 
 class TableMismatchError(ValueError):
     """The output directory holds a table of another protocol (never overwritten)."""
+
+
+def run_configs(data: MNISTTensors, *, depths: Sequence[int], methods: Sequence[str],
+                runs: int, seed: int, protocol: Protocol, constraint: str = "oblique",
+                retraction: str | None = None, device: str = "cpu", threads: int = 1,
+                arch: str = "mlp", width: int | None = None) -> list[RunConfig]:
+    """The :class:`RunConfig` of every (depth, method, seed) of a table: what names and
+    finds its records (their identity includes the data's checksum, dtype, device and
+    threads)."""
+    return [
+        RunConfig(depth=d, method=m, seed=seed + r, protocol=protocol, constraint=constraint,
+                  retraction=retraction, data=data.source, data_checksum=data.checksum,
+                  dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+                  device=str(torch.device(device)), threads=threads, arch=arch,
+                  **({} if width is None else {"width": width}))
+        for d in depths for m in methods for r in range(runs)
+    ]
 
 
 def table_identity(config: RunConfig) -> dict:
@@ -161,6 +178,8 @@ def reproduce_table2(
     progress: bool = True,
     check_only: bool = False,
     title: str | None = None,
+    arch: str = "mlp",
+    width: int | None = None,
 ) -> dict | None:
     """Run (or resume) the Table 2 reproduction and write its report; returns the summary.
 
@@ -170,6 +189,8 @@ def reproduce_table2(
     Each training process uses ``threads`` torch threads (in workers and in this process
     alike), so the numbers do not depend on ``jobs`` or the core count. ``jobs`` defaults to
     one per CPU core. ``check_only``: validate everything and return None without training.
+    ``arch``/``width`` choose the architecture (:data:`~.protocol.ARCHS`; default the
+    paper's MLP of width 64).
     """
     depths = _unique("depths", depths)
     methods = _unique("methods", methods)
@@ -186,13 +207,9 @@ def reproduce_table2(
     protocol = protocol or Protocol()
     out_dir = Path(out_dir)
     data = MNISTTensors.load(data_dir, source=source, device="cpu")  # fail early, clearly
-    configs = [
-        RunConfig(depth=d, method=m, seed=seed + r, protocol=protocol, constraint=constraint,
-                  retraction=retraction, data=data.source, data_checksum=data.checksum,
-                  dtype=str(torch.get_default_dtype()).replace("torch.", ""),
-                  device=str(torch.device(device)), threads=threads)
-        for d in depths for m in methods for r in range(runs)
-    ]
+    configs = run_configs(data, depths=depths, methods=methods, runs=runs, seed=seed,
+                          protocol=protocol, constraint=constraint, retraction=retraction,
+                          device=device, threads=threads, arch=arch, width=width)
     identity = table_identity(configs[0])
     check_table(out_dir / "table2.json", identity)
     if check_only:

@@ -17,7 +17,8 @@ from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, un
 from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
 
-__all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec"]
+__all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec",
+           "filter_rates", "FILTER_RATES"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -101,6 +102,9 @@ class RiemannianSGD(Optimizer):
     Args:
         params: parameters or param groups (dicts with ``"params"`` and optionally
             ``"manifold"``, ``"retraction"``, ``"copies"`` and any hyper-parameter below).
+            A Euclidean group may also set ``"filter_rate": "norm2"``: each filter ``w``
+            (row of the weight viewed as ``(out, -1)``) then steps with rate
+            ``lr * ||w||**2``, the norm taken before the step (:func:`filter_rates`).
         lr: the learning rate: a number or a 0-d tensor (so LR schedulers and
             ``torch.compile`` of ``step`` work as with ``torch.optim.SGD``).
         momentum, dampening, weight_decay, nesterov, maximize: as in ``torch.optim.SGD``.
@@ -179,6 +183,7 @@ class RiemannianSGD(Optimizer):
         group = self.param_groups[index]
         try:
             _check_hyperparameters(group, f" (param group {index})")
+            _check_filter_rate(group, f" (param group {index})")
             self._check_copies(index, group)
             self._place_group(index, group, project=self._project_initial)
         except (TypeError, ValueError):
@@ -451,7 +456,7 @@ class RiemannianSGD(Optimizer):
         points, normalize = [], []
         for group in groups:
             if (group["foreach"] is False or group["fused"] is False or not group["params"]
-                    or group["copies"] != groups[0]["copies"]):
+                    or group["copies"] != groups[0]["copies"] or group.get("filter_rate")):
                 return None
             euclidean = _is_euclidean_group(group)
             for param in group["params"]:
@@ -533,6 +538,12 @@ class RiemannianSGD(Optimizer):
         if not params:
             return
         stacked = group["copies"] is not None
+        if group.get("filter_rate") is not None:
+            _filter_rate_sgd(params, grads, bufs, group, [self.geometry(p, group) for p in params])
+            if group["momentum"] != 0:
+                for param, buf in zip(params, bufs):
+                    self.state[param]["momentum_buffer"] = buf
+            return
         geometries = (None if _is_euclidean_group(group) and not stacked
                       else [self.geometry(param, group) for param in params])
         riemannian_sgd(
@@ -564,6 +575,69 @@ def _plain_rows(param: torch.Tensor, copies: int | None) -> torch.Tensor:
         return param.view(copies * param.shape[1], -1) if param.ndim >= 3 else \
             param.view(copies, -1)
     return param.view(param.shape[0], -1) if param.ndim >= 2 else param.view(1, -1)
+
+
+#: Per-filter rates a Euclidean group may take (key ``"filter_rate"``), see :func:`filter_rates`.
+FILTER_RATES = ("norm2",)
+
+
+def _check_filter_rate(group: dict[str, Any], where: str) -> None:
+    rule = group.get("filter_rate")
+    if rule is None:
+        return
+    if rule not in FILTER_RATES:
+        raise ValueError(f"RiemannianSGD: filter_rate must be None or one of {FILTER_RATES}, "
+                         f"got {rule!r}{where}")
+    if not _is_euclidean_group(group):
+        raise ValueError(f"RiemannianSGD: filter_rate={rule!r} is for Euclidean groups, but "
+                         f"this group is on manifold {group['manifold']!r}{where}; put the "
+                         f"filters in a Euclidean group or drop 'filter_rate'")
+    for position, param in enumerate(group["params"]):
+        if param.ndim < (2 if group["copies"] is None else 3):
+            raise ValueError(f"RiemannianSGD: filter_rate needs weights with filters (rows of "
+                             f"the weight viewed as (out, -1)); parameter {position} has shape "
+                             f"{tuple(param.shape)}{where}")
+
+
+@torch.no_grad()
+def filter_rates(lr: float | torch.Tensor, param: torch.Tensor, copies: int | None = None
+                 ) -> torch.Tensor:
+    r"""The per-filter rates of ``"filter_rate": "norm2"``: filter :math:`w_i` (row ``i`` of
+    the weight viewed as ``(out, -1)``; per copy with ``copies``) steps with
+    :math:`\lambda_i = \lambda \lVert w_i \rVert^2`, the norm taken before the step.
+
+    With BN right after :math:`W x` the loss is invariant to each filter's scale, its gradient
+    is orthogonal to the filter and the filter's angular step is
+    :math:`\lambda_i \lVert g_i\rVert/\lVert w_i\rVert`; the rate :math:`\lambda\lVert w_i\rVert^2`
+    makes that step what it is at :math:`\lVert w_i \rVert = 1` (Hoffer et al. 2018's
+    effective-learning-rate control). Returns a tensor shaped to broadcast over ``param``:
+    ``(out, 1, ...)``, or ``(copies, out, 1, ...)``.
+    """
+    lead = 1 if copies is None else 2
+    work = _work(param)
+    norms2 = work.reshape(*param.shape[:lead], -1).pow(2).sum(-1)
+    if isinstance(lr, torch.Tensor):
+        lr = lr.to(device=param.device, dtype=work.dtype)
+        if lr.ndim == 1:  # one rate per copy
+            lr = lr.view(-1, 1)
+    rates = lr * norms2
+    return rates.view(*rates.shape, *([1] * (param.ndim - lead)))
+
+
+def _filter_rate_sgd(params, grads, bufs, group, geometries) -> None:
+    """A Euclidean group with ``"filter_rate"``: the shared step (plain SGD on Euclidean
+    space: momentum, dampening, Nesterov, weight decay as ``torch.optim.SGD``) with the rate
+    of each filter from :func:`filter_rates`."""
+    hp = SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
+                            group["nesterov"], group["weight_decay"])
+    for i, param in enumerate(params):
+        grad = grads[i].neg() if group["maximize"] else grads[i]
+        rates = filter_rates(group["lr"], param, group["copies"])
+        new_point, new_buf = riemannian_sgd_step(
+            geometries[i].manifold, _work(param), _work(grad),
+            bufs[i], hp._replace(lr=rates))
+        param.copy_(new_point)
+        bufs[i] = None if new_buf is None else new_buf.to(_work(param).dtype)
 
 
 def manifold_spec(manifold: Any) -> str:

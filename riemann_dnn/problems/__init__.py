@@ -1,7 +1,7 @@
 """Problem definitions: ArchBN, SegNet and SegNet-Basic, the generic module adapter (any ``nn.Module`` as a pymanopt
 finite-sum problem), and classic problems with closed-form optima."""
 
-from .archbn import ArchBN
+from .archbn import ArchBN, ConvArchBN
 from .classic import (
     closest_unit_rows,
     closest_unit_rows_solution,
@@ -15,6 +15,7 @@ from .segnet import SegNet, SegNetBasic
 
 __all__ = [
     "ArchBN",
+    "ConvArchBN",
     "ModuleProblem",
     "SegNet",
     "SegNetBasic",

@@ -1,0 +1,311 @@
+"""Does the symmetry-invariant update help? The controlled study behind ``reproduce study``.
+
+For each architecture (the paper's MLP ArchBN, a convolutional ArchBN, SegNet-Basic on digit
+scenes), depth and method, the same seeds are run with the study's protocol
+(:data:`~.protocol.PROTOCOLS` ``"study"``: the mean minibatch loss, a half-decade rate grid
+extended until each run's chosen rate is interior, selection on validation error only,
+stopping rules on accepted epochs only), and every method is compared with UN on the paired
+seeds (:mod:`.stats`: mean difference with a bootstrap CI, paired t and Wilcoxon tests, Holm
+over all comparisons of the study).
+
+The MNIST cells run through :func:`~.table2.reproduce_table2` (its records, resume and worker
+pool; one directory per architecture), SegNet through
+:func:`~.segmentation.compare_methods`. :func:`reproduce_study` writes ``study.json``,
+``study.md`` and ``study.png`` (:mod:`.study_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .protocol import METHODS, PROTOCOLS, MNISTTensors, Protocol, load_finished
+from .stats import holm, paired_comparison
+
+__all__ = ["StudyPlan", "SegNetPlan", "STUDY_ARCHS", "study_plan", "reproduce_study", "collect_study", "COMPARISONS",
+           "STUDY_METHODS"]
+
+STUDY_METHODS = ("un", "bsgd", "bsgd-elr", "bsgd-wd", "un-split", "sgd")
+
+#: The pairs compared at every (arch, depth): ``(a, b)``, the difference being a - b.
+COMPARISONS = (("un", "bsgd"), ("un", "bsgd-elr"), ("un", "bsgd-wd"), ("un-split", "un"),
+               ("un", "sgd"))
+
+
+@dataclass(frozen=True)
+class SegNetPlan:
+    """The SegNet-Basic cell: :class:`~.segmentation.SegmentationConfig` options, the rate
+    grid (selected on held-out training scenes with the first seed, as
+    :func:`~.segmentation.compare_methods` does) and the seeds."""
+
+    seeds: int = 5
+    lr_grid: tuple[float, ...] = (0.01, 0.1)
+    selection_epochs: int | None = None
+    config: dict[str, Any] = field(default_factory=lambda: {
+        "model": "segnet-basic", "width": 8, "depth": 2, "kernel": 3, "epochs": 4,
+        "batch_size": 16, "train_scenes": 400, "test_scenes": 200, "canvas": 32})
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What the study runs: per architecture the depths, seeds, width and protocol."""
+
+    methods: tuple[str, ...] = STUDY_METHODS
+    mlp_depths: tuple[int, ...] = (2, 4)
+    mlp_seeds: int = 10
+    mlp_width: int = 64
+    mlp_protocol: Protocol = field(default_factory=lambda: replace(
+        PROTOCOLS["study"], train_images=10_000, validation=5_000, selection_epochs=15,
+        min_epochs=15, max_epochs=30))
+    conv_depths: tuple[int, ...] = (2, 4)
+    conv_seeds: int = 5
+    conv_width: int = 8
+    conv_protocol: Protocol = field(default_factory=lambda: replace(
+        PROTOCOLS["study"], train_images=2_000, validation=2_000, selection_train=500,
+        selection_epochs=8, min_epochs=8, max_epochs=15))
+    segnet: SegNetPlan | None = field(default_factory=SegNetPlan)
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+        if "un" not in self.methods:
+            raise ValueError("the study compares every method with 'un': include it")
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+#: The architectures of the study (``archs`` of :func:`study_plan`).
+STUDY_ARCHS = ("mlp", "conv", "segnet")
+
+
+def study_plan(quick: bool = False, protocol: str = "study", *,
+               archs: tuple[str, ...] = STUDY_ARCHS, mlp_scale: str = "study") -> StudyPlan:
+    """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
+    1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
+    keeps the scale but takes the paper's rate grid, summed loss, fixed grid and stopping
+    rule (:data:`~.protocol.PROTOCOLS`). ``archs`` keeps some architectures only;
+    ``mlp_scale="paper"`` runs the MLP at the paper's scale (50,000 training and 10,000
+    validation images, 50 selection epochs, 25 to 60 epochs) instead of the study's."""
+    unknown = set(archs) - set(STUDY_ARCHS)
+    if unknown or not archs:
+        raise ValueError(f"archs must be some of {STUDY_ARCHS}, got {archs!r}")
+    if mlp_scale not in ("study", "paper"):
+        raise ValueError(f"mlp_scale must be 'study' or 'paper', got {mlp_scale!r}")
+    plan = _plan(quick)
+    if mlp_scale == "paper":
+        plan = replace(plan, mlp_protocol=PROTOCOLS["study"])
+    plan = replace(plan, mlp_depths=plan.mlp_depths if "mlp" in archs else (),
+                   conv_depths=plan.conv_depths if "conv" in archs else (),
+                   segnet=plan.segnet if "segnet" in archs else None)
+    if protocol == "study":
+        return plan
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is unknown; choose from {sorted(PROTOCOLS)}")
+    named = PROTOCOLS[protocol]
+    keys = ("lr_candidates", "loss_reduction", "lr_extend", "stop_on_accepted")
+    swap = {k: getattr(named, k) for k in keys}
+    return replace(plan, mlp_protocol=replace(plan.mlp_protocol, **swap),
+                   conv_protocol=replace(plan.conv_protocol, **swap))
+
+
+def _plan(quick: bool) -> StudyPlan:
+    if not quick:
+        return StudyPlan()
+    tiny = replace(PROTOCOLS["study"], selection_train=300, selection_val=200,
+                   selection_epochs=4, validation=500, train_images=1_000, min_epochs=3,
+                   max_epochs=6, lr_extend=1)
+    return StudyPlan(
+        mlp_seeds=3, mlp_protocol=tiny, conv_seeds=2, conv_width=4, conv_depths=(2,),
+        conv_protocol=replace(tiny, selection_train=200, selection_epochs=2, train_images=400,
+                              min_epochs=2, max_epochs=3, lr_extend=0),
+        segnet=SegNetPlan(seeds=2, lr_grid=(0.1,), config={
+            "model": "segnet-basic", "width": 4, "depth": 2, "kernel": 3, "epochs": 1,
+            "batch_size": 16, "train_scenes": 64, "test_scenes": 32, "canvas": 32}))
+
+
+def _arms(plan: StudyPlan) -> list[tuple[str, tuple[int, ...], int, int, Protocol]]:
+    return [(arch, depths, seeds, width, protocol) for arch, depths, seeds, width, protocol in (
+        ("mlp", plan.mlp_depths, plan.mlp_seeds, plan.mlp_width, plan.mlp_protocol),
+        ("conv", plan.conv_depths, plan.conv_seeds, plan.conv_width, plan.conv_protocol),
+    ) if depths and seeds]
+
+
+def reproduce_study(
+    out_dir: str | Path,
+    *,
+    plan: StudyPlan | None = None,
+    quick: bool = False,
+    protocol: str = "study",
+    archs: tuple[str, ...] = STUDY_ARCHS,
+    mlp_scale: str = "study",
+    data_dir: str | None = None,
+    source: str = "auto",
+    device: str = "cpu",
+    jobs: int | None = None,
+    threads: int = 1,
+    train: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) the study and write ``study.json``, ``study.md``, ``study.png``.
+
+    Every training process uses ``threads`` torch threads (recorded in each run), so a run's
+    numbers do not depend on ``jobs``. With ``train=False`` nothing is trained: the report
+    covers the runs already finished in ``out_dir`` (cells without runs are left out).
+    """
+    from .study_report import write_study
+
+    plan = plan or study_plan(quick, protocol, archs=tuple(archs), mlp_scale=mlp_scale)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    if train:
+        from .table2 import reproduce_table2
+
+        for arch, depths, seeds, width, protocol in _arms(plan):
+            tick = time.perf_counter()
+            # at most one worker per cell, so that every cell is one ensemble whatever
+            # --jobs is (conv numbers depend on the ensemble's size; the MLP's do not)
+            cells = len(depths) * len(plan.methods)
+            reproduce_table2(out / arch, depths=depths, methods=plan.methods, runs=seeds,
+                             seed=plan.seed, protocol=protocol, data_dir=data_dir,
+                             source=source, device=device, arch=arch,
+                             jobs=min(jobs or os.cpu_count() or 1, cells),
+                             width=width, threads=threads, progress=progress)
+            seconds[arch] = time.perf_counter() - tick
+        if plan.segnet is not None:
+            tick = time.perf_counter()
+            _run_segnet(plan, out / "segnet", data_dir, source, device, jobs, threads)
+            seconds["segnet"] = time.perf_counter() - tick
+    result = collect_study(out, plan, data_dir=data_dir, source=source, device=device,
+                           threads=threads)
+    result["seconds"] = seconds
+    result["threads"] = threads
+    result["jobs"] = jobs
+    write_study(result, out)
+    return result
+
+
+def _segnet_base(plan: StudyPlan):
+    from .segmentation import SegmentationConfig
+
+    return SegmentationConfig(**plan.segnet.config)
+
+
+def _run_segnet(plan, out, data_dir, source, device, jobs, threads) -> dict:
+    from .segmentation import compare_methods, load_segmentation_data
+
+    base = _segnet_base(plan)
+    data = load_segmentation_data(base, data_dir=data_dir, source=source)
+    return compare_methods(
+        base, out, methods=("un", "bsgd"), seeds=tuple(plan.seed + s for s in
+                                                       range(plan.segnet.seeds)),
+        lr_grid=plan.segnet.lr_grid, selection_epochs=plan.segnet.selection_epochs, data=data,
+        device=device, resume=True, progress=False, jobs=max(1, jobs or 1), threads=threads,
+        log=None)
+
+
+def _mnist_cells(out: Path, plan: StudyPlan, data: MNISTTensors, device: str,
+                 threads: int) -> list[dict]:
+    from .table2 import run_configs
+
+    cells = []
+    for arch, depths, seeds, width, protocol in _arms(plan):
+        for depth in depths:
+            for method in plan.methods:
+                runs = []
+                for config in run_configs(data, depths=[depth], methods=[method], runs=seeds,
+                                          seed=plan.seed, protocol=protocol, device=device,
+                                          threads=threads, arch=arch, width=width):
+                    record = load_finished(out / arch, config)
+                    if record is not None:
+                        runs.append(record)
+                if not runs:
+                    continue
+                cells.append({
+                    "arch": arch, "depth": depth, "method": method,
+                    "label": METHODS[method].label, "width": width,
+                    "seeds": [r["config"]["seed"] for r in runs],
+                    "test_errors": [r["test_error"] for r in runs],
+                    "chosen": [r.get("chosen", {"lr": r["chosen_lr"]}) for r in runs],
+                    "interior": [r["selection"].get("interior") for r in runs],
+                    "epochs": [r["epochs"] for r in runs],
+                    "stop_reasons": [r["stop_reason"] for r in runs],
+                    "undone_epochs": [r["curves"]["accepted"].count(False) for r in runs],
+                    "filter_norms": [r.get("filter_norms") for r in runs],
+                    "seconds": max(r["seconds"] for r in runs),
+                    "torch_threads": sorted({r["torch_threads"] for r in runs}),
+                    "test_size": None,
+                })
+    return cells
+
+
+def _segnet_cells(out: Path, plan: StudyPlan) -> list[dict]:
+    path = out / "segnet" / "comparison.json"
+    if plan.segnet is None or not path.exists():
+        return []
+    summary = json.loads(path.read_text())
+    cells = []
+    for row in summary["rows"]:
+        acc = row["global_accuracy"]["values"]
+        cells.append({
+            "arch": "segnet", "depth": plan.segnet.config.get("depth") or 4,
+            "method": row["method"], "label": row["label"], "width": summary["config"]["width"],
+            "seeds": summary["seeds"], "test_errors": [1 - a for a in acc],
+            "mean_iou": row["mean_iou"]["values"],
+            "chosen": [{"lr": row["lr"]}] * len(acc), "interior": None,
+            "epochs": [summary["config"]["epochs"]] * len(acc),
+            "stop_reasons": ["fixed_epochs"] * len(acc), "undone_epochs": None,
+            "filter_norms": None, "seconds": row["epoch_seconds"] * summary["config"]["epochs"]
+            * len(acc), "torch_threads": None, "test_size": None,
+        })
+    return cells
+
+
+def collect_study(out_dir: str | Path, plan: StudyPlan, *, data_dir: str | None = None,
+                  source: str = "auto", device: str = "cpu", threads: int = 1) -> dict:
+    """The study's result from the finished records in ``out_dir``: ``cells`` (per-run test
+    errors, chosen rates, epochs, stop reasons), ``comparisons`` (paired statistics with
+    Holm's correction over all of them) and the exact ``plan`` (protocols included)."""
+    import warnings
+
+    out = Path(out_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = MNISTTensors.load(data_dir, source=source, device="cpu")
+    test_size = int(data.test_y.shape[0])
+    cells = _mnist_cells(out, plan, data, device, threads) + _segnet_cells(out, plan)
+    for cell in cells:
+        if cell["arch"] != "segnet":
+            cell["test_size"] = test_size
+    comparisons = []
+    by_key = {(c["arch"], c["depth"], c["method"]): c for c in cells}
+    for arch, depth in sorted({(c["arch"], c["depth"]) for c in cells}):
+        for a, b in COMPARISONS:
+            ca, cb = by_key.get((arch, depth, a)), by_key.get((arch, depth, b))
+            if ca is None or cb is None:
+                continue
+            seeds = sorted(set(ca["seeds"]) & set(cb["seeds"]))
+            if not seeds:
+                continue
+            xa = [ca["test_errors"][ca["seeds"].index(s)] for s in seeds]
+            xb = [cb["test_errors"][cb["seeds"].index(s)] for s in seeds]
+            stats = paired_comparison(xa, xb, test_size=ca["test_size"])
+            comparisons.append({"arch": arch, "depth": depth, "a": a, "b": b, **stats,
+                                "seeds": seeds,
+                                "metric": "test error" if arch != "segnet"
+                                else "pixel error (1 - global accuracy)"})
+    for comparison, adjusted in zip(comparisons, holm([c["p_paired"] for c in comparisons])):
+        comparison["p_holm"] = adjusted
+    for comparison, adjusted in zip(comparisons, holm([c["p_wilcoxon"] for c in comparisons])):
+        comparison["p_wilcoxon_holm"] = adjusted
+    return {"data": data.source, "test_images": test_size, "plan": plan.to_json(),
+            "protocol": {"mlp": asdict(plan.mlp_protocol), "conv": asdict(plan.conv_protocol),
+                         "segnet": None if plan.segnet is None else asdict(plan.segnet)},
+            "cells": cells, "comparisons": comparisons}

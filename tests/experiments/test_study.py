@@ -1,0 +1,215 @@
+"""The controlled study: the stopping-rule fix, the control methods' steps, the rate grid's
+extension, and the whole ``reproduce study`` pipeline on a tiny slice."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from riemann_dnn.experiments.ensemble import Ensemble
+from riemann_dnn.experiments.protocol import (
+    METHODS,
+    PROTOCOLS,
+    Protocol,
+    RunConfig,
+    _extensions,
+    _stop_check,
+    build_ensemble,
+    candidate_grid,
+)
+from riemann_dnn.experiments.study import StudyPlan, reproduce_study
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.problems import ArchBN, ConvArchBN
+
+
+# -- the stopping rules after an undone epoch ---------------------------------------------------
+def _curves(val, accepted, train=0.01):
+    return {"val_error": list(val), "accepted": list(accepted),
+            "train_error": [train] * len(val)}
+
+
+def test_an_undone_epoch_is_no_flat_validation_measurement():
+    # epoch 4 was undone: the weights rolled back, so its validation error repeats epoch 3's
+    curves = _curves([0.10, 0.08, 0.07, 0.07], [True, True, True, False])
+    old = Protocol(min_epochs=3)
+    fixed = replace(old, stop_on_accepted=True)
+    assert _stop_check(old, 4, curves) == "validation_error_flat"  # the paper's rule's artefact
+    assert _stop_check(fixed, 4, curves) is None
+    # the next accepted epoch is compared with the last accepted one, not the undone one
+    curves = _curves([0.10, 0.08, 0.07, 0.07, 0.065], [True, True, True, False, True])
+    assert _stop_check(fixed, 5, curves) is None
+    curves = _curves([0.10, 0.08, 0.07, 0.07, 0.07], [True, True, True, False, True])
+    assert _stop_check(fixed, 5, curves) == "validation_error_flat"
+
+
+def test_an_undone_epoch_still_counts_towards_max_epochs():
+    fixed = Protocol(min_epochs=2, max_epochs=3, stop_on_accepted=True)
+    curves = _curves([0.1, 0.09, 0.09], [True, True, False])
+    assert _stop_check(fixed, 3, curves) == "max_epochs"
+
+
+def test_patience_rule_sees_accepted_epochs_only():
+    fixed = Protocol(min_epochs=1, patience=2, stop_on_accepted=True)
+    # accepted: 0.10, 0.08, 0.09 -> rose against two accepted epochs before? 0.09 < 0.10: no
+    curves = _curves([0.10, 0.08, 0.08, 0.09], [True, True, False, True])
+    assert _stop_check(fixed, 4, curves) is None
+    assert _stop_check(replace(fixed, stop_on_accepted=False), 4, curves) == \
+        "validation_error_rose"
+
+
+# -- the control methods ----------------------------------------------------------------------
+def _batch(copies, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(copies, 16, 784, generator=gen),
+            torch.randint(0, 10, (copies, 16), generator=gen))
+
+
+def test_weight_decay_step_is_sgd_weight_decay_on_the_filters():
+    model = ArchBN(2, generator=torch.Generator().manual_seed(0))
+    names = ArchBN.scale_invariant_names(2)
+    ens = Ensemble([model, model], filters=names)
+    lr = torch.tensor([0.1, 0.1], dtype=torch.float64)
+    ens.set_lr(lr)
+    ens.set_weight_decay(torch.tensor([1e-2, 0.0]))
+    before = {k: v.detach().clone() for k, v in ens.params.items()}
+    x, y = _batch(2)
+    x[1], y[1] = x[0], y[0]  # the same batch: copy 1 is the same step without decay
+    ens.train_step(x, y)
+    for name in names:
+        w0 = before[name][0]
+        grad_only = w0 - ens.params[name][1].detach()  # 0.1 * g
+        expected = w0 - grad_only - 0.1 * 1e-2 * w0   # W - lr (g + wd W)
+        torch.testing.assert_close(ens.params[name][0].detach(), expected)
+    # the same single step as RiemannianSGD's own weight_decay on a plain model
+    single = ArchBN(2, generator=torch.Generator().manual_seed(0))
+    groups = [{"params": [p for n, p in single.named_parameters() if n in names],
+               "weight_decay": 1e-2},
+              {"params": [p for n, p in single.named_parameters() if n not in names]}]
+    opt = RiemannianSGD(groups, lr=0.1)
+    loss = torch.nn.functional.cross_entropy(single(x[0]), y[0])
+    loss.backward()
+    opt.step()
+    for name, param in single.named_parameters():
+        torch.testing.assert_close(ens.params[name][0].detach(), param.detach(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_bsgd_elr_ensemble_steps_filters_with_rate_times_norm_squared():
+    config = RunConfig(depth=2, method="bsgd-elr", seed=0)
+    ens = build_ensemble([config], 1, 784, "cpu")
+    assert ens.optimizer.param_groups[0]["filter_rate"] == "norm2"
+    assert all("filter_rate" not in g for g in ens.optimizer.param_groups[1:])
+    with torch.no_grad():
+        ens.params["linears.0.weight"].mul_(3.0)  # filter norms 3 (the loss does not change)
+    ens.set_lr(torch.tensor([0.1], dtype=torch.float64))
+    w0 = ens.params["linears.0.weight"].detach().clone()
+    x, y = _batch(1)
+    ens.optimizer.zero_grad()
+    logits = ens.forward(x, train=True)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+    g = ens.params["linears.0.weight"].grad.clone()
+    ens.optimizer.step()
+    torch.testing.assert_close(ens.params["linears.0.weight"].detach(), w0 - 0.1 * 9.0 * g)
+
+
+def test_un_split_sets_separate_rates_for_filters_and_the_rest():
+    ens = build_ensemble([RunConfig(depth=2, method="un-split", seed=0)], 2, 784, "cpu")
+    first, *rest = ens.optimizer.param_groups
+    assert first["manifold"] == "oblique" and len(first["params"]) == 2
+    ens.set_lr(torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.4]))
+    assert first["lr"].tolist() == pytest.approx([0.1, 0.2])
+    assert all(g["lr"].tolist() == pytest.approx([0.3, 0.4]) for g in rest)
+
+
+def test_candidate_grids_and_their_extension():
+    protocol = PROTOCOLS["study"]
+    assert len(candidate_grid("un", protocol)) == 5
+    assert len(candidate_grid("un-split", protocol)) == 25
+    assert {c["weight_decay"] for c in candidate_grid("bsgd-wd", protocol)} == {1e-4, 1e-3, 1e-2}
+    config = RunConfig(depth=2, method="un", seed=0, protocol=protocol)
+    scored = [{"lr": c["lr"], "val_error": 0.1 + c["lr"], "diverged": False}
+              for c in candidate_grid("un", protocol)]  # the smallest rate is best
+    steps = dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
+    new = _extensions(config, scored, steps)
+    assert [c["lr"] for c in new] == pytest.approx([10 ** -2.5])
+    scored.append({"lr": 10 ** -2.5, "val_error": 0.5, "diverged": False})
+    assert _extensions(config, scored, steps) == []  # now interior
+
+
+def test_every_method_of_the_registry_is_known_to_the_study():
+    from riemann_dnn.experiments.study import STUDY_METHODS
+    assert set(STUDY_METHODS) <= set(METHODS)
+
+
+# -- the conv ArchBN -------------------------------------------------------------------------
+def test_conv_archbn_filters_are_the_bn_fed_convs_and_scale_invariant():
+    from riemann_dnn.optim import scale_invariant_weights
+
+    model = ConvArchBN(2, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(8, 784)
+    assert model(x).shape == (8, 10)
+    assert sorted(scale_invariant_weights(model, x)) == ConvArchBN.scale_invariant_names(2)
+    model = model.double()
+    for norm in model.norms:
+        norm.eps = 1e-12  # BN's eps is the one thing that sees a filter's scale
+    x = x.double()
+    before = model(x)
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.weight.mul_(torch.rand(4, 1, 1, 1, dtype=torch.float64) + 0.5)
+    torch.testing.assert_close(model(x), before, rtol=1e-8, atol=1e-8)
+
+
+# -- the pipeline ----------------------------------------------------------------------------
+def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
+    from riemann_dnn.experiments.study import SegNetPlan
+
+    tiny = replace(PROTOCOLS["study"], lr_candidates=(1.0, 0.1), selection_train=100,
+                   selection_val=100, selection_epochs=1, validation=200, train_images=200,
+                   min_epochs=1, max_epochs=2, lr_extend=0, weight_decays=(1e-3,))
+    plan = StudyPlan(methods=("un", "bsgd", "bsgd-wd"), mlp_depths=(2,), mlp_seeds=2,
+                     mlp_protocol=tiny, conv_depths=(1,), conv_seeds=2, conv_width=2,
+                     conv_protocol=tiny,
+                     segnet=SegNetPlan(seeds=2, lr_grid=(0.1,), config={
+                         "model": "segnet-basic", "width": 2, "depth": 1, "kernel": 3,
+                         "epochs": 1, "batch_size": 8, "train_scenes": 8, "test_scenes": 8,
+                         "canvas": 32}))
+    result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
+    for name in ("study.json", "study.md", "study.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "study.json").read_text())
+    assert saved["comparisons"] == json.loads(json.dumps(result["comparisons"]))
+    keys = {"arch", "depth", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p_paired",
+            "p_holm", "p_wilcoxon", "effect_images"}
+    pairs = {(c["arch"], c["a"], c["b"]) for c in saved["comparisons"]}
+    assert {("mlp", "un", "bsgd"), ("mlp", "un", "bsgd-wd"), ("conv", "un", "bsgd"),
+            ("segnet", "un", "bsgd")} <= pairs
+    assert all(keys <= set(c) and c["n"] == 2 for c in saved["comparisons"])
+    cells = {(c["arch"], c["method"]): c for c in saved["cells"]}
+    assert cells[("mlp", "bsgd-wd")]["chosen"][0]["weight_decay"] == 1e-3
+    assert cells[("mlp", "un")]["torch_threads"] == [1]
+    assert saved["protocol"]["mlp"]["loss_reduction"] == "mean"
+    assert saved["protocol"]["mlp"]["stop_on_accepted"] is True
+    # a rerun resumes: nothing is trained again, the same numbers come back
+    runs = sorted((tmp_path / "mlp" / "runs").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    again = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
+    assert [c["mean_diff"] for c in again["comparisons"]] == \
+        [c["mean_diff"] for c in saved["comparisons"]]
+
+
+def test_study_plan_options():
+    from riemann_dnn.experiments.study import study_plan
+
+    plan = study_plan(archs=("mlp",), mlp_scale="paper")
+    assert plan.conv_depths == () and plan.segnet is None
+    assert plan.mlp_protocol == PROTOCOLS["study"] and plan.mlp_protocol.train_images is None
+    old = study_plan(protocol="paper-sum")
+    assert old.mlp_protocol.loss_reduction == "sum" and not old.mlp_protocol.stop_on_accepted
+    assert old.mlp_protocol.train_images == study_plan().mlp_protocol.train_images
+    with pytest.raises(ValueError, match="archs"):
+        study_plan(archs=("resnet",))
+    with pytest.raises(ValueError, match="mlp_scale"):
+        study_plan(mlp_scale="huge")
