@@ -333,10 +333,68 @@ def candidate_grid(method: str, protocol: Protocol,
     return [{"lr": r} for r in rates]
 
 
-def _score_candidates(configs, candidates, data, splits, device, progress) -> list[list[dict]]:
+class _Checkpoint:
+    """An ensemble's progress on disk, written atomically after every epoch, so that a run
+    killed at any moment resumes within one epoch of where it stopped and finishes with the
+    records an uninterrupted run writes (the random generators' states are saved too).
+
+    One file per ensemble, ``out_dir/checkpoints/<hash of its runs' hashes>.pt``, holding a
+    dict of stages: each round of rate selection and the training, either finished
+    (their result) or in progress (the ensemble's, optimizer's, bold driver's and
+    generators' states). It is removed when the ensemble's records are written.
+    """
+
+    def __init__(self, out_dir: Path | None, configs: list[RunConfig]):
+        key = hashlib.sha256("".join(sorted(c.run_hash for c in configs)).encode()).hexdigest()
+        self.path = None if out_dir is None else Path(out_dir) / "checkpoints" / f"{key[:16]}.pt"
+        self.stages: dict[str, Any] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.stages = torch.load(self.path, weights_only=True)
+            except Exception:  # noqa: BLE001 - a torn or foreign file: start afresh
+                self.stages = {}
+
+    def get(self, stage: str) -> Any:
+        return self.stages.get(stage)
+
+    def put(self, stage: str, value: Any) -> None:
+        self.stages[stage] = value
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(self.stages, tmp)
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _ensemble_state(ens: Ensemble, generators: list[torch.Generator], **extra) -> dict:
+    return {"stack": {k: v.clone() for k, v in ens.stack.state_dict().items()},
+            "optimizer": ens.optimizer.state_dict(),
+            "generators": [g.get_state() for g in generators], **extra}
+
+
+def _restore_ensemble(ens: Ensemble, generators: list[torch.Generator], state: dict) -> None:
+    ens.stack.load_state_dict(state["stack"])
+    ens.optimizer.load_state_dict(state["optimizer"])
+    for g, saved in zip(generators, state["generators"]):
+        g.set_state(saved)
+
+
+def _score_candidates(configs, candidates, data, splits, device, progress,
+                      checkpoint: _Checkpoint | None = None, stage: str = "select0"
+                      ) -> list[list[dict]]:
     """Train every run's candidates (``candidates[r]``: dicts of :func:`candidate_grid`, the
     same number per run; ``None`` pads) as copies of one ensemble on its selection images and
-    score them on its selection validation images."""
+    score them on its selection validation images (resuming from ``checkpoint``)."""
+    checkpoint = checkpoint or _Checkpoint(None, configs)
+    done = checkpoint.get(stage)
+    if done is not None and "scored" in done:
+        progress(configs[0].protocol.selection_epochs)
+        return done["scored"]
     protocol = configs[0].protocol
     copies = len(candidates[0])
     flat = [c or {"lr": 0.0} for cands in candidates for c in cands]
@@ -353,7 +411,14 @@ def _score_candidates(configs, candidates, data, splits, device, progress) -> li
     val = torch.stack([s["selection_val"] for s in splits]).to(device)
     first_loss, last_loss = None, None
     finite = torch.ones(ens.size, dtype=torch.bool)
-    for _ in range(protocol.selection_epochs):
+    start = 0
+    if done is not None:  # an interrupted round: its state after epoch ``done["epoch"]``
+        _restore_ensemble(ens, generators, done)
+        start, first_loss, last_loss, finite = (done["epoch"], done["first_loss"],
+                                                done["last_loss"], done["finite"])
+        lr, other = done["lr"], done["other"]
+        progress(start)
+    for epoch in range(start, protocol.selection_epochs):
         loss, _ = _train_epoch(ens, data, pools, generators, copies, protocol)
         loss_t = torch.tensor(loss)
         finite &= torch.isfinite(loss_t)
@@ -363,6 +428,9 @@ def _score_candidates(configs, candidates, data, splits, device, progress) -> li
         ens.set_lr(lr, other)
         first_loss = loss_t if first_loss is None else first_loss
         last_loss = loss_t
+        checkpoint.put(stage, _ensemble_state(ens, generators, epoch=epoch + 1,
+                                              first_loss=first_loss, last_loss=last_loss,
+                                              finite=finite, lr=lr, other=other))
         progress(1)
     val_error = _errors_on(ens, data, val, copies)
     scored = []
@@ -376,6 +444,7 @@ def _score_candidates(configs, candidates, data, splits, device, progress) -> li
             row.append({**cand, "val_error": val_error[m], "diverged": diverged,
                         "first_loss": float(first_loss[m]), "last_loss": float(last_loss[m])})
         scored.append(row)
+    checkpoint.put(stage, {"scored": scored})
     return scored
 
 
@@ -412,11 +481,13 @@ def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[
     return new
 
 
-def _select_rates(configs, data, splits, device, progress) -> list[dict]:
+def _select_rates(configs, data, splits, device, progress,
+                  checkpoint: _Checkpoint | None = None) -> list[dict]:
     protocol = configs[0].protocol
     grid = candidate_grid(configs[0].method, protocol)
     scored = _score_candidates(configs, [list(grid) for _ in configs], data, splits, device,
-                               progress)
+                               progress, checkpoint, "select0")
+    rounds = 0
     steps = [dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
              for _ in configs]
     while protocol.lr_extend:
@@ -426,8 +497,10 @@ def _select_rates(configs, data, splits, device, progress) -> list[dict]:
             break
         width = max(len(new[r]) for r in todo)
         padded = [new[r] + [None] * (width - len(new[r])) for r in todo]
+        rounds += 1
         more = _score_candidates([configs[r] for r in todo], padded, data,
-                                 [splits[r] for r in todo], device, progress)
+                                 [splits[r] for r in todo], device, progress, checkpoint,
+                                 f"select{rounds}")
         for r, row in zip(todo, more):
             scored[r] += row
     selections = []
@@ -519,8 +592,9 @@ def train_runs(
         raise ValueError("train_runs: configs must differ only in their seeds")
     protocol, device = configs[0].protocol, torch.device(device)
     start = time.perf_counter()
+    checkpoint = _Checkpoint(out_dir, configs)
     splits = [_splits(c, data.train_x.shape[0]) for c in configs]
-    selections = _select_rates(configs, data, splits, device, progress)
+    selections = _select_rates(configs, data, splits, device, progress, checkpoint)
     selection_seconds = time.perf_counter() - start
 
     ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
@@ -542,6 +616,14 @@ def train_runs(
     records: list[dict | None] = [None] * len(configs)
     epoch_seconds = []
     epoch = 0
+    saved = checkpoint.get("train")
+    if saved is not None:  # resume after the last finished epoch
+        _restore_ensemble(ens, generators, saved)
+        driver.load_state_dict(saved["driver"])
+        epoch, curves, active, records, epoch_seconds = (
+            saved["epoch"], saved["curves"], saved["active"], saved["records"],
+            saved["epoch_seconds"])
+        progress(epoch)
     while any(active):
         epoch += 1
         tick = time.perf_counter()
@@ -592,7 +674,11 @@ def train_runs(
                 }
                 _write_json(run_path(out_dir, configs[r]), records[r])
             driver.freeze(done)
+        checkpoint.put("train", _ensemble_state(
+            ens, generators, driver=driver.state_dict(), epoch=epoch, curves=curves,
+            active=active, records=records, epoch_seconds=epoch_seconds))
         progress(1)
+    checkpoint.remove()
     return records
 
 
