@@ -382,7 +382,7 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
         generator = torch.Generator().manual_seed(config.seed + 1)
         first = last = None
         finite = True
-        for epoch in range(protocol.selection_epochs):
+        for _ in range(protocol.selection_epochs):
             loss, _ = _epoch(model, optimizer, data, splits["selection_train"], generator,
                              config, launch, amp)
             finite = finite and math.isfinite(loss)

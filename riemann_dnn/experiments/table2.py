@@ -28,10 +28,10 @@ from .pool import pool_context, send_message, worker_pool
 from .progress import progress_bar, settle, write_above
 from .protocol import (
     METHODS,
-    _write_json,
     MNISTTensors,
     Protocol,
     RunConfig,
+    _write_json,
     load_finished,
     progress_total,
     run_path,
