@@ -1,6 +1,6 @@
 """Run under torchrun (or plainly): 5 RiemannianSGD steps of a small BN model in float64 on a
 fixed global batch of 16, data-parallel over the launch; rank 0 saves the state dict to
-``sys.argv[1]``. Used by ``test_distributed.py``."""
+``sys.argv[1]``. Used by ``test_torchrun.py``."""
 
 import sys
 

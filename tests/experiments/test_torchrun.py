@@ -239,7 +239,12 @@ def test_sharded_table2_on_cuda_equals_one_process(tmp_path):
     _run(None, [*TABLE, "--device", "cuda", "--out", str(tmp_path / "one")])
     _run(_gpus(), [*TABLE, "--device", "cuda", "--out", str(tmp_path / "two")])
     one, two = (json.loads((tmp_path / d / "table2.json").read_text()) for d in ("one", "two"))
-    assert _numbers(one) == _numbers(two)
+    # on CUDA the stacked ensemble's kernels may round differently for another ensemble size
+    # (the split of the task list depends on the world size): same rates and epochs, test
+    # errors within an image or two
+    for a, b in zip(one["rows"], two["rows"]):
+        assert (a["chosen_lrs"], a["epochs"]) == (b["chosen_lrs"], b["epochs"]), (a, b)
+        assert max(abs(x - y) for x, y in zip(a["test_errors"], b["test_errors"])) <= 2e-3
 
 
 @pytest.mark.gpu
