@@ -19,7 +19,7 @@ __all__ = [
     "UsageError", "Parser", "positive_int", "nonnegative_int", "positive_float",
     "add_threads", "add_device", "add_data", "add_jobs", "set_command",
     "check_device", "prepare_out", "check_unique", "check_data", "check_retraction",
-    "use_threads",
+    "use_threads", "add_amp", "check_launch",
 ]
 
 
@@ -80,6 +80,14 @@ def add_threads(parser, default: int = 1) -> None:
 
 def add_device(parser, help_text: str = "torch device: cpu, cuda, cuda:1, ...") -> None:
     parser.add_argument("--device", default="cpu", help=f"{help_text} (default cpu)")
+
+
+def add_amp(parser) -> None:
+    parser.add_argument(
+        "--amp", choices=["off", "bf16"], default="off",
+        help="bf16: forward pass and loss under torch.autocast in bfloat16 (for --device "
+        "cuda; weights, gradients and the Riemannian step stay float32); recorded and "
+        "hashed (default off)")
 
 
 def add_jobs(parser, default: int | None, help_text: str) -> None:
@@ -197,6 +205,23 @@ def check_retraction(constraint: str, retraction: str | None) -> None:
         resolve_geometry(constraint, retraction, torch.empty(4, 9))
     except (ValueError, KeyError) as err:
         raise UsageError(f"--retraction {retraction}: {err}") from None
+
+
+def check_launch(batch_size: int | None = None, option: str = "--batch-size") -> int:
+    """The world size of a ``torchrun`` launch (1 without one), read from its environment
+    before any process group is joined; :class:`UsageError` when a global batch of
+    ``batch_size`` cannot give every rank at least one sample."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return 1
+    try:
+        world = int(os.environ["WORLD_SIZE"])
+    except ValueError:
+        raise UsageError(f"$WORLD_SIZE={os.environ['WORLD_SIZE']}: not an integer; launch "
+                         f"with torchrun") from None
+    if batch_size is not None and batch_size < world:
+        raise UsageError(f"{option} {batch_size}: smaller than the {world} processes of "
+                         f"this torchrun launch; give {option} >= {world}")
+    return world
 
 
 def use_threads(threads: int) -> None:

@@ -8,12 +8,14 @@ from dataclasses import asdict
 
 from .options import (
     UsageError,
+    add_amp,
     add_data,
     add_device,
     add_jobs,
     add_threads,
     check_data,
     check_device,
+    check_launch,
     check_retraction,
     check_unique,
     positive_float,
@@ -156,17 +158,31 @@ def add_parser(subparsers) -> None:
     archbn.add_argument("--depth", type=positive_int, default=2)
     archbn.add_argument("--method", choices=_METHOD_NAMES, default="un")
     _add_protocol_options(archbn)
+    add_amp(archbn)
     set_command(archbn, run_train)
 
 
 def run_table2(args: argparse.Namespace) -> int:
+    """The table; under ``torchrun`` its (cell, seed) ensembles are sharded across the ranks
+    and rank 0 writes the table (:func:`~riemann_dnn.experiments.table2.reproduce_table2`)."""
+    from ..experiments import distributed
     from ..experiments.table2 import TableMismatchError, reproduce_table2
 
     depths = check_unique("--depths", args.depths)
     methods = check_unique("--methods", args.methods)
     protocol = _protocol(args)
+    check_launch()
     _check_common(args)
     out = prepare_out(_default_out("results/table2", args))
+    distributed.launch_from_env(args.device)
+    try:
+        return _table2(args, out, depths, methods, protocol, reproduce_table2,
+                       TableMismatchError)
+    finally:
+        distributed.shutdown()
+
+
+def _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatchError) -> int:
     options = dict(depths=depths, methods=methods, runs=args.runs, seed=args.seed,
                    protocol=protocol, data_dir=args.data_dir, source=args.source,
                    device=args.device, jobs=args.jobs, threads=args.threads,
@@ -175,6 +191,8 @@ def run_table2(args: argparse.Namespace) -> int:
         summary = reproduce_table2(out, **options)
     except TableMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
+    if summary is None:  # a rank other than 0 of a sharded sweep: rank 0 reports
+        return 0
     print((out / "table2.md").read_text())
     print(f"wrote {out / 'table2.json'}, {out / 'table2.md'}, {out / 'table2.png'} "
           f"and {len(summary['rows'])} cells of run records in {out / 'runs'}")
@@ -194,6 +212,10 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         device=args.device, jobs=args.jobs, threads=args.threads, constraint=args.constraint,
         retraction=args.retraction,
     )
+    if check_launch() > 1:
+        raise UsageError("reproduce sensitivity is not sharded across torchrun processes "
+                         "yet; run it without torchrun, or shard its batch sizes by hand "
+                         "with reproduce table2 --batch-size under torchrun")
     _check_common(args)
     out = prepare_out(_default_out("results/sensitivity", args))
     try:
@@ -207,8 +229,13 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """One run. Without ``torchrun`` (and ``--amp off``): the ensemble path of
+    :func:`~riemann_dnn.experiments.protocol.train_runs`, as always. Under ``torchrun`` (or
+    with ``--amp bf16``): one model, data-parallel over the launch
+    (:func:`~riemann_dnn.experiments.distributed.train_archbn_run`); rank 0 writes."""
     import torch
 
+    from ..experiments import distributed
     from ..experiments.progress import progress_bar, settle
     from ..experiments.protocol import (
         METHODS,
@@ -226,39 +253,56 @@ def run_train(args: argparse.Namespace) -> int:
     )
 
     protocol = _protocol(args)
+    world = check_launch(protocol.batch_size)
     _check_common(args)
     out = prepare_out(_default_out(f"results/archbn-depth{args.depth}-{args.method}", args))
-    torch.set_num_threads(args.threads)
-    data = MNISTTensors.load(args.data_dir, source=args.source, device=args.device)
-    config = RunConfig(depth=args.depth, method=args.method, seed=args.seed,
-                       protocol=protocol, constraint=args.constraint,
-                       retraction=args.retraction, data=data.source,
-                       data_checksum=data.checksum, device=str(torch.device(args.device)),
-                       dtype=str(torch.get_default_dtype()).replace("torch.", ""),
-                       threads=args.threads)
-    identity = {k: v for k, v in config.to_json().items() if k != "rank"}
+    single_model = distributed.under_torchrun() or args.amp != "off"
+    launch = distributed.launch_from_env(args.device)
     try:
-        check_table(out / "run.json", identity, what="run")
-    except TableMismatchError as err:
-        raise UsageError(f"--out {out}: {err}") from None
-    record = load_finished(out, config)
-    if record is None:
-        planned = protocol.selection_epochs + protocol.max_epochs
-        with progress_bar(total=planned, desc=config.name, unit="epoch") as bar:
-            (record,) = train_runs([config], data, out, device=args.device,
-                                   progress=bar.update)
-            settle(bar, planned, protocol.selection_epochs + record["epochs"])
-    else:
-        print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
-    summary = summarize([record])
-    summary.update(protocol=asdict(protocol), data=data.source, identity=identity,
-                   world_size=config.world_size,
-                   title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one run "
-                   f"(seed {args.seed}) of the {_protocol_words(asdict(protocol)).split(':')[0]}")
-    write_report(summary, [record], out, stem="run")
-    (out / "run.json").write_text(json.dumps({**record, "summary": summary,
-                                              "identity": identity}, indent=1))
-    print(f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
-          f"({record['stop_reason']}), test error {record['test_error']:.4f}")
-    print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")
-    return 0
+        torch.set_num_threads(args.threads)
+        data = MNISTTensors.load(args.data_dir, source=args.source, device=launch.device)
+        config = RunConfig(depth=args.depth, method=args.method, seed=args.seed,
+                           protocol=protocol, constraint=args.constraint,
+                           retraction=args.retraction, data=data.source,
+                           data_checksum=data.checksum, device=str(torch.device(args.device)),
+                           dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+                           threads=args.threads, world_size=world, rank=launch.rank,
+                           amp=args.amp, data_parallel=single_model)
+        identity = {k: v for k, v in config.to_json().items() if k != "rank"}
+        try:
+            check_table(out / "run.json", identity, what="run")
+        except TableMismatchError as err:
+            raise UsageError(f"--out {out}: {err}") from None
+        record = distributed.broadcast_object(load_finished(out, config))
+        if record is None:
+            selection = protocol.selection_epochs * (len(protocol.lr_candidates)
+                                                     if single_model else 1)
+            planned = selection + protocol.max_epochs
+            with progress_bar(total=planned, desc=config.name, unit="epoch",
+                              enabled=launch.is_main) as bar:
+                if single_model:
+                    record = distributed.train_archbn_run(config, data, out,
+                                                          progress=bar.update)
+                else:
+                    (record,) = train_runs([config], data, out, device=args.device,
+                                           progress=bar.update)
+                settle(bar, planned, selection + record["epochs"])
+        elif launch.is_main:
+            print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
+        if not launch.is_main:
+            return 0
+        summary = summarize([record])
+        summary.update(protocol=asdict(protocol), data=data.source, identity=identity,
+                       world_size=config.world_size,
+                       title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one "
+                       f"run (seed {args.seed}) of the "
+                       f"{_protocol_words(asdict(protocol)).split(':')[0]}")
+        write_report(summary, [record], out, stem="run")
+        (out / "run.json").write_text(json.dumps({**record, "summary": summary,
+                                                  "identity": identity}, indent=1))
+        print(f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
+              f"({record['stop_reason']}), test error {record['test_error']:.4f}")
+        print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")
+        return 0
+    finally:
+        distributed.shutdown()

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from .options import (
     UsageError,
+    add_amp,
     add_device,
     add_jobs,
     add_threads,
     check_data,
     check_device,
+    check_launch,
     check_unique,
     positive_float,
     positive_int,
@@ -63,6 +65,7 @@ def add_parser(subparsers) -> None:
                         help="torch: a training loop with RiemannianSGD (checkpoints, resume); "
                         "pymanopt: the model as a ModuleProblem solved by StochasticGradient")
     add_device(parser)
+    add_amp(parser)
     add_threads(parser)
     parser.add_argument("--out", default=None, help="output directory (default results/segment)")
     parser.add_argument("--resume", action="store_true",
@@ -91,8 +94,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One run, or the comparison; under ``torchrun`` one run trained data-parallel on every
+    process, rank 0 writing (:func:`~riemann_dnn.experiments.segmentation.train_segmentation`)."""
     import torch
 
+    from ..experiments import distributed
     from ..experiments.segmentation import (
         CHECKPOINT,
         CheckpointMismatchError,
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             class_weights=args.class_weights, seed=args.seed[0], data_seed=args.data_seed,
             train_scenes=args.train_scenes, test_scenes=args.test_scenes, canvas=args.canvas,
             size=tuple(args.size) if args.size else None, door=args.door,
+            amp=None if args.amp == "off" else args.amp,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -122,12 +129,22 @@ def run(args: argparse.Namespace) -> int:
     elif not Path(base.camvid_root).is_dir():
         raise UsageError(f"--data {args.data}: {base.camvid_root} is not a directory; give "
                          f"camvid:DIR with DIR holding train/ trainannot/ test/ testannot/")
-    out = prepare_out(args.out or "results/segment")
     comparison = len(args.method) > 1 or len(args.seed) > 1 or len(args.lr) > 1
+    if distributed.under_torchrun():
+        check_launch(args.batch_size)
+        if comparison:
+            raise UsageError("under torchrun, segment trains one model on all processes: give "
+                             "one --method, one --seed and one --lr (launch the comparison "
+                             "without torchrun)")
+        if args.door != "torch":
+            raise UsageError(f"--door {args.door}: runs in one process; use --door torch "
+                             f"under torchrun")
+    out = prepare_out(args.out or "results/segment")
     if not comparison and not args.resume and (out / CHECKPOINT).exists():
         raise UsageError(f"--out {out}: holds the checkpoint of an earlier run ({CHECKPOINT}); "
                          f"pass --resume to continue it, or give another --out")
     torch.set_num_threads(args.threads)
+    launch = distributed.launch_from_env(args.device)
     try:
         data = load_segmentation_data(base, data_dir=args.data_dir)
         if comparison:
@@ -150,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
                                     resume=args.resume, progress=not args.quiet)
     except CheckpointMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
+    finally:
+        distributed.shutdown()
+    if not launch.is_main:
+        return 0
     record = result.record
     final = record["final"]
     base_line = record["baseline_majority"]

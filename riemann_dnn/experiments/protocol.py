@@ -161,7 +161,14 @@ class RunConfig:
     process (a different thread count can change the last bits of every sum). Their hash,
     :attr:`run_hash`, names the record's file (:func:`run_path`), so runs that differ in any of
     them never share or overwrite a record. ``world_size`` and ``rank`` describe the process
-    layout (1 and 0: one process per run); the rank does not enter the hash.
+    layout: ``world_size`` is the number of processes that trained this one run (DDP under
+    ``torchrun ... train archbn``; 1 for every run of a sweep, whatever the sweep's own world
+    size, since each run is trained by one process), ``rank`` the process that trained it;
+    the rank does not enter the hash. ``amp`` (``"off"`` or ``"bf16"``, autocast of the
+    forward pass) enters the hash when it is not ``"off"`` (records from before the option
+    keep their hash). ``data_parallel`` is True for a run trained as one model by
+    :func:`~.distributed.train_archbn_run` (under ``torchrun``, at any world size) rather
+    than as a member of an ensemble; it too enters the hash only when set.
     """
 
     depth: int
@@ -179,6 +186,8 @@ class RunConfig:
     world_size: int = 1
     rank: int = 0
     arch: str = "mlp"  # a key of ARCHS; width is the conv's channels for "conv"
+    amp: str = "off"
+    data_parallel: bool = False
 
     @property
     def name(self) -> str:
@@ -191,14 +200,22 @@ class RunConfig:
     @property
     def run_hash(self) -> str:
         """sha256 (hex) of every field that determines the run's numbers (all but ``rank``)."""
-        values = json.loads(json.dumps(asdict(self)))
+        values = self._values()
         values.pop("rank")
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
+    def _values(self) -> dict[str, Any]:
+        values = json.loads(json.dumps(asdict(self)))
+        if values["amp"] == "off":
+            values.pop("amp")
+        if not values["data_parallel"]:
+            values.pop("data_parallel")
+        return values
+
     def to_json(self) -> dict[str, Any]:
         """The configuration as plain JSON values (tuples become lists), with its
-        :attr:`run_hash`."""
-        return {**json.loads(json.dumps(asdict(self))), "run_hash": self.run_hash}
+        :attr:`run_hash` (``amp`` and ``data_parallel`` only when set)."""
+        return {**self._values(), "run_hash": self.run_hash}
 
 
 @dataclass
@@ -581,9 +598,13 @@ def train_runs(
     *,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] = lambda n: None,
+    world_size: int = 1,
 ) -> list[dict]:
     """Run the protocol for runs that share depth, method and constraint (different seeds),
-    as one ensemble; write and return each run's record."""
+    as one ensemble; write and return each run's record.
+
+    ``world_size``: the processes of the launch (a sweep sharded by ``torchrun``), recorded
+    with the rank that trained the runs (``configs[i].rank``); neither changes a number."""
     if not configs:
         return []
     keys = {(c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width, c.arch)
@@ -671,6 +692,8 @@ def train_runs(
                     "seconds": time.perf_counter() - start,
                     "device": str(device),
                     "torch_threads": torch.get_num_threads(),
+                    "world_size": world_size,
+                    "rank": configs[r].rank,
                 }
                 _write_json(run_path(out_dir, configs[r]), records[r])
             driver.freeze(done)

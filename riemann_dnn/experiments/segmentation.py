@@ -60,6 +60,7 @@ from ..data import (
 )
 from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
 from ..problems.segnet import SegNet, SegNetBasic
+from . import distributed
 
 __all__ = [
     "SEGMENTATION_METHODS",
@@ -128,6 +129,8 @@ class SegmentationConfig:
         door: ``"torch"`` (a training loop with ``RiemannianSGD``; checkpoints, resume) or
             ``"pymanopt"`` (the model as a ``ModuleProblem`` solved by ``StochasticGradient``
             with a fixed step; no resume).
+        amp: ``"bf16"``: forward pass and loss under ``torch.autocast`` in bfloat16 (weights,
+            gradients and the Riemannian step stay float32); ``None``: float32.
     """
 
     model: str = "segnet-basic"
@@ -150,6 +153,7 @@ class SegmentationConfig:
     canvas: int = 64
     size: tuple[int, int] | None = None
     door: str = "torch"
+    amp: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in SEGMENTATION_MODELS:
@@ -165,6 +169,8 @@ class SegmentationConfig:
             raise ValueError("data='camvid:' names no directory; use camvid:/path/to/CamVid")
         if self.door not in ("torch", "pymanopt"):
             raise ValueError(f"door={self.door!r} is unknown; expected 'torch' or 'pymanopt'")
+        if self.amp not in (None, "off", "bf16"):
+            raise ValueError(f"amp={self.amp!r} is unknown; expected None, 'off' or 'bf16'")
         if self.class_weights not in ("auto", "median", "none"):
             raise ValueError(f"class_weights={self.class_weights!r} is unknown; expected "
                              "'auto', 'median' or 'none'")
@@ -505,15 +511,25 @@ def train_segmentation(
     same data order, so the result equals an uninterrupted run; with ``resume=False`` an existing
     checkpoint raises :class:`CheckpointMismatchError` rather than being overwritten.
 
+    Under ``torchrun`` (after :func:`~.distributed.launch_from_env`) one model trains on every
+    process: each rank takes its slice of every global batch (the batches of one process),
+    BN normalises over the global batch, DDP averages the gradients of the loss of the global
+    batch, and :class:`~riemann_dnn.optim.RiemannianSGD` steps on every rank alike. Rank 0
+    alone evaluates and writes the checkpoint and reports; a resume reads rank 0's checkpoint
+    and broadcasts it, so a kill of any rank is resumed by the same command.
+
     Returns:
         :class:`SegmentationResult` with the record (config, data description, per-epoch
         history, final test metrics, majority-class baseline, file paths) and the model.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    launch = distributed.current_launch()
+    parallel = launch.distributed
+    if launch.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
-    device = torch.device(device)
-    if ckpt_path.exists() and not resume:
+    device = torch.device(launch.device if parallel else device)
+    if distributed.broadcast_object(ckpt_path.exists()) and not resume:
         raise CheckpointMismatchError(
             f"{str(out)!r} already holds a checkpoint ({CHECKPOINT}); pass resume=True "
             "(--resume) to continue it, or choose another output directory"
@@ -532,8 +548,9 @@ def train_segmentation(
     shuffle = _shuffle_generator(config.seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume and ckpt_path.exists():
-        saved = _load_checkpoint(ckpt_path)
+    if resume and distributed.broadcast_object(ckpt_path.exists()):
+        saved = distributed.broadcast_object(
+            _load_checkpoint(ckpt_path) if launch.is_main else None)
         _check_resumable(saved["config"], config, ckpt_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -541,6 +558,11 @@ def train_segmentation(
         start_epoch = int(saved["epoch"])
         _restore_rng_states(saved["rng"], shuffle)
 
+    train_model = model
+    if parallel:
+        if config.door != "torch":
+            raise ValueError("door='pymanopt' does not run under torchrun; use door='torch'")
+        train_model = distributed.prepare_ddp_model(model, launch)
     if config.door == "pymanopt":
         if resume:
             raise CheckpointMismatchError(
@@ -557,7 +579,7 @@ def train_segmentation(
     n = len(train)
     batches = math.ceil(n / config.batch_size)
     remaining = max(config.epochs - start_epoch, 0)
-    bar = _progress(remaining * batches, f"{config.name}", progress)
+    bar = _progress(remaining * batches, f"{config.name}", progress and launch.is_main)
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(n, generator=shuffle)
@@ -566,11 +588,19 @@ def train_segmentation(
         started = time.perf_counter()
         for b in range(batches):
             index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            if parallel:
+                index = distributed.batch_share(index, launch.rank, launch.world_size)
             x = images[index.to(images.device)].to(device, non_blocking=True)
             y = labels[index.to(labels.device)].to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
+            with distributed.autocast(device, config.amp):
+                logits = train_model(x)
+            if parallel:
+                loss = _global_batch_loss(loss_fn, logits.float(), y)
+                (loss * launch.world_size).backward()  # DDP averages over the ranks
+            else:
+                loss = loss_fn(logits.float(), y)
+                loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double()
             if bar is not None:
@@ -579,6 +609,9 @@ def train_segmentation(
                     bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
         _synchronize(device)
         seconds = time.perf_counter() - started
+        distributed.all_reduce_sum(loss_sum)
+        if not launch.is_main:  # rank 0 evaluates and writes
+            continue
         test_metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size,
                                 device=device)
         history.append({
@@ -601,12 +634,16 @@ def train_segmentation(
         })
     if bar is not None:
         bar.close()
+    if not launch.is_main:
+        return SegmentationResult(distributed.broadcast_object(None), model)
 
     final = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
     record = {
         "config": config.to_json(),
         "door": config.door,
         "device": str(device),
+        "world_size": launch.world_size,
+        "rank": launch.rank,
         "data": {
             "train": train.name, "test": test.name, "train_images": len(train),
             "test_images": len(test), "image_shape": list(train.images.shape[1:]),
@@ -629,7 +666,17 @@ def train_segmentation(
         "files": {"checkpoint": str(ckpt_path)},
     }
     write_run_report(record, model, test, out, figure_images=figure_images, device=device)
-    return SegmentationResult(record, model)
+    return SegmentationResult(distributed.broadcast_object(record), model)
+
+
+def _global_batch_loss(loss_fn: nn.CrossEntropyLoss, logits: torch.Tensor,
+                       y: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the global batch's (weighted, mean-reduced) cross-entropy: its
+    summed pixel losses over the normaliser of the whole global batch (all-reduced)."""
+    total = loss_fn.__class__(weight=loss_fn.weight, ignore_index=loss_fn.ignore_index,
+                              reduction="sum")(logits, y)
+    norm = torch.tensor(_loss_normaliser(loss_fn, y), dtype=torch.float64, device=y.device)
+    return total / distributed.all_reduce_sum(norm).to(total.dtype)
 
 
 # -- the pymanopt door --------------------------------------------------------------------------

@@ -18,11 +18,12 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
+from . import distributed
 from .pool import pool_context, send_message, worker_pool
 from .progress import progress_bar, settle, write_above
 from .protocol import (
@@ -30,8 +31,10 @@ from .protocol import (
     MNISTTensors,
     Protocol,
     RunConfig,
+    _write_json,
     load_finished,
     progress_total,
+    run_path,
     train_runs,
     welch_t_test,
 )
@@ -118,7 +121,7 @@ def check_table(path: Path, identity: dict, what: str = "protocol") -> None:
 
 def _worker(task: tuple) -> list[dict]:
     """Run one ensemble of configs (in a worker process, or in this one)."""
-    task_id, configs, out_dir, data_args, device, in_process = task
+    task_id, configs, out_dir, data_args, device, in_process, world_size = task
     key = (data_args, device)
     if key not in _DATA_CACHE:
         with warnings.catch_warnings():  # the parent process already warned about the data
@@ -128,7 +131,7 @@ def _worker(task: tuple) -> list[dict]:
     progress = in_process if in_process is not None else (
         lambda n: send_message("tick", n))
     return train_runs(configs, _DATA_CACHE[key], Path(out_dir), device=device,
-                      progress=progress)
+                      progress=progress, world_size=world_size)
 
 
 def _tasks(configs: list[RunConfig], jobs: int) -> list[list[RunConfig]]:
@@ -188,9 +191,21 @@ def reproduce_table2(
     protocol in ``out_dir`` is refused (:class:`TableMismatchError`) before any training.
     Each training process uses ``threads`` torch threads (in workers and in this process
     alike), so the numbers do not depend on ``jobs`` or the core count. ``jobs`` defaults to
-    one per CPU core. ``check_only``: validate everything and return None without training.
+    one per CPU core (under ``torchrun``: the cores of the host shared by its processes).
+    ``check_only``: validate everything and return None without training.
     ``arch``/``width`` choose the architecture (:data:`~.protocol.ARCHS`; default the
     paper's MLP of width 64).
+
+    **Sharded** (launched by ``torchrun``, after
+    :func:`~.distributed.launch_from_env`): the list of ensembles (tasks) is the same on every
+    rank, and rank ``r`` of ``W`` trains tasks ``r, r + W, ...``
+    (:func:`~.distributed.shard`), writing its records as it goes (each names the rank that
+    trained it, and the launch's world size). Then rank 0 gathers every rank's records
+    (written into its ``out_dir`` if they are not there yet: hosts need not share a file
+    system), writes the table and returns the summary; the other ranks return None. A run's
+    numbers do not depend on the world size (each run is trained by one process with
+    ``threads`` threads), so neither its hash nor the table's identity holds the world size
+    of a sweep.
     """
     depths = _unique("depths", depths)
     methods = _unique("methods", methods)
@@ -199,7 +214,8 @@ def reproduce_table2(
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    jobs = max(1, os.cpu_count() or 1) if jobs is None else jobs
+    launch = distributed.current_launch()
+    jobs = max(1, (os.cpu_count() or 1) // launch.local_world_size) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if threads < 1:
@@ -215,10 +231,25 @@ def reproduce_table2(
     if check_only:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in configs if load_finished(out_dir, c) is None]
-    tasks = _tasks(todo, jobs)
-    if tasks:
-        _run_tasks(tasks, out_dir, (data_dir, source), device, jobs, threads, progress, data)
+    # rank 0's view of what is left, so every rank splits the same list
+    todo = distributed.broadcast_object(
+        [c for c in configs if load_finished(out_dir, c) is None])
+    tasks = _tasks(todo, jobs * launch.world_size)
+    mine = [[replace(c, rank=launch.rank) for c in task]
+            for task in distributed.shard(tasks, launch.rank, launch.world_size)]
+    if mine:
+        _run_tasks(mine, out_dir, (data_dir, source), launch.device if launch.distributed
+                   else device, jobs, threads, progress and launch.is_main, data,
+                   launch.world_size)
+    if launch.distributed:
+        trained = [load_finished(out_dir, c) for task in mine for c in task]
+        gathered = distributed.all_gather_objects(trained)
+        if not launch.is_main:
+            return None
+        for record in (r for share in gathered for r in share if r is not None):
+            config = next(c for c in configs if c.run_hash == record["config"]["run_hash"])
+            if load_finished(out_dir, config) is None:
+                _write_json(run_path(out_dir, config), record)
     records = [load_finished(out_dir, c) for c in configs]
     missing = [c.name for c, r in zip(configs, records) if r is None]
     if missing:
@@ -227,7 +258,7 @@ def reproduce_table2(
     summary["protocol"] = asdict(protocol)
     summary["data"] = data.source
     summary["identity"] = identity
-    summary["world_size"] = configs[0].world_size
+    summary["world_size"] = launch.world_size
     summary["grid"] = {"depths": depths, "methods": methods, "runs": runs, "seed": seed}
     if title:
         summary["title"] = title
@@ -241,7 +272,8 @@ def _ticks(records: list[dict]) -> int:
     return protocol["selection_epochs"] + max(r["epochs"] for r in records)
 
 
-def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, data) -> None:
+def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, data,
+               world_size: int = 1) -> None:
     planned = [progress_total(t) for t in tasks]
     with progress_bar(total=sum(planned), desc="table2", unit="epoch",
                       enabled=show_progress) as bar:
@@ -253,14 +285,15 @@ def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, 
                 for task_id, configs in enumerate(tasks):
                     bar.set_postfix_str(f"depth {configs[0].depth} {configs[0].method}")
                     records = _worker((task_id, configs, str(out_dir), data_args, device,
-                                       bar.update))
+                                       bar.update, world_size))
                     settle(bar, planned[task_id], _ticks(records))
             finally:
                 torch.set_num_threads(previous)
             return
         messages = pool_context().Queue()
         with worker_pool(min(jobs, len(tasks)), threads=threads, messages=messages) as pool:
-            futures = {pool.submit(_worker, (i, t, str(out_dir), data_args, device, None)): i
+            futures = {pool.submit(_worker, (i, t, str(out_dir), data_args, device, None,
+                                             world_size)): i
                        for i, t in enumerate(tasks)}
             pending = set(futures)
             while pending:

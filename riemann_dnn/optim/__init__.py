@@ -3,13 +3,15 @@ that assigns manifolds to parameters, learning-rate schedules (bold driver, per 
 
 from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
 from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
-from .rsgd import NonFiniteGradientError, RiemannianSGD, riemannian_sgd
+from .rsgd import FILTER_RATES, NonFiniteGradientError, RiemannianSGD, filter_rates, riemannian_sgd
 from .schedulers import BoldDriver, Stateful, StepSizeScheduler
 from .stacked import StackedModules
 
 __all__ = [
     "RiemannianSGD",
     "riemannian_sgd",
+    "filter_rates",
+    "FILTER_RATES",
     "NonFiniteGradientError",
     "param_groups",
     "scale_invariant_weights",
