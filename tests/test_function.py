@@ -331,3 +331,21 @@ def test_import_riemann_dnn_makes_function_available_without_loading_torch_first
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["True", "True", "riemann_dnn.function", "True"], (
         completed.stdout)
+
+
+def test_cost_that_detaches_its_argument_gets_a_clear_error():
+    import pymanopt
+
+    import riemann_dnn
+    from riemann_dnn.manifolds import Sphere
+
+    manifold = Sphere(3)
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x):
+        return (x.detach() ** 2).sum()
+
+    problem = pymanopt.Problem(manifold, cost)
+    point = torch.nn.functional.normalize(torch.randn(3, dtype=torch.float64), dim=0)
+    with pytest.raises(ValueError, match="does not depend on its arguments"):
+        problem.riemannian_gradient(point)

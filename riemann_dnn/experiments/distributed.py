@@ -367,7 +367,7 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     :func:`~.protocol.train_runs`'s), and every rank returns it.
     """
     from ..optim import BoldDriver
-    from .protocol import _splits, _stop_reason, _write_json, run_path
+    from .protocol import _Checkpoint, _splits, _stop_reason, _write_json, run_path
 
     launch = current_launch()
     protocol, amp = config.protocol, config.amp
@@ -375,14 +375,29 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     device = torch.device(launch.device)
     splits = {k: v.to(device) for k, v in _splits(config, data.train_x.shape[0]).items()}
     in_features = data.train_x.shape[1]
+    # rank 0 keeps the checkpoint (one file, written after every epoch) and sends what it
+    # read to the others, so hosts need not share a file system
+    checkpoint = _Checkpoint(Path(out_dir) if launch.is_main else None, [config])
+    checkpoint.stages = broadcast_object(checkpoint.stages)
     candidates = []
     for rate in protocol.lr_candidates:
+        stage = f"select-{rate!r}"
+        saved = checkpoint.get(stage)
+        if saved is not None and "candidate" in saved:
+            candidates.append(saved["candidate"])
+            progress(protocol.selection_epochs)
+            continue
         raw, model = _archbn(config, in_features, launch)
         optimizer = _optimizer(config, raw, rate)
         generator = torch.Generator().manual_seed(config.seed + 1)
         first = last = None
-        finite = True
-        for _ in range(protocol.selection_epochs):
+        finite, done = True, 0
+        if saved is not None:
+            _restore(raw, optimizer, generator, saved)
+            done, first, last, finite = saved["epoch"], saved["first"], saved["last"], \
+                saved["finite"]
+            progress(done)
+        for epoch in range(done, protocol.selection_epochs):
             loss, _ = _epoch(model, optimizer, data, splits["selection_train"], generator,
                              config, launch, amp)
             finite = finite and math.isfinite(loss)
@@ -391,12 +406,15 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
                     group["lr"] = 0.0
             first = loss if first is None else first
             last = loss
+            checkpoint.put(stage, _state(raw, optimizer, generator, epoch=epoch + 1,
+                                         first=first, last=last, finite=finite))
             progress(1)
         val = _error(model, data.train_x[splits["selection_val"]],
                      data.train_y[splits["selection_val"]], launch)
         diverged = not finite or not last < first
         candidates.append({"lr": rate, "val_error": val, "diverged": diverged,
                            "first_loss": first, "last_loss": last})
+        checkpoint.put(stage, {"candidate": candidates[-1]})
     usable = [c for c in candidates if not c["diverged"]] or candidates
     chosen = min(usable, key=lambda c: c["val_error"])["lr"]
     selection = {"candidates": candidates, "chosen_lr": chosen,
@@ -411,6 +429,13 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     curves: dict[str, list] = {"train_loss": [], "train_error": [], "val_error": [], "lr": [],
                                "accepted": []}
     epoch_seconds, epoch, reason = [], 0, None
+    saved = checkpoint.get("train")
+    if saved is not None:  # resume after the last finished epoch
+        _restore(raw, optimizer, generator, saved)
+        driver.load_state_dict(saved["driver"])
+        epoch, curves, epoch_seconds = saved["epoch"], saved["curves"], saved["epoch_seconds"]
+        progress(epoch)
+        reason = _stop_reason(protocol, epoch, curves["train_error"][-1], curves["val_error"])
     while reason is None:
         epoch += 1
         tick = time.perf_counter()
@@ -423,6 +448,9 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
         curves["val_error"].append(_error(model, val_x, val_y, launch))
         curves["lr"].append(float(driver.lr))
         reason = _stop_reason(protocol, epoch, train_error, curves["val_error"])
+        checkpoint.put("train", _state(raw, optimizer, generator, driver=driver.state_dict(),
+                                       epoch=epoch, curves=curves,
+                                       epoch_seconds=epoch_seconds))
         progress(1)
     record = {
         "config": config.to_json(), "name": config.name, "data": data.source,
@@ -436,5 +464,17 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     }
     if launch.is_main:
         _write_json(run_path(Path(out_dir), config), record)
+        checkpoint.remove()
     barrier()
     return record
+
+
+def _state(raw: nn.Module, optimizer, generator: torch.Generator, **extra) -> dict:
+    return {"model": {k: v.clone() for k, v in raw.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(), **extra}
+
+
+def _restore(raw: nn.Module, optimizer, generator: torch.Generator, state: dict) -> None:
+    raw.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])

@@ -207,6 +207,34 @@ def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(
                      for h in resumed["history"]]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_train_archbn_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_record(tmp_path):
+    args = ["train", "archbn", "--source", "embedded", "--quick", "--selection-epochs", "2",
+            "--min-epochs", "6", "--max-epochs", "6", "--lr-candidates", "1e-2", "1e-3"]
+    _run(2, [*args, "--out", str(tmp_path / "whole")])
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_command(2, [*args, "--out", str(killed)]), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        victim = _rank_pid(proc.pid, 1)
+        deadline = time.monotonic() + 180
+        while not list((killed / "checkpoints").glob("*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(victim, signal.SIGKILL)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, "torchrun must fail when a rank is killed"
+    assert not (killed / "run.json").exists(), "the kill came too late to test a resume"
+    _run(2, [*args, "--out", str(killed)])
+    timing = {"seconds", "selection_seconds", "epoch_seconds"}
+    whole, resumed = ({k: v for k, v in _record(tmp_path / d).items() if k not in timing}
+                      for d in ("whole", "killed"))
+    assert whole == resumed
+    assert not list((killed / "checkpoints").glob("*.pt")), "checkpoint left after the end"
+
+
 # -- usage errors under torchrun --------------------------------------------------------------------
 def test_segment_comparison_under_torchrun_is_one_usage_line(tmp_path):
     env = {**_env(), "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
