@@ -228,10 +228,12 @@ def test_train_archbn_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_re
     assert proc.returncode != 0, "torchrun must fail when a rank is killed"
     assert not (killed / "run.json").exists(), "the kill came too late to test a resume"
     _run(2, [*args, "--out", str(killed)])
-    timing = {"seconds", "selection_seconds", "epoch_seconds"}
+    timing = {"seconds", "selection_seconds", "epoch_seconds", "summary"}  # summary: timings
     whole, resumed = ({k: v for k, v in _record(tmp_path / d).items() if k not in timing}
                       for d in ("whole", "killed"))
     assert whole == resumed
+    assert _record(tmp_path / "whole")["summary"]["rows"][0]["mean"] == \
+        _record(killed)["summary"]["rows"][0]["mean"]
     assert not list((killed / "checkpoints").glob("*.pt")), "checkpoint left after the end"
 
 
