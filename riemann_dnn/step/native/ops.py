@@ -132,102 +132,33 @@ def _bump_versions(points, momentum_buffers, found_nonfinite) -> None:
     torch.autograd.graph.increment_version([*points, *momentum_buffers, found_nonfinite])
 
 
-def _oblique_sgd_any(
-    points,
-    grads,
-    momentum_buffers,
-    lr,
-    momentum,
-    dampening,
-    nesterov,
-    weight_decay,
-    maximize,
-    first_step,
-    found_nonfinite,
-) -> None:
+# The op's implementations take its arguments in schema order: points, grads,
+# momentum_buffers, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step,
+# found_nonfinite.
+def _oblique_sgd_any(*args) -> None:
     """Any device: the eager torch implementation."""
+    points = args[0]
     if points and points[0].device.type != "cpu":
         _notice(f"tensors on {points[0].device}: the native kernel is CPU-only")
-    oblique_sgd_eager_(
-        points,
-        grads,
-        momentum_buffers,
-        lr,
-        momentum,
-        dampening,
-        nesterov,
-        weight_decay,
-        maximize,
-        first_step,
-        found_nonfinite,
-    )
-    _bump_versions(points, momentum_buffers, found_nonfinite)
+    oblique_sgd_eager_(*args)
+    _bump_versions(args[0], args[2], args[10])
 
 
-def _oblique_sgd_cpu(
-    points,
-    grads,
-    momentum_buffers,
-    lr,
-    momentum,
-    dampening,
-    nesterov,
-    weight_decay,
-    maximize,
-    first_step,
-    found_nonfinite,
-) -> None:
+def _oblique_sgd_cpu(*args) -> None:
     """CPU: the compiled kernel where it can run, else the eager implementation."""
     library, reason = load()
     if library is not None:
-        reason = _native_blocker(points, grads, momentum_buffers, lr)
+        reason = _native_blocker(args[0], args[1], args[2], args[3])
         if not reason:
-            _call_native(
-                library.function,
-                points,
-                grads,
-                momentum_buffers,
-                lr,
-                momentum,
-                dampening,
-                nesterov,
-                weight_decay,
-                maximize,
-                first_step,
-                found_nonfinite,
-            )
-            _bump_versions(points, momentum_buffers, found_nonfinite)
+            _call_native(library.function, *args)
+            _bump_versions(args[0], args[2], args[10])
             return
     _notice(reason)
-    oblique_sgd_eager_(
-        points,
-        grads,
-        momentum_buffers,
-        lr,
-        momentum,
-        dampening,
-        nesterov,
-        weight_decay,
-        maximize,
-        first_step,
-        found_nonfinite,
-    )
-    _bump_versions(points, momentum_buffers, found_nonfinite)
+    oblique_sgd_eager_(*args)
+    _bump_versions(args[0], args[2], args[10])
 
 
-def _oblique_sgd_fake(
-    points,
-    grads,
-    momentum_buffers,
-    lr,
-    momentum,
-    dampening,
-    nesterov,
-    weight_decay,
-    maximize,
-    first_step,
-    found_nonfinite,
-) -> None:
+def _oblique_sgd_fake(*args) -> None:
     return None
 
 
