@@ -36,7 +36,7 @@ def ensemble_epoch(depth, method, copies, x, y, batch, device):
         order = torch.stack([torch.randperm(n, generator=gen) for _ in range(copies)]).to(device)
         start = time.perf_counter()
         for s in range(0, n, batch):
-            index = order[:, s:s + batch]
+            index = order[:, s : s + batch]
             ensemble.train_step(x[index], y[index])
         if device != "cpu":
             torch.cuda.synchronize()
@@ -58,7 +58,7 @@ def single_epoch(depth, constrained, x, y, batch, device):
         order = torch.randperm(n).to(device)
         start = time.perf_counter()
         for s in range(0, n, batch):
-            index = order[s:s + batch]
+            index = order[s : s + batch]
             optimizer.zero_grad()
             F.cross_entropy(model(x[index]), y[index]).backward()
             optimizer.step()
@@ -96,39 +96,54 @@ def main() -> None:
     from riemann_dnn.data import as_tensors, load_mnist
 
     mnist = load_mnist()
-    x, y = as_tensors(mnist.train_images[: args.images], mnist.train_labels[: args.images],
-                      device=args.device)
+    x, y = as_tensors(
+        mnist.train_images[: args.images], mnist.train_labels[: args.images], device=args.device
+    )
     rows = []
     for depth in args.depths:
         timers = {
             "ensemble UN": ensemble_epoch(depth, "un", args.copies, x, y, args.batch, args.device),
-            "ensemble B-SGD": ensemble_epoch(depth, "bsgd", args.copies, x, y, args.batch,
-                                             args.device),
+            "ensemble B-SGD": ensemble_epoch(
+                depth, "bsgd", args.copies, x, y, args.batch, args.device
+            ),
             "single UN": single_epoch(depth, True, x, y, args.batch, args.device),
             "single B-SGD": single_epoch(depth, False, x, y, args.batch, args.device),
         }
         medians = interleaved(timers, args.epochs)
-        rows.append({
-            "depth": depth, **{f"{k} s": v for k, v in medians.items()},
-            "ensemble ratio UN/B-SGD": medians["ensemble UN"] / medians["ensemble B-SGD"],
-            "single ratio UN/B-SGD": medians["single UN"] / medians["single B-SGD"],
-        })
-    header = (f"epoch of {args.images} images, batch {args.batch}, ensembles of {args.copies} "
-              f"copies, device {args.device}, {torch.get_num_threads()} threads, median of "
-              f"{args.epochs} interleaved epochs")
-    lines = [f"# UN vs B-SGD epoch time\n\n{header}\n",
-             "| depth | ensemble UN s | ensemble B-SGD s | ratio | single UN s | single B-SGD s "
-             "| ratio |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        rows.append(
+            {
+                "depth": depth,
+                **{f"{k} s": v for k, v in medians.items()},
+                "ensemble ratio UN/B-SGD": medians["ensemble UN"] / medians["ensemble B-SGD"],
+                "single ratio UN/B-SGD": medians["single UN"] / medians["single B-SGD"],
+            }
+        )
+    header = (
+        f"epoch of {args.images} images, batch {args.batch}, ensembles of {args.copies} "
+        f"copies, device {args.device}, {torch.get_num_threads()} threads, median of "
+        f"{args.epochs} interleaved epochs"
+    )
+    lines = [
+        f"# UN vs B-SGD epoch time\n\n{header}\n",
+        "| depth | ensemble UN s | ensemble B-SGD s | ratio | single UN s | single B-SGD s "
+        "| ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['depth']} | {r['ensemble UN s']:.3f} | {r['ensemble B-SGD s']:.3f} | "
-                     f"{r['ensemble ratio UN/B-SGD']:.3f} | {r['single UN s']:.3f} | "
-                     f"{r['single B-SGD s']:.3f} | {r['single ratio UN/B-SGD']:.3f} |")
+        lines.append(
+            f"| {r['depth']} | {r['ensemble UN s']:.3f} | {r['ensemble B-SGD s']:.3f} | "
+            f"{r['ensemble ratio UN/B-SGD']:.3f} | {r['single UN s']:.3f} | "
+            f"{r['single B-SGD s']:.3f} | {r['single ratio UN/B-SGD']:.3f} |"
+        )
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"epoch_time_{args.device}.json").write_text(json.dumps(
-        {"config": vars(args), "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+    (out / f"epoch_time_{args.device}.json").write_text(
+        json.dumps(
+            {"config": vars(args), "threads": torch.get_num_threads(), "rows": rows}, indent=1
+        )
+    )
     (out / f"epoch_time_{args.device}.md").write_text(text + "\n")
     print(f"wrote {out / f'epoch_time_{args.device}.md'} and .json")
 

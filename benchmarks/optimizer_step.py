@@ -63,7 +63,8 @@ PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
     "archbn-d2": [("W1", (64, 784), True), ("W2", (64, 32), True)]
     + [(f"bn{k}.{v}", (64,), False) for k in (1, 2) for v in ("weight", "bias")]
     + [("theta", (10, 32), False)],
-    "archbn-d4": [("W1", (64, 784), True)] + [(f"W{k}", (64, 32), True) for k in (2, 3, 4)]
+    "archbn-d4": [("W1", (64, 784), True)]
+    + [(f"W{k}", (64, 32), True) for k in (2, 3, 4)]
     + [(f"bn{k}.{v}", (64,), False) for k in (1, 2, 3, 4) for v in ("weight", "bias")]
     + [("theta", (10, 32), False)],
     "conv4": [(f"conv{k}", (64, 64, 7, 7), True) for k in (1, 2, 3, 4)]
@@ -94,8 +95,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.device,
-               seed: int = 0, nonfinite: str = "raise") -> torch.optim.Optimizer:
+def _optimizer(
+    method: str,
+    spec,
+    momentum: float,
+    foreach: bool,
+    device: torch.device,
+    seed: int = 0,
+    nonfinite: str = "raise",
+) -> torch.optim.Optimizer:
     gen = torch.Generator().manual_seed(seed)
     params, invariant = [], []
     for _, shape, fed in spec:
@@ -112,21 +120,24 @@ def _optimizer(method: str, spec, momentum: float, foreach: bool, device: torch.
         wrapped = []
         for p, fed in zip(params, invariant):
             if fed:
-                q = geoopt.ManifoldParameter(sphere.projx(p.detach().reshape(p.shape[0], -1)),
-                                             manifold=sphere)
+                q = geoopt.ManifoldParameter(
+                    sphere.projx(p.detach().reshape(p.shape[0], -1)), manifold=sphere
+                )
                 q.grad = p.grad.reshape(q.shape)
                 wrapped.append(q)
             else:
                 wrapped.append(p)
         return geoopt.optim.RiemannianSGD(wrapped, lr=LR, momentum=momentum)
-    groups = [{"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
-              {"params": [p for p, f in zip(params, invariant) if not f]}]
-    return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach,
-                         nonfinite=nonfinite)
+    groups = [
+        {"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
+        {"params": [p for p, f in zip(params, invariant) if not f]},
+    ]
+    return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach, nonfinite=nonfinite)
 
 
-def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
-                 device: torch.device) -> dict[str, list[float]]:
+def _interleaved(
+    samplers: dict[str, callable], repeats: int, inner: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per call of each sampler, ``repeats`` samples of ``inner`` calls each,
     rotating the order of the samplers every round."""
     names = list(samplers)
@@ -136,7 +147,7 @@ def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
             for _ in range(inner):
                 samplers[name]()
@@ -145,8 +156,9 @@ def _interleaved(samplers: dict[str, callable], repeats: int, inner: int,
     return times
 
 
-def measure_steps(sets, repeats: int, inner: int, device: torch.device,
-                  big_repeats: int | None = None) -> list[dict]:
+def measure_steps(
+    sets, repeats: int, inner: int, device: torch.device, big_repeats: int | None = None
+) -> list[dict]:
     rows = []
     for set_name in sets:
         if set_name == "segnet-vgg16" and big_repeats is not None:
@@ -164,19 +176,25 @@ def measure_steps(sets, repeats: int, inner: int, device: torch.device,
             times = _interleaved(samplers, repeats, inner, device)
             medians = {key: statistics.median(ts) for key, ts in times.items()}
             for (method, foreach), median in medians.items():
-                rows.append({
-                    "set": set_name, "momentum": momentum, "foreach": foreach,
-                    "method": method, "us_per_step": 1e6 * median,
-                    "ratio_to_sgd_same_foreach": median / medians[("SGD", foreach)],
-                    "ratio_to_sgd_foreach": median / medians[("SGD", True)],
-                    "parameters": sum(int(torch.Size(s).numel()) for _, s, _ in spec),
-                })
+                rows.append(
+                    {
+                        "set": set_name,
+                        "momentum": momentum,
+                        "foreach": foreach,
+                        "method": method,
+                        "us_per_step": 1e6 * median,
+                        "ratio_to_sgd_same_foreach": median / medians[("SGD", foreach)],
+                        "ratio_to_sgd_foreach": median / medians[("SGD", True)],
+                        "parameters": sum(int(torch.Size(s).numel()) for _, s, _ in spec),
+                    }
+                )
     return rows
 
 
 # -- full training iterations ------------------------------------------------------------------
-def _training_iteration(method: str, depth: int, momentum: float, device: torch.device,
-                        batch: int):
+def _training_iteration(
+    method: str, depth: int, momentum: float, device: torch.device, batch: int
+):
     torch.manual_seed(0)
     model = ArchBN(depth, generator=torch.Generator().manual_seed(0)).to(device)
     gen = torch.Generator().manual_seed(1)
@@ -195,19 +213,28 @@ def _training_iteration(method: str, depth: int, momentum: float, device: torch.
     return iteration
 
 
-def measure_iterations(depths, repeats: int, inner: int, device: torch.device,
-                       batch: int = 100) -> list[dict]:
+def measure_iterations(
+    depths, repeats: int, inner: int, device: torch.device, batch: int = 100
+) -> list[dict]:
     rows = []
     for depth in depths:
         for momentum in (0.0, 0.9):
-            samplers = {m: _training_iteration(m, depth, momentum, device, batch)
-                        for m in ("SGD", "UN")}
+            samplers = {
+                m: _training_iteration(m, depth, momentum, device, batch) for m in ("SGD", "UN")
+            }
             times = _interleaved(samplers, repeats, inner, device)
             medians = {m: statistics.median(ts) for m, ts in times.items()}
             for method, median in medians.items():
-                rows.append({"depth": depth, "momentum": momentum, "method": method,
-                             "batch": batch, "us_per_iteration": 1e6 * median,
-                             "ratio_to_sgd": median / medians["SGD"]})
+                rows.append(
+                    {
+                        "depth": depth,
+                        "momentum": momentum,
+                        "method": method,
+                        "batch": batch,
+                        "us_per_iteration": 1e6 * median,
+                        "ratio_to_sgd": median / medians["SGD"],
+                    }
+                )
     return rows
 
 
@@ -220,21 +247,34 @@ def _first_call_seconds() -> dict:
     import sys
     import tempfile
 
-    code = ("import time; t = time.perf_counter(); from riemann_dnn.step.native.build import "
-            "load; lib, why = load(); print(time.perf_counter() - t, lib is not None and "
-            "lib.compiled, why)")
+    code = (
+        "import time; t = time.perf_counter(); from riemann_dnn.step.native.build import "
+        "load; lib, why = load(); print(time.perf_counter() - t, lib is not None and "
+        "lib.compiled, why)"
+    )
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, RIEMANN_DNN_KERNEL_CACHE=cache)
         for label in ("compile", "cached"):
-            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                  text=True, cwd=Path(__file__).resolve().parents[1])
+            proc = subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             out[f"{label}_s"] = float(proc.stdout.split()[0]) if proc.returncode == 0 else None
     return out
 
 
-def measure_headline(sets, repeats: int, inner: int, device: torch.device,
-                   big_repeats: int | None, threads: list[int]) -> list[dict]:
+def measure_headline(
+    sets,
+    repeats: int,
+    inner: int,
+    device: torch.device,
+    big_repeats: int | None,
+    threads: list[int],
+) -> list[dict]:
     """UN (RiemannianSGD's default, its native fast path on the CPU) and UN(strict)
     (``nonfinite="skip"``: every gradient checked before any weight moves) against
     SGD(foreach), SGD(fused) and geoopt, interleaved."""
@@ -249,23 +289,34 @@ def measure_headline(sets, repeats: int, inner: int, device: torch.device,
                     "SGD(foreach)": _optimizer("SGD", spec, momentum, True, device).step,
                     "SGD(fused)": _fused_sgd(spec, momentum, device).step,
                     "UN": _optimizer("UN", spec, momentum, True, device).step,
-                    "UN(strict)": _optimizer("UN", spec, momentum, True, device,
-                                             nonfinite="skip").step,
+                    "UN(strict)": _optimizer(
+                        "UN", spec, momentum, True, device, nonfinite="skip"
+                    ).step,
                 }
                 if geoopt is not None:
                     samplers["geoopt"] = _optimizer("geoopt", spec, momentum, True, device).step
                 times = _interleaved(samplers, reps, inn, device)
                 medians = {k: statistics.median(v) for k, v in times.items()}
                 for method, median in medians.items():
-                    rows.append({
-                        "set": set_name, "threads": n_threads, "momentum": momentum,
-                        "method": method, "us_per_step": 1e6 * median,
-                        "ratio_to_sgd_foreach": median / medians["SGD(foreach)"],
-                        "ratio_to_sgd_fused": median / medians["SGD(fused)"],
-                    })
-                print(f"{set_name} threads={n_threads} momentum={momentum:g}: " + ", ".join(
-                    f"{k} {1e6 * v:.0f}us ({v / medians['SGD(foreach)']:.2f})"
-                    for k, v in medians.items()), flush=True)
+                    rows.append(
+                        {
+                            "set": set_name,
+                            "threads": n_threads,
+                            "momentum": momentum,
+                            "method": method,
+                            "us_per_step": 1e6 * median,
+                            "ratio_to_sgd_foreach": median / medians["SGD(foreach)"],
+                            "ratio_to_sgd_fused": median / medians["SGD(fused)"],
+                        }
+                    )
+                print(
+                    f"{set_name} threads={n_threads} momentum={momentum:g}: "
+                    + ", ".join(
+                        f"{k} {1e6 * v:.0f}us ({v / medians['SGD(foreach)']:.2f})"
+                        for k, v in medians.items()
+                    ),
+                    flush=True,
+                )
     return rows
 
 
@@ -290,9 +341,11 @@ def _headline_markdown(rows, first_call) -> str:
         "|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['threads']} | {r['momentum']:g} | {r['method']} | "
-                     f"{r['us_per_step']:.1f} | {r['ratio_to_sgd_foreach']:.2f} | "
-                     f"{r['ratio_to_sgd_fused']:.2f} |")
+        lines.append(
+            f"| {r['set']} | {r['threads']} | {r['momentum']:g} | {r['method']} | "
+            f"{r['us_per_step']:.1f} | {r['ratio_to_sgd_foreach']:.2f} | "
+            f"{r['ratio_to_sgd_fused']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -315,7 +368,8 @@ def _markdown(step_rows, iteration_rows, meta) -> str:
         lines.append(
             f"| {r['set']} | {r['momentum']:g} | {'on' if r['foreach'] else 'off'} | "
             f"{r['method']} | {r['us_per_step']:.1f} | {r['ratio_to_sgd_same_foreach']:.2f} | "
-            f"{r['ratio_to_sgd_foreach']:.2f} |")
+            f"{r['ratio_to_sgd_foreach']:.2f} |"
+        )
     lines += [
         "",
         f"## Full training iteration (zero_grad + forward + backward + step, batch "
@@ -328,8 +382,10 @@ def _markdown(step_rows, iteration_rows, meta) -> str:
         "|---:|---:|---|---:|---:|",
     ]
     for r in iteration_rows:
-        lines.append(f"| {r['depth']} | {r['momentum']:g} | {r['method']} | "
-                     f"{r['us_per_iteration']:.1f} | {r['ratio_to_sgd']:.3f} |")
+        lines.append(
+            f"| {r['depth']} | {r['momentum']:g} | {r['method']} | "
+            f"{r['us_per_iteration']:.1f} | {r['ratio_to_sgd']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -338,19 +394,41 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=200, help="samples per method")
     parser.add_argument("--inner", type=int, default=5, help="steps per sample")
-    parser.add_argument("--sets", nargs="+", choices=[*PARAMETER_SETS, "segnet-vgg16"],
-                        default=[*PARAMETER_SETS, "segnet-vgg16"])
-    parser.add_argument("--big-repeats", type=int, default=10,
-                        help="samples per method for segnet-vgg16 (29.5M weights)")
-    parser.add_argument("--depths", type=int, nargs="*", default=[2, 4],
-                        help="ArchBN depths for the training-iteration table (none: skip)")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        choices=[*PARAMETER_SETS, "segnet-vgg16"],
+        default=[*PARAMETER_SETS, "segnet-vgg16"],
+    )
+    parser.add_argument(
+        "--big-repeats",
+        type=int,
+        default=10,
+        help="samples per method for segnet-vgg16 (29.5M weights)",
+    )
+    parser.add_argument(
+        "--depths",
+        type=int,
+        nargs="*",
+        default=[2, 4],
+        help="ArchBN depths for the training-iteration table (none: skip)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: stable numbers)")
-    parser.add_argument("--headline-only", action="store_true",
-                        help="only the headline table (archbn-d4, segnet-vgg16)")
-    parser.add_argument("--headline-threads", type=int, nargs="*", default=[1, 2],
-                        help="thread counts for the headline table (none: skip it)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: stable numbers)"
+    )
+    parser.add_argument(
+        "--headline-only",
+        action="store_true",
+        help="only the headline table (archbn-d4, segnet-vgg16)",
+    )
+    parser.add_argument(
+        "--headline-threads",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="thread counts for the headline table (none: skip it)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.inner < 1:
         parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
@@ -360,28 +438,52 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, args.threads))
 
     first_call = _first_call_seconds() if args.headline_threads else {}
-    headline_rows = (measure_headline([s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
-                                  args.repeats, args.inner, device, args.big_repeats,
-                                  args.headline_threads) if args.headline_threads else [])
+    headline_rows = (
+        measure_headline(
+            [s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
+            args.repeats,
+            args.inner,
+            device,
+            args.big_repeats,
+            args.headline_threads,
+        )
+        if args.headline_threads
+        else []
+    )
     torch.set_num_threads(max(1, args.threads))
     step_rows, iteration_rows = [], []
     if not args.headline_only:
         step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
-        iteration_rows = measure_iterations(args.depths, max(1, args.repeats // 2), args.inner,
-                                            device)
+        iteration_rows = measure_iterations(
+            args.depths, max(1, args.repeats // 2), args.inner, device
+        )
     meta = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__, "riemann_dnn": riemann_dnn.__version__,
-        "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "repeats": args.repeats, "inner": args.inner, "lr": LR,
+        "torch": torch.__version__,
+        "riemann_dnn": riemann_dnn.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "inner": args.inner,
+        "lr": LR,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "optimizer_step.json", args.out / "optimizer_step.md"
-    json_path.write_text(json.dumps({"meta": meta, "steps": step_rows,
-                                     "iterations": iteration_rows, "headline": headline_rows,
-                                     "native_first_call": first_call}, indent=2))
+    json_path.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "steps": step_rows,
+                "iterations": iteration_rows,
+                "headline": headline_rows,
+                "native_first_call": first_call,
+            },
+            indent=2,
+        )
+    )
     markdown = _markdown(step_rows, iteration_rows, meta)
     if headline_rows:
         markdown += "\n" + _headline_markdown(headline_rows, first_call)

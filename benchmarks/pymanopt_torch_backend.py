@@ -85,8 +85,9 @@ def _optimizer(name: str, step: float):
     if name == "SteepestDescent":
         return SteepestDescent(FixedStepLineSearcher(step), max_iterations=60, **stop)
     if name == "ConjugateGradient":
-        return ConjugateGradient(line_searcher=FixedStepLineSearcher(step), max_iterations=60,
-                                 **stop)
+        return ConjugateGradient(
+            line_searcher=FixedStepLineSearcher(step), max_iterations=60, **stop
+        )
     return TrustRegions(max_iterations=8, **stop)
 
 
@@ -113,16 +114,16 @@ def _problem(variant: str, A: np.ndarray, p: int, device: torch.device):
     cost code (one per cost, gradient or Hessian-vector product)."""
     n = A.shape[0]
     if variant.startswith("ours"):
-        manifold = TensorScalarStiefel(n, p) if variant == "ours-tensor-scalars" else Stiefel(
-            n, p)
+        manifold = TensorScalarStiefel(n, p) if variant == "ours-tensor-scalars" else Stiefel(n, p)
         A_t = torch.from_numpy(A).to(device)
         decorator = riemann_dnn.function.torch(manifold)
 
         def to_point(x0):
             return torch.from_numpy(x0).to(device)
     else:
-        manifold = (pymanopt.manifolds.Stiefel(n, p) if variant.endswith("+Stiefel")
-                    else Stiefel(n, p))
+        manifold = (
+            pymanopt.manifolds.Stiefel(n, p) if variant.endswith("+Stiefel") else Stiefel(n, p)
+        )
         A_t = torch.from_numpy(A)
         decorator = pymanopt.function.pytorch(manifold)
 
@@ -149,12 +150,17 @@ def _time_run(optimizer, problem, x0, calls, device) -> dict:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     iterations = max(result.iterations, 1)
-    return {"seconds_per_iteration": elapsed / iterations, "iterations": result.iterations,
-            "calls_per_iteration": calls[0] / iterations, "final_cost": float(result.cost)}
+    return {
+        "seconds_per_iteration": elapsed / iterations,
+        "iterations": result.iterations,
+        "calls_per_iteration": calls[0] / iterations,
+        "final_cost": float(result.cost),
+    }
 
 
-def measure(sizes, p, repeats, device, optimizers=("SteepestDescent", "TrustRegions"), seed=0
-            ) -> list[dict]:
+def measure(
+    sizes, p, repeats, device, optimizers=("SteepestDescent", "TrustRegions"), seed=0
+) -> list[dict]:
     """One row per (n, optimizer, variant): median ms per iteration and ratio to ``ours``."""
     rows = []
     for n in sizes:
@@ -172,25 +178,35 @@ def measure(sizes, p, repeats, device, optimizers=("SteepestDescent", "TrustRegi
                 # previous variant, slow the next one down.
                 problem, to_point, calls = _problem(v, A, p, device)
                 try:
-                    _time_run(_optimizer(optimizer_name, step), problem, to_point(x0), calls,
-                              device)
+                    _time_run(
+                        _optimizer(optimizer_name, step), problem, to_point(x0), calls, device
+                    )
                 except Exception as err:  # a variant that breaks is reported, not fatal
                     info[v] = {"error": f"{type(err).__name__}: {err}"}
                     continue
                 for _ in range(repeats):
-                    run = _time_run(_optimizer(optimizer_name, step), problem, to_point(x0),
-                                    calls, device)
+                    run = _time_run(
+                        _optimizer(optimizer_name, step), problem, to_point(x0), calls, device
+                    )
                     times[v].append(run.pop("seconds_per_iteration"))
                     info[v] = run
             base = statistics.median(times["ours"]) if times["ours"] else float("nan")
             for v in VARIANTS:
-                row = {"n": n, "p": p, "optimizer": optimizer_name, "variant": v,
-                       "device": str(device) if v.startswith("ours") else "cpu (numpy)",
-                       **info.get(v, {})}
+                row = {
+                    "n": n,
+                    "p": p,
+                    "optimizer": optimizer_name,
+                    "variant": v,
+                    "device": str(device) if v.startswith("ours") else "cpu (numpy)",
+                    **info.get(v, {}),
+                }
                 if times[v]:
                     median = statistics.median(times[v])
-                    row.update(ms_per_iteration=1e3 * median, ratio_to_ours=median / base,
-                               repeats_ms=[1e3 * t for t in times[v]])
+                    row.update(
+                        ms_per_iteration=1e3 * median,
+                        ratio_to_ours=median / base,
+                        repeats_ms=[1e3 * t for t in times[v]],
+                    )
                 rows.append(row)
     return rows
 
@@ -209,8 +225,10 @@ def _markdown(rows, meta) -> str:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['n']} | {r['optimizer']} | {r['variant']} | {r['device']} | "
-                         f"failed: {r['error'][:60]} | | | | |")
+            lines.append(
+                f"| {r['n']} | {r['optimizer']} | {r['variant']} | {r['device']} | "
+                f"failed: {r['error'][:60]} | | | | |"
+            )
             continue
         lines.append(
             f"| {r['n']} | {r['optimizer']} | {r['variant']} | {r['device']} | "
@@ -227,10 +245,12 @@ def main(argv=None) -> None:
     parser.add_argument("--p", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS,
-                        default=["SteepestDescent", "TrustRegions"])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch/BLAS threads (default 1: stable numbers)")
+    parser.add_argument(
+        "--optimizers", nargs="+", choices=OPTIMIZERS, default=["SteepestDescent", "TrustRegions"]
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch/BLAS threads (default 1: stable numbers)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -243,11 +263,15 @@ def main(argv=None) -> None:
     rows = measure(args.sizes, args.p, args.repeats, device, args.optimizers)
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "pymanopt": pymanopt.__version__,
-        "riemann_dnn": riemann_dnn.__version__, "threads": torch.get_num_threads(),
-        "python": platform.python_version(), "p": args.p, "repeats": args.repeats,
+        "torch": torch.__version__,
+        "pymanopt": pymanopt.__version__,
+        "riemann_dnn": riemann_dnn.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "p": args.p,
+        "repeats": args.repeats,
         "optimizers": "SteepestDescent/ConjugateGradient: 60 iterations, fixed step "
-                      "0.25/lambda_max(A); TrustRegions: 8 iterations, default settings",
+        "0.25/lambda_max(A); TrustRegions: 8 iterations, default settings",
     }
     markdown = _markdown(rows, meta)
     print(markdown)

@@ -42,13 +42,13 @@ def main() -> None:
     device = torch.device(args.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train, _ = load_digit_scenes(train_scenes=args.scenes, test_scenes=1,
-                                     canvas=args.canvas)
+        train, _ = load_digit_scenes(train_scenes=args.scenes, test_scenes=1, canvas=args.canvas)
     images, labels = train.images.to(device), train.labels.to(device)
     runs = {}
     for method in ("un", "bsgd"):
-        config = SegmentationConfig(model=args.model, method=method, width=args.width,
-                                    batch_size=args.batch_size, lr=0.05)
+        config = SegmentationConfig(
+            model=args.model, method=method, width=args.width, batch_size=args.batch_size, lr=0.05
+        )
         model = build_model(config, 1, train.num_classes).to(device)
         optimizer, _ = build_optimizer(model, config)
         runs[method] = (model, optimizer)
@@ -62,8 +62,9 @@ def main() -> None:
             start = time.perf_counter()
             for b in range(0, len(train), args.batch_size):
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(images[b:b + args.batch_size]),
-                               labels[b:b + args.batch_size])
+                loss = loss_fn(
+                    model(images[b : b + args.batch_size]), labels[b : b + args.batch_size]
+                )
                 loss.backward()
                 _sync(device)
                 t = time.perf_counter()
@@ -74,12 +75,16 @@ def main() -> None:
             if repeat > 0:
                 epoch_times[method].append(time.perf_counter() - start)
                 step_times[method].append(stepping)
-    print(f"{args.model} width {args.width}, {args.scenes} scenes of {args.canvas}x{args.canvas}, "
-          f"batch {args.batch_size}, device {device}, threads {torch.get_num_threads()}")
+    print(
+        f"{args.model} width {args.width}, {args.scenes} scenes of {args.canvas}x{args.canvas}, "
+        f"batch {args.batch_size}, device {device}, threads {torch.get_num_threads()}"
+    )
     for method in runs:
         e, s = statistics.median(epoch_times[method]), statistics.median(step_times[method])
-        print(f"  {method:5s} epoch {e:7.3f} s (median of {args.repeats}), optimizer step "
-              f"{s:6.3f} s ({100 * s / e:4.1f}% of the epoch)")
+        print(
+            f"  {method:5s} epoch {e:7.3f} s (median of {args.repeats}), optimizer step "
+            f"{s:6.3f} s ({100 * s / e:4.1f}% of the epoch)"
+        )
     ratio = statistics.median(epoch_times["un"]) / statistics.median(epoch_times["bsgd"])
     print(f"  epoch time UN / B-SGD: {ratio:.3f}")
 

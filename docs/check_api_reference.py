@@ -23,8 +23,11 @@ def missing_names(html_dir: Path) -> list[str]:
     missing = []
     for package in PACKAGES:
         module = importlib.import_module(f"riemann_dnn.{package}")
-        missing += [f"riemann_dnn.{package}.{name}" for name in module.__all__
-                    if f"riemann_dnn.{package}.{name}" not in documented]
+        missing += [
+            f"riemann_dnn.{package}.{name}"
+            for name in module.__all__
+            if f"riemann_dnn.{package}.{name}" not in documented
+        ]
     return missing
 
 

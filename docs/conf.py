@@ -63,7 +63,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(torch|numpy|np|nn|scipy|pymanopt|matplotlib|tqdm|array_api_compat)(\..*)?"),
     (r"py:.*", r"(Tensor|Module|Optimizer|Generator|ndarray|dtype|device|Parameter|Manifold)"),
     (r"py:.*", r"(collections\.abc|typing|types|pathlib|os|io|dataclasses|enum|argparse)\..*"),
-    (r"py:.*", r"(Path|PathLike|Callable|Sequence|Iterable|Iterator|Mapping|Literal|Any|BinaryIO)"),
+    (
+        r"py:.*",
+        r"(Path|PathLike|Callable|Sequence|Iterable|Iterator|Mapping|Literal|Any|BinaryIO)",
+    ),
     (r"py:.*", r"(optional|callable|array_like|float|int|bool|str|tuple|list|dict|None)"),
     (r"py:.*", r"(contextlib|functools|numbers|ctypes)\..*"),
     # type aliases (not objects autodoc can document) and pymanopt's result type
@@ -124,13 +127,16 @@ def _resolve_public_name(app, env, node, contnode):
         return None
     tail = target.rsplit(".", 1)[-1]
     domain = env.get_domain("py")
-    matches = [name for name in domain.objects
-               if name.startswith("riemann_dnn.") and name.rsplit(".", 1)[-1] == tail
-               and name.count(".") <= 2]
+    matches = [
+        name
+        for name in domain.objects
+        if name.startswith("riemann_dnn.")
+        and name.rsplit(".", 1)[-1] == tail
+        and name.count(".") <= 2
+    ]
     if len(matches) != 1:
         return None
-    return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", matches[0], node,
-                               contnode)
+    return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", matches[0], node, contnode)
 
 
 class PublicConstants(SphinxDirective):
@@ -143,9 +149,11 @@ class PublicConstants(SphinxDirective):
     def run(self):
         module_name = self.arguments[0]
         module = importlib.import_module(module_name)
-        constants = [name for name in module.__all__
-                     if not (callable(getattr(module, name))
-                             or isinstance(getattr(module, name), type))]
+        constants = [
+            name
+            for name in module.__all__
+            if not (callable(getattr(module, name)) or isinstance(getattr(module, name), type))
+        ]
         text = "\n\n".join(f".. autodata:: {module_name}.{name}" for name in constants)
         return self.parse_text_to_nodes(text) if constants else []
 

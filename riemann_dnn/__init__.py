@@ -23,8 +23,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("manifolds", "function", "autodiff", "step", "optim", "solvers", "problems",
-               "data", "experiments", "cli")
+_SUBMODULES = (
+    "manifolds",
+    "function",
+    "autodiff",
+    "step",
+    "optim",
+    "solvers",
+    "problems",
+    "data",
+    "experiments",
+    "cli",
+)
 
 
 def __getattr__(name: str):

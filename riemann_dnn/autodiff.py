@@ -70,7 +70,8 @@ def _gradients(value: torch.Tensor, leaves: list[torch.Tensor], create_graph: bo
             "riemann_dnn.function.torch: the cost's value does not depend on its arguments "
             "through autograd (it has no grad_fn): the cost detached them, converted them "
             "(.item(), .numpy(), torch.tensor(...)) or ran under torch.no_grad(); compute it "
-            "with torch operations on the arguments as given")
+            "with torch operations on the arguments as given"
+        )
     grads = torch.autograd.grad(value, leaves, create_graph=create_graph, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves)]
 

@@ -18,7 +18,8 @@ def _mnist_dir() -> Path | None:
     candidates.append(REPO.parent / "shared" / "data" / "mnist")
     for candidate in candidates:
         if (candidate / "train-images-idx3-ubyte.gz").exists() or (
-            candidate / "train-images-idx3-ubyte").exists():
+            candidate / "train-images-idx3-ubyte"
+        ).exists():
             return candidate
     return None
 

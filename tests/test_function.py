@@ -123,8 +123,7 @@ def test_callers_tensors_are_not_modified_and_get_no_grad(quadratic):
 def test_torch_in_torch_out_same_dtype_and_device(quadratic, dtype):
     q = quadratic
     X, U = torch.from_numpy(q["X"]).to(dtype), torch.from_numpy(q["U"]).to(dtype)
-    for result in (q["cost"].get_gradient_operator()(X),
-                   q["cost"].get_hessian_operator()(X, U)):
+    for result in (q["cost"].get_gradient_operator()(X), q["cost"].get_hessian_operator()(X, U)):
         assert isinstance(result, torch.Tensor), type(result)
         assert (result.dtype, result.device, result.shape) == (X.dtype, X.device, X.shape)
 
@@ -133,8 +132,7 @@ def test_torch_in_torch_out_same_dtype_and_device(quadratic, dtype):
 def test_numpy_in_numpy_out(quadratic, dtype):
     q = quadratic
     X, U = q["X"].astype(dtype), q["U"].astype(dtype)
-    for result in (q["cost"].get_gradient_operator()(X),
-                   q["cost"].get_hessian_operator()(X, U)):
+    for result in (q["cost"].get_gradient_operator()(X), q["cost"].get_hessian_operator()(X, U)):
         assert isinstance(result, np.ndarray), type(result)
         assert (result.dtype, result.shape) == (X.dtype, X.shape)
 
@@ -180,8 +178,11 @@ def test_non_scalar_cost_raises_clear_value_error():
         return x * 2
 
     x = torch.ones(N, dtype=torch.float64)
-    for call in (lambda: cost(x), lambda: cost.get_gradient_operator()(x),
-                 lambda: cost.get_hessian_operator()(x, x)):
+    for call in (
+        lambda: cost(x),
+        lambda: cost.get_gradient_operator()(x),
+        lambda: cost.get_hessian_operator()(x, x),
+    ):
         with pytest.raises(ValueError, match=r"must return a scalar.*shape \(6,\)"):
             call()
 
@@ -236,10 +237,12 @@ def test_conjugate_gradient_on_oblique_rows_times_euclidean_keeps_torch_points()
         return 0.5 * torch.sum((w @ (a + b[:, None]) - y) ** 2) / y.shape[1]
 
     problem = pymanopt.Problem(manifold, cost)
-    optimizer = pymanopt.optimizers.ConjugateGradient(verbosity=0, log_verbosity=1,
-                                                      max_iterations=500)
+    optimizer = pymanopt.optimizers.ConjugateGradient(
+        verbosity=0, log_verbosity=1, max_iterations=500
+    )
     start = manifold.manifolds[0].project_point(
-        w_true + 0.1 * torch.randn(20, 5, generator=gen, dtype=torch.float64))
+        w_true + 0.1 * torch.randn(20, 5, generator=gen, dtype=torch.float64)
+    )
     result = optimizer.run(problem, initial_point=[start, torch.zeros(5, dtype=torch.float64)])
     points = result.log["iterations"]["point"]
     assert len(points) > 1
@@ -290,15 +293,19 @@ def test_complex_grassmann_trust_regions_matches_pymanopt_pytorch_backend():
     matrix = rng.normal(size=(num_rows, num_rows)) + 1j * rng.normal(size=(num_rows, num_rows))
     matrix = 0.5 * (matrix + matrix.T.conj())
     manifold = ComplexGrassmann(num_rows, dimension)
-    start, _ = np.linalg.qr(rng.normal(size=(num_rows, dimension))
-                            + 1j * rng.normal(size=(num_rows, dimension)))
+    start, _ = np.linalg.qr(
+        rng.normal(size=(num_rows, dimension)) + 1j * rng.normal(size=(num_rows, dimension))
+    )
     costs = {}
-    for name, decorator in [("ours", riemann_dnn.function.torch),
-                            ("pymanopt", pymanopt.function.pytorch)]:
+    for name, decorator in [
+        ("ours", riemann_dnn.function.torch),
+        ("pymanopt", pymanopt.function.pytorch),
+    ]:
         cost = _dominant_complex_subspace_cost(decorator, manifold, matrix)
         problem = pymanopt.Problem(manifold, cost)
         result = pymanopt.optimizers.TrustRegions(verbosity=0).run(
-            problem, initial_point=start, Delta_bar=8 * np.sqrt(dimension))
+            problem, initial_point=start, Delta_bar=8 * np.sqrt(dimension)
+        )
         costs[name] = result.cost
     optimum = -np.sort(np.linalg.eigvalsh(matrix))[-dimension:].sum()
     assert abs(costs["ours"] - costs["pymanopt"]) < 1e-8 * abs(optimum), costs
@@ -307,8 +314,11 @@ def test_complex_grassmann_trust_regions_matches_pymanopt_pytorch_backend():
     ours = _dominant_complex_subspace_cost(riemann_dnn.function.torch, manifold, matrix)
     theirs = _dominant_complex_subspace_cost(pymanopt.function.pytorch, manifold, matrix)
     vector = rng.normal(size=start.shape) + 1j * rng.normal(size=start.shape)
-    _close(ours.get_hessian_operator()(start, vector),
-           theirs.get_hessian_operator()(start, vector), "hessian-vector product")
+    _close(
+        ours.get_hessian_operator()(start, vector),
+        theirs.get_hessian_operator()(start, vector),
+        "hessian-vector product",
+    )
 
 
 # -- the package exposes the backend as pymanopt does ------------------------------------------
@@ -326,11 +336,17 @@ def test_import_riemann_dnn_makes_function_available_without_loading_torch_first
         "print(light, callable(decorator), riemann_dnn.function.__name__, "
         "'function' in dir(riemann_dnn))\n"
     )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                               cwd=Path(__file__).resolve().parents[1], check=False)
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["True", "True", "riemann_dnn.function", "True"], (
-        completed.stdout)
+        completed.stdout
+    )
 
 
 def test_cost_that_detaches_its_argument_gets_a_clear_error():

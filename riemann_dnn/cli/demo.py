@@ -44,11 +44,15 @@ def run(args: argparse.Namespace) -> int:
     result = pymanopt.optimizers.TrustRegions(verbosity=0).run(problem, initial_point=start)
     w, b = result.point
     print(f"manifold: {manifold}")
-    print(f"solver:   TrustRegions, {result.iterations} iterations, {result.time:.2f} s "
-          f"({result.stopping_criterion})")
+    print(
+        f"solver:   TrustRegions, {result.iterations} iterations, {result.time:.2f} s "
+        f"({result.stopping_criterion})"
+    )
     print(f"cost:     {result.cost:.3e}  (0 at the truth)")
-    print(f"|W - W*|: {float((w - truth[0]).abs().max()):.2e}   "
-          f"|B - B*|: {float((b - truth[1]).abs().max()):.2e}")
+    print(
+        f"|W - W*|: {float((w - truth[0]).abs().max()):.2e}   "
+        f"|B - B*|: {float((b - truth[1]).abs().max()):.2e}"
+    )
     print(f"row norms of W: {[round(float(v), 12) for v in w.norm(dim=1)]}")
     print(f"point stays a {type(w).__name__} on {w.device}")
     return 0

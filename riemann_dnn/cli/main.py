@@ -51,13 +51,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RIEMANN_DNN_DEBUG"):
             raise
         text = " ".join(str(err).split())  # one line, whatever the message's layout
-        print(f"{command}: error: {text} (RIEMANN_DNN_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"{command}: error: {text} (RIEMANN_DNN_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; finished runs are on disk, rerun the command to resume",
-              file=sys.stderr)
+        print(
+            "\ninterrupted; finished runs are on disk, rerun the command to resume",
+            file=sys.stderr,
+        )
         return 130
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,10 +16,24 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "UsageError", "Parser", "positive_int", "nonnegative_int", "positive_float",
-    "add_threads", "add_device", "add_data", "add_jobs", "set_command",
-    "check_device", "prepare_out", "check_unique", "check_data", "check_retraction",
-    "use_threads", "add_amp", "check_launch",
+    "UsageError",
+    "Parser",
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "add_threads",
+    "add_device",
+    "add_data",
+    "add_jobs",
+    "set_command",
+    "check_device",
+    "prepare_out",
+    "check_unique",
+    "check_data",
+    "check_retraction",
+    "use_threads",
+    "add_amp",
+    "check_launch",
 ]
 
 
@@ -39,7 +53,9 @@ def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {minimum}, got {text!r}"
+        ) from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
@@ -73,9 +89,12 @@ def set_command(parser: argparse.ArgumentParser, handler) -> None:
 
 def add_threads(parser, default: int = 1) -> None:
     parser.add_argument(
-        "--threads", type=positive_int, default=default,
+        "--threads",
+        type=positive_int,
+        default=default,
         help=f"torch intra-op threads of each training process (default {default}); fixed and "
-        "recorded, so results do not depend on --jobs or the core count")
+        "recorded, so results do not depend on --jobs or the core count",
+    )
 
 
 def add_device(parser, help_text: str = "torch device: cpu, cuda, cuda:1, ...") -> None:
@@ -84,10 +103,13 @@ def add_device(parser, help_text: str = "torch device: cpu, cuda, cuda:1, ...") 
 
 def add_amp(parser) -> None:
     parser.add_argument(
-        "--amp", choices=["off", "bf16"], default="off",
+        "--amp",
+        choices=["off", "bf16"],
+        default="off",
         help="bf16: forward pass and loss under torch.autocast in bfloat16 (for --device "
         "cuda; weights, gradients and the Riemannian step stay float32); recorded and "
-        "hashed (default off)")
+        "hashed (default off)",
+    )
 
 
 def add_jobs(parser, default: int | None, help_text: str) -> None:
@@ -95,13 +117,19 @@ def add_jobs(parser, default: int | None, help_text: str) -> None:
 
 
 def add_data(parser, *, source: bool = True) -> None:
-    parser.add_argument("--data-dir", default=None,
-                        help="directory with the four MNIST IDX files (else $RIEMANN_DNN_DATA, "
-                        "the cache, or -- when neither is set -- the embedded 5k/1k subset)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four MNIST IDX files (else $RIEMANN_DNN_DATA, "
+        "the cache, or -- when neither is set -- the embedded 5k/1k subset)",
+    )
     if source:
-        parser.add_argument("--source", choices=["auto", "full", "embedded"], default="auto",
-                            help="'full' requires the IDX files, 'embedded' uses the packaged "
-                            "subset")
+        parser.add_argument(
+            "--source",
+            choices=["auto", "full", "embedded"],
+            default="auto",
+            help="'full' requires the IDX files, 'embedded' uses the packaged subset",
+        )
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -112,17 +140,24 @@ def check_device(device: str, option: str = "--device") -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UsageError(f"{option} {device}: not a torch device; use cpu, cuda or cuda:N") from None
+        raise UsageError(
+            f"{option} {device}: not a torch device; use cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"{option} {device}: torch sees no CUDA device here (CUDA "
-                             f"build: {torch.version.cuda or 'no'}); use {option} cpu")
+            raise UsageError(
+                f"{option} {device}: torch sees no CUDA device here (CUDA "
+                f"build: {torch.version.cuda or 'no'}); use {option} cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"{option} {device}: only {torch.cuda.device_count()} CUDA "
-                             f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+            raise UsageError(
+                f"{option} {device}: only {torch.cuda.device_count()} CUDA "
+                f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
     elif dev.type not in ("cpu", "mps", "xpu"):
-        raise UsageError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu "
-                         f"or cuda")
+        raise UsageError(
+            f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda"
+        )
     return device
 
 
@@ -141,8 +176,10 @@ def prepare_out(path: str | Path, option: str = "--out") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise UsageError(f"{option} {out}: cannot write there ({err.strerror or err}); give a "
-                         f"writable directory") from None
+        raise UsageError(
+            f"{option} {out}: cannot write there ({err.strerror or err}); give a "
+            f"writable directory"
+        ) from None
     return out
 
 
@@ -151,8 +188,10 @@ def check_unique(option: str, values: Sequence[Any]) -> list:
     seen: set = set()
     for value in values:
         if value in seen:
-            raise UsageError(f"{option} {' '.join(map(str, values))}: {value} is given more "
-                             f"than once; give each value once")
+            raise UsageError(
+                f"{option} {' '.join(map(str, values))}: {value} is given more "
+                f"than once; give each value once"
+            )
         seen.add(value)
     return list(values)
 
@@ -169,24 +208,32 @@ def check_data(data_dir: str | None, source: str = "auto"):
     files = ", ".join(MNIST_FILES)
     env = os.environ.get(DATA_ENV_VAR, "")
     if source == "embedded" and data_dir is not None:
-        raise UsageError(f"--source embedded --data-dir {data_dir}: the embedded subset takes "
-                         f"no directory; drop one of the two")
+        raise UsageError(
+            f"--source embedded --data-dir {data_dir}: the embedded subset takes "
+            f"no directory; drop one of the two"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the command warns once itself
             return load_mnist(data_dir, source=source)
     except MNISTNotFoundError:
         if data_dir is not None:
-            raise UsageError(f"--data-dir {data_dir}: no MNIST IDX files there or in its "
-                             f"mnist/ subdirectory ({files}, each optionally .gz); give the "
-                             f"directory that holds them") from None
+            raise UsageError(
+                f"--data-dir {data_dir}: no MNIST IDX files there or in its "
+                f"mnist/ subdirectory ({files}, each optionally .gz); give the "
+                f"directory that holds them"
+            ) from None
         if env:
-            raise UsageError(f"${DATA_ENV_VAR}={env}: no MNIST IDX files in it or its mnist/ "
-                             f"subdirectory; point it at them, or unset it to use the "
-                             f"embedded subset") from None
-        raise UsageError(f"--source {source}: full MNIST not found (no --data-dir, "
-                         f"${DATA_ENV_VAR} unset, nothing in the cache); give --data-dir DIR "
-                         f"or use --source embedded") from None
+            raise UsageError(
+                f"${DATA_ENV_VAR}={env}: no MNIST IDX files in it or its mnist/ "
+                f"subdirectory; point it at them, or unset it to use the "
+                f"embedded subset"
+            ) from None
+        raise UsageError(
+            f"--source {source}: full MNIST not found (no --data-dir, "
+            f"${DATA_ENV_VAR} unset, nothing in the cache); give --data-dir DIR "
+            f"or use --source embedded"
+        ) from None
     except MNISTError as err:
         first = str(err).splitlines()[0]
         raise UsageError(f"MNIST data: {first}") from None
@@ -216,11 +263,14 @@ def check_launch(batch_size: int | None = None, option: str = "--batch-size") ->
     try:
         world = int(os.environ["WORLD_SIZE"])
     except ValueError:
-        raise UsageError(f"$WORLD_SIZE={os.environ['WORLD_SIZE']}: not an integer; launch "
-                         f"with torchrun") from None
+        raise UsageError(
+            f"$WORLD_SIZE={os.environ['WORLD_SIZE']}: not an integer; launch with torchrun"
+        ) from None
     if batch_size is not None and batch_size < world:
-        raise UsageError(f"{option} {batch_size}: smaller than the {world} processes of "
-                         f"this torchrun launch; give {option} >= {world}")
+        raise UsageError(
+            f"{option} {batch_size}: smaller than the {world} processes of "
+            f"this torchrun launch; give {option} >= {world}"
+        )
     return world
 
 

@@ -33,42 +33,74 @@ _METHOD_NAMES = ["un", "bsgd", "sgd", "bsgd-elr", "bsgd-wd", "un-split"]
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
-    group.add_argument("--protocol", choices=["paper-sum", "study"], default="paper-sum",
-                       help="named protocol: paper-sum (default; the paper's rate grid with "
-                       "the summed loss, which reproduces its Table 2) or study (mean loss, "
-                       "half-decade grid extended until the chosen rate is interior, stopping "
-                       "rules on accepted epochs only; docs/study.md); the options below "
-                       "override it")
-    group.add_argument("--batch-size", type=positive_int, default=100,
-                       help="minibatch size (the paper gives none; default 100)")
-    group.add_argument("--loss-reduction", choices=["mean", "sum"], default=None,
-                       help="minibatch loss: sum (paper-sum) or mean of per-image losses; the "
-                       "paper does not say, and it sets what its learning-rate grid means "
-                       "(see docs/table2.md)")
-    group.add_argument("--min-epochs", type=positive_int, default=None,
-                       help="default 25 (--quick: 10)")
-    group.add_argument("--max-epochs", type=positive_int, default=None,
-                       help="default 60 (--quick: 15)")
-    group.add_argument("--selection-epochs", type=positive_int, default=None,
-                       help="epochs of each learning-rate candidate (default 50; --quick: 10)")
-    group.add_argument("--lr-candidates", type=positive_float, nargs="+", default=None,
-                       help="rate grid (default: the named protocol's; paper-sum: 1e-2 1e-3 "
-                       "1e-4 1e-5)")
-    group.add_argument("--quick", action="store_true",
-                       help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
-                       "(epoch options given explicitly still apply); results go to a -quick "
-                       "directory by default")
+    group.add_argument(
+        "--protocol",
+        choices=["paper-sum", "study"],
+        default="paper-sum",
+        help="named protocol: paper-sum (default; the paper's rate grid with "
+        "the summed loss, which reproduces its Table 2) or study (mean loss, "
+        "half-decade grid extended until the chosen rate is interior, stopping "
+        "rules on accepted epochs only; docs/study.md); the options below "
+        "override it",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=100,
+        help="minibatch size (the paper gives none; default 100)",
+    )
+    group.add_argument(
+        "--loss-reduction",
+        choices=["mean", "sum"],
+        default=None,
+        help="minibatch loss: sum (paper-sum) or mean of per-image losses; the "
+        "paper does not say, and it sets what its learning-rate grid means "
+        "(see docs/table2.md)",
+    )
+    group.add_argument(
+        "--min-epochs", type=positive_int, default=None, help="default 25 (--quick: 10)"
+    )
+    group.add_argument(
+        "--max-epochs", type=positive_int, default=None, help="default 60 (--quick: 15)"
+    )
+    group.add_argument(
+        "--selection-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of each learning-rate candidate (default 50; --quick: 10)",
+    )
+    group.add_argument(
+        "--lr-candidates",
+        type=positive_float,
+        nargs="+",
+        default=None,
+        help="rate grid (default: the named protocol's; paper-sum: 1e-2 1e-3 1e-4 1e-5)",
+    )
+    group.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
+        "(epoch options given explicitly still apply); results go to a -quick "
+        "directory by default",
+    )
     data = parser.add_argument_group("data and execution")
     add_data(data)
     data.add_argument("--out", default=None, help="output directory")
     add_device(data)
     add_threads(data)
     data.add_argument("--seed", type=int, default=0, help="seed of the first run")
-    data.add_argument("--constraint", choices=["oblique", "stiefel", "grassmann"],
-                      default="oblique", help="manifold of the filters for method 'un'")
-    data.add_argument("--retraction", default=None,
-                      help="retraction for the constraint (default: the manifold's); append "
-                      "'+parallel' to carry momentum by parallel transport, e.g. exp+parallel")
+    data.add_argument(
+        "--constraint",
+        choices=["oblique", "stiefel", "grassmann"],
+        default="oblique",
+        help="manifold of the filters for method 'un'",
+    )
+    data.add_argument(
+        "--retraction",
+        default=None,
+        help="retraction for the constraint (default: the manifold's); append "
+        "'+parallel' to carry momentum by parallel transport, e.g. exp+parallel",
+    )
 
 
 def _protocol(args):
@@ -84,14 +116,21 @@ def _protocol(args):
         if getattr(args, name) is not None:
             epochs[name] = getattr(args, name)
     if epochs["min_epochs"] > epochs["max_epochs"]:
-        raise UsageError(f"--min-epochs {epochs['min_epochs']} > --max-epochs "
-                         f"{epochs['max_epochs']}" + (" (--quick's)" if args.quick else "")
-                         + "; give --min-epochs <= --max-epochs")
+        raise UsageError(
+            f"--min-epochs {epochs['min_epochs']} > --max-epochs "
+            f"{epochs['max_epochs']}"
+            + (" (--quick's)" if args.quick else "")
+            + "; give --min-epochs <= --max-epochs"
+        )
     if args.lr_candidates is not None:
         check_unique("--lr-candidates", args.lr_candidates)
-    return replace(named, batch_size=args.batch_size,
-                   loss_reduction=args.loss_reduction or named.loss_reduction,
-                   lr_candidates=tuple(args.lr_candidates or named.lr_candidates), **epochs)
+    return replace(
+        named,
+        batch_size=args.batch_size,
+        loss_reduction=args.loss_reduction or named.loss_reduction,
+        lr_candidates=tuple(args.lr_candidates or named.lr_candidates),
+        **epochs,
+    )
 
 
 def _check_common(args) -> None:
@@ -109,37 +148,44 @@ def add_parser(subparsers) -> None:
     reproduce = subparsers.add_parser("reproduce", help="reproduce the paper's results")
     targets = reproduce.add_subparsers(dest="target", metavar="TARGET", required=True)
     table2 = targets.add_parser(
-        "table2", help="Table 2: UN vs B-SGD test error of ArchBN on MNIST",
+        "table2",
+        help="Table 2: UN vs B-SGD test error of ArchBN on MNIST",
         description="Run the paper's protocol (learning-rate selection, bold-driver training, "
         "test error) for each depth, method and run; writes table2.json, table2.md and "
         "table2.png, and one JSON per run as soon as it ends, named by the hash of everything "
         "that determines its numbers (rerun to resume; another protocol never overwrites "
         "them). Default --out: results/table2, or results/table2-quick with --quick.",
     )
-    table2.add_argument("--runs", type=positive_int, default=10,
-                        help="runs per depth and method (10)")
+    table2.add_argument(
+        "--runs", type=positive_int, default=10, help="runs per depth and method (10)"
+    )
     table2.add_argument("--depths", type=positive_int, nargs="+", default=[2, 4])
-    table2.add_argument("--methods", nargs="+", default=["un", "bsgd", "sgd"],
-                        choices=_METHOD_NAMES)
-    add_jobs(table2, None, "worker processes (default: one per CPU core); the results do not "
-             "depend on it")
+    table2.add_argument(
+        "--methods", nargs="+", default=["un", "bsgd", "sgd"], choices=_METHOD_NAMES
+    )
+    add_jobs(
+        table2,
+        None,
+        "worker processes (default: one per CPU core); the results do not depend on it",
+    )
     _add_protocol_options(table2)
     set_command(table2, run_table2)
 
     study = targets.add_parser(
-        "sensitivity", help="Table 2 protocol over batch sizes x loss reductions",
+        "sensitivity",
+        help="Table 2 protocol over batch sizes x loss reductions",
         description="Run the Table 2 protocol for every batch size and loss reduction (the "
         "paper states neither); writes sensitivity.json, .md and .png and one table2 "
         "directory per combination (rerun to resume). Default --out: results/sensitivity, or "
         "results/sensitivity-quick with --quick.",
     )
     study.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[10, 32, 100])
-    study.add_argument("--reductions", nargs="+", choices=["mean", "sum"],
-                       default=["mean", "sum"])
+    study.add_argument("--reductions", nargs="+", choices=["mean", "sum"], default=["mean", "sum"])
     study.add_argument("--runs", type=positive_int, default=3)
     study.add_argument("--depths", type=positive_int, nargs="+", default=[4])
-    study.add_argument("--methods", nargs="+", default=["un", "bsgd"],
-                       choices=["un", "bsgd", "sgd"])
+    study.add_argument(
+        "--methods", nargs="+", default=["un", "bsgd"], choices=["un", "bsgd", "sgd"]
+    )
     add_jobs(study, None, "worker processes (default: one per CPU core)")
     _add_protocol_options(study)
     set_command(study, run_sensitivity)
@@ -151,7 +197,8 @@ def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train one model")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     archbn = models.add_parser(
-        "archbn", help="one run of the Table 2 protocol",
+        "archbn",
+        help="one run of the Table 2 protocol",
         description="One run of the paper's protocol for ArchBN; writes run.json, run.md, "
         "run.png (default --out: results/archbn-depthD-METHOD, with -quick for --quick).",
     )
@@ -176,17 +223,26 @@ def run_table2(args: argparse.Namespace) -> int:
     out = prepare_out(_default_out("results/table2", args))
     distributed.launch_from_env(args.device)
     try:
-        return _table2(args, out, depths, methods, protocol, reproduce_table2,
-                       TableMismatchError)
+        return _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatchError)
     finally:
         distributed.shutdown()
 
 
 def _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatchError) -> int:
-    options = dict(depths=depths, methods=methods, runs=args.runs, seed=args.seed,
-                   protocol=protocol, data_dir=args.data_dir, source=args.source,
-                   device=args.device, jobs=args.jobs, threads=args.threads,
-                   constraint=args.constraint, retraction=args.retraction)
+    options = dict(
+        depths=depths,
+        methods=methods,
+        runs=args.runs,
+        seed=args.seed,
+        protocol=protocol,
+        data_dir=args.data_dir,
+        source=args.source,
+        device=args.device,
+        jobs=args.jobs,
+        threads=args.threads,
+        constraint=args.constraint,
+        retraction=args.retraction,
+    )
     try:
         summary = reproduce_table2(out, **options)
     except TableMismatchError as err:
@@ -194,8 +250,10 @@ def _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatc
     if summary is None:  # a rank other than 0 of a sharded sweep: rank 0 reports
         return 0
     print((out / "table2.md").read_text())
-    print(f"wrote {out / 'table2.json'}, {out / 'table2.md'}, {out / 'table2.png'} "
-          f"and {len(summary['rows'])} cells of run records in {out / 'runs'}")
+    print(
+        f"wrote {out / 'table2.json'}, {out / 'table2.md'}, {out / 'table2.png'} "
+        f"and {len(summary['rows'])} cells of run records in {out / 'runs'}"
+    )
     return 0
 
 
@@ -207,15 +265,24 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         batch_sizes=check_unique("--batch-sizes", args.batch_sizes),
         reductions=check_unique("--reductions", args.reductions),
         depths=check_unique("--depths", args.depths),
-        methods=check_unique("--methods", args.methods), runs=args.runs,
-        protocol=_protocol(args), seed=args.seed, data_dir=args.data_dir, source=args.source,
-        device=args.device, jobs=args.jobs, threads=args.threads, constraint=args.constraint,
+        methods=check_unique("--methods", args.methods),
+        runs=args.runs,
+        protocol=_protocol(args),
+        seed=args.seed,
+        data_dir=args.data_dir,
+        source=args.source,
+        device=args.device,
+        jobs=args.jobs,
+        threads=args.threads,
+        constraint=args.constraint,
         retraction=args.retraction,
     )
     if check_launch() > 1:
-        raise UsageError("reproduce sensitivity is not sharded across torchrun processes "
-                         "yet; run it without torchrun, or shard its batch sizes by hand "
-                         "with reproduce table2 --batch-size under torchrun")
+        raise UsageError(
+            "reproduce sensitivity is not sharded across torchrun processes "
+            "yet; run it without torchrun, or shard its batch sizes by hand "
+            "with reproduce table2 --batch-size under torchrun"
+        )
     _check_common(args)
     out = prepare_out(_default_out("results/sensitivity", args))
     try:
@@ -223,8 +290,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     except TableMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
     print((out / "sensitivity.md").read_text())
-    print(f"wrote {out / 'sensitivity.json'}, {out / 'sensitivity.md'}, "
-          f"{out / 'sensitivity.png'}")
+    print(f"wrote {out / 'sensitivity.json'}, {out / 'sensitivity.md'}, {out / 'sensitivity.png'}")
     return 0
 
 
@@ -261,13 +327,23 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         torch.set_num_threads(args.threads)
         data = MNISTTensors.load(args.data_dir, source=args.source, device=launch.device)
-        config = RunConfig(depth=args.depth, method=args.method, seed=args.seed,
-                           protocol=protocol, constraint=args.constraint,
-                           retraction=args.retraction, data=data.source,
-                           data_checksum=data.checksum, device=str(torch.device(args.device)),
-                           dtype=str(torch.get_default_dtype()).replace("torch.", ""),
-                           threads=args.threads, world_size=world, rank=launch.rank,
-                           amp=args.amp, data_parallel=single_model)
+        config = RunConfig(
+            depth=args.depth,
+            method=args.method,
+            seed=args.seed,
+            protocol=protocol,
+            constraint=args.constraint,
+            retraction=args.retraction,
+            data=data.source,
+            data_checksum=data.checksum,
+            device=str(torch.device(args.device)),
+            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+            threads=args.threads,
+            world_size=world,
+            rank=launch.rank,
+            amp=args.amp,
+            data_parallel=single_model,
+        )
         identity = {k: v for k, v in config.to_json().items() if k != "rank"}
         try:
             check_table(out / "run.json", identity, what="run")
@@ -275,33 +351,42 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: {err}") from None
         record = distributed.broadcast_object(load_finished(out, config))
         if record is None:
-            selection = protocol.selection_epochs * (len(protocol.lr_candidates)
-                                                     if single_model else 1)
+            selection = protocol.selection_epochs * (
+                len(protocol.lr_candidates) if single_model else 1
+            )
             planned = selection + protocol.max_epochs
-            with progress_bar(total=planned, desc=config.name, unit="epoch",
-                              enabled=launch.is_main) as bar:
+            with progress_bar(
+                total=planned, desc=config.name, unit="epoch", enabled=launch.is_main
+            ) as bar:
                 if single_model:
-                    record = distributed.train_archbn_run(config, data, out,
-                                                          progress=bar.update)
+                    record = distributed.train_archbn_run(config, data, out, progress=bar.update)
                 else:
-                    (record,) = train_runs([config], data, out, device=args.device,
-                                           progress=bar.update)
+                    (record,) = train_runs(
+                        [config], data, out, device=args.device, progress=bar.update
+                    )
                 settle(bar, planned, selection + record["epochs"])
         elif launch.is_main:
             print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
         if not launch.is_main:
             return 0
         summary = summarize([record])
-        summary.update(protocol=asdict(protocol), data=data.source, identity=identity,
-                       world_size=config.world_size,
-                       title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one "
-                       f"run (seed {args.seed}) of the "
-                       f"{_protocol_words(asdict(protocol)).split(':')[0]}")
+        summary.update(
+            protocol=asdict(protocol),
+            data=data.source,
+            identity=identity,
+            world_size=config.world_size,
+            title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one "
+            f"run (seed {args.seed}) of the "
+            f"{_protocol_words(asdict(protocol)).split(':')[0]}",
+        )
         write_report(summary, [record], out, stem="run")
-        (out / "run.json").write_text(json.dumps({**record, "summary": summary,
-                                                  "identity": identity}, indent=1))
-        print(f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
-              f"({record['stop_reason']}), test error {record['test_error']:.4f}")
+        (out / "run.json").write_text(
+            json.dumps({**record, "summary": summary, "identity": identity}, indent=1)
+        )
+        print(
+            f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
+            f"({record['stop_reason']}), test error {record['test_error']:.4f}"
+        )
         print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")
         return 0
     finally:

@@ -39,57 +39,115 @@ def add_parser(subparsers) -> None:
         "values run the comparison (learning rate chosen on held-out training scenes).",
     )
     parser.add_argument("--model", choices=["segnet-basic", "segnet"], default="segnet-basic")
-    parser.add_argument("--data", default="mnist-scenes",
-                        help="'mnist-scenes' (digits pasted on a canvas) or 'camvid:DIR' "
-                        "(DIR holds train/ trainannot/ ... test/ testannot/)")
-    parser.add_argument("--method", nargs="+", choices=["un", "bsgd"], default=["un"],
-                        help="un (oblique filters) or bsgd (Euclidean); both for a comparison")
+    parser.add_argument(
+        "--data",
+        default="mnist-scenes",
+        help="'mnist-scenes' (digits pasted on a canvas) or 'camvid:DIR' "
+        "(DIR holds train/ trainannot/ ... test/ testannot/)",
+    )
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        choices=["un", "bsgd"],
+        default=["un"],
+        help="un (oblique filters) or bsgd (Euclidean); both for a comparison",
+    )
     parser.add_argument("--epochs", type=positive_int, default=5)
-    parser.add_argument("--width", type=positive_int, default=16,
-                        help="channels of the first stage (SegNet-Basic: of every conv; the "
-                        "paper's models use 64)")
-    parser.add_argument("--depth", type=positive_int, default=None,
-                        help="stages (default: 4 for segnet-basic, 5 for segnet)")
-    parser.add_argument("--kernel", type=positive_int, default=None,
-                        help="conv size (default: 7 for segnet-basic, 3 for segnet)")
+    parser.add_argument(
+        "--width",
+        type=positive_int,
+        default=16,
+        help="channels of the first stage (SegNet-Basic: of every conv; the "
+        "paper's models use 64)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=positive_int,
+        default=None,
+        help="stages (default: 4 for segnet-basic, 5 for segnet)",
+    )
+    parser.add_argument(
+        "--kernel",
+        type=positive_int,
+        default=None,
+        help="conv size (default: 7 for segnet-basic, 3 for segnet)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--lr", type=positive_float, nargs="+", default=[0.1],
-                        help="learning rate; several values: chosen per method by held-out mIoU")
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        nargs="+",
+        default=[0.1],
+        help="learning rate; several values: chosen per method by held-out mIoU",
+    )
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--class-weights", choices=["auto", "median", "none"], default="auto",
-                        help="median-frequency class weights ('auto': for CamVid only)")
-    parser.add_argument("--seed", type=int, nargs="+", default=[0],
-                        help="seed(s) of the initialisation and the training order")
-    parser.add_argument("--door", choices=["torch", "pymanopt"], default="torch",
-                        help="torch: a training loop with RiemannianSGD (checkpoints, resume); "
-                        "pymanopt: the model as a ModuleProblem solved by StochasticGradient")
+    parser.add_argument(
+        "--class-weights",
+        choices=["auto", "median", "none"],
+        default="auto",
+        help="median-frequency class weights ('auto': for CamVid only)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seed(s) of the initialisation and the training order",
+    )
+    parser.add_argument(
+        "--door",
+        choices=["torch", "pymanopt"],
+        default="torch",
+        help="torch: a training loop with RiemannianSGD (checkpoints, resume); "
+        "pymanopt: the model as a ModuleProblem solved by StochasticGradient",
+    )
     add_device(parser)
     add_amp(parser)
     add_threads(parser)
     parser.add_argument("--out", default=None, help="output directory (default results/segment)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint(s) in --out")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint(s) in --out"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     scenes = parser.add_argument_group("digit scenes (--data mnist-scenes)")
     scenes.add_argument("--train-scenes", type=positive_int, default=2000)
     scenes.add_argument("--test-scenes", type=positive_int, default=500)
     scenes.add_argument("--canvas", type=positive_int, default=64)
-    scenes.add_argument("--data-seed", type=int, default=0,
-                        help="seed of the scenes (the same for every --seed)")
-    scenes.add_argument("--data-dir", default=None,
-                        help="directory with the MNIST IDX files (else $RIEMANN_DNN_DATA, the "
-                        "cache, or the embedded subset)")
+    scenes.add_argument(
+        "--data-seed", type=int, default=0, help="seed of the scenes (the same for every --seed)"
+    )
+    scenes.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST IDX files (else $RIEMANN_DNN_DATA, the "
+        "cache, or the embedded subset)",
+    )
     camvid = parser.add_argument_group("CamVid (--data camvid:DIR)")
-    camvid.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="resize images and labels to H x W (e.g. 180 240)")
+    camvid.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize images and labels to H x W (e.g. 180 240)",
+    )
     selection = parser.add_argument_group("learning-rate selection (several --lr)")
-    selection.add_argument("--holdout", type=float, default=0.2,
-                           help="fraction of the training images held out (0.2)")
-    selection.add_argument("--selection-epochs", type=positive_int, default=None,
-                           help="epochs per candidate (default --epochs)")
-    add_jobs(selection, 1, "runs of a comparison trained side by side in worker processes "
-             "(--threads torch threads each); 2 with --threads 1 on 2 cores")
+    selection.add_argument(
+        "--holdout", type=float, default=0.2, help="fraction of the training images held out (0.2)"
+    )
+    selection.add_argument(
+        "--selection-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs per candidate (default --epochs)",
+    )
+    add_jobs(
+        selection,
+        1,
+        "runs of a comparison trained side by side in worker processes "
+        "(--threads torch threads each); 2 with --threads 1 on 2 cores",
+    )
     set_command(parser, run)
 
 
@@ -114,12 +172,25 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     try:
         base = SegmentationConfig(
-            model=args.model, data=args.data, method=args.method[0], epochs=args.epochs,
-            width=args.width, depth=args.depth, kernel=args.kernel, batch_size=args.batch_size,
-            lr=args.lr[0], momentum=args.momentum, weight_decay=args.weight_decay,
-            class_weights=args.class_weights, seed=args.seed[0], data_seed=args.data_seed,
-            train_scenes=args.train_scenes, test_scenes=args.test_scenes, canvas=args.canvas,
-            size=tuple(args.size) if args.size else None, door=args.door,
+            model=args.model,
+            data=args.data,
+            method=args.method[0],
+            epochs=args.epochs,
+            width=args.width,
+            depth=args.depth,
+            kernel=args.kernel,
+            batch_size=args.batch_size,
+            lr=args.lr[0],
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            class_weights=args.class_weights,
+            seed=args.seed[0],
+            data_seed=args.data_seed,
+            train_scenes=args.train_scenes,
+            test_scenes=args.test_scenes,
+            canvas=args.canvas,
+            size=tuple(args.size) if args.size else None,
+            door=args.door,
             amp=None if args.amp == "off" else args.amp,
         )
     except ValueError as err:
@@ -127,44 +198,65 @@ def run(args: argparse.Namespace) -> int:
     if base.camvid_root is None:
         check_data(args.data_dir)
     elif not Path(base.camvid_root).is_dir():
-        raise UsageError(f"--data {args.data}: {base.camvid_root} is not a directory; give "
-                         f"camvid:DIR with DIR holding train/ trainannot/ test/ testannot/")
+        raise UsageError(
+            f"--data {args.data}: {base.camvid_root} is not a directory; give "
+            f"camvid:DIR with DIR holding train/ trainannot/ test/ testannot/"
+        )
     comparison = len(args.method) > 1 or len(args.seed) > 1 or len(args.lr) > 1
     if distributed.under_torchrun():
         check_launch(args.batch_size)
         if comparison:
-            raise UsageError("under torchrun, segment trains one model on all processes: give "
-                             "one --method, one --seed and one --lr (launch the comparison "
-                             "without torchrun)")
+            raise UsageError(
+                "under torchrun, segment trains one model on all processes: give "
+                "one --method, one --seed and one --lr (launch the comparison "
+                "without torchrun)"
+            )
         if args.door != "torch":
-            raise UsageError(f"--door {args.door}: runs in one process; use --door torch "
-                             f"under torchrun")
+            raise UsageError(
+                f"--door {args.door}: runs in one process; use --door torch under torchrun"
+            )
     out = prepare_out(args.out or "results/segment")
     if not comparison and not args.resume and (out / CHECKPOINT).exists():
-        raise UsageError(f"--out {out}: holds the checkpoint of an earlier run ({CHECKPOINT}); "
-                         f"pass --resume to continue it, or give another --out")
+        raise UsageError(
+            f"--out {out}: holds the checkpoint of an earlier run ({CHECKPOINT}); "
+            f"pass --resume to continue it, or give another --out"
+        )
     torch.set_num_threads(args.threads)
     launch = distributed.launch_from_env(args.device)
     try:
         data = load_segmentation_data(base, data_dir=args.data_dir)
         if comparison:
             summary = compare_methods(
-                base, out, methods=args.method, seeds=args.seed, lr_grid=args.lr,
-                holdout=args.holdout, selection_epochs=args.selection_epochs, data=data,
-                device=args.device, resume=args.resume, progress=not args.quiet,
-                jobs=args.jobs, threads=args.threads,
+                base,
+                out,
+                methods=args.method,
+                seeds=args.seed,
+                lr_grid=args.lr,
+                holdout=args.holdout,
+                selection_epochs=args.selection_epochs,
+                data=data,
+                device=args.device,
+                resume=args.resume,
+                progress=not args.quiet,
+                jobs=args.jobs,
+                threads=args.threads,
             )
             for row in summary["rows"]:
-                print(f"{row['label']:6s} lr {row['lr']:g}: "
-                      + ", ".join(f"{k} {100 * row[k]['mean']:.2f} ± {100 * row[k]['std']:.2f}"
-                                  for k in ("global_accuracy", "class_accuracy", "mean_iou"))
-                      + f" ({row['runs']} runs, {row['epoch_seconds']:.1f} s/epoch)")
+                print(
+                    f"{row['label']:6s} lr {row['lr']:g}: "
+                    + ", ".join(
+                        f"{k} {100 * row[k]['mean']:.2f} ± {100 * row[k]['std']:.2f}"
+                        for k in ("global_accuracy", "class_accuracy", "mean_iou")
+                    )
+                    + f" ({row['runs']} runs, {row['epoch_seconds']:.1f} s/epoch)"
+                )
             if summary["epoch_time_ratio_un_over_bsgd"] is not None:
                 print(f"epoch time UN / B-SGD: {summary['epoch_time_ratio_un_over_bsgd']:.3f}")
             print(f"wrote {out}/comparison.json, comparison.md, comparison.png and runs/")
             return 0
-        result = train_segmentation(base, out, data=data, device=args.device,
-                                    resume=args.resume, progress=not args.quiet)
+        result = train_segmentation(
+            base, out, data=data, device=args.device, resume=args.resume, progress=not args.quiet
+        )
     except CheckpointMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
     finally:
@@ -174,10 +266,12 @@ def run(args: argparse.Namespace) -> int:
     record = result.record
     final = record["final"]
     base_line = record["baseline_majority"]
-    print(f"{args.model} {args.method[0]} on {record['data']['train']}: "
-          f"{record['epochs_done']} epochs, global {100 * final['global_accuracy']:.2f}%, "
-          f"class-avg {100 * final['class_accuracy']:.2f}%, mIoU {100 * final['mean_iou']:.2f}% "
-          f"(majority class everywhere: mIoU {100 * base_line['mean_iou']:.2f}%), "
-          f"{record['epoch_seconds_mean']:.1f} s/epoch")
+    print(
+        f"{args.model} {args.method[0]} on {record['data']['train']}: "
+        f"{record['epochs_done']} epochs, global {100 * final['global_accuracy']:.2f}%, "
+        f"class-avg {100 * final['class_accuracy']:.2f}%, mIoU {100 * final['mean_iou']:.2f}% "
+        f"(majority class everywhere: mIoU {100 * base_line['mean_iou']:.2f}%), "
+        f"{record['epoch_seconds_mean']:.1f} s/epoch"
+    )
     print(f"wrote {out}/metrics.json, metrics.md, predictions.png, checkpoint.pt")
     return 0

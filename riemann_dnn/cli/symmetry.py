@@ -33,32 +33,57 @@ def add_parser(subparsers) -> None:
         "symmetry.md and symmetry.png.",
     )
     parser.add_argument("--out", default=None, help="output directory (default results/symmetry)")
-    parser.add_argument("--depth", type=positive_int, default=2,
-                        help="ArchBN depth (2; the paper also 4)")
+    parser.add_argument(
+        "--depth", type=positive_int, default=2, help="ArchBN depth (2; the paper also 4)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_data(parser)
-    parser.add_argument("--steps", type=positive_int, default=300,
-                        help="training steps per copy (300)")
-    parser.add_argument("--copies", type=positive_int, default=3,
-                        help="rescaled copies (3; copy 0 as is)")
-    parser.add_argument("--lr", type=positive_float, default=0.05,
-                        help="learning rate of both methods")
-    parser.add_argument("--batch-size", type=positive_int, default=100,
-                        help="training minibatch (100)")
-    parser.add_argument("--alpha-spread", type=positive_float, default=10.0,
-                        help="factors are log-uniform in [1/S, S] (10)")
-    parser.add_argument("--check-batch", type=positive_int, default=500,
-                        help="images in the batch of the invariance checks (500)")
-    parser.add_argument("--train-images", type=positive_int, default=None,
-                        help="random training images the trajectories draw minibatches from "
-                        "(default: up to 10,000)")
-    parser.add_argument("--bn-eps", type=float, default=1e-5,
-                        help="BatchNorm eps of the trained network (PyTorch's 1e-5); the checks "
-                        "are also made with a negligible eps (exact symmetry)")
-    parser.add_argument("--dtype", choices=_DTYPES, default="float64",
-                        help="precision of the trajectories (float64: the UN copies agree to "
-                        "~1e-14; in float32 rounding differences can be amplified by training). "
-                        "The checks use both")
+    parser.add_argument(
+        "--steps", type=positive_int, default=300, help="training steps per copy (300)"
+    )
+    parser.add_argument(
+        "--copies", type=positive_int, default=3, help="rescaled copies (3; copy 0 as is)"
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, default=0.05, help="learning rate of both methods"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=100, help="training minibatch (100)"
+    )
+    parser.add_argument(
+        "--alpha-spread",
+        type=positive_float,
+        default=10.0,
+        help="factors are log-uniform in [1/S, S] (10)",
+    )
+    parser.add_argument(
+        "--check-batch",
+        type=positive_int,
+        default=500,
+        help="images in the batch of the invariance checks (500)",
+    )
+    parser.add_argument(
+        "--train-images",
+        type=positive_int,
+        default=None,
+        help="random training images the trajectories draw minibatches from "
+        "(default: up to 10,000)",
+    )
+    parser.add_argument(
+        "--bn-eps",
+        type=float,
+        default=1e-5,
+        help="BatchNorm eps of the trained network (PyTorch's 1e-5); the checks "
+        "are also made with a negligible eps (exact symmetry)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=_DTYPES,
+        default="float64",
+        help="precision of the trajectories (float64: the UN copies agree to "
+        "~1e-14; in float32 rounding differences can be amplified by training). "
+        "The checks use both",
+    )
     add_device(parser)
     add_threads(parser)
     set_command(parser, run)
@@ -74,22 +99,37 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--copies {args.copies}: need at least 2 (copy 0 and a rescaled one)")
     check_device(args.device)
     mnist = check_data(args.data_dir, args.source)
-    for option, value in (("--check-batch", args.check_batch),
-                          ("--train-images", args.train_images)):
+    for option, value in (
+        ("--check-batch", args.check_batch),
+        ("--train-images", args.train_images),
+    ):
         if value is not None and value > len(mnist.train_labels):
-            raise UsageError(f"{option} {value}: more than the {len(mnist.train_labels)} "
-                             f"training images of {mnist.source}; give at most that")
+            raise UsageError(
+                f"{option} {value}: more than the {len(mnist.train_labels)} "
+                f"training images of {mnist.source}; give at most that"
+            )
     out = prepare_out(args.out or "results/symmetry")
     torch.set_num_threads(args.threads)
     print("invariance checks (float32 and float64, two BatchNorm eps) ...", file=sys.stderr)
-    with progress_bar(total=2 * args.steps, unit="step", desc="trajectories (B-SGD, UN)",
-                      delay=0.5) as bar:
+    with progress_bar(
+        total=2 * args.steps, unit="step", desc="trajectories (B-SGD, UN)", delay=0.5
+    ) as bar:
         result = run_symmetry(
-            depth=args.depth, seed=args.seed, data_dir=args.data_dir, source=args.source,
-            steps=args.steps, copies=args.copies, lr=args.lr, batch_size=args.batch_size,
-            alpha_spread=args.alpha_spread, check_batch=args.check_batch,
-            train_images=args.train_images, bn_eps=args.bn_eps,
-            dtype=getattr(torch, args.dtype), device=args.device, progress=bar.update,
+            depth=args.depth,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            source=args.source,
+            steps=args.steps,
+            copies=args.copies,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            alpha_spread=args.alpha_spread,
+            check_batch=args.check_batch,
+            train_images=args.train_images,
+            bn_eps=args.bn_eps,
+            dtype=getattr(torch, args.dtype),
+            device=args.device,
+            progress=bar.update,
         )
     result["config"]["threads"] = args.threads
     paths = write_report(result, out)

@@ -40,10 +40,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Launch", "launch_from_env", "under_torchrun", "current_launch", "shutdown",
-           "barrier", "all_gather_objects", "broadcast_object", "all_reduce_sum", "shard",
-           "batch_share", "GlobalBatchNorm", "convert_batchnorm", "prepare_ddp_model",
-           "autocast", "AMP_MODES", "train_archbn_run"]
+__all__ = [
+    "Launch",
+    "launch_from_env",
+    "under_torchrun",
+    "current_launch",
+    "shutdown",
+    "barrier",
+    "all_gather_objects",
+    "broadcast_object",
+    "all_reduce_sum",
+    "shard",
+    "batch_share",
+    "GlobalBatchNorm",
+    "convert_batchnorm",
+    "prepare_ddp_model",
+    "autocast",
+    "AMP_MODES",
+    "train_archbn_run",
+]
 
 T = TypeVar("T")
 
@@ -82,7 +97,8 @@ _LAUNCH: Launch | None = None
 def under_torchrun() -> bool:
     """True when ``torchrun`` (or any launcher with its environment) started this process."""
     return "TORCHELASTIC_RUN_ID" in os.environ or (
-        "WORLD_SIZE" in os.environ and "RANK" in os.environ and "MASTER_ADDR" in os.environ)
+        "WORLD_SIZE" in os.environ and "RANK" in os.environ and "MASTER_ADDR" in os.environ
+    )
 
 
 def current_launch() -> Launch:
@@ -111,8 +127,11 @@ def launch_from_env(device: str = "cpu") -> Launch:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=_TIMEOUT,
-                                **({"device_id": torch.device(device)} if cuda else {}))
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            timeout=_TIMEOUT,
+            **({"device_id": torch.device(device)} if cuda else {}),
+        )
     _LAUNCH = Launch(rank, world, local_rank, local_world, device)
     return _LAUNCH
 
@@ -205,8 +224,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                            else self.momentum)
+                momentum = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
                 unbiased = var * (n / (n - 1)) if float(n) > 1 else var
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
@@ -241,9 +263,15 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     same parameter and buffer tensors (optimizer groups built before stay valid; state-dict
     keys are unchanged)."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, GlobalBatchNorm):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+        module, GlobalBatchNorm
+    ):
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             new.weight, new.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -266,20 +294,19 @@ def prepare_ddp_model(model: nn.Module, launch: Launch) -> nn.Module:
         model = convert_batchnorm(model)
     if not launch.distributed:
         return model
-    ids = [torch.device(launch.device).index] if torch.device(launch.device).type == "cuda" \
-        else None
+    ids = (
+        [torch.device(launch.device).index] if torch.device(launch.device).type == "cuda" else None
+    )
     # buffers (BN running statistics) are updated identically on every rank from the global
     # statistics: no need to broadcast them each forward
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                             forward_sync_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def autocast(device: str | torch.device, amp: str | None):
     """``torch.autocast`` in bfloat16 for ``amp == "bf16"``, else a no-op context."""
     if amp not in (None, "off", "bf16"):
         raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=amp == "bf16")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 # -- one run of the ArchBN protocol, data-parallel ----------------------------------------------
@@ -289,8 +316,13 @@ def _archbn(config, in_features: int, launch: Launch) -> tuple[nn.Module, nn.Mod
 
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # PyTorch's default init, for method "sgd"
-    raw = ArchBN(config.depth, config.width, in_features=in_features,
-                 init=METHODS[config.method].init, generator=gen).to(launch.device)
+    raw = ArchBN(
+        config.depth,
+        config.width,
+        in_features=in_features,
+        init=METHODS[config.method].init,
+        generator=gen,
+    ).to(launch.device)
     return raw, prepare_ddp_model(raw, launch)
 
 
@@ -299,12 +331,16 @@ def _optimizer(config, raw: nn.Module, lr: float):
     from ..problems.archbn import ArchBN
     from .protocol import METHODS
 
-    constrained = set(ArchBN.scale_invariant_names(config.depth)) if \
-        METHODS[config.method].constrained else set()
+    constrained = (
+        set(ArchBN.scale_invariant_names(config.depth))
+        if METHODS[config.method].constrained
+        else set()
+    )
     named = dict(raw.named_parameters())
-    groups = [{"params": [named[n] for n in named if n in constrained],
-               "manifold": config.constraint},
-              {"params": [named[n] for n in named if n not in constrained]}]
+    groups = [
+        {"params": [named[n] for n in named if n in constrained], "manifold": config.constraint},
+        {"params": [named[n] for n in named if n not in constrained]},
+    ]
     groups = [g for g in groups if g["params"]]
     return RiemannianSGD(groups, lr=lr, retraction=config.retraction)
 
@@ -320,7 +356,7 @@ def _epoch(model, optimizer, data, pool, generator, config, launch, amp) -> tupl
     batches = 0
     model.train()
     for start in range(0, order.shape[0], protocol.batch_size):
-        index = order[start:start + protocol.batch_size]
+        index = order[start : start + protocol.batch_size]
         mine = batch_share(index, launch.rank, launch.world_size)
         with autocast(launch.device, amp):
             logits = model(data.train_x[mine])
@@ -340,21 +376,23 @@ def _epoch(model, optimizer, data, pool, generator, config, launch, amp) -> tupl
 
 
 @torch.no_grad()
-def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, launch: Launch,
-           chunk: int = 2000) -> float:
+def _error(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, launch: Launch, chunk: int = 2000
+) -> float:
     """Misclassification rate on ``(x, y)`` (eval mode), each rank counting its share."""
     model.eval()
     mine = batch_share(torch.arange(x.shape[0]), launch.rank, launch.world_size)
     wrong = torch.zeros((), dtype=torch.float64, device=launch.device)
     for start in range(0, mine.shape[0], chunk):
-        index = mine[start:start + chunk].to(x.device)
+        index = mine[start : start + chunk].to(x.device)
         wrong += (model(x[index]).argmax(-1) != y[index]).sum().double()
     model.train()
     return float(all_reduce_sum(wrong)) / x.shape[0]
 
 
-def train_archbn_run(config, data, out_dir: str | Path, *,
-                     progress: Callable[[int], None] = lambda n: None) -> dict:
+def train_archbn_run(
+    config, data, out_dir: str | Path, *, progress: Callable[[int], None] = lambda n: None
+) -> dict:
     """One run of the protocol of :mod:`.protocol` (learning-rate selection, bold-driver
     training, stopping rules, test error) for ``config`` as one ArchBN model on every
     process of the launch (:func:`launch_from_env`; one process without ``torchrun``).
@@ -394,31 +432,60 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
         finite, done = True, 0
         if saved is not None:
             _restore(raw, optimizer, generator, saved)
-            done, first, last, finite = saved["epoch"], saved["first"], saved["last"], \
-                saved["finite"]
+            done, first, last, finite = (
+                saved["epoch"],
+                saved["first"],
+                saved["last"],
+                saved["finite"],
+            )
             progress(done)
         for epoch in range(done, protocol.selection_epochs):
-            loss, _ = _epoch(model, optimizer, data, splits["selection_train"], generator,
-                             config, launch, amp)
+            loss, _ = _epoch(
+                model, optimizer, data, splits["selection_train"], generator, config, launch, amp
+            )
             finite = finite and math.isfinite(loss)
             if not finite:  # stop moving a diverged candidate, as the ensemble does
                 for group in optimizer.param_groups:
                     group["lr"] = 0.0
             first = loss if first is None else first
             last = loss
-            checkpoint.put(stage, _state(raw, optimizer, generator, epoch=epoch + 1,
-                                         first=first, last=last, finite=finite))
+            checkpoint.put(
+                stage,
+                _state(
+                    raw,
+                    optimizer,
+                    generator,
+                    epoch=epoch + 1,
+                    first=first,
+                    last=last,
+                    finite=finite,
+                ),
+            )
             progress(1)
-        val = _error(model, data.train_x[splits["selection_val"]],
-                     data.train_y[splits["selection_val"]], launch)
+        val = _error(
+            model,
+            data.train_x[splits["selection_val"]],
+            data.train_y[splits["selection_val"]],
+            launch,
+        )
         diverged = not finite or not last < first
-        candidates.append({"lr": rate, "val_error": val, "diverged": diverged,
-                           "first_loss": first, "last_loss": last})
+        candidates.append(
+            {
+                "lr": rate,
+                "val_error": val,
+                "diverged": diverged,
+                "first_loss": first,
+                "last_loss": last,
+            }
+        )
         checkpoint.put(stage, {"candidate": candidates[-1]})
     usable = [c for c in candidates if not c["diverged"]] or candidates
     chosen = min(usable, key=lambda c: c["val_error"])["lr"]
-    selection = {"candidates": candidates, "chosen_lr": chosen,
-                 "all_diverged": all(c["diverged"] for c in candidates)}
+    selection = {
+        "candidates": candidates,
+        "chosen_lr": chosen,
+        "all_diverged": all(c["diverged"] for c in candidates),
+    }
     selection_seconds = time.perf_counter() - start
 
     raw, model = _archbn(config, in_features, launch)
@@ -426,8 +493,13 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     driver = BoldDriver(optimizer, raw, increase=protocol.increase, decrease=protocol.decrease)
     generator = torch.Generator().manual_seed(config.seed + 2)
     val_x, val_y = data.train_x[splits["validation"]], data.train_y[splits["validation"]]
-    curves: dict[str, list] = {"train_loss": [], "train_error": [], "val_error": [], "lr": [],
-                               "accepted": []}
+    curves: dict[str, list] = {
+        "train_loss": [],
+        "train_error": [],
+        "val_error": [],
+        "lr": [],
+        "accepted": [],
+    }
     epoch_seconds, epoch, reason = [], 0, None
     saved = checkpoint.get("train")
     if saved is not None:  # resume after the last finished epoch
@@ -439,8 +511,9 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
     while reason is None:
         epoch += 1
         tick = time.perf_counter()
-        loss, train_error = _epoch(model, optimizer, data, splits["train"], generator, config,
-                                   launch, amp)
+        loss, train_error = _epoch(
+            model, optimizer, data, splits["train"], generator, config, launch, amp
+        )
         epoch_seconds.append(time.perf_counter() - tick)
         curves["accepted"].append(bool(driver.step(loss)))
         curves["train_loss"].append(loss)
@@ -448,19 +521,38 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
         curves["val_error"].append(_error(model, val_x, val_y, launch))
         curves["lr"].append(float(driver.lr))
         reason = _stop_reason(protocol, epoch, train_error, curves["val_error"])
-        checkpoint.put("train", _state(raw, optimizer, generator, driver=driver.state_dict(),
-                                       epoch=epoch, curves=curves,
-                                       epoch_seconds=epoch_seconds))
+        checkpoint.put(
+            "train",
+            _state(
+                raw,
+                optimizer,
+                generator,
+                driver=driver.state_dict(),
+                epoch=epoch,
+                curves=curves,
+                epoch_seconds=epoch_seconds,
+            ),
+        )
         progress(1)
     record = {
-        "config": config.to_json(), "name": config.name, "data": data.source,
-        "selection": selection, "chosen_lr": chosen, "epochs": epoch, "stop_reason": reason,
-        "curves": curves, "final_val_error": curves["val_error"][-1],
+        "config": config.to_json(),
+        "name": config.name,
+        "data": data.source,
+        "selection": selection,
+        "chosen_lr": chosen,
+        "epochs": epoch,
+        "stop_reason": reason,
+        "curves": curves,
+        "final_val_error": curves["val_error"][-1],
         "test_error": _error(model, data.test_x, data.test_y, launch),
-        "ensemble_size": 1, "selection_seconds": selection_seconds,
-        "epoch_seconds": epoch_seconds, "seconds": time.perf_counter() - start,
-        "device": str(device), "torch_threads": torch.get_num_threads(),
-        "world_size": launch.world_size, "rank": launch.rank,
+        "ensemble_size": 1,
+        "selection_seconds": selection_seconds,
+        "epoch_seconds": epoch_seconds,
+        "seconds": time.perf_counter() - start,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "world_size": launch.world_size,
+        "rank": launch.rank,
     }
     if launch.is_main:
         _write_json(run_path(Path(out_dir), config), record)
@@ -470,8 +562,12 @@ def train_archbn_run(config, data, out_dir: str | Path, *,
 
 
 def _state(raw: nn.Module, optimizer, generator: torch.Generator, **extra) -> dict:
-    return {"model": {k: v.clone() for k, v in raw.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "generator": generator.get_state(), **extra}
+    return {
+        "model": {k: v.clone() for k, v in raw.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        **extra,
+    }
 
 
 def _restore(raw: nn.Module, optimizer, generator: torch.Generator, state: dict) -> None:

@@ -31,9 +31,16 @@ class Ensemble:
         momentum: of the optimizer (default 0).
     """
 
-    def __init__(self, models: Sequence[nn.Module], manifolds: dict[str, object] | None = None,
-                 retraction: str | None = None, *, momentum: float = 0.0,
-                 filters: Sequence[str] = (), filter_rate: str | None = None):
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        manifolds: dict[str, object] | None = None,
+        retraction: str | None = None,
+        *,
+        momentum: float = 0.0,
+        filters: Sequence[str] = (),
+        filter_rate: str | None = None,
+    ):
         if not models:
             raise ValueError("Ensemble needs at least one model")
         self.stack = StackedModules(models)
@@ -48,8 +55,12 @@ class Ensemble:
         for group in groups:  # a rate tensor per group (the default would be one shared tensor)
             group["lr"] = torch.zeros(self.size, dtype=torch.float64)
         self.optimizer = RiemannianSGD(
-            groups, lr=torch.zeros(self.size, dtype=torch.float64), momentum=momentum,
-            copies=self.size, nonfinite="skip")
+            groups,
+            lr=torch.zeros(self.size, dtype=torch.float64),
+            momentum=momentum,
+            copies=self.size,
+            nonfinite="skip",
+        )
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -73,12 +84,14 @@ class Ensemble:
         :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017)."""
         if weight_decay is not None:
             if not self.filters:
-                raise ValueError("Ensemble: weight decay needs the names of the filters "
-                                 "(filters=...)")
+                raise ValueError(
+                    "Ensemble: weight decay needs the names of the filters (filters=...)"
+                )
             weight_decay = torch.as_tensor(weight_decay, dtype=torch.float64)
             if weight_decay.shape != (self.size,) or not bool((weight_decay >= 0).all()):
-                raise ValueError(f"Ensemble: weight_decay must be {self.size} numbers >= 0, "
-                                 f"got {weight_decay}")
+                raise ValueError(
+                    f"Ensemble: weight_decay must be {self.size} numbers >= 0, got {weight_decay}"
+                )
         self.weight_decay = weight_decay
 
     def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:
@@ -86,8 +99,9 @@ class Ensemble:
         return self.stack.forward(x, train=train, shared_input=shared_input)
 
     @torch.no_grad()
-    def errors(self, x: torch.Tensor, y: torch.Tensor, *, shared_input: bool = False,
-               chunk: int = 2000) -> torch.Tensor:
+    def errors(
+        self, x: torch.Tensor, y: torch.Tensor, *, shared_input: bool = False, chunk: int = 2000
+    ) -> torch.Tensor:
         """Misclassification rate of each copy (eval mode: BN running statistics)."""
         batch_axis = 0 if shared_input else 1
         wrong = torch.zeros(self.size, device=y.device)
@@ -98,8 +112,9 @@ class Ensemble:
             wrong += (pred != ys).sum(-1).to(wrong.dtype)
         return wrong / x.shape[batch_axis]
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step of every copy on its own batch ``x[i], y[i]``, on the
         cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``) over the batch.
 
@@ -128,13 +143,18 @@ class Ensemble:
         return self.stack.member(index)
 
 
-def _filters_first(groups: list[dict], params: dict[str, torch.Tensor], filters: Sequence[str],
-                   filter_rate: str | None) -> list[dict]:
+def _filters_first(
+    groups: list[dict],
+    params: dict[str, torch.Tensor],
+    filters: Sequence[str],
+    filter_rate: str | None,
+) -> list[dict]:
     """``groups`` with the ``filters`` (one manifold) moved into a group of their own, first."""
     unknown = [n for n in filters if n not in params]
     if unknown:
-        raise ValueError(f"Ensemble: no parameters named {unknown}; the names are "
-                         f"{sorted(params)}")
+        raise ValueError(
+            f"Ensemble: no parameters named {unknown}; the names are {sorted(params)}"
+        )
     chosen = {id(params[n]) for n in filters}
     first, rest = None, []
     for group in groups:

@@ -83,8 +83,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         sys.stderr.write(text + "\n")
 
 
-def _initialize(parent_pid: int, threads: int, messages: Any,
-                initializer: Callable[..., None] | None, initargs: tuple) -> None:
+def _initialize(
+    parent_pid: int,
+    threads: int,
+    messages: Any,
+    initializer: Callable[..., None] | None,
+    initargs: tuple,
+) -> None:
     global _MESSAGES
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -115,8 +120,11 @@ def worker_pool(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=pool_context(), initializer=_initialize,
-        initargs=(os.getpid(), threads, messages, initializer, initargs))
+        max_workers=jobs,
+        mp_context=pool_context(),
+        initializer=_initialize,
+        initargs=(os.getpid(), threads, messages, initializer, initargs),
+    )
     try:
         yield pool
     except BaseException:

@@ -27,8 +27,9 @@ def write_above(bar: Any, text: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(*, total: int, desc: str, unit: str, enabled: bool = True,
-                 **options: Any) -> Iterator[Any]:
+def progress_bar(
+    *, total: int, desc: str, unit: str, enabled: bool = True, **options: Any
+) -> Iterator[Any]:
     """An open tqdm bar for a ``with`` block; warnings and log records go above it."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -37,8 +38,9 @@ def progress_bar(*, total: int, desc: str, unit: str, enabled: bool = True,
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        write_above(bar, warnings.formatwarning(message, category, filename, lineno,
-                                                line).rstrip())
+        write_above(
+            bar, warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        )
 
     warnings.showwarning = show
     try:

@@ -45,9 +45,23 @@ from ..optim import BoldDriver
 from ..problems.archbn import ArchBN, ConvArchBN
 from .ensemble import Ensemble
 
-__all__ = ["Protocol", "Method", "METHODS", "ARCHS", "PROTOCOLS", "HALF_DECADES", "RunConfig", "MNISTTensors",
-           "train_runs", "quick_protocol", "progress_total", "welch_t_test",
-           "run_path", "load_finished", "candidate_grid"]
+__all__ = [
+    "Protocol",
+    "Method",
+    "METHODS",
+    "ARCHS",
+    "PROTOCOLS",
+    "HALF_DECADES",
+    "RunConfig",
+    "MNISTTensors",
+    "train_runs",
+    "quick_protocol",
+    "progress_total",
+    "welch_t_test",
+    "run_path",
+    "load_finished",
+    "candidate_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class Protocol:
     # extend the rate grid (factor lr_extend_factor, at most lr_extend steps each way) while
     # a run's chosen rate is on its edge; 0: the fixed grid (the paper)
     lr_extend: int = 0
-    lr_extend_factor: float = 10 ** 0.5
+    lr_extend_factor: float = 10**0.5
     # weight-decay grid of methods with weight decay, selected jointly with the rate
     weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     # stopping rules see accepted epochs only (an undone epoch is no new measurement)
@@ -90,7 +104,8 @@ class Protocol:
             )
         if self.loss_reduction not in ("mean", "sum"):
             raise ValueError(
-                f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
+                f"loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}"
+            )
         for name in ("selection_train", "selection_val", "selection_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -119,8 +134,9 @@ HALF_DECADES = tuple(10 ** (-k / 2) for k in range(5))
 #: accepted epochs only). See docs/table2.md and docs/study.md.
 PROTOCOLS = {
     "paper-sum": Protocol(),
-    "study": Protocol(lr_candidates=HALF_DECADES, loss_reduction="mean", lr_extend=2,
-                      stop_on_accepted=True),
+    "study": Protocol(
+        lr_candidates=HALF_DECADES, loss_reduction="mean", lr_extend=2, stop_on_accepted=True
+    ),
 }
 
 
@@ -141,8 +157,7 @@ METHODS = {
     "un": Method("un", "UN", "unit", True),
     "bsgd": Method("bsgd", "B-SGD", "unit", False),
     "sgd": Method("sgd", "SGD (PyTorch init)", "pytorch", False),
-    "bsgd-elr": Method("bsgd-elr", "B-SGD, filter rate λ‖w‖²", "unit", False,
-                       filter_rate="norm2"),
+    "bsgd-elr": Method("bsgd-elr", "B-SGD, filter rate λ‖w‖²", "unit", False, filter_rate="norm2"),
     "bsgd-wd": Method("bsgd-wd", "B-SGD + weight decay", "unit", False, weight_decay=True),
     "un-split": Method("un-split", "UN, split rates", "unit", True, split_rates=True),
 }
@@ -191,11 +206,16 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        tag = "" if self.constraint == "oblique" and self.retraction is None else (
-            f"-{self.constraint}" + (f"-{self.retraction}" if self.retraction else ""))
+        tag = (
+            ""
+            if self.constraint == "oblique" and self.retraction is None
+            else (f"-{self.constraint}" + (f"-{self.retraction}" if self.retraction else ""))
+        )
         arch = "" if self.arch == "mlp" else f"{self.arch}-"
-        return f"{arch}depth{self.depth}-{self.method}" \
-               f"{tag if METHODS[self.method].constrained else ''}-seed{self.seed}"
+        return (
+            f"{arch}depth{self.depth}-{self.method}"
+            f"{tag if METHODS[self.method].constrained else ''}-seed{self.seed}"
+        )
 
     @property
     def run_hash(self) -> str:
@@ -273,11 +293,13 @@ def _models(configs: list[RunConfig], copies: int, in_features: int, device) -> 
             init = METHODS[config.method].init
             if config.arch == "conv":
                 side = math.isqrt(in_features)
-                model = ConvArchBN(config.depth, config.width, image_size=side, init=init,
-                                   generator=gen)
+                model = ConvArchBN(
+                    config.depth, config.width, image_size=side, init=init, generator=gen
+                )
             else:
-                model = ArchBN(config.depth, config.width, in_features=in_features, init=init,
-                               generator=gen)
+                model = ArchBN(
+                    config.depth, config.width, in_features=in_features, init=init, generator=gen
+                )
             models.append(model.to(device))
     return models
 
@@ -295,18 +317,24 @@ def build_ensemble(configs: list[RunConfig], copies: int, in_features: int, devi
     if method.constrained:
         manifolds = dict.fromkeys(filters, config.constraint)
     special = method.filter_rate is not None or method.weight_decay or method.split_rates
-    return Ensemble(models, manifolds, retraction=config.retraction,
-                    filters=filters if special else (), filter_rate=method.filter_rate)
+    return Ensemble(
+        models,
+        manifolds,
+        retraction=config.retraction,
+        filters=filters if special else (),
+        filter_rate=method.filter_rate,
+    )
 
 
-def _epoch_batches(pools: torch.Tensor, generators: list[torch.Generator], copies: int,
-                   batch_size: int):
+def _epoch_batches(
+    pools: torch.Tensor, generators: list[torch.Generator], copies: int, batch_size: int
+):
     """Yield ``(members, batch)`` index tensors: each run's pool reshuffled (the same order
     for the ``copies`` members of a run), every image once per epoch."""
     orders = torch.stack([torch.randperm(pools.shape[1], generator=g) for g in generators])
     epoch = torch.gather(pools, 1, orders.to(pools.device)).repeat_interleave(copies, dim=0)
     for start in range(0, epoch.shape[1], batch_size):
-        yield epoch[:, start:start + batch_size]
+        yield epoch[:, start : start + batch_size]
 
 
 def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, protocol):
@@ -314,21 +342,23 @@ def _train_epoch(ens: Ensemble, data: MNISTTensors, pools, generators, copies, p
     wrong = torch.zeros(ens.size, device=pools.device)
     batches = 0
     for index in _epoch_batches(pools, generators, copies, protocol.batch_size):
-        loss, miss = ens.train_step(data.train_x[index], data.train_y[index],
-                                    reduction=protocol.loss_reduction)
+        loss, miss = ens.train_step(
+            data.train_x[index], data.train_y[index], reduction=protocol.loss_reduction
+        )
         losses += loss
         wrong += miss
         batches += 1
     return (losses / batches).tolist(), (wrong / pools.shape[1]).tolist()
 
 
-def _errors_on(ens: Ensemble, data: MNISTTensors, pools: torch.Tensor, copies: int,
-               chunk: int = 2000) -> list[float]:
+def _errors_on(
+    ens: Ensemble, data: MNISTTensors, pools: torch.Tensor, copies: int, chunk: int = 2000
+) -> list[float]:
     """Each member's error on its run's held-out images ``pools[run]``."""
     wrong = torch.zeros(ens.size)
     members = pools.repeat_interleave(copies, dim=0)
     for start in range(0, members.shape[1], chunk):
-        index = members[:, start:start + chunk]
+        index = members[:, start : start + chunk]
         with torch.no_grad():
             pred = ens.forward(data.train_x[index], train=False).argmax(-1)
         wrong += (pred != data.train_y[index]).sum(-1).float().cpu()
@@ -336,8 +366,9 @@ def _errors_on(ens: Ensemble, data: MNISTTensors, pools: torch.Tensor, copies: i
 
 
 # -- the protocol -----------------------------------------------------------------------------
-def candidate_grid(method: str, protocol: Protocol,
-                   rates: tuple[float, ...] | None = None) -> list[dict[str, float]]:
+def candidate_grid(
+    method: str, protocol: Protocol, rates: tuple[float, ...] | None = None
+) -> list[dict[str, float]]:
     """The learning-rate candidates of ``method``: ``{"lr": r}`` for each rate; with split
     rates ``{"lr", "other_lr"}`` over rates x rates; with weight decay ``{"lr",
     "weight_decay"}`` over rates x ``protocol.weight_decays``."""
@@ -389,9 +420,12 @@ class _Checkpoint:
 
 
 def _ensemble_state(ens: Ensemble, generators: list[torch.Generator], **extra) -> dict:
-    return {"stack": {k: v.clone() for k, v in ens.stack.state_dict().items()},
-            "optimizer": ens.optimizer.state_dict(),
-            "generators": [g.get_state() for g in generators], **extra}
+    return {
+        "stack": {k: v.clone() for k, v in ens.stack.state_dict().items()},
+        "optimizer": ens.optimizer.state_dict(),
+        "generators": [g.get_state() for g in generators],
+        **extra,
+    }
 
 
 def _restore_ensemble(ens: Ensemble, generators: list[torch.Generator], state: dict) -> None:
@@ -401,9 +435,16 @@ def _restore_ensemble(ens: Ensemble, generators: list[torch.Generator], state: d
         g.set_state(saved)
 
 
-def _score_candidates(configs, candidates, data, splits, device, progress,
-                      checkpoint: _Checkpoint | None = None, stage: str = "select0"
-                      ) -> list[list[dict]]:
+def _score_candidates(
+    configs,
+    candidates,
+    data,
+    splits,
+    device,
+    progress,
+    checkpoint: _Checkpoint | None = None,
+    stage: str = "select0",
+) -> list[list[dict]]:
     """Train every run's candidates (``candidates[r]``: dicts of :func:`candidate_grid`, the
     same number per run; ``None`` pads) as copies of one ensemble on its selection images and
     score them on its selection validation images (resuming from ``checkpoint``)."""
@@ -418,8 +459,11 @@ def _score_candidates(configs, candidates, data, splits, device, progress,
     ens = build_ensemble(configs, copies, data.train_x.shape[1], device)
     # float32 tensors, copied into the optimizer's float64 rates (as the protocol always did)
     lr = torch.tensor([c["lr"] for c in flat])
-    other = (torch.tensor([c.get("other_lr", c["lr"]) for c in flat])
-             if any("other_lr" in c for c in flat) else None)
+    other = (
+        torch.tensor([c.get("other_lr", c["lr"]) for c in flat])
+        if any("other_lr" in c for c in flat)
+        else None
+    )
     ens.set_lr(lr, other)
     if any("weight_decay" in c for c in flat):
         ens.set_weight_decay(torch.tensor([c.get("weight_decay", 0.0) for c in flat]))
@@ -431,8 +475,12 @@ def _score_candidates(configs, candidates, data, splits, device, progress,
     start = 0
     if done is not None:  # an interrupted round: its state after epoch ``done["epoch"]``
         _restore_ensemble(ens, generators, done)
-        start, first_loss, last_loss, finite = (done["epoch"], done["first_loss"],
-                                                done["last_loss"], done["finite"])
+        start, first_loss, last_loss, finite = (
+            done["epoch"],
+            done["first_loss"],
+            done["last_loss"],
+            done["finite"],
+        )
         lr, other = done["lr"], done["other"]
         progress(start)
     for epoch in range(start, protocol.selection_epochs):
@@ -445,9 +493,19 @@ def _score_candidates(configs, candidates, data, splits, device, progress,
         ens.set_lr(lr, other)
         first_loss = loss_t if first_loss is None else first_loss
         last_loss = loss_t
-        checkpoint.put(stage, _ensemble_state(ens, generators, epoch=epoch + 1,
-                                              first_loss=first_loss, last_loss=last_loss,
-                                              finite=finite, lr=lr, other=other))
+        checkpoint.put(
+            stage,
+            _ensemble_state(
+                ens,
+                generators,
+                epoch=epoch + 1,
+                first_loss=first_loss,
+                last_loss=last_loss,
+                finite=finite,
+                lr=lr,
+                other=other,
+            ),
+        )
         progress(1)
     val_error = _errors_on(ens, data, val, copies)
     scored = []
@@ -458,8 +516,15 @@ def _score_candidates(configs, candidates, data, splits, device, progress,
                 continue
             m = r * copies + c
             diverged = not bool(finite[m]) or not float(last_loss[m]) < float(first_loss[m])
-            row.append({**cand, "val_error": val_error[m], "diverged": diverged,
-                        "first_loss": float(first_loss[m]), "last_loss": float(last_loss[m])})
+            row.append(
+                {
+                    **cand,
+                    "val_error": val_error[m],
+                    "diverged": diverged,
+                    "first_loss": float(first_loss[m]),
+                    "last_loss": float(last_loss[m]),
+                }
+            )
         scored.append(row)
     checkpoint.put(stage, {"scored": scored})
     return scored
@@ -481,16 +546,20 @@ def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[
         if key not in best:
             continue
         tried = sorted({c[key] for c in candidates})
-        for side, edge, factor in (("low", tried[0], 1 / protocol.lr_extend_factor),
-                                   ("high", tried[-1], protocol.lr_extend_factor)):
+        for side, edge, factor in (
+            ("low", tried[0], 1 / protocol.lr_extend_factor),
+            ("high", tried[-1], protocol.lr_extend_factor),
+        ):
             if best[key] != edge or len(tried) < 2 or steps[(key, side)] >= protocol.lr_extend:
                 continue
             steps[(key, side)] += 1
             value = edge * factor
             seen = set()
             for c in candidates:  # the new value with every tried value of the other keys
-                cand = {**{k: v for k, v in c.items() if k in ("lr", "other_lr",
-                                                                 "weight_decay")}, key: value}
+                cand = {
+                    **{k: v for k, v in c.items() if k in ("lr", "other_lr", "weight_decay")},
+                    key: value,
+                }
                 marker = tuple(sorted(cand.items()))
                 if marker not in seen:
                     seen.add(marker)
@@ -498,15 +567,26 @@ def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[
     return new
 
 
-def _select_rates(configs, data, splits, device, progress,
-                  checkpoint: _Checkpoint | None = None) -> list[dict]:
+def _select_rates(
+    configs, data, splits, device, progress, checkpoint: _Checkpoint | None = None
+) -> list[dict]:
     protocol = configs[0].protocol
     grid = candidate_grid(configs[0].method, protocol)
-    scored = _score_candidates(configs, [list(grid) for _ in configs], data, splits, device,
-                               progress, checkpoint, "select0")
+    scored = _score_candidates(
+        configs,
+        [list(grid) for _ in configs],
+        data,
+        splits,
+        device,
+        progress,
+        checkpoint,
+        "select0",
+    )
     rounds = 0
-    steps = [dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
-             for _ in configs]
+    steps = [
+        dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
+        for _ in configs
+    ]
     while protocol.lr_extend:
         new = [_extensions(c, scored[r], steps[r]) for r, c in enumerate(configs)]
         todo = [r for r, n in enumerate(new) if n]
@@ -515,18 +595,31 @@ def _select_rates(configs, data, splits, device, progress,
         width = max(len(new[r]) for r in todo)
         padded = [new[r] + [None] * (width - len(new[r])) for r in todo]
         rounds += 1
-        more = _score_candidates([configs[r] for r in todo], padded, data,
-                                 [splits[r] for r in todo], device, progress, checkpoint,
-                                 f"select{rounds}")
+        more = _score_candidates(
+            [configs[r] for r in todo],
+            padded,
+            data,
+            [splits[r] for r in todo],
+            device,
+            progress,
+            checkpoint,
+            f"select{rounds}",
+        )
         for r, row in zip(todo, more):
             scored[r] += row
     selections = []
     for candidates in scored:
         best = _best(candidates)
         chosen = {k: best[k] for k in ("lr", "other_lr", "weight_decay") if k in best}
-        selections.append({"candidates": candidates, "chosen_lr": best["lr"], "chosen": chosen,
-                           "all_diverged": not any(not c["diverged"] for c in candidates),
-                           "interior": not _at_edge(candidates, best)})
+        selections.append(
+            {
+                "candidates": candidates,
+                "chosen_lr": best["lr"],
+                "chosen": chosen,
+                "all_diverged": not any(not c["diverged"] for c in candidates),
+                "interior": not _at_edge(candidates, best),
+            }
+        )
     return selections
 
 
@@ -546,17 +639,23 @@ def _splits(config: RunConfig, num_images: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(num_images, generator=gen)
     sel_val = order[: protocol.selection_val]
-    sel_train = order[protocol.selection_val: protocol.selection_val + protocol.selection_train]
+    sel_train = order[protocol.selection_val : protocol.selection_val + protocol.selection_train]
     order = torch.randperm(num_images, generator=gen)
     validation = protocol.validation_size(num_images)
     train = order[validation:]
     if protocol.train_images is not None:
         if protocol.train_images > train.shape[0]:
-            raise ValueError(f"train_images={protocol.train_images} exceeds the "
-                             f"{train.shape[0]} training images left after validation")
-        train = train[:protocol.train_images]
-    return {"selection_val": sel_val, "selection_train": sel_train,
-            "validation": order[:validation], "train": train}
+            raise ValueError(
+                f"train_images={protocol.train_images} exceeds the "
+                f"{train.shape[0]} training images left after validation"
+            )
+        train = train[: protocol.train_images]
+    return {
+        "selection_val": sel_val,
+        "selection_train": sel_train,
+        "validation": order[:validation],
+        "train": train,
+    }
 
 
 def _stop_reason(protocol: Protocol, epoch: int, train_error: float, val_errors: list[float]):
@@ -607,8 +706,10 @@ def train_runs(
     with the rank that trained the runs (``configs[i].rank``); neither changes a number."""
     if not configs:
         return []
-    keys = {(c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width, c.arch)
-            for c in configs}
+    keys = {
+        (c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width, c.arch)
+        for c in configs
+    }
     if len(keys) != 1:
         raise ValueError("train_runs: configs must differ only in their seeds")
     protocol, device = configs[0].protocol, torch.device(device)
@@ -620,19 +721,29 @@ def train_runs(
 
     ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
     chosen = [s["chosen_lr"] for s in selections]
-    ens.set_lr(torch.tensor(chosen, device=device),
-               torch.tensor([s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections])
-               if METHODS[configs[0].method].split_rates else None)
+    ens.set_lr(
+        torch.tensor(chosen, device=device),
+        torch.tensor([s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections])
+        if METHODS[configs[0].method].split_rates
+        else None,
+    )
     if METHODS[configs[0].method].weight_decay:
         ens.set_weight_decay(torch.tensor([s["chosen"]["weight_decay"] for s in selections]))
-    driver = BoldDriver(ens.optimizer, ens.stack, lr=torch.tensor(chosen, dtype=torch.float64),
-                        increase=protocol.increase, decrease=protocol.decrease,
-                        copies=len(configs))
+    driver = BoldDriver(
+        ens.optimizer,
+        ens.stack,
+        lr=torch.tensor(chosen, dtype=torch.float64),
+        increase=protocol.increase,
+        decrease=protocol.decrease,
+        copies=len(configs),
+    )
     generators = [torch.Generator().manual_seed(c.seed + 2) for c in configs]
     pools = torch.stack([s["train"] for s in splits]).to(device)
     val_pools = torch.stack([s["validation"] for s in splits]).to(device)
-    curves = [{"train_loss": [], "train_error": [], "val_error": [], "lr": [], "accepted": []}
-              for _ in configs]
+    curves = [
+        {"train_loss": [], "train_error": [], "val_error": [], "lr": [], "accepted": []}
+        for _ in configs
+    ]
     active = [True] * len(configs)
     records: list[dict | None] = [None] * len(configs)
     epoch_seconds = []
@@ -642,8 +753,12 @@ def train_runs(
         _restore_ensemble(ens, generators, saved)
         driver.load_state_dict(saved["driver"])
         epoch, curves, active, records, epoch_seconds = (
-            saved["epoch"], saved["curves"], saved["active"], saved["records"],
-            saved["epoch_seconds"])
+            saved["epoch"],
+            saved["curves"],
+            saved["active"],
+            saved["records"],
+            saved["epoch_seconds"],
+        )
         progress(epoch)
     while any(active):
         epoch += 1
@@ -697,9 +812,19 @@ def train_runs(
                 }
                 _write_json(run_path(out_dir, configs[r]), records[r])
             driver.freeze(done)
-        checkpoint.put("train", _ensemble_state(
-            ens, generators, driver=driver.state_dict(), epoch=epoch, curves=curves,
-            active=active, records=records, epoch_seconds=epoch_seconds))
+        checkpoint.put(
+            "train",
+            _ensemble_state(
+                ens,
+                generators,
+                driver=driver.state_dict(),
+                epoch=epoch,
+                curves=curves,
+                active=active,
+                records=records,
+                epoch_seconds=epoch_seconds,
+            ),
+        )
         progress(1)
     checkpoint.remove()
     return records

@@ -124,7 +124,8 @@ def _scaled_tangent(manifold, point, length_per_filter: float, generator) -> tor
     """A random tangent vector with :math:`\\|U\\|_F = \\ell\\sqrt{p}`."""
     filters = min(point.shape[-2:])
     return manifold.random_tangent_vector(point, generator=generator) * (
-        length_per_filter * math.sqrt(filters))
+        length_per_filter * math.sqrt(filters)
+    )
 
 
 # -- agreement order ---------------------------------------------------------------------------
@@ -144,8 +145,14 @@ class OrderFit:
         return self.slope - 1
 
 
-def agreement_order(ts: Sequence[float], errors: Sequence[float], *, floor: float = 0.0,
-                    t_max: float = ORDER_T_MAX, min_points: int = 3) -> OrderFit:
+def agreement_order(
+    ts: Sequence[float],
+    errors: Sequence[float],
+    *,
+    floor: float = 0.0,
+    t_max: float = ORDER_T_MAX,
+    min_points: int = 3,
+) -> OrderFit:
     r"""The least-squares slope of :math:`\log e` against :math:`\log t`, over the points
     with :math:`t \le` ``t_max`` (the asymptotic regime) and :math:`e >` ``floor`` (above
     rounding, e.g. :math:`10^3\varepsilon`).
@@ -162,8 +169,10 @@ def agreement_order(ts: Sequence[float], errors: Sequence[float], *, floor: floa
     t = np.asarray(ts, dtype=np.float64)
     e = np.asarray(errors, dtype=np.float64)
     if t.shape != e.shape or t.ndim != 1:
-        raise ValueError(f"agreement_order: ts and errors must be 1-D of one length, got "
-                         f"shapes {t.shape} and {e.shape}")
+        raise ValueError(
+            f"agreement_order: ts and errors must be 1-D of one length, got "
+            f"shapes {t.shape} and {e.shape}"
+        )
     if np.all(e == 0):
         return OrderFit(math.inf, 0, math.nan, math.nan)
     keep = (t > 0) & (t <= t_max) & np.isfinite(e) & (e > floor)
@@ -179,11 +188,23 @@ def _gap(family: str, manifold, a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b))
 
 
-def exp_gaps(family: str, manifold, point: torch.Tensor, direction: torch.Tensor,
-             ts: Sequence[float] = ORDER_TS) -> list[float]:
+def exp_gaps(
+    family: str,
+    manifold,
+    point: torch.Tensor,
+    direction: torch.Tensor,
+    ts: Sequence[float] = ORDER_TS,
+) -> list[float]:
     """:math:`e(t) = d(R_x(tv), \\exp_x(tv))` for each ``t``."""
-    return [_gap(family, manifold, manifold.retraction(point, t * direction),
-                 manifold.exp(point, t * direction)) for t in ts]
+    return [
+        _gap(
+            family,
+            manifold,
+            manifold.retraction(point, t * direction),
+            manifold.exp(point, t * direction),
+        )
+        for t in ts
+    ]
 
 
 def _order_floor(point: torch.Tensor) -> float:
@@ -192,9 +213,14 @@ def _order_floor(point: torch.Tensor) -> float:
 
 
 # -- timing and drift ----------------------------------------------------------------------------
-def time_call(fn: Callable[[], Any], *, device: torch.device | str = "cpu",
-              budget_s: float = 0.5, min_repeats: int = 3, max_repeats: int = 25
-              ) -> tuple[float, int, Any]:
+def time_call(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str = "cpu",
+    budget_s: float = 0.5,
+    min_repeats: int = 3,
+    max_repeats: int = 25,
+) -> tuple[float, int, Any]:
     """Median wall time of ``fn()`` after one warm-up call: ``(median_s, repeats, result)``.
 
     Repeats until ``budget_s`` is spent (at least ``min_repeats``, at most ``max_repeats``);
@@ -217,8 +243,15 @@ def time_call(fn: Callable[[], Any], *, device: torch.device | str = "cpu",
     return statistics.median(times), len(times), result
 
 
-def chained_drift(manifold, point: torch.Tensor, steps: int, *, step: float = DRIFT_STEP,
-                  seed: int = 0, checkpoints: Sequence[int] = ()) -> dict[str, Any]:
+def chained_drift(
+    manifold,
+    point: torch.Tensor,
+    steps: int,
+    *,
+    step: float = DRIFT_STEP,
+    seed: int = 0,
+    checkpoints: Sequence[int] = (),
+) -> dict[str, Any]:
     """Apply ``steps`` retractions in a chain, each along a fresh random tangent vector of
     norm ``step * sqrt(p)``, and report ``constraint_violation`` at the end (and at
     ``checkpoints``); ``point``'s dtype is kept (float32 in the bench)."""
@@ -228,8 +261,9 @@ def chained_drift(manifold, point: torch.Tensor, steps: int, *, step: float = DR
     curve = {}
     x = point
     for k in range(1, steps + 1):
-        u = manifold.projection(x, torch.randn(x.shape, generator=generator, device=x.device,
-                                               dtype=x.dtype))
+        u = manifold.projection(
+            x, torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        )
         x = manifold.retraction(x, u * (scale / torch.linalg.vector_norm(u)))
         if k in marks:
             curve[k] = manifold.constraint_violation(x)
@@ -305,34 +339,50 @@ def run_retraction_bench(
     if not parsed:
         raise ValueError("sizes: give at least one size, e.g. 64x784")
     smallest = min(parsed, key=lambda s: s[0] * s[1])
-    drift = [parse_size(s) if isinstance(s, str) else tuple(s) for s in drift_sizes] \
-        if drift_sizes is not None else [smallest]
-    order_at = (parse_size(order_size) if isinstance(order_size, str) else tuple(order_size)) \
-        if order_size is not None else smallest
+    drift = (
+        [parse_size(s) if isinstance(s, str) else tuple(s) for s in drift_sizes]
+        if drift_sizes is not None
+        else [smallest]
+    )
+    order_at = (
+        (parse_size(order_size) if isinstance(order_size, str) else tuple(order_size))
+        if order_size is not None
+        else smallest
+    )
     dev = torch.device(device)
     cells = list(_cells(families, parsed))
     order_cells = list(_cells(families, [order_at]))
     drift_cells = list(_cells(families, drift)) if steps > 0 else []
-    variants = list(archbn_variants) if archbn_variants is not None else [
-        v for v in ARCHBN_VARIANTS if v[0] == "bsgd" or v[1] in families]
+    variants = (
+        list(archbn_variants)
+        if archbn_variants is not None
+        else [v for v in ARCHBN_VARIANTS if v[0] == "bsgd" or v[1] in families]
+    )
     protocol = archbn_protocol
     if archbn and protocol is None:
         from .protocol import quick_protocol
 
         protocol = quick_protocol()
-    archbn_units = len(variants) * (protocol.selection_epochs + protocol.max_epochs) \
-        if archbn else 0
+    archbn_units = (
+        len(variants) * (protocol.selection_epochs + protocol.max_epochs) if archbn else 0
+    )
     total = len(cells) * len(dtypes) + len(order_cells) + len(drift_cells) + archbn_units
-    with progress_bar(total=total, desc="bench retractions", unit="cell",
-                      enabled=progress) as bar:
+    with progress_bar(total=total, desc="bench retractions", unit="cell", enabled=progress) as bar:
         results: dict[str, Any] = {
             "config": {
-                "sizes": [_size_name(s) for s in parsed], "dtypes": list(dtypes),
-                "device": str(dev), "steps": steps, "drift_sizes": [_size_name(s) for s in drift],
-                "order_size": _size_name(order_at), "families": list(families),
-                "budget_s": budget_s, "one_step_per_filter": ONE_STEP,
-                "drift_step_per_filter": DRIFT_STEP, "order_ts": list(ORDER_TS),
-                "order_t_max": ORDER_T_MAX, "seed": seed,
+                "sizes": [_size_name(s) for s in parsed],
+                "dtypes": list(dtypes),
+                "device": str(dev),
+                "steps": steps,
+                "drift_sizes": [_size_name(s) for s in drift],
+                "order_size": _size_name(order_at),
+                "families": list(families),
+                "budget_s": budget_s,
+                "one_step_per_filter": ONE_STEP,
+                "drift_step_per_filter": DRIFT_STEP,
+                "order_ts": list(ORDER_TS),
+                "order_t_max": ORDER_T_MAX,
+                "seed": seed,
             },
             "machine": _machine(dev),
         }
@@ -345,18 +395,31 @@ def run_retraction_bench(
                 dtype = _DTYPES[dtype_name]
                 x = manifold.random_point(device=dev, dtype=dtype, generator=seed)
                 u = _scaled_tangent(manifold, x, ONE_STEP, seed + 1)
-                median, repeats, y = time_call(partial(manifold.retraction, x, u), device=dev,
-                                               budget_s=budget_s)
-                timing.append({
-                    "family": family, "retraction": retraction, "size": _size_name(size),
-                    "rows": size[0], "cols": size[1], "manifold": str(manifold),
-                    "dtype": dtype_name, "seconds": median, "repeats": repeats,
-                    "violation_one_call": manifold.constraint_violation(y),
-                })
+                median, repeats, y = time_call(
+                    partial(manifold.retraction, x, u), device=dev, budget_s=budget_s
+                )
+                timing.append(
+                    {
+                        "family": family,
+                        "retraction": retraction,
+                        "size": _size_name(size),
+                        "rows": size[0],
+                        "cols": size[1],
+                        "manifold": str(manifold),
+                        "dtype": dtype_name,
+                        "seconds": median,
+                        "repeats": repeats,
+                        "violation_one_call": manifold.constraint_violation(y),
+                    }
+                )
                 bar.update(1)
         for row in timing:
-            peers = [r["seconds"] for r in timing if (r["family"], r["size"], r["dtype"]) ==
-                     (row["family"], row["size"], row["dtype"])]
+            peers = [
+                r["seconds"]
+                for r in timing
+                if (r["family"], r["size"], r["dtype"])
+                == (row["family"], row["size"], row["dtype"])
+            ]
             row["ratio_to_cheapest"] = row["seconds"] / min(peers)
         results["timing"] = timing
 
@@ -371,12 +434,21 @@ def run_retraction_bench(
             else:
                 errors = exp_gaps(family, manifold, x, v)
             fit = agreement_order(ORDER_TS, errors, floor=_order_floor(x))
-            orders.append({
-                "family": family, "retraction": retraction, "size": _size_name(size),
-                "theory_order": theory, "slope": fit.slope, "order": fit.order,
-                "fit_points": fit.points, "fit_t_min": fit.t_min, "fit_t_max": fit.t_max,
-                "ts": list(ORDER_TS), "errors": errors,
-            })
+            orders.append(
+                {
+                    "family": family,
+                    "retraction": retraction,
+                    "size": _size_name(size),
+                    "theory_order": theory,
+                    "slope": fit.slope,
+                    "order": fit.order,
+                    "fit_points": fit.points,
+                    "fit_t_min": fit.t_min,
+                    "fit_t_max": fit.t_max,
+                    "ts": list(ORDER_TS),
+                    "errors": errors,
+                }
+            )
             bar.update(1)
         results["orders"] = orders
 
@@ -386,14 +458,25 @@ def run_retraction_bench(
             x = manifold.random_point(device=dev, dtype=torch.float32, generator=seed)
             marks = [10**k for k in range(1, 8) if 10**k < steps]
             record = chained_drift(manifold, x, steps, seed=seed + 2, checkpoints=marks)
-            drifts.append({"family": family, "retraction": retraction, "size": _size_name(size),
-                           "dtype": "float32", "violation_start": manifold.constraint_violation(x),
-                           **record, "curve": {str(k): v for k, v in record["curve"].items()}})
+            drifts.append(
+                {
+                    "family": family,
+                    "retraction": retraction,
+                    "size": _size_name(size),
+                    "dtype": "float32",
+                    "violation_start": manifold.constraint_violation(x),
+                    **record,
+                    "curve": {str(k): v for k, v in record["curve"].items()},
+                }
+            )
             bar.update(1)
         results["drift"] = drifts
 
-        results["archbn"] = _archbn(variants, protocol, archbn_runs, data_dir, source, dev,
-                                    out_dir, seed, bar) if archbn else None
+        results["archbn"] = (
+            _archbn(variants, protocol, archbn_runs, data_dir, source, dev, out_dir, seed, bar)
+            if archbn
+            else None
+        )
     results["seconds"] = time.perf_counter() - start
     return results
 
@@ -411,9 +494,13 @@ def _cpu_name() -> str:
 def _machine(device: torch.device) -> dict[str, Any]:
     import os
 
-    info = {"platform": platform.platform(), "processor": _cpu_name(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -431,29 +518,53 @@ def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, b
     for method, constraint, retraction in variants:
         label = METHODS[method].label if method != "un" else f"{constraint} {retraction}"
         bar.set_postfix_str(f"ArchBN {label}")
-        configs = [RunConfig(depth=2, method=method, seed=seed + r, protocol=protocol,
-                             constraint=constraint, retraction=retraction, data=data.source,
-                             data_checksum=data.checksum, device=str(device),
-                             threads=torch.get_num_threads())
-                   for r in range(runs)]
+        configs = [
+            RunConfig(
+                depth=2,
+                method=method,
+                seed=seed + r,
+                protocol=protocol,
+                constraint=constraint,
+                retraction=retraction,
+                data=data.source,
+                data_checksum=data.checksum,
+                device=str(device),
+                threads=torch.get_num_threads(),
+            )
+            for r in range(runs)
+        ]
         records = train_runs(configs, data, root, device=device, progress=bar.update)
-        settle(bar, protocol.selection_epochs + protocol.max_epochs,
-               protocol.selection_epochs + max(r["epochs"] for r in records))
+        settle(
+            bar,
+            protocol.selection_epochs + protocol.max_epochs,
+            protocol.selection_epochs + max(r["epochs"] for r in records),
+        )
         errors = [r["test_error"] for r in records]
         epoch = [statistics.fmean(r["epoch_seconds"]) for r in records]
-        rows.append({
-            "method": method, "constraint": constraint if method == "un" else "euclidean",
-            "retraction": retraction if method == "un" else None, "label": label,
-            "runs": runs, "test_errors": errors, "mean": statistics.fmean(errors),
-            "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-            "chosen_lrs": [r["chosen_lr"] for r in records],
-            "epochs": [r["epochs"] for r in records],
-            # runs are trained together: the ensemble's epoch time, and per run
-            "epoch_seconds": statistics.fmean(epoch),
-            "epoch_seconds_per_run": statistics.fmean(epoch) / len(records),
-        })
-    return {"depth": 2, "protocol": _protocol_dict(protocol), "data": data.source,
-            "runs_dir": str(root), "rows": rows}
+        rows.append(
+            {
+                "method": method,
+                "constraint": constraint if method == "un" else "euclidean",
+                "retraction": retraction if method == "un" else None,
+                "label": label,
+                "runs": runs,
+                "test_errors": errors,
+                "mean": statistics.fmean(errors),
+                "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+                "chosen_lrs": [r["chosen_lr"] for r in records],
+                "epochs": [r["epochs"] for r in records],
+                # runs are trained together: the ensemble's epoch time, and per run
+                "epoch_seconds": statistics.fmean(epoch),
+                "epoch_seconds_per_run": statistics.fmean(epoch) / len(records),
+            }
+        )
+    return {
+        "depth": 2,
+        "protocol": _protocol_dict(protocol),
+        "data": data.source,
+        "runs_dir": str(root),
+        "rows": rows,
+    }
 
 
 def _protocol_dict(protocol) -> dict[str, Any]:
@@ -483,25 +594,37 @@ def retraction_markdown(results: dict[str, Any], *, images: str = "") -> str:
     config, machine = results["config"], results["machine"]
     lines = [
         "# Retractions: cost, accuracy, effect on training"
-        + (" (full bench)" if config.get("full") else " (quick bench; --full for the whole)"
-           if "full" in config else ""), "",
+        + (
+            " (full bench)"
+            if config.get("full")
+            else " (quick bench; --full for the whole)"
+            if "full" in config
+            else ""
+        ),
+        "",
         f"Sizes {', '.join(config['sizes'])}; dtypes {', '.join(config['dtypes'])}; "
         f"manifolds {', '.join(config['families'])}; {config['steps']} chained drift steps"
-        + ("; ArchBN trained" if results.get("archbn") else "; no ArchBN training") + ".", "",
+        + ("; ArchBN trained" if results.get("archbn") else "; no ArchBN training")
+        + ".",
+        "",
         f"Device `{config['device']}`"
         + (f" ({machine['gpu']})" if "gpu" in machine else "")
         + f", torch {machine['torch']}, {machine['torch_threads']} torch threads, "
         f"{machine['processor']} ({machine.get('cpu_count', '?')} CPUs); total "
-        f"{results.get('seconds', 0):.0f} s.", "",
-        "## Time per call and distance from the manifold", "",
+        f"{results.get('seconds', 0):.0f} s.",
+        "",
+        "## Time per call and distance from the manifold",
+        "",
         f"Median over repeats after a warm-up call (budget {config['budget_s']} s per cell); "
         "×: ratio to the cheapest retraction of the same manifold, size and dtype (same run). "
         f"Violation: `constraint_violation` after one call with ‖U‖ = "
-        f"{config['one_step_per_filter']}·√p.", "",
+        f"{config['one_step_per_filter']}·√p.",
+        "",
     ]
     sizes, dtypes = config["sizes"], config["dtypes"]
-    header = "| manifold | retraction | " + " | ".join(
-        f"{s} {d}" for s in sizes for d in dtypes) + " |"
+    header = (
+        "| manifold | retraction | " + " | ".join(f"{s} {d}" for s in sizes for d in dtypes) + " |"
+    )
     lines += [header, "|---|---|" + "---:|" * (len(sizes) * len(dtypes))]
     timing = results["timing"]
     keys = list(dict.fromkeys((r["family"], r["retraction"]) for r in timing))
@@ -509,59 +632,104 @@ def retraction_markdown(results: dict[str, Any], *, images: str = "") -> str:
         cells = []
         for size in sizes:
             for dtype in dtypes:
-                row = next((r for r in timing if (r["family"], r["retraction"], r["size"],
-                                                  r["dtype"]) == (family, retraction, size,
-                                                                  dtype)), None)
-                cells.append("—" if row is None else
-                             f"{_fmt_seconds(row['seconds'])} ×{row['ratio_to_cheapest']:.2f}"
-                             f" ({row['violation_one_call']:.0e})")
+                row = next(
+                    (
+                        r
+                        for r in timing
+                        if (r["family"], r["retraction"], r["size"], r["dtype"])
+                        == (family, retraction, size, dtype)
+                    ),
+                    None,
+                )
+                cells.append(
+                    "—"
+                    if row is None
+                    else f"{_fmt_seconds(row['seconds'])} ×{row['ratio_to_cheapest']:.2f}"
+                    f" ({row['violation_one_call']:.0e})"
+                )
         lines.append(f"| {family} | {retraction} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: median time ×ratio (violation after one call); repeats per cell: "
-              f"{min(r['repeats'] for r in timing)}–{max(r['repeats'] for r in timing)}."
-              if timing else ""]
+    lines += [
+        "",
+        "Cells: median time ×ratio (violation after one call); repeats per cell: "
+        f"{min(r['repeats'] for r in timing)}–{max(r['repeats'] for r in timing)}."
+        if timing
+        else "",
+    ]
     if results["orders"]:
-        lines += ["", f"## Agreement with exp (float64, size {config['order_size']})", "",
-                  "e(t) = ‖R(x, tv) − exp(x, tv)‖ (Grassmann: subspace distance), ‖v‖ = √p; "
-                  f"slope of log e vs log t over t ≤ {config['order_t_max']} with e above "
-                  "rounding (10³·ε·√p). Order = slope − 1.", "",
-                  "| manifold | retraction | theory order | measured order | slope | fit t range"
-                  " (points) |", "|---|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## Agreement with exp (float64, size {config['order_size']})",
+            "",
+            "e(t) = ‖R(x, tv) − exp(x, tv)‖ (Grassmann: subspace distance), ‖v‖ = √p; "
+            f"slope of log e vs log t over t ≤ {config['order_t_max']} with e above "
+            "rounding (10³·ε·√p). Order = slope − 1.",
+            "",
+            "| manifold | retraction | theory order | measured order | slope | fit t range"
+            " (points) |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         for row in results["orders"]:
-            rng = "exp itself" if math.isinf(float(row["slope"])) else (
-                f"{row['fit_t_min']:.0e} – {row['fit_t_max']:.0e} ({row['fit_points']})")
-            lines.append(f"| {row['family']} | {row['retraction']} | "
-                         f"{_fmt_order(row['theory_order'])} | {_fmt_order(row['order'])} | "
-                         f"{_fmt_order(row['slope'])} | {rng} |")
+            rng = (
+                "exp itself"
+                if math.isinf(float(row["slope"]))
+                else (f"{row['fit_t_min']:.0e} – {row['fit_t_max']:.0e} ({row['fit_points']})")
+            )
+            lines.append(
+                f"| {row['family']} | {row['retraction']} | "
+                f"{_fmt_order(row['theory_order'])} | {_fmt_order(row['order'])} | "
+                f"{_fmt_order(row['slope'])} | {rng} |"
+            )
     if results["drift"]:
         marks = sorted({int(k) for r in results["drift"] for k in r["curve"]})
-        lines += ["", "## Drift from the manifold in float32", "",
-                  f"`constraint_violation` after k chained steps, ‖U‖ = "
-                  f"{config['drift_step_per_filter']}·√p each, fresh random direction.", "",
-                  "| manifold | retraction | size | start | "
-                  + " | ".join(f"k = {k:,}" for k in marks) + " |",
-                  "|---|---|---|---:|" + "---:|" * len(marks)]
+        lines += [
+            "",
+            "## Drift from the manifold in float32",
+            "",
+            f"`constraint_violation` after k chained steps, ‖U‖ = "
+            f"{config['drift_step_per_filter']}·√p each, fresh random direction.",
+            "",
+            "| manifold | retraction | size | start | "
+            + " | ".join(f"k = {k:,}" for k in marks)
+            + " |",
+            "|---|---|---|---:|" + "---:|" * len(marks),
+        ]
         for row in results["drift"]:
-            cells = [f"{row['curve'][str(k)]:.1e}" if str(k) in row["curve"] else "—"
-                     for k in marks]
-            lines.append(f"| {row['family']} | {row['retraction']} | {row['size']} | "
-                         f"{row['violation_start']:.1e} | " + " | ".join(cells) + " |")
+            cells = [
+                f"{row['curve'][str(k)]:.1e}" if str(k) in row["curve"] else "—" for k in marks
+            ]
+            lines.append(
+                f"| {row['family']} | {row['retraction']} | {row['size']} | "
+                f"{row['violation_start']:.1e} | " + " | ".join(cells) + " |"
+            )
     archbn = results.get("archbn")
     if archbn:
         protocol = archbn["protocol"]
-        lines += ["", "## ArchBN (depth 2), quick protocol", "",
-                  f"Data `{archbn['data']}`; {protocol['selection_epochs']} selection epochs per "
-                  f"rate candidate, {protocol['min_epochs']}–{protocol['max_epochs']} training "
-                  "epochs, bold driver, no momentum; runs trained together as one ensemble.", "",
-                  "| constraint | retraction | test error (mean ± std) | runs | chosen lr | "
-                  "epochs | epoch s (ensemble) |", "|---|---|---|---:|---|---|---:|"]
+        lines += [
+            "",
+            "## ArchBN (depth 2), quick protocol",
+            "",
+            f"Data `{archbn['data']}`; {protocol['selection_epochs']} selection epochs per "
+            f"rate candidate, {protocol['min_epochs']}–{protocol['max_epochs']} training "
+            "epochs, bold driver, no momentum; runs trained together as one ensemble.",
+            "",
+            "| constraint | retraction | test error (mean ± std) | runs | chosen lr | "
+            "epochs | epoch s (ensemble) |",
+            "|---|---|---|---:|---|---|---:|",
+        ]
         for row in archbn["rows"]:
             lines.append(
                 f"| {row['constraint']} | {row['retraction'] or '— (B-SGD)'} | "
                 f"{row['mean']:.4f} ± {row['std']:.4f} | {row['runs']} | "
                 f"{', '.join(f'{lr:.0e}' for lr in row['chosen_lrs'])} | "
-                f"{', '.join(str(e) for e in row['epochs'])} | {row['epoch_seconds']:.2f} |")
-    lines += ["", f"![time vs size]({images}retractions_time.png)", "",
-              f"![error vs t]({images}retractions_order.png)", ""]
+                f"{', '.join(str(e) for e in row['epochs'])} | {row['epoch_seconds']:.2f} |"
+            )
+    lines += [
+        "",
+        f"![time vs size]({images}retractions_time.png)",
+        "",
+        f"![error vs t]({images}retractions_order.png)",
+        "",
+    ]
     if results["drift"]:
         lines += [f"![drift]({images}retractions_drift.png)", ""]
     return "\n".join(lines)
@@ -603,18 +771,26 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
     families = list(dict.fromkeys(r["family"] for r in results["timing"]))
     sizes = list(results["config"]["sizes"])
     paths = []
-    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4), squeeze=False
+    )
     for ax, family in zip(axes[0], families):
         rows = [r for r in results["timing"] if r["family"] == family]
         for retraction in dict.fromkeys(r["retraction"] for r in rows):
             for dtype, fill in (("float32", "full"), ("float64", "none")):
-                pts = [(sizes.index(r["size"]), r["seconds"]) for r in rows
-                       if r["retraction"] == retraction and r["dtype"] == dtype]
+                pts = [
+                    (sizes.index(r["size"]), r["seconds"])
+                    for r in rows
+                    if r["retraction"] == retraction and r["dtype"] == dtype
+                ]
                 if pts:
-                    ax.plot(*zip(*sorted(pts)), _STYLE.get(retraction, "o-"), fillstyle=fill,
-                            color=f"C{list(_STYLE).index(retraction)}",
-                            label=f"{retraction} {dtype}")
+                    ax.plot(
+                        *zip(*sorted(pts)),
+                        _STYLE.get(retraction, "o-"),
+                        fillstyle=fill,
+                        color=f"C{list(_STYLE).index(retraction)}",
+                        label=f"{retraction} {dtype}",
+                    )
         ax.set_xticks(range(len(sizes)), [s.replace("x", "×") for s in sizes])
         ax.set_yscale("log")
         ax.set_xlabel("weight p×n (p filters of size n)")
@@ -627,8 +803,9 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4), squeeze=False
+    )
     for ax, family in zip(axes[0], families):
         for row in (r for r in results["orders"] if r["family"] == family):
             ts, errors = np.array(row["ts"]), np.array(row["errors"])
@@ -636,10 +813,14 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
             if math.isinf(slope):
                 continue
             positive = errors > 0
-            ax.plot(ts[positive], errors[positive], _STYLE.get(row["retraction"], "o-"),
-                    color=f"C{list(_STYLE).index(row['retraction'])}",
-                    label=f"{row['retraction']}: slope {_fmt_order(slope)} "
-                          f"(order {_fmt_order(theory)} → {_fmt_order(theory + 1)})")
+            ax.plot(
+                ts[positive],
+                errors[positive],
+                _STYLE.get(row["retraction"], "o-"),
+                color=f"C{list(_STYLE).index(row['retraction'])}",
+                label=f"{row['retraction']}: slope {_fmt_order(slope)} "
+                f"(order {_fmt_order(theory)} → {_fmt_order(theory + 1)})",
+            )
             if np.isfinite(slope):
                 ax.axvspan(row["fit_t_min"], row["fit_t_max"], alpha=0.04, color="k")
         ax.set_xscale("log")
@@ -658,8 +839,12 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for index, row in enumerate(results["drift"]):
             pts = sorted((int(k), max(v, 1e-12)) for k, v in row["curve"].items())
-            ax.plot(*zip(*pts), _STYLE.get(row["retraction"], "o-"), color=f"C{index % 10}",
-                    label=f"{row['family']} {row['retraction']} ({row['size']})")
+            ax.plot(
+                *zip(*pts),
+                _STYLE.get(row["retraction"], "o-"),
+                color=f"C{index % 10}",
+                label=f"{row['family']} {row['retraction']} ({row['size']})",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("chained steps k (float32)")

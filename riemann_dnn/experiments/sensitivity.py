@@ -48,36 +48,66 @@ def batch_reduction_study(
     plans = {}
     for batch, reduction in combos:
         plans[(batch, reduction)] = dict(
-            depths=depths, methods=methods, runs=runs,
+            depths=depths,
+            methods=methods,
+            runs=runs,
             protocol=replace(protocol, batch_size=batch, loss_reduction=reduction),
-            **table2_options)
-        reproduce_table2(out_dir / f"batch{batch}-{reduction}", check_only=True,
-                         **plans[(batch, reduction)])
-    study = {"protocol": {k: v for k, v in json.loads(json.dumps(asdict(protocol))).items()
-                          if k not in ("batch_size", "loss_reduction")},
-             "options": {k: v for k, v in table2_options.items() if k != "progress"}}
+            **table2_options,
+        )
+        reproduce_table2(
+            out_dir / f"batch{batch}-{reduction}", check_only=True, **plans[(batch, reduction)]
+        )
+    study = {
+        "protocol": {
+            k: v
+            for k, v in json.loads(json.dumps(asdict(protocol))).items()
+            if k not in ("batch_size", "loss_reduction")
+        },
+        "options": {k: v for k, v in table2_options.items() if k != "progress"},
+    }
     check_table(out_dir / "sensitivity.json", study, what="study")
     cells = []
     for batch, reduction in combos:
-        summary = reproduce_table2(out_dir / f"batch{batch}-{reduction}",
-                                   **plans[(batch, reduction)])
+        summary = reproduce_table2(
+            out_dir / f"batch{batch}-{reduction}", **plans[(batch, reduction)]
+        )
         for row in summary["rows"]:
-            cells.append({
-                "batch_size": batch, "reduction": reduction, "depth": row["depth"],
-                "method": row["method"], "label": row["label"], "mean": row["mean"],
-                "std": row["std"], "test_errors": row["test_errors"],
-                "chosen_lrs": row["chosen_lrs"], "epochs": row["epochs"],
-                "epoch_seconds_per_run": row["epoch_seconds_per_run"],
-            })
+            cells.append(
+                {
+                    "batch_size": batch,
+                    "reduction": reduction,
+                    "depth": row["depth"],
+                    "method": row["method"],
+                    "label": row["label"],
+                    "mean": row["mean"],
+                    "std": row["std"],
+                    "test_errors": row["test_errors"],
+                    "chosen_lrs": row["chosen_lrs"],
+                    "epochs": row["epochs"],
+                    "epoch_seconds_per_run": row["epoch_seconds_per_run"],
+                }
+            )
         data = summary["data"]
     if quick is None:
-        quick = asdict(protocol) == asdict(replace(quick_protocol(),
-                                                   batch_size=protocol.batch_size,
-                                                   loss_reduction=protocol.loss_reduction))
-    result = {"cells": cells, "runs": runs, "depths": list(depths), "methods": list(methods),
-              "batch_sizes": list(batch_sizes), "reductions": list(reductions),
-              "quick": bool(quick), "protocol": asdict(protocol), "data": data,
-              "identity": study}
+        quick = asdict(protocol) == asdict(
+            replace(
+                quick_protocol(),
+                batch_size=protocol.batch_size,
+                loss_reduction=protocol.loss_reduction,
+            )
+        )
+    result = {
+        "cells": cells,
+        "runs": runs,
+        "depths": list(depths),
+        "methods": list(methods),
+        "batch_sizes": list(batch_sizes),
+        "reductions": list(reductions),
+        "quick": bool(quick),
+        "protocol": asdict(protocol),
+        "data": data,
+        "identity": study,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sensitivity.json").write_text(json.dumps(result, indent=1))
     (out_dir / "sensitivity.md").write_text(_markdown(result))
@@ -87,9 +117,13 @@ def batch_reduction_study(
 
 def _markdown(result: dict) -> str:
     p = result["protocol"]
-    kind = "Quick protocol" if result["quick"] else "Full protocol" if (
-        p["selection_epochs"], p["min_epochs"], p["max_epochs"]) == (50, 25, 60) else \
-        "Custom protocol"
+    kind = (
+        "Quick protocol"
+        if result["quick"]
+        else "Full protocol"
+        if (p["selection_epochs"], p["min_epochs"], p["max_epochs"]) == (50, 25, 60)
+        else "Custom protocol"
+    )
     lines = [
         "# Batch size × loss reduction: the Table 2 protocol's sensitivity"
         + (" (quick protocol)" if result["quick"] else ""),
@@ -108,12 +142,16 @@ def _markdown(result: dict) -> str:
     ]
     for c in result["cells"]:
         lrs = ", ".join(f"{lr:.0e}" for lr in c["chosen_lrs"])
-        error = f"{c['mean']:.4f}" if len(c["test_errors"]) < 2 else \
-            f"{c['mean']:.4f} ± {c['std']:.4f}"
+        error = (
+            f"{c['mean']:.4f}"
+            if len(c["test_errors"]) < 2
+            else f"{c['mean']:.4f} ± {c['std']:.4f}"
+        )
         lines.append(
             f"| {c['batch_size']} | {c['reduction']} | {c['depth']} | {c['label']} | "
             f"{error} | {lrs} | {statistics.median(c['epochs']):g} | "
-            f"{c['epoch_seconds_per_run']:.2f} |")
+            f"{c['epoch_seconds_per_run']:.2f} |"
+        )
     lines += ["", "![sensitivity](sensitivity.png)", ""]
     return "\n".join(lines)
 
@@ -130,20 +168,32 @@ def _plot(result: dict, path: Path) -> None:
     batches = sorted({c["batch_size"] for c in cells})
     width = 0.6 / max(1, len(keys))  # each batch size keeps one slot on a categorical axis
     for index, (reduction, method, depth) in enumerate(keys):
-        row = sorted((c for c in cells if (c["reduction"], c["method"], c["depth"])
-                      == (reduction, method, depth)), key=lambda c: c["batch_size"])
+        row = sorted(
+            (
+                c
+                for c in cells
+                if (c["reduction"], c["method"], c["depth"]) == (reduction, method, depth)
+            ),
+            key=lambda c: c["batch_size"],
+        )
         offset = (index - (len(keys) - 1) / 2) * width
-        ax.errorbar([batches.index(c["batch_size"]) + offset for c in row],
-                    [c["mean"] for c in row], yerr=[c["std"] for c in row], capsize=3,
-                    marker="o", linestyle="-" if reduction == "mean" else "--",
-                    color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
-                    label=f"{row[0]['label']} depth {depth}, {reduction} loss")
+        ax.errorbar(
+            [batches.index(c["batch_size"]) + offset for c in row],
+            [c["mean"] for c in row],
+            yerr=[c["std"] for c in row],
+            capsize=3,
+            marker="o",
+            linestyle="-" if reduction == "mean" else "--",
+            color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
+            label=f"{row[0]['label']} depth {depth}, {reduction} loss",
+        )
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     ax.set_xlim(-0.5, len(batches) - 0.5)
     ax.set_xlabel("batch size")
     ax.set_ylabel("test error (mean ± std)")
-    ax.set_title("Table 2 protocol: batch size × loss reduction"
-                 + (" (quick)" if result["quick"] else ""))
+    ax.set_title(
+        "Table 2 protocol: batch size × loss reduction" + (" (quick)" if result["quick"] else "")
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

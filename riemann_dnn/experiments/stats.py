@@ -26,8 +26,9 @@ import numpy as np
 __all__ = ["paired_comparison", "bootstrap_ci", "holm"]
 
 
-def bootstrap_ci(diffs: Sequence[float], *, resamples: int = 10_000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    diffs: Sequence[float], *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``diffs`` (seeds resampled with
     replacement)."""
     d = np.asarray(diffs, dtype=float)
@@ -40,8 +41,14 @@ def bootstrap_ci(diffs: Sequence[float], *, resamples: int = 10_000, level: floa
     return float(low), float(high)
 
 
-def paired_comparison(a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000,
-                      seed: int = 0, test_size: int | None = 10_000) -> dict[str, float]:
+def paired_comparison(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    test_size: int | None = 10_000,
+) -> dict[str, float]:
     """Compare paired samples ``a`` and ``b`` (same length, entry ``i`` from seed ``i``).
 
     Returns ``n``, ``mean_a``, ``mean_b``, ``mean_diff`` (mean of ``a - b``), ``ci_low``,
@@ -53,8 +60,10 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, resamples: int 
 
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a_arr.shape != b_arr.shape or a_arr.ndim != 1:
-        raise ValueError(f"paired_comparison: a and b must be paired 1-d samples of one length, "
-                         f"got shapes {a_arr.shape} and {b_arr.shape}")
+        raise ValueError(
+            f"paired_comparison: a and b must be paired 1-d samples of one length, "
+            f"got shapes {a_arr.shape} and {b_arr.shape}"
+        )
     d = a_arr - b_arr
     n = int(d.size)
     low, high = bootstrap_ci(d, resamples=resamples, seed=seed)
@@ -73,10 +82,15 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, resamples: int 
         p_wilcoxon = float(stats.wilcoxon(a_arr, b_arr).pvalue)
     mean_diff = float(d.mean()) if n else math.nan
     return {
-        "n": n, "mean_a": float(a_arr.mean()) if n else math.nan,
+        "n": n,
+        "mean_a": float(a_arr.mean()) if n else math.nan,
         "mean_b": float(b_arr.mean()) if n else math.nan,
-        "mean_diff": mean_diff, "ci_low": low, "ci_high": high, "t": t,
-        "p_paired": p_paired, "p_wilcoxon": p_wilcoxon,
+        "mean_diff": mean_diff,
+        "ci_low": low,
+        "ci_high": high,
+        "t": t,
+        "p_paired": p_paired,
+        "p_wilcoxon": p_wilcoxon,
         "effect_images": None if test_size is None else mean_diff * test_size,
     }
 

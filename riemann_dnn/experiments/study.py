@@ -26,14 +26,27 @@ from typing import Any
 from .protocol import METHODS, PROTOCOLS, MNISTTensors, Protocol, load_finished
 from .stats import holm, paired_comparison
 
-__all__ = ["StudyPlan", "SegNetPlan", "STUDY_ARCHS", "study_plan", "reproduce_study", "collect_study", "COMPARISONS",
-           "STUDY_METHODS"]
+__all__ = [
+    "StudyPlan",
+    "SegNetPlan",
+    "STUDY_ARCHS",
+    "study_plan",
+    "reproduce_study",
+    "collect_study",
+    "COMPARISONS",
+    "STUDY_METHODS",
+]
 
 STUDY_METHODS = ("un", "bsgd", "bsgd-elr", "bsgd-wd", "un-split", "sgd")
 
 #: The pairs compared at every (arch, depth): ``(a, b)``, the difference being a - b.
-COMPARISONS = (("un", "bsgd"), ("un", "bsgd-elr"), ("un", "bsgd-wd"), ("un-split", "un"),
-               ("un", "sgd"))
+COMPARISONS = (
+    ("un", "bsgd"),
+    ("un", "bsgd-elr"),
+    ("un", "bsgd-wd"),
+    ("un-split", "un"),
+    ("un", "sgd"),
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +58,19 @@ class SegNetPlan:
     seeds: int = 5
     lr_grid: tuple[float, ...] = (0.01, 0.1)
     selection_epochs: int | None = None
-    config: dict[str, Any] = field(default_factory=lambda: {
-        "model": "segnet-basic", "width": 8, "depth": 2, "kernel": 3, "epochs": 4,
-        "batch_size": 16, "train_scenes": 400, "test_scenes": 200, "canvas": 32})
+    config: dict[str, Any] = field(
+        default_factory=lambda: {
+            "model": "segnet-basic",
+            "width": 8,
+            "depth": 2,
+            "kernel": 3,
+            "epochs": 4,
+            "batch_size": 16,
+            "train_scenes": 400,
+            "test_scenes": 200,
+            "canvas": 32,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -58,15 +81,30 @@ class StudyPlan:
     mlp_depths: tuple[int, ...] = (2, 4)
     mlp_seeds: int = 10
     mlp_width: int = 64
-    mlp_protocol: Protocol = field(default_factory=lambda: replace(
-        PROTOCOLS["study"], train_images=10_000, validation=5_000, selection_epochs=15,
-        min_epochs=15, max_epochs=30))
+    mlp_protocol: Protocol = field(
+        default_factory=lambda: replace(
+            PROTOCOLS["study"],
+            train_images=10_000,
+            validation=5_000,
+            selection_epochs=15,
+            min_epochs=15,
+            max_epochs=30,
+        )
+    )
     conv_depths: tuple[int, ...] = (2, 4)
     conv_seeds: int = 5
     conv_width: int = 8
-    conv_protocol: Protocol = field(default_factory=lambda: replace(
-        PROTOCOLS["study"], train_images=2_000, validation=2_000, selection_train=500,
-        selection_epochs=8, min_epochs=8, max_epochs=15))
+    conv_protocol: Protocol = field(
+        default_factory=lambda: replace(
+            PROTOCOLS["study"],
+            train_images=2_000,
+            validation=2_000,
+            selection_train=500,
+            selection_epochs=8,
+            min_epochs=8,
+            max_epochs=15,
+        )
+    )
     segnet: SegNetPlan | None = field(default_factory=SegNetPlan)
     seed: int = 0
 
@@ -85,8 +123,13 @@ class StudyPlan:
 STUDY_ARCHS = ("mlp", "conv", "segnet")
 
 
-def study_plan(quick: bool = False, protocol: str = "study", *,
-               archs: tuple[str, ...] = STUDY_ARCHS, mlp_scale: str = "study") -> StudyPlan:
+def study_plan(
+    quick: bool = False,
+    protocol: str = "study",
+    *,
+    archs: tuple[str, ...] = STUDY_ARCHS,
+    mlp_scale: str = "study",
+) -> StudyPlan:
     """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
     1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
     keeps the scale but takes the paper's rate grid, summed loss, fixed grid and stopping
@@ -101,9 +144,12 @@ def study_plan(quick: bool = False, protocol: str = "study", *,
     plan = _plan(quick)
     if mlp_scale == "paper":
         plan = replace(plan, mlp_protocol=PROTOCOLS["study"])
-    plan = replace(plan, mlp_depths=plan.mlp_depths if "mlp" in archs else (),
-                   conv_depths=plan.conv_depths if "conv" in archs else (),
-                   segnet=plan.segnet if "segnet" in archs else None)
+    plan = replace(
+        plan,
+        mlp_depths=plan.mlp_depths if "mlp" in archs else (),
+        conv_depths=plan.conv_depths if "conv" in archs else (),
+        segnet=plan.segnet if "segnet" in archs else None,
+    )
     if protocol == "study":
         return plan
     if protocol not in PROTOCOLS:
@@ -111,30 +157,69 @@ def study_plan(quick: bool = False, protocol: str = "study", *,
     named = PROTOCOLS[protocol]
     keys = ("lr_candidates", "loss_reduction", "lr_extend", "stop_on_accepted")
     swap = {k: getattr(named, k) for k in keys}
-    return replace(plan, mlp_protocol=replace(plan.mlp_protocol, **swap),
-                   conv_protocol=replace(plan.conv_protocol, **swap))
+    return replace(
+        plan,
+        mlp_protocol=replace(plan.mlp_protocol, **swap),
+        conv_protocol=replace(plan.conv_protocol, **swap),
+    )
 
 
 def _plan(quick: bool) -> StudyPlan:
     if not quick:
         return StudyPlan()
-    tiny = replace(PROTOCOLS["study"], selection_train=300, selection_val=200,
-                   selection_epochs=4, validation=500, train_images=1_000, min_epochs=3,
-                   max_epochs=6, lr_extend=1)
+    tiny = replace(
+        PROTOCOLS["study"],
+        selection_train=300,
+        selection_val=200,
+        selection_epochs=4,
+        validation=500,
+        train_images=1_000,
+        min_epochs=3,
+        max_epochs=6,
+        lr_extend=1,
+    )
     return StudyPlan(
-        mlp_seeds=3, mlp_protocol=tiny, conv_seeds=2, conv_width=4, conv_depths=(2,),
-        conv_protocol=replace(tiny, selection_train=200, selection_epochs=2, train_images=400,
-                              min_epochs=2, max_epochs=3, lr_extend=0),
-        segnet=SegNetPlan(seeds=2, lr_grid=(0.1,), config={
-            "model": "segnet-basic", "width": 4, "depth": 2, "kernel": 3, "epochs": 1,
-            "batch_size": 16, "train_scenes": 64, "test_scenes": 32, "canvas": 32}))
+        mlp_seeds=3,
+        mlp_protocol=tiny,
+        conv_seeds=2,
+        conv_width=4,
+        conv_depths=(2,),
+        conv_protocol=replace(
+            tiny,
+            selection_train=200,
+            selection_epochs=2,
+            train_images=400,
+            min_epochs=2,
+            max_epochs=3,
+            lr_extend=0,
+        ),
+        segnet=SegNetPlan(
+            seeds=2,
+            lr_grid=(0.1,),
+            config={
+                "model": "segnet-basic",
+                "width": 4,
+                "depth": 2,
+                "kernel": 3,
+                "epochs": 1,
+                "batch_size": 16,
+                "train_scenes": 64,
+                "test_scenes": 32,
+                "canvas": 32,
+            },
+        ),
+    )
 
 
 def _arms(plan: StudyPlan) -> list[tuple[str, tuple[int, ...], int, int, Protocol]]:
-    return [(arch, depths, seeds, width, protocol) for arch, depths, seeds, width, protocol in (
-        ("mlp", plan.mlp_depths, plan.mlp_seeds, plan.mlp_width, plan.mlp_protocol),
-        ("conv", plan.conv_depths, plan.conv_seeds, plan.conv_width, plan.conv_protocol),
-    ) if depths and seeds]
+    return [
+        (arch, depths, seeds, width, protocol)
+        for arch, depths, seeds, width, protocol in (
+            ("mlp", plan.mlp_depths, plan.mlp_seeds, plan.mlp_width, plan.mlp_protocol),
+            ("conv", plan.conv_depths, plan.conv_seeds, plan.conv_width, plan.conv_protocol),
+        )
+        if depths and seeds
+    ]
 
 
 def reproduce_study(
@@ -173,18 +258,30 @@ def reproduce_study(
             # at most one worker per cell, so that every cell is one ensemble whatever
             # --jobs is (conv numbers depend on the ensemble's size; the MLP's do not)
             cells = len(depths) * len(plan.methods)
-            reproduce_table2(out / arch, depths=depths, methods=plan.methods, runs=seeds,
-                             seed=plan.seed, protocol=protocol, data_dir=data_dir,
-                             source=source, device=device, arch=arch,
-                             jobs=min(jobs or os.cpu_count() or 1, cells),
-                             width=width, threads=threads, progress=progress)
+            reproduce_table2(
+                out / arch,
+                depths=depths,
+                methods=plan.methods,
+                runs=seeds,
+                seed=plan.seed,
+                protocol=protocol,
+                data_dir=data_dir,
+                source=source,
+                device=device,
+                arch=arch,
+                jobs=min(jobs or os.cpu_count() or 1, cells),
+                width=width,
+                threads=threads,
+                progress=progress,
+            )
             seconds[arch] = time.perf_counter() - tick
         if plan.segnet is not None:
             tick = time.perf_counter()
             _run_segnet(plan, out / "segnet", data_dir, source, device, jobs, threads)
             seconds["segnet"] = time.perf_counter() - tick
-    result = collect_study(out, plan, data_dir=data_dir, source=source, device=device,
-                           threads=threads)
+    result = collect_study(
+        out, plan, data_dir=data_dir, source=source, device=device, threads=threads
+    )
     result["seconds"] = seconds
     result["threads"] = threads
     result["jobs"] = jobs
@@ -204,15 +301,25 @@ def _run_segnet(plan, out, data_dir, source, device, jobs, threads) -> dict:
     base = _segnet_base(plan)
     data = load_segmentation_data(base, data_dir=data_dir, source=source)
     return compare_methods(
-        base, out, methods=("un", "bsgd"), seeds=tuple(plan.seed + s for s in
-                                                       range(plan.segnet.seeds)),
-        lr_grid=plan.segnet.lr_grid, selection_epochs=plan.segnet.selection_epochs, data=data,
-        device=device, resume=True, progress=False, jobs=max(1, jobs or 1), threads=threads,
-        log=None)
+        base,
+        out,
+        methods=("un", "bsgd"),
+        seeds=tuple(plan.seed + s for s in range(plan.segnet.seeds)),
+        lr_grid=plan.segnet.lr_grid,
+        selection_epochs=plan.segnet.selection_epochs,
+        data=data,
+        device=device,
+        resume=True,
+        progress=False,
+        jobs=max(1, jobs or 1),
+        threads=threads,
+        log=None,
+    )
 
 
-def _mnist_cells(out: Path, plan: StudyPlan, data: MNISTTensors, device: str,
-                 threads: int) -> list[dict]:
+def _mnist_cells(
+    out: Path, plan: StudyPlan, data: MNISTTensors, device: str, threads: int
+) -> list[dict]:
     from .table2 import run_configs
 
     cells = []
@@ -220,29 +327,43 @@ def _mnist_cells(out: Path, plan: StudyPlan, data: MNISTTensors, device: str,
         for depth in depths:
             for method in plan.methods:
                 runs = []
-                for config in run_configs(data, depths=[depth], methods=[method], runs=seeds,
-                                          seed=plan.seed, protocol=protocol, device=device,
-                                          threads=threads, arch=arch, width=width):
+                for config in run_configs(
+                    data,
+                    depths=[depth],
+                    methods=[method],
+                    runs=seeds,
+                    seed=plan.seed,
+                    protocol=protocol,
+                    device=device,
+                    threads=threads,
+                    arch=arch,
+                    width=width,
+                ):
                     record = load_finished(out / arch, config)
                     if record is not None:
                         runs.append(record)
                 if not runs:
                     continue
-                cells.append({
-                    "arch": arch, "depth": depth, "method": method,
-                    "label": METHODS[method].label, "width": width,
-                    "seeds": [r["config"]["seed"] for r in runs],
-                    "test_errors": [r["test_error"] for r in runs],
-                    "chosen": [r.get("chosen", {"lr": r["chosen_lr"]}) for r in runs],
-                    "interior": [r["selection"].get("interior") for r in runs],
-                    "epochs": [r["epochs"] for r in runs],
-                    "stop_reasons": [r["stop_reason"] for r in runs],
-                    "undone_epochs": [r["curves"]["accepted"].count(False) for r in runs],
-                    "filter_norms": [r.get("filter_norms") for r in runs],
-                    "seconds": max(r["seconds"] for r in runs),
-                    "torch_threads": sorted({r["torch_threads"] for r in runs}),
-                    "test_size": None,
-                })
+                cells.append(
+                    {
+                        "arch": arch,
+                        "depth": depth,
+                        "method": method,
+                        "label": METHODS[method].label,
+                        "width": width,
+                        "seeds": [r["config"]["seed"] for r in runs],
+                        "test_errors": [r["test_error"] for r in runs],
+                        "chosen": [r.get("chosen", {"lr": r["chosen_lr"]}) for r in runs],
+                        "interior": [r["selection"].get("interior") for r in runs],
+                        "epochs": [r["epochs"] for r in runs],
+                        "stop_reasons": [r["stop_reason"] for r in runs],
+                        "undone_epochs": [r["curves"]["accepted"].count(False) for r in runs],
+                        "filter_norms": [r.get("filter_norms") for r in runs],
+                        "seconds": max(r["seconds"] for r in runs),
+                        "torch_threads": sorted({r["torch_threads"] for r in runs}),
+                        "test_size": None,
+                    }
+                )
     return cells
 
 
@@ -254,22 +375,39 @@ def _segnet_cells(out: Path, plan: StudyPlan) -> list[dict]:
     cells = []
     for row in summary["rows"]:
         acc = row["global_accuracy"]["values"]
-        cells.append({
-            "arch": "segnet", "depth": plan.segnet.config.get("depth") or 4,
-            "method": row["method"], "label": row["label"], "width": summary["config"]["width"],
-            "seeds": summary["seeds"], "test_errors": [1 - a for a in acc],
-            "mean_iou": row["mean_iou"]["values"],
-            "chosen": [{"lr": row["lr"]}] * len(acc), "interior": None,
-            "epochs": [summary["config"]["epochs"]] * len(acc),
-            "stop_reasons": ["fixed_epochs"] * len(acc), "undone_epochs": None,
-            "filter_norms": None, "seconds": row["epoch_seconds"] * summary["config"]["epochs"]
-            * len(acc), "torch_threads": None, "test_size": None,
-        })
+        cells.append(
+            {
+                "arch": "segnet",
+                "depth": plan.segnet.config.get("depth") or 4,
+                "method": row["method"],
+                "label": row["label"],
+                "width": summary["config"]["width"],
+                "seeds": summary["seeds"],
+                "test_errors": [1 - a for a in acc],
+                "mean_iou": row["mean_iou"]["values"],
+                "chosen": [{"lr": row["lr"]}] * len(acc),
+                "interior": None,
+                "epochs": [summary["config"]["epochs"]] * len(acc),
+                "stop_reasons": ["fixed_epochs"] * len(acc),
+                "undone_epochs": None,
+                "filter_norms": None,
+                "seconds": row["epoch_seconds"] * summary["config"]["epochs"] * len(acc),
+                "torch_threads": None,
+                "test_size": None,
+            }
+        )
     return cells
 
 
-def collect_study(out_dir: str | Path, plan: StudyPlan, *, data_dir: str | None = None,
-                  source: str = "auto", device: str = "cpu", threads: int = 1) -> dict:
+def collect_study(
+    out_dir: str | Path,
+    plan: StudyPlan,
+    *,
+    data_dir: str | None = None,
+    source: str = "auto",
+    device: str = "cpu",
+    threads: int = 1,
+) -> dict:
     """The study's result from the finished records in ``out_dir``: ``cells`` (per-run test
     errors, chosen rates, epochs, stop reasons), ``comparisons`` (paired statistics with
     Holm's correction over all of them) and the exact ``plan`` (protocols included)."""
@@ -297,15 +435,32 @@ def collect_study(out_dir: str | Path, plan: StudyPlan, *, data_dir: str | None 
             xa = [ca["test_errors"][ca["seeds"].index(s)] for s in seeds]
             xb = [cb["test_errors"][cb["seeds"].index(s)] for s in seeds]
             stats = paired_comparison(xa, xb, test_size=ca["test_size"])
-            comparisons.append({"arch": arch, "depth": depth, "a": a, "b": b, **stats,
-                                "seeds": seeds,
-                                "metric": "test error" if arch != "segnet"
-                                else "pixel error (1 - global accuracy)"})
+            comparisons.append(
+                {
+                    "arch": arch,
+                    "depth": depth,
+                    "a": a,
+                    "b": b,
+                    **stats,
+                    "seeds": seeds,
+                    "metric": "test error"
+                    if arch != "segnet"
+                    else "pixel error (1 - global accuracy)",
+                }
+            )
     for comparison, adjusted in zip(comparisons, holm([c["p_paired"] for c in comparisons])):
         comparison["p_holm"] = adjusted
     for comparison, adjusted in zip(comparisons, holm([c["p_wilcoxon"] for c in comparisons])):
         comparison["p_wilcoxon_holm"] = adjusted
-    return {"data": data.source, "test_images": test_size, "plan": plan.to_json(),
-            "protocol": {"mlp": asdict(plan.mlp_protocol), "conv": asdict(plan.conv_protocol),
-                         "segnet": None if plan.segnet is None else asdict(plan.segnet)},
-            "cells": cells, "comparisons": comparisons}
+    return {
+        "data": data.source,
+        "test_images": test_size,
+        "plan": plan.to_json(),
+        "protocol": {
+            "mlp": asdict(plan.mlp_protocol),
+            "conv": asdict(plan.conv_protocol),
+            "segnet": None if plan.segnet is None else asdict(plan.segnet),
+        },
+        "cells": cells,
+        "comparisons": comparisons,
+    }

@@ -19,8 +19,11 @@ def write_study(result: dict, out_dir: Path) -> None:
 
 
 def _p(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) \
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
         else f"{value:.3g}"
+    )
 
 
 def _rate(chosen: dict) -> str:
@@ -54,7 +57,8 @@ def study_markdown(result: dict) -> str:
         lines.append(
             f"| {c['arch']} | {c['depth']} | {c['a']} | {c['b']} | {c['n']} | "
             f"{c['mean_diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {effect} | "
-            f"{_p(c['p_paired'])} | {_p(c['p_wilcoxon'])} | {_p(c['p_holm'])} |")
+            f"{_p(c['p_paired'])} | {_p(c['p_wilcoxon'])} | {_p(c['p_holm'])} |"
+        )
     lines += [
         "",
         "## Cells",
@@ -72,9 +76,14 @@ def study_markdown(result: dict) -> str:
         stops: dict[str, int] = {}
         for reason in c["stop_reasons"]:
             stops[reason] = stops.get(reason, 0) + 1
-        interior = ("—" if not c["interior"] or None in c["interior"]
-                    else f"{sum(c['interior'])}/{len(c['interior'])}")
-        undone = "—" if c["undone_epochs"] is None else f"{statistics.fmean(c['undone_epochs']):.1f}"
+        interior = (
+            "—"
+            if not c["interior"] or None in c["interior"]
+            else f"{sum(c['interior'])}/{len(c['interior'])}"
+        )
+        undone = (
+            "—" if c["undone_epochs"] is None else f"{statistics.fmean(c['undone_epochs']):.1f}"
+        )
         norms = [statistics.fmean(n) for n in (c["filter_norms"] or []) if n]
         norm = f"{statistics.fmean(norms):.2f}" if norms else "—"
         lines.append(
@@ -82,7 +91,8 @@ def study_markdown(result: dict) -> str:
             f"{statistics.fmean(errors):.4f} ± {std:.4f} | {rates_text} | {interior} | "
             f"{statistics.median(c['epochs']):g} | "
             + ", ".join(f"{k} {v}" for k, v in sorted(stops.items()))
-            + f" | {undone} | {norm} | {c['seconds']:.0f} |")
+            + f" | {undone} | {norm} | {c['seconds']:.0f} |"
+        )
     lines += ["", "Protocols (exact):", ""]
     for arch, protocol in result["protocol"].items():
         if protocol is not None:
@@ -103,12 +113,18 @@ def plot_study(result: dict, path: Path) -> None:
     ys = list(range(len(comparisons)))[::-1]
     for y, c in zip(ys, comparisons):
         colour = "C3" if c.get("p_holm", 1) < 0.05 else "C0"
-        ax.errorbar([c["mean_diff"]], [y], xerr=[[c["mean_diff"] - c["ci_low"]],
-                                                  [c["ci_high"] - c["mean_diff"]]],
-                    fmt="o", color=colour, capsize=3)
+        ax.errorbar(
+            [c["mean_diff"]],
+            [y],
+            xerr=[[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
     ax.axvline(0, color="k", linewidth=0.8)
-    ax.set_yticks(ys, [f"{c['arch']} d{c['depth']}: {c['a']} − {c['b']} (n={c['n']})"
-                       for c in comparisons])
+    ax.set_yticks(
+        ys, [f"{c['arch']} d{c['depth']}: {c['a']} − {c['b']} (n={c['n']})" for c in comparisons]
+    )
     ax.set_xlabel("mean paired difference in test error (95 % bootstrap CI; red: Holm p < 0.05)")
     ax.set_title("Does the symmetry-invariant update help?")
     fig.tight_layout()

@@ -79,13 +79,16 @@ def random_filter_scales(
     :math:`[1/\text{spread}, \text{spread}]`: :math:`\alpha_i = \text{spread}^{u_i}`,
     :math:`u_i \sim U[-1, 1]` (float64, CPU)."""
     if not (isinstance(spread, (int, float)) and math.isfinite(spread) and spread >= 1):
-        raise ValueError(f"spread (alpha_spread) must be a finite number >= 1, got {spread!r}; "
-                         f"factors are drawn log-uniformly in [1/spread, spread]")
+        raise ValueError(
+            f"spread (alpha_spread) must be a finite number >= 1, got {spread!r}; "
+            f"factors are drawn log-uniformly in [1/spread, spread]"
+        )
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
-        raise ValueError(f"names: the model has no parameters {missing}; "
-                         f"choose among {sorted(params)}")
+        raise ValueError(
+            f"names: the model has no parameters {missing}; choose among {sorted(params)}"
+        )
     scales = {}
     for name in names:
         u = 2 * torch.rand(params[name].shape[0], generator=generator, dtype=torch.float64) - 1
@@ -112,16 +115,19 @@ def set_batchnorm_eps(model: nn.Module, eps: float) -> nn.Module:
     :data:`EXACT_EPS` (PyTorch refuses ``eps = 0`` in training) makes the rescaling symmetry
     exact up to rounding."""
     if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ValueError(f"eps must be > 0 (PyTorch's BatchNorm refuses 0 in training), got "
-                         f"{eps!r}; use EXACT_EPS = {EXACT_EPS:g} for the exact symmetry")
+        raise ValueError(
+            f"eps must be > 0 (PyTorch's BatchNorm refuses 0 in training), got "
+            f"{eps!r}; use EXACT_EPS = {EXACT_EPS:g} for the exact symmetry"
+        )
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eps = float(eps)
     return model
 
 
-def loss_and_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                       names: Sequence[str] | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+def loss_and_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str] | None = None
+) -> tuple[float, dict[str, torch.Tensor]]:
     """Mean cross-entropy of ``model`` in train mode (BatchNorm on batch statistics) and its
     Euclidean gradients (all parameters, or ``names``). Runs on a copy: the model's running
     statistics and ``.grad`` are left untouched."""
@@ -150,7 +156,9 @@ def riemannian_gradient_at_unit_filters(weight: torch.Tensor, egrad: torch.Tenso
     norms = rows.norm(dim=1, keepdim=True)
     point = rows / norms
     manifold = Oblique.for_filters(tuple(weight.shape))
-    return manifold.euclidean_to_riemannian_gradient(point, norms * filter_matrix(egrad.contiguous()))
+    return manifold.euclidean_to_riemannian_gradient(
+        point, norms * filter_matrix(egrad.contiguous())
+    )
 
 
 def un_step_from_gradient(weight: torch.Tensor, egrad: torch.Tensor, lr: float) -> torch.Tensor:
@@ -161,9 +169,13 @@ def un_step_from_gradient(weight: torch.Tensor, egrad: torch.Tensor, lr: float) 
     rows = filter_matrix(weight.detach().contiguous())
     norms = rows.norm(dim=1, keepdim=True)
     manifold = Oblique.for_filters(tuple(weight.shape))
-    new_point, _ = riemannian_sgd_step(manifold, rows / norms,
-                                       norms * filter_matrix(egrad.contiguous()), None,
-                                       SGDHyperparameters(lr))
+    new_point, _ = riemannian_sgd_step(
+        manifold,
+        rows / norms,
+        norms * filter_matrix(egrad.contiguous()),
+        None,
+        SGDHyperparameters(lr),
+    )
     return new_point
 
 
@@ -242,8 +254,10 @@ def invariance_report(
     x = x.to(dtype=dtype)
     names = list(names) if names is not None else scale_invariant_weights(base, example_input=x)
     if not names:
-        raise ValueError("the model has no weight feeding a BatchNorm, so there is no rescaling "
-                         "symmetry to check; pass names=[...] to choose weights")
+        raise ValueError(
+            "the model has no weight feeding a BatchNorm, so there is no rescaling "
+            "symmetry to check; pass names=[...] to choose weights"
+        )
     if scales is None:
         scales = random_filter_scales(base, names, spread=alpha_spread, generator=generator)
     rescaled = rescale_filters(base, scales)
@@ -259,8 +273,10 @@ def invariance_report(
         g_norm = g.norm(dim=1)
         scaling_dev[name] = float(((alpha * g_t - g).norm(dim=1) / g_norm).max())
         euclid_change[name] = float((g_t - g).norm() / g.norm())
-        ratios[name] = {"alpha": scales[name].tolist(),
-                        "ratio": (g_t.norm(dim=1) / g_norm).double().cpu().tolist()}
+        ratios[name] = {
+            "alpha": scales[name].tolist(),
+            "ratio": (g_t.norm(dim=1) / g_norm).double().cpu().tolist(),
+        }
 
     rgrad = {n: riemannian_gradient_at_unit_filters(params[n], grads[n]) for n in names}
     rgrad_t = {n: riemannian_gradient_at_unit_filters(params_t[n], grads_t[n]) for n in names}
@@ -278,8 +294,9 @@ def invariance_report(
     sgd_filters_t = {n: unit_filters(sgd_tp[n]) for n in names}
     start = {n: unit_filters(params[n]) for n in names}
 
-    bn_eps = sorted({float(m.eps) for m in base.modules()
-                     if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+    bn_eps = sorted(
+        {float(m.eps) for m in base.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    )
     all_alpha = torch.cat([scales[n] for n in names])
     return {
         "dtype": str(dtype).replace("torch.", ""),
@@ -349,25 +366,39 @@ def trajectories(
         raise ValueError(f"copies must be >= 2 to compare trajectories, got {copies}")
     unknown = [m for m in methods if m not in _METHOD_LABELS]
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {list(_METHOD_LABELS)}, "
-                         f"got {list(methods)}")
+        raise ValueError(
+            f"methods must be a non-empty subset of {list(_METHOD_LABELS)}, got {list(methods)}"
+        )
     if batch_size > x.shape[0]:
         raise ValueError(f"batch_size ({batch_size}) exceeds the {x.shape[0]} training images")
     base = copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train()
-    names = (list(names) if names is not None
-             else scale_invariant_weights(base, example_input=x[:batch_size]))
+    names = (
+        list(names)
+        if names is not None
+        else scale_invariant_weights(base, example_input=x[:batch_size])
+    )
     gen = torch.Generator().manual_seed(seed)
-    scales = [None] + [random_filter_scales(base, names, spread=alpha_spread, generator=gen)
-                       for _ in range(copies - 1)]
+    scales = [None] + [
+        random_filter_scales(base, names, spread=alpha_spread, generator=gen)
+        for _ in range(copies - 1)
+    ]
     starts = [base] + [rescale_filters(base, s) for s in scales[1:]]
     order = _batch_order(x.shape[0], steps, batch_size, seed + 1).to(x.device)
 
     result: dict[str, Any] = {
-        "copies": copies, "steps": steps, "lr": lr, "batch_size": batch_size,
-        "alpha_spread": alpha_spread, "names": names, "seed": seed,
+        "copies": copies,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "alpha_spread": alpha_spread,
+        "names": names,
+        "seed": seed,
         "dtype": str(x.dtype).replace("torch.", ""),
-        "alphas": {n: [[1.0] * int(dict(base.named_parameters())[n].shape[0])]
-                   + [s[n].tolist() for s in scales[1:]] for n in names},
+        "alphas": {
+            n: [[1.0] * int(dict(base.named_parameters())[n].shape[0])]
+            + [s[n].tolist() for s in scales[1:]]
+            for n in names
+        },
         "methods": {},
     }
     for method in methods:
@@ -399,8 +430,15 @@ def trajectories(
             "loss_spread": [max(abs(c[i] - losses[0][i]) for c in losses) for i in range(steps)],
             "filter_distance": distance,
             "final_filter_distance": {n: d[-1] for n, d in distance.items()},
-            "filter_norm": {n: [float(filter_matrix(dict(net.named_parameters())[n].detach())
-                                      .norm(dim=1).mean()) for net in nets] for n in names},
+            "filter_norm": {
+                n: [
+                    float(
+                        filter_matrix(dict(net.named_parameters())[n].detach()).norm(dim=1).mean()
+                    )
+                    for net in nets
+                ]
+                for n in names
+            },
         }
         if x_test is not None and y_test is not None:
             record["test_error"] = [_error(net, x_test, y_test) for net in nets]
@@ -413,8 +451,10 @@ def _batch_order(n: int, steps: int, batch_size: int, seed: int) -> torch.Tensor
     gen = torch.Generator().manual_seed(seed)
     per_pass = n // batch_size
     passes = -(-steps // per_pass)
-    perms = [torch.randperm(n, generator=gen)[: per_pass * batch_size].view(per_pass, batch_size)
-             for _ in range(passes)]
+    perms = [
+        torch.randperm(n, generator=gen)[: per_pass * batch_size].view(per_pass, batch_size)
+        for _ in range(passes)
+    ]
     return torch.cat(perms)[:steps]
 
 
@@ -422,16 +462,19 @@ def _batch_order(n: int, steps: int, batch_size: int, seed: int) -> torch.Tensor
 def _filter_distance(nets: Sequence[nn.Module], name: str) -> torch.Tensor:
     r""":math:`\max_j \|\hat W^{(j)} - \hat W^{(0)}\|_F` (float64 0-d tensor on the device)."""
     ref = unit_filters(nets[0].get_parameter(name)).double()
-    return torch.stack([(unit_filters(net.get_parameter(name)).double() - ref).norm()
-                        for net in nets[1:]]).max()
+    return torch.stack(
+        [(unit_filters(net.get_parameter(name)).double() - ref).norm() for net in nets[1:]]
+    ).max()
 
 
 @torch.no_grad()
 def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> float:
     was = model.training
     model.eval()
-    wrong = sum(int((model(x[i:i + chunk]).argmax(1) != y[i:i + chunk]).sum())
-                for i in range(0, x.shape[0], chunk))
+    wrong = sum(
+        int((model(x[i : i + chunk]).argmax(1) != y[i : i + chunk]).sum())
+        for i in range(0, x.shape[0], chunk)
+    )
     model.train(was)
     return wrong / x.shape[0]
 
@@ -465,45 +508,79 @@ def run_symmetry(
 
     for arg, value in (("steps", steps), ("copies", copies), ("batch_size", batch_size)):
         if not (isinstance(value, int) and value >= (2 if arg == "copies" else 1)):
-            raise ValueError(f"{arg} must be an int >= {2 if arg == 'copies' else 1}, "
-                             f"got {value!r}")  # checked before the minutes of work below
+            raise ValueError(
+                f"{arg} must be an int >= {2 if arg == 'copies' else 1}, got {value!r}"
+            )  # checked before the minutes of work below
     mnist = load_mnist(data_dir, source=source)
     n_train = len(mnist.train_labels)
     if train_images is None:
         train_images = min(10_000, n_train)
-    for arg, value, limit in (("check_batch", check_batch, n_train),
-                              ("train_images", train_images, n_train)):
+    for arg, value, limit in (
+        ("check_batch", check_batch, n_train),
+        ("train_images", train_images, n_train),
+    ):
         if not (isinstance(value, int) and 1 <= value <= limit):
-            raise ValueError(f"{arg} must be an int in [1, {limit}] (the training images of "
-                             f"{mnist.source}), got {value!r}")
+            raise ValueError(
+                f"{arg} must be an int in [1, {limit}] (the training images of "
+                f"{mnist.source}), got {value!r}"
+            )
     gen = torch.Generator().manual_seed(seed)
     check_idx = torch.randperm(n_train, generator=gen)[:check_batch].numpy()
     train_idx = torch.randperm(n_train, generator=gen)[:train_images].numpy()
-    x_check, y_check = as_tensors(mnist.train_images[check_idx], mnist.train_labels[check_idx],
-                                  device=device, dtype=torch.float64)
-    x_train, y_train = as_tensors(mnist.train_images[train_idx], mnist.train_labels[train_idx],
-                                  device=device, dtype=dtype)
+    x_check, y_check = as_tensors(
+        mnist.train_images[check_idx],
+        mnist.train_labels[check_idx],
+        device=device,
+        dtype=torch.float64,
+    )
+    x_train, y_train = as_tensors(
+        mnist.train_images[train_idx], mnist.train_labels[train_idx], device=device, dtype=dtype
+    )
     x_test, y_test = as_tensors(mnist.test_images, mnist.test_labels, device=device, dtype=dtype)
 
-    model = ArchBN(depth, in_features=x_check.shape[1], num_classes=mnist.num_classes,
-                   generator=torch.Generator().manual_seed(seed)).to(device)
+    model = ArchBN(
+        depth,
+        in_features=x_check.shape[1],
+        num_classes=mnist.num_classes,
+        generator=torch.Generator().manual_seed(seed),
+    ).to(device)
     checks = {}
     for eps in sorted({EXACT_EPS, float(bn_eps)}):
         net = set_batchnorm_eps(copy.deepcopy(model), eps)
         for check_dtype in (torch.float32, torch.float64):
             key = f"{str(check_dtype).replace('torch.', '')}, eps={eps:g}"
-            checks[key] = invariance_report(net, x_check, y_check, alpha_spread, check_dtype,
-                                            lr=lr, generator=seed + 1)
-    trained = trajectories(set_batchnorm_eps(copy.deepcopy(model), bn_eps), x_train, y_train,
-                           copies=copies, steps=steps, lr=lr, batch_size=batch_size,
-                           alpha_spread=alpha_spread, seed=seed + 2, x_test=x_test,
-                           y_test=y_test, progress=progress)
+            checks[key] = invariance_report(
+                net, x_check, y_check, alpha_spread, check_dtype, lr=lr, generator=seed + 1
+            )
+    trained = trajectories(
+        set_batchnorm_eps(copy.deepcopy(model), bn_eps),
+        x_train,
+        y_train,
+        copies=copies,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        alpha_spread=alpha_spread,
+        seed=seed + 2,
+        x_test=x_test,
+        y_test=y_test,
+        progress=progress,
+    )
     return {
         "config": {
-            "depth": depth, "seed": seed, "data": str(mnist.source), "steps": steps,
-            "copies": copies, "lr": lr, "batch_size": batch_size, "alpha_spread": alpha_spread,
-            "check_batch": check_batch, "train_images": train_images, "bn_eps": bn_eps,
-            "dtype": str(dtype).replace("torch.", ""), "device": str(device),
+            "depth": depth,
+            "seed": seed,
+            "data": str(mnist.source),
+            "steps": steps,
+            "copies": copies,
+            "lr": lr,
+            "batch_size": batch_size,
+            "alpha_spread": alpha_spread,
+            "check_batch": check_batch,
+            "train_images": train_images,
+            "bn_eps": bn_eps,
+            "dtype": str(dtype).replace("torch.", ""),
+            "device": str(device),
             "torch": torch.__version__,
         },
         "invariance": checks,
@@ -521,8 +598,10 @@ _CHECK_ROWS = [
     ("(c) one RiemannianSGD step: max abs diff", "un_step_max_abs_diff"),
     ("(c) Table 1 step from each gradient: max abs diff", "un_step_from_gradients_max_abs_diff"),
     ("size of the UN step (max abs change)", "un_step_size"),
-    ("(d) one Euclidean SGD step, normalised filters: max abs diff",
-     "euclidean_step_filter_max_abs_diff"),
+    (
+        "(d) one Euclidean SGD step, normalised filters: max abs diff",
+        "euclidean_step_filter_max_abs_diff",
+    ),
     ("size of the Euclidean step (max abs change)", "euclidean_step_size"),
 ]
 
@@ -557,8 +636,10 @@ def _markdown(result: dict[str, Any], png_name: str) -> str:
         f"{traj['steps']} steps, minibatch {traj['batch_size']}, lr {traj['lr']:g}, "
         f"{traj['dtype']}, BatchNorm eps {cfg['bn_eps']:g}; the same minibatches for every copy.",
         "",
-        "| method | " + " | ".join(f"final max_j ‖Ŵ{k + 1}^(j) − Ŵ{k + 1}^(0)‖_F"
-                                   for k in range(len(traj["names"])))
+        "| method | "
+        + " | ".join(
+            f"final max_j ‖Ŵ{k + 1}^(j) − Ŵ{k + 1}^(0)‖_F" for k in range(len(traj["names"]))
+        )
         + " | max loss spread (last step) | test error per copy |",
         "|---|" + "---|" * (len(traj["names"]) + 2),
     ]
@@ -587,8 +668,11 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
         ax.loglog(ratio["alpha"], ratio["ratio"], ".", label=name)
     grid = [checks[key]["alpha_min"], checks[key]["alpha_max"]]
     ax.loglog(grid, [1 / a for a in grid], "k--", lw=1, label="1/α")
-    ax.set(xlabel="α_i (filter scale)", ylabel="‖∇w̃_i‖ / ‖∇w_i‖",
-           title=f"(b) Euclidean gradient scales as 1/α ({key})")
+    ax.set(
+        xlabel="α_i (filter scale)",
+        ylabel="‖∇w̃_i‖ / ‖∇w_i‖",
+        title=f"(b) Euclidean gradient scales as 1/α ({key})",
+    )
     ax.legend(fontsize=8)
 
     palettes = {"bsgd": plt.cm.Reds, "un": plt.cm.Blues}
@@ -598,28 +682,51 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     for method, rec in traj["methods"].items():
         for j, loss in enumerate(rec["loss"]):
             shade = palettes[method](0.9 - 0.45 * j / max(1, len(rec["loss"]) - 1))
-            ax.plot(range(window - 1, len(loss)), _running_mean(loss, window), color=shade, lw=1,
-                    ls=styles[j % len(styles)], label=f"{rec['label']}, copy {j}")
-    ax.set(xlabel="step", ylabel=f"minibatch loss (mean of {window} steps)", yscale="log",
-           title=f"loss of {traj['copies']} rescaled copies (UN copies overlap)")
+            ax.plot(
+                range(window - 1, len(loss)),
+                _running_mean(loss, window),
+                color=shade,
+                lw=1,
+                ls=styles[j % len(styles)],
+                label=f"{rec['label']}, copy {j}",
+            )
+    ax.set(
+        xlabel="step",
+        ylabel=f"minibatch loss (mean of {window} steps)",
+        yscale="log",
+        title=f"loss of {traj['copies']} rescaled copies (UN copies overlap)",
+    )
     ax.legend(fontsize=7)
 
     first, floor = traj["names"][0], 1e-17
     colors = {"bsgd": "tab:red", "un": "tab:blue"}
     ax = axes[1, 0]
     for method, rec in traj["methods"].items():
-        ax.semilogy([max(d, floor) for d in rec["filter_distance"][first]], color=colors[method],
-                    label=rec["label"])
-    ax.set(xlabel="step", ylabel="max_j ‖Ŵ1^(j) − Ŵ1^(0)‖_F",
-           title="distance between the copies' unit-normalised W1")
+        ax.semilogy(
+            [max(d, floor) for d in rec["filter_distance"][first]],
+            color=colors[method],
+            label=rec["label"],
+        )
+    ax.set(
+        xlabel="step",
+        ylabel="max_j ‖Ŵ1^(j) − Ŵ1^(0)‖_F",
+        title="distance between the copies' unit-normalised W1",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[1, 1]
     for method, rec in traj["methods"].items():
-        ax.semilogy([max(d, floor) for d in rec["loss_spread"]], color=colors[method], lw=1,
-                    label=rec["label"])
-    ax.set(xlabel="step", ylabel="max_j |L^(j) − L^(0)|",
-           title=f"loss spread between copies (exact 0 drawn at {floor:g})")
+        ax.semilogy(
+            [max(d, floor) for d in rec["loss_spread"]],
+            color=colors[method],
+            lw=1,
+            label=rec["label"],
+        )
+    ax.set(
+        xlabel="step",
+        ylabel="max_j |L^(j) − L^(0)|",
+        title=f"loss spread between copies (exact 0 drawn at {floor:g})",
+    )
     ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"ArchBN depth {result['config']['depth']}: rescaling symmetry (paper §2–3)")
     fig.tight_layout()
@@ -636,8 +743,9 @@ def _running_mean(values: Sequence[float], window: int) -> list[float]:
     return [(sums[i] - sums[i - window]) / window for i in range(window, len(sums))]
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path,
-                 stem: str = "symmetry") -> tuple[Path, Path, Path]:
+def write_report(
+    result: dict[str, Any], out_dir: str | Path, stem: str = "symmetry"
+) -> tuple[Path, Path, Path]:
     """Write ``<stem>.json`` (all numbers and the config), ``<stem>.md`` (tables and the
     picture) and ``<stem>.png`` (:func:`plot_symmetry`) into ``out_dir``; return the paths."""
     out = Path(out_dir)

@@ -39,8 +39,16 @@ from .protocol import (
     welch_t_test,
 )
 
-__all__ = ["run_configs", "PAPER_TABLE2", "TableMismatchError", "reproduce_table2", "table_identity",
-           "check_table", "summarize", "write_report"]
+__all__ = [
+    "run_configs",
+    "PAPER_TABLE2",
+    "TableMismatchError",
+    "reproduce_table2",
+    "table_identity",
+    "check_table",
+    "summarize",
+    "write_report",
+]
 
 #: Table 2 of Badrinarayanan, Mishra & Cipolla (2015): test error, mean ± std over 10 runs.
 PAPER_TABLE2 = {
@@ -60,20 +68,43 @@ class TableMismatchError(ValueError):
     """The output directory holds a table of another protocol (never overwritten)."""
 
 
-def run_configs(data: MNISTTensors, *, depths: Sequence[int], methods: Sequence[str],
-                runs: int, seed: int, protocol: Protocol, constraint: str = "oblique",
-                retraction: str | None = None, device: str = "cpu", threads: int = 1,
-                arch: str = "mlp", width: int | None = None) -> list[RunConfig]:
+def run_configs(
+    data: MNISTTensors,
+    *,
+    depths: Sequence[int],
+    methods: Sequence[str],
+    runs: int,
+    seed: int,
+    protocol: Protocol,
+    constraint: str = "oblique",
+    retraction: str | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+    arch: str = "mlp",
+    width: int | None = None,
+) -> list[RunConfig]:
     """The :class:`RunConfig` of every (depth, method, seed) of a table: what names and
     finds its records (their identity includes the data's checksum, dtype, device and
     threads)."""
     return [
-        RunConfig(depth=d, method=m, seed=seed + r, protocol=protocol, constraint=constraint,
-                  retraction=retraction, data=data.source, data_checksum=data.checksum,
-                  dtype=str(torch.get_default_dtype()).replace("torch.", ""),
-                  device=str(torch.device(device)), threads=threads, arch=arch,
-                  **({} if width is None else {"width": width}))
-        for d in depths for m in methods for r in range(runs)
+        RunConfig(
+            depth=d,
+            method=m,
+            seed=seed + r,
+            protocol=protocol,
+            constraint=constraint,
+            retraction=retraction,
+            data=data.source,
+            data_checksum=data.checksum,
+            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+            device=str(torch.device(device)),
+            threads=threads,
+            arch=arch,
+            **({} if width is None else {"width": width}),
+        )
+        for d in depths
+        for m in methods
+        for r in range(runs)
     ]
 
 
@@ -106,17 +137,24 @@ def check_table(path: Path, identity: dict, what: str = "protocol") -> None:
         old = None
     if old == identity:
         return
-    hint = (f"write it into another directory (--out) or move {path.name} away; the run "
-            f"records in {path.parent / 'runs'} are kept either way")
+    hint = (
+        f"write it into another directory (--out) or move {path.name} away; the run "
+        f"records in {path.parent / 'runs'} are kept either way"
+    )
     if old is None:
         raise TableMismatchError(
             f"{path} was written without a run identity (by an earlier riemann_dnn or by "
-            f"hand), so it may be of another {what}; {hint}")
+            f"hand), so it may be of another {what}; {hint}"
+        )
     a, b = _flat(old), _flat(identity)
-    diff = [f"{k}: {a.get(k, '-')} there, {b.get(k, '-')} here" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
-    raise TableMismatchError(f"{path} holds the table of another {what} ({'; '.join(diff)}); "
-                             f"{hint}")
+    diff = [
+        f"{k}: {a.get(k, '-')} there, {b.get(k, '-')} here"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+    raise TableMismatchError(
+        f"{path} holds the table of another {what} ({'; '.join(diff)}); {hint}"
+    )
 
 
 def _worker(task: tuple) -> list[dict]:
@@ -126,12 +164,16 @@ def _worker(task: tuple) -> list[dict]:
     if key not in _DATA_CACHE:
         with warnings.catch_warnings():  # the parent process already warned about the data
             warnings.simplefilter("ignore")
-            _DATA_CACHE[key] = MNISTTensors.load(data_args[0], source=data_args[1],
-                                                 device=device)
-    progress = in_process if in_process is not None else (
-        lambda n: send_message("tick", n))
-    return train_runs(configs, _DATA_CACHE[key], Path(out_dir), device=device,
-                      progress=progress, world_size=world_size)
+            _DATA_CACHE[key] = MNISTTensors.load(data_args[0], source=data_args[1], device=device)
+    progress = in_process if in_process is not None else (lambda n: send_message("tick", n))
+    return train_runs(
+        configs,
+        _DATA_CACHE[key],
+        Path(out_dir),
+        device=device,
+        progress=progress,
+        world_size=world_size,
+    )
 
 
 def _tasks(configs: list[RunConfig], jobs: int) -> list[list[RunConfig]]:
@@ -156,8 +198,10 @@ def _unique(name: str, values: Sequence) -> list:
             repeated.append(value)
         seen.add(value)
     if repeated:
-        raise ValueError(f"{name} {' '.join(map(str, values))}: {repeated[0]} is given more "
-                         f"than once; give each value once")
+        raise ValueError(
+            f"{name} {' '.join(map(str, values))}: {repeated[0]} is given more "
+            f"than once; give each value once"
+        )
     if not values:
         raise ValueError(f"{name}: give at least one value")
     return list(values)
@@ -223,24 +267,44 @@ def reproduce_table2(
     protocol = protocol or Protocol()
     out_dir = Path(out_dir)
     data = MNISTTensors.load(data_dir, source=source, device="cpu")  # fail early, clearly
-    configs = run_configs(data, depths=depths, methods=methods, runs=runs, seed=seed,
-                          protocol=protocol, constraint=constraint, retraction=retraction,
-                          device=device, threads=threads, arch=arch, width=width)
+    configs = run_configs(
+        data,
+        depths=depths,
+        methods=methods,
+        runs=runs,
+        seed=seed,
+        protocol=protocol,
+        constraint=constraint,
+        retraction=retraction,
+        device=device,
+        threads=threads,
+        arch=arch,
+        width=width,
+    )
     identity = table_identity(configs[0])
     check_table(out_dir / "table2.json", identity)
     if check_only:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     # rank 0's view of what is left, so every rank splits the same list
-    todo = distributed.broadcast_object(
-        [c for c in configs if load_finished(out_dir, c) is None])
+    todo = distributed.broadcast_object([c for c in configs if load_finished(out_dir, c) is None])
     tasks = _tasks(todo, jobs * launch.world_size)
-    mine = [[replace(c, rank=launch.rank) for c in task]
-            for task in distributed.shard(tasks, launch.rank, launch.world_size)]
+    mine = [
+        [replace(c, rank=launch.rank) for c in task]
+        for task in distributed.shard(tasks, launch.rank, launch.world_size)
+    ]
     if mine:
-        _run_tasks(mine, out_dir, (data_dir, source), launch.device if launch.distributed
-                   else device, jobs, threads, progress and launch.is_main, data,
-                   launch.world_size)
+        _run_tasks(
+            mine,
+            out_dir,
+            (data_dir, source),
+            launch.device if launch.distributed else device,
+            jobs,
+            threads,
+            progress and launch.is_main,
+            data,
+            launch.world_size,
+        )
     if launch.distributed:
         trained = [load_finished(out_dir, c) for task in mine for c in task]
         gathered = distributed.all_gather_objects(trained)
@@ -272,11 +336,13 @@ def _ticks(records: list[dict]) -> int:
     return protocol["selection_epochs"] + max(r["epochs"] for r in records)
 
 
-def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, data,
-               world_size: int = 1) -> None:
+def _run_tasks(
+    tasks, out_dir, data_args, device, jobs, threads, show_progress, data, world_size: int = 1
+) -> None:
     planned = [progress_total(t) for t in tasks]
-    with progress_bar(total=sum(planned), desc="table2", unit="epoch",
-                      enabled=show_progress) as bar:
+    with progress_bar(
+        total=sum(planned), desc="table2", unit="epoch", enabled=show_progress
+    ) as bar:
         if jobs == 1 or len(tasks) == 1:
             _DATA_CACHE[(data_args, device)] = data_on(data, device)
             previous = torch.get_num_threads()
@@ -284,17 +350,19 @@ def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, 
             try:
                 for task_id, configs in enumerate(tasks):
                     bar.set_postfix_str(f"depth {configs[0].depth} {configs[0].method}")
-                    records = _worker((task_id, configs, str(out_dir), data_args, device,
-                                       bar.update, world_size))
+                    records = _worker(
+                        (task_id, configs, str(out_dir), data_args, device, bar.update, world_size)
+                    )
                     settle(bar, planned[task_id], _ticks(records))
             finally:
                 torch.set_num_threads(previous)
             return
         messages = pool_context().Queue()
         with worker_pool(min(jobs, len(tasks)), threads=threads, messages=messages) as pool:
-            futures = {pool.submit(_worker, (i, t, str(out_dir), data_args, device, None,
-                                             world_size)): i
-                       for i, t in enumerate(tasks)}
+            futures = {
+                pool.submit(_worker, (i, t, str(out_dir), data_args, device, None, world_size)): i
+                for i, t in enumerate(tasks)
+            }
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -310,8 +378,7 @@ def _run_tasks(tasks, out_dir, data_args, device, jobs, threads, show_progress, 
 def _drain(messages, bar, timeout: float | None = None) -> None:
     while True:
         try:
-            kind, payload = (messages.get(timeout=timeout) if timeout else
-                             messages.get_nowait())
+            kind, payload = messages.get(timeout=timeout) if timeout else messages.get_nowait()
         except queue_module.Empty:
             return
         if kind == "tick":
@@ -321,9 +388,14 @@ def _drain(messages, bar, timeout: float | None = None) -> None:
 
 
 def data_on(data: MNISTTensors, device: str) -> MNISTTensors:
-    return MNISTTensors(data.train_x.to(device), data.train_y.to(device),
-                        data.test_x.to(device), data.test_y.to(device), data.source,
-                        data.checksum)
+    return MNISTTensors(
+        data.train_x.to(device),
+        data.train_y.to(device),
+        data.test_x.to(device),
+        data.test_y.to(device),
+        data.source,
+        data.checksum,
+    )
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -344,15 +416,23 @@ def summarize(records: list[dict]) -> dict:
         mean, std = _mean_std(errors)
         per_run_epoch = [statistics.fmean(r["epoch_seconds"]) / r["ensemble_size"] for r in recs]
         paper = PAPER_TABLE2.get((depth, method))
-        rows.append({
-            "depth": depth, "method": method, "label": METHODS[method].label,
-            "runs": len(recs), "test_errors": errors, "mean": mean, "std": std,
-            "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None,
-            "chosen_lrs": [r["chosen_lr"] for r in recs],
-            "epochs": [r["epochs"] for r in recs],
-            "stop_reasons": [r["stop_reason"] for r in recs],
-            "epoch_seconds_per_run": statistics.fmean(per_run_epoch),
-        })
+        rows.append(
+            {
+                "depth": depth,
+                "method": method,
+                "label": METHODS[method].label,
+                "runs": len(recs),
+                "test_errors": errors,
+                "mean": mean,
+                "std": std,
+                "paper_mean": paper[0] if paper else None,
+                "paper_std": paper[1] if paper else None,
+                "chosen_lrs": [r["chosen_lr"] for r in recs],
+                "epochs": [r["epochs"] for r in recs],
+                "stop_reasons": [r["stop_reason"] for r in recs],
+                "epoch_seconds_per_run": statistics.fmean(per_run_epoch),
+            }
+        )
     tests = {}
     for depth in sorted({d for d, _ in cells}):
         if (depth, "un") in cells and (depth, "bsgd") in cells:
@@ -363,8 +443,8 @@ def summarize(records: list[dict]) -> dict:
             tests[str(depth)] = {
                 **welch_t_test(un, bsgd),
                 "mean_difference_un_minus_bsgd": statistics.fmean(un) - statistics.fmean(bsgd),
-                "epoch_time_ratio_un_over_bsgd":
-                    time_un["epoch_seconds_per_run"] / time_b["epoch_seconds_per_run"],
+                "epoch_time_ratio_un_over_bsgd": time_un["epoch_seconds_per_run"]
+                / time_b["epoch_seconds_per_run"],
             }
     return {"rows": rows, "un_vs_bsgd": tests}
 
@@ -380,12 +460,13 @@ def _protocol_words(protocol: dict) -> str:
 
     quick = asdict(quick_protocol())
     full = asdict(Protocol())
-    kind = "quick" if protocol == quick else "full (the paper's)" if protocol == full else \
-        "custom"
-    return (f"{kind} protocol: {protocol['selection_epochs']} selection epochs per rate of "
-            f"{list(protocol['lr_candidates'])}, {protocol['min_epochs']} to "
-            f"{protocol['max_epochs']} training epochs, batch {protocol['batch_size']}, "
-            f"{protocol['loss_reduction']} loss")
+    kind = "quick" if protocol == quick else "full (the paper's)" if protocol == full else "custom"
+    return (
+        f"{kind} protocol: {protocol['selection_epochs']} selection epochs per rate of "
+        f"{list(protocol['lr_candidates'])}, {protocol['min_epochs']} to "
+        f"{protocol['max_epochs']} training epochs, batch {protocol['batch_size']}, "
+        f"{protocol['loss_reduction']} loss"
+    )
 
 
 def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = "table2") -> None:
@@ -397,18 +478,22 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
     (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     data = summary.get("data") or (records[0].get("data") if records else None) or "?"
     runs = sorted({r["runs"] for r in summary["rows"]})
-    title = summary.get("title", "Table 2 reproduction: ArchBN on MNIST, test error after the "
-                        "last epoch")
+    title = summary.get(
+        "title", "Table 2 reproduction: ArchBN on MNIST, test error after the last epoch"
+    )
     lines = [f"# {title}", ""]
     protocol = summary.get("protocol")
     if protocol:
         lines += [_protocol_words(protocol).capitalize() + ".", ""]
     grid = summary.get("grid")
     cells = ", ".join(f"depth {r['depth']} {r['label']}" for r in summary["rows"])
-    lines += [f"Data: `{data}`. Cells: {cells}; runs per cell: "
-              f"{', '.join(map(str, runs))}"
-              + (f" (seeds from {grid['seed']})" if grid else "")
-              + (". Mean ± sample std over runs." if max(runs) > 1 else "."), ""]
+    lines += [
+        f"Data: `{data}`. Cells: {cells}; runs per cell: "
+        f"{', '.join(map(str, runs))}"
+        + (f" (seeds from {grid['seed']})" if grid else "")
+        + (". Mean ± sample std over runs." if max(runs) > 1 else "."),
+        "",
+    ]
     lines += [
         "| depth | method | ours | paper | runs | chosen lr (median) | epochs (median) "
         "| epoch s/run |",
@@ -422,20 +507,28 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
             f"{row['epoch_seconds_per_run']:.2f} |"
         )
     if summary["un_vs_bsgd"]:
-        lines += ["", "UN vs B-SGD (Welch's t-test, two-sided):", "",
-                  "| depth | mean(UN) − mean(B-SGD) | t | p-value | epoch time UN / B-SGD |",
-                  "|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "UN vs B-SGD (Welch's t-test, two-sided):",
+            "",
+            "| depth | mean(UN) − mean(B-SGD) | t | p-value | epoch time UN / B-SGD |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for depth, test in summary["un_vs_bsgd"].items():
             lines.append(
                 f"| {depth} | {test['mean_difference_un_minus_bsgd']:+.4f} | {test['t']:.2f} | "
-                f"{test['p_value']:.3g} | {test['epoch_time_ratio_un_over_bsgd']:.3f} |")
+                f"{test['p_value']:.3g} | {test['epoch_time_ratio_un_over_bsgd']:.3f} |"
+            )
     if protocol:
         lines += ["", "Protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.items())]
     identity = summary.get("identity")
     if identity:
-        lines += ["", f"Execution: device {identity['device']}, {identity['threads']} torch "
-                  f"thread(s) per training process, {identity['dtype']}, world size "
-                  f"{identity['world_size']}; data checksum `{identity['data_checksum'][:12]}`."]
+        lines += [
+            "",
+            f"Execution: device {identity['device']}, {identity['threads']} torch "
+            f"thread(s) per training process, {identity['dtype']}, world size "
+            f"{identity['world_size']}; data checksum `{identity['data_checksum'][:12]}`.",
+        ]
     lines += ["", f"![{stem}]({stem}.png)", ""]
     (out_dir / f"{stem}.md").write_text("\n".join(lines))
     plot_table2(summary, records, out_dir / f"{stem}.png")
@@ -453,13 +546,28 @@ def plot_table2(summary: dict, records: list[dict], path: Path) -> None:
     fig, (ax_bar, ax_curve) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [f"d{r['depth']} {r['label']}" for r in rows]
     xs = range(len(rows))
-    ax_bar.bar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4,
-               color=["C0" if r["method"] == "un" else "C1" if r["method"] == "bsgd" else "C2"
-                      for r in rows], alpha=0.8, label="ours (mean ± std)")
+    ax_bar.bar(
+        xs,
+        [r["mean"] for r in rows],
+        yerr=[r["std"] for r in rows],
+        capsize=4,
+        color=[
+            "C0" if r["method"] == "un" else "C1" if r["method"] == "bsgd" else "C2" for r in rows
+        ],
+        alpha=0.8,
+        label="ours (mean ± std)",
+    )
     paper = [(x, r["paper_mean"], r["paper_std"]) for x, r in zip(xs, rows) if r["paper_mean"]]
     if paper:
-        ax_bar.errorbar([p[0] for p in paper], [p[1] for p in paper], yerr=[p[2] for p in paper],
-                        fmt="k_", markersize=18, capsize=4, label="paper")
+        ax_bar.errorbar(
+            [p[0] for p in paper],
+            [p[1] for p in paper],
+            yerr=[p[2] for p in paper],
+            fmt="k_",
+            markersize=18,
+            capsize=4,
+            label="paper",
+        )
     for x, r in zip(xs, rows):
         ax_bar.scatter([x] * len(r["test_errors"]), r["test_errors"], s=8, color="k", zorder=3)
     ax_bar.set_xticks(list(xs), labels, rotation=20)
@@ -469,13 +577,18 @@ def plot_table2(summary: dict, records: list[dict], path: Path) -> None:
     curves: dict[tuple, list[list[float]]] = defaultdict(list)
     for record in records:
         curves[(record["config"]["depth"], record["config"]["method"])].append(
-            record["curves"]["val_error"])
+            record["curves"]["val_error"]
+        )
     for (depth, method), group in sorted(curves.items()):
         length = max(len(c) for c in group)
         mean = [statistics.fmean(c[i] for c in group if len(c) > i) for i in range(length)]
-        ax_curve.plot(range(1, length + 1), mean, label=f"depth {depth} {METHODS[method].label}",
-                      linestyle="-" if depth == 2 else "--",
-                      color="C0" if method == "un" else "C1" if method == "bsgd" else "C2")
+        ax_curve.plot(
+            range(1, length + 1),
+            mean,
+            label=f"depth {depth} {METHODS[method].label}",
+            linestyle="-" if depth == 2 else "--",
+            color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
+        )
     ax_curve.set_xlabel("epoch (full training)")
     ax_curve.set_ylabel("validation error (mean over runs)")
     ax_curve.set_yscale("log")

@@ -173,10 +173,13 @@ def check_device(device: Any, owner: str) -> None:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"{owner}: device={device!r}, but torch {torch.__version__} sees no CUDA device "
-            f"here (CUDA build: {torch.version.cuda or 'none'}); use device='cpu'")
+            f"here (CUDA build: {torch.version.cuda or 'none'}); use device='cpu'"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"{owner}: device={device!r}, but there are only "
-                         f"{torch.cuda.device_count()} CUDA devices")
+        raise ValueError(
+            f"{owner}: device={device!r}, but there are only "
+            f"{torch.cuda.device_count()} CUDA devices"
+        )
 
 
 def _torch_generator(generator: Generator, device: torch.device) -> torch.Generator | None:

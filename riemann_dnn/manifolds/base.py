@@ -25,9 +25,20 @@ __all__ = ["EmbeddedManifold"]
 # public entry (a few microseconds per call) so that a mistake gives one clear error instead
 # of a silent broadcast, conversion or an operator error deep inside.
 _SAME_KIND_METHODS = (
-    "inner_product", "norm", "projection", "to_tangent_space",
-    "euclidean_to_riemannian_gradient", "euclidean_to_riemannian_hessian", "weingarten",
-    "retraction", "exp", "log", "dist", "transport", "parallel_transport", "pair_mean",
+    "inner_product",
+    "norm",
+    "projection",
+    "to_tangent_space",
+    "euclidean_to_riemannian_gradient",
+    "euclidean_to_riemannian_hessian",
+    "weingarten",
+    "retraction",
+    "exp",
+    "log",
+    "dist",
+    "transport",
+    "parallel_transport",
+    "pair_mean",
 )
 
 
@@ -46,11 +57,12 @@ def _same_kind(method):
         shape = self._shape
         for array in (*arrays, *kwargs.values()):
             got = tuple(array.shape)
-            if got[len(got) - len(shape):] != shape or len(got) < len(shape):
+            if got[len(got) - len(shape) :] != shape or len(got) < len(shape):
                 raise ValueError(
                     f"{type(self).__name__}.{method.__name__}: expected arrays of shape "
                     f"{shape} (or stacks of them, with leading axes) for {self}, got shape "
-                    f"{got}")
+                    f"{got}"
+                )
         return method(self, *arrays, **kwargs)
 
     checked._checks_kind = True
@@ -186,9 +198,7 @@ class EmbeddedManifold(RiemannianSubmanifold):
         """
         shape = tuple(point.shape)
         if shape != self._shape:
-            raise ValueError(
-                f"{self}: expected a point of shape {self._shape}, got shape {shape}"
-            )
+            raise ValueError(f"{self}: expected a point of shape {self._shape}, got shape {shape}")
         if atol is None:
             atol = 1e-10 if "float64" in str(point.dtype) else 1e-5
         violation = self.constraint_violation(point)

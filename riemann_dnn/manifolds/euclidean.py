@@ -31,8 +31,9 @@ class Euclidean(EmbeddedManifold):
         if any(int(s) < 1 for s in shape):
             raise ValueError(f"Euclidean: every dimension must be >= 1, got shape {shape}")
         dims = "x".join(str(s) for s in shape)
-        super().__init__(f"Euclidean manifold of {dims} arrays", math.prod(shape), shape,
-                         retraction)
+        super().__init__(
+            f"Euclidean manifold of {dims} arrays", math.prod(shape), shape, retraction
+        )
 
     @property
     def typical_dist(self) -> float:
@@ -45,8 +46,9 @@ class Euclidean(EmbeddedManifold):
     def weingarten(self, point: Array, tangent_vector: Array, normal_vector: Array) -> Array:
         return namespace(tangent_vector).zeros_like(tangent_vector)
 
-    def euclidean_to_riemannian_hessian(self, point, euclidean_gradient, euclidean_hessian,
-                                        tangent_vector):
+    def euclidean_to_riemannian_hessian(
+        self, point, euclidean_gradient, euclidean_hessian, tangent_vector
+    ):
         return euclidean_hessian
 
     def exp(self, point: Array, tangent_vector: Array) -> Array:

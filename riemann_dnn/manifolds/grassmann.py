@@ -46,8 +46,15 @@ class Grassmann(EmbeddedManifold):
     retractions = {"polar": 2, "qr": 2, "exp": INF}
     default_retraction = "polar"
 
-    def __init__(self, n: int, p: int, *, k: int = 1, retraction: str | None = None,
-                 transport: str = "projection"):
+    def __init__(
+        self,
+        n: int,
+        p: int,
+        *,
+        k: int = 1,
+        retraction: str | None = None,
+        transport: str = "projection",
+    ):
         if n < p or p < 1:
             raise ValueError(f"Grassmann: need n >= p >= 1, got n={n}, p={p}")
         if k < 1:
@@ -98,8 +105,9 @@ class Grassmann(EmbeddedManifold):
     def projection(self, point: Array, vector: Array) -> Array:
         return vector - point @ (transpose(point) @ vector)
 
-    def euclidean_to_riemannian_hessian(self, point, euclidean_gradient, euclidean_hessian,
-                                        tangent_vector):
+    def euclidean_to_riemannian_hessian(
+        self, point, euclidean_gradient, euclidean_hessian, tangent_vector
+    ):
         return self.projection(point, euclidean_hessian) - tangent_vector @ (
             transpose(point) @ euclidean_gradient
         )
@@ -141,8 +149,11 @@ class Grassmann(EmbeddedManifold):
 
     def __repr__(self) -> str:
         text = super().__repr__()
-        return text if self._transport == "projection" else (
-            f"{text[:-1]}, transport={self._transport!r}>")
+        return (
+            text
+            if self._transport == "projection"
+            else (f"{text[:-1]}, transport={self._transport!r}>")
+        )
 
     def constraint_violation(self, point: Array) -> float:
         r""":math:`\max|X^TX - I|` (the basis must be orthonormal)."""

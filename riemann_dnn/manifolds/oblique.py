@@ -77,8 +77,9 @@ class Oblique(Sphere):
                 values"`` (``non-finite filter`` for a NaN or infinite norm). Callers may prefix the parameter's name.
         """
         if ambient.shape[-2:] != self._shape:
-            raise ValueError(f"Oblique.project_point: expected shape {self._shape}, got "
-                             f"{tuple(ambient.shape)}")
+            raise ValueError(
+                f"Oblique.project_point: expected shape {self._shape}, got {tuple(ambient.shape)}"
+            )
         xp = namespace(ambient)
         norms = xp.linalg.vector_norm(ambient.reshape(-1, *self._shape), axis=self._axis)
         bad = ~(xp.isfinite(norms) & (norms > 0))
@@ -91,12 +92,14 @@ class Oblique(Sphere):
                 f"Oblique.project_point: {what} {index} of {norms.shape[-1]} has norm "
                 f"{value:g} (a {'zero' if value == 0 else 'non-finite'} filter has no "
                 f"direction to put on the unit sphere); "
-                f"re-initialise it, e.g. with random values")
+                f"re-initialise it, e.g. with random values"
+            )
         return self._to_manifold(ambient)
 
     @classmethod
-    def for_filters(cls, weight_shape: tuple[int, ...], *, retraction: str | None = None
-                    ) -> Oblique:
+    def for_filters(
+        cls, weight_shape: tuple[int, ...], *, retraction: str | None = None
+    ) -> Oblique:
         """The manifold of a layer whose weight of shape ``(out, *rest)`` has unit-norm
         filters: ``Oblique(out, prod(rest), unit="rows")``."""
         if len(weight_shape) < 2:

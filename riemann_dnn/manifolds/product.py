@@ -57,8 +57,12 @@ class Product(_PymanoptProduct):
             generator = resolve_generator(generator, device=device)
         scale = len(self.manifolds) ** -0.5
         vectors = [
-            scale * (m.random_tangent_vector(x, generator=generator) if generator is not None
-                     else m.random_tangent_vector(x))
+            scale
+            * (
+                m.random_tangent_vector(x, generator=generator)
+                if generator is not None
+                else m.random_tangent_vector(x)
+            )
             for m, x in zip(self.manifolds, point)
         ]
         return _ProductTangentVector(vectors)

@@ -138,15 +138,15 @@ class Sphere(EmbeddedManifold):
     _axis: Axis = None
     _transport: str = "projection"
 
-    def __init__(self, *shape: int, retraction: str | None = None,
-                 transport: str = "projection"):
+    def __init__(self, *shape: int, retraction: str | None = None, transport: str = "projection"):
         if len(shape) == 0:
             raise TypeError("Sphere needs a shape, e.g. Sphere(3) or Sphere(4, 5)")
         if any(int(s) < 1 for s in shape):
             raise ValueError(f"Sphere: every dimension must be >= 1, got shape {shape}")
         dims = "x".join(str(s) for s in shape)
-        super().__init__(f"Sphere manifold of {dims} arrays", math.prod(shape) - 1, shape,
-                         retraction)
+        super().__init__(
+            f"Sphere manifold of {dims} arrays", math.prod(shape) - 1, shape, retraction
+        )
         self._transport = check_transport(type(self).__name__, transport)
 
     @property
@@ -195,8 +195,7 @@ class Sphere(EmbeddedManifold):
         (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
         :func:`sphere_transport_along_geodesic`), per :attr:`transport_name`."""
         if self._transport == "parallel":
-            return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a,
-                                                   self._axis)
+            return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)
         return self.projection(point_b, tangent_vector_a)
 
     def pair_mean(self, point_a: Array, point_b: Array) -> Array:
@@ -207,8 +206,11 @@ class Sphere(EmbeddedManifold):
 
     def __repr__(self) -> str:
         text = super().__repr__()
-        return text if self._transport == "projection" else (
-            f"{text[:-1]}, transport={self._transport!r}>")
+        return (
+            text
+            if self._transport == "projection"
+            else (f"{text[:-1]}, transport={self._transport!r}>")
+        )
 
     def constraint_violation(self, point: Array) -> float:
         """Largest :math:`|\\,\\|x\\| - 1|` over the spheres."""

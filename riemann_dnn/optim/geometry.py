@@ -36,8 +36,13 @@ from pymanopt.manifolds.manifold import Manifold
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel, filter_matrix
 
-__all__ = ["Geometry", "MANIFOLD_NAMES", "resolve_geometry", "parameter_from_point",
-           "split_retraction"]
+__all__ = [
+    "Geometry",
+    "MANIFOLD_NAMES",
+    "resolve_geometry",
+    "parameter_from_point",
+    "split_retraction",
+]
 
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
 _TRANSPORT_NAMES = ("projection", "parallel")
@@ -95,9 +100,13 @@ class Geometry:
     @property
     def key(self) -> tuple:
         """Parameters with equal keys can be stacked and stepped together."""
-        return (type(self.manifold), self.manifold.point_shape,
-                getattr(self.manifold, "retraction_name", None),
-                getattr(self.manifold, "transport_name", "projection"), self.view)
+        return (
+            type(self.manifold),
+            self.manifold.point_shape,
+            getattr(self.manifold, "retraction_name", None),
+            getattr(self.manifold, "transport_name", "projection"),
+            self.view,
+        )
 
 
 def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geometry:
@@ -130,18 +139,22 @@ def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geom
         return Geometry(Stiefel(out, rest, retraction=retraction), _filters)
     if name == "grassmann":
         if out == 1:  # one filter: the (rest, 1) column
-            return Geometry(Grassmann(rest, 1, retraction=retraction, transport=transport),
-                            _filters_transposed)
-        return Geometry(Grassmann(rest, 1, k=out, retraction=retraction, transport=transport),
-                        _filters_as_columns)
+            return Geometry(
+                Grassmann(rest, 1, retraction=retraction, transport=transport), _filters_transposed
+            )
+        return Geometry(
+            Grassmann(rest, 1, k=out, retraction=retraction, transport=transport),
+            _filters_as_columns,
+        )
     raise ValueError(
         f"unknown manifold {name!r} in a param group; use one of {MANIFOLD_NAMES} or a "
         f"riemann_dnn.manifolds object"
     )
 
 
-def resolve_geometry(spec: str | Manifold | None, retraction: str | None,
-                     param: torch.Tensor) -> Geometry:
+def resolve_geometry(
+    spec: str | Manifold | None, retraction: str | None, param: torch.Tensor
+) -> Geometry:
     """The :class:`Geometry` of ``param`` in a group with ``manifold=spec`` and
     ``retraction`` (a name, optionally ``"+parallel"``/``"+projection"`` for the transport of
     named sphere, oblique and grassmann groups; see the module docstring)."""
@@ -188,8 +201,9 @@ _INVERSE_VIEWS = {
 }
 
 
-def parameter_from_point(geometry: Geometry, point: torch.Tensor,
-                         shape: tuple[int, ...]) -> torch.Tensor:
+def parameter_from_point(
+    geometry: Geometry, point: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
     """The parameter of ``shape`` whose view is ``point`` (differentiable; the inverse of
     ``geometry.view``), e.g. to call a module functionally at a manifold point."""
     return _INVERSE_VIEWS[geometry.view](point, shape)

@@ -35,8 +35,11 @@ class _OutsideUses(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.norm_depth == 0:
             for value in pytree.tree_leaves((args, kwargs)):
-                if isinstance(value, torch.Tensor) and id(value) in self.produced \
-                        and self.produced[id(value)][1] is value:
+                if (
+                    isinstance(value, torch.Tensor)
+                    and id(value) in self.produced
+                    and self.produced[id(value)][1] is value
+                ):
                     self.used.add(id(value))
         return func(*args, **kwargs)
 
@@ -54,6 +57,7 @@ def _feeding_layers_by_hooks(model: nn.Module, example_input: Any) -> set[str]:
         def hook(module, args, output):
             if isinstance(output, torch.Tensor):
                 produced[id(output)] = (name, output)
+
         return hook
 
     def enter_norm(module, args):
@@ -81,8 +85,9 @@ def _feeding_layers_by_hooks(model: nn.Module, example_input: Any) -> set[str]:
         model.load_state_dict(state)  # undo the BN running-statistics update
     feeding = {name for key, (name, _) in produced.items() if key in normalised}
     # a layer called several times qualifies only if every call feeds a normalisation alone
-    spoiled = {name for key, (name, _) in produced.items()
-               if key not in normalised or key in uses.used}
+    spoiled = {
+        name for key, (name, _) in produced.items() if key not in normalised or key in uses.used
+    }
     return feeding - spoiled
 
 
@@ -102,8 +107,7 @@ def _feeding_layers_by_fx(model: nn.Module) -> set[str]:
         if node.op == "call_module" and isinstance(modules.get(node.target), _LAYERS):
             users = list(node.users)
             if users and all(
-                u.op == "call_module" and isinstance(modules.get(u.target), _NORMS)
-                for u in users
+                u.op == "call_module" and isinstance(modules.get(u.target), _NORMS) for u in users
             ):
                 feeding.add(node.target)
             else:  # a shared layer qualifies only if every call feeds a normalisation
@@ -117,8 +121,11 @@ def scale_invariant_weights(model: nn.Module, example_input: Any = None) -> list
     With ``example_input`` the model is run once with hooks (works for any control flow;
     BN running statistics are restored); without it, the model is traced with torch.fx.
     """
-    layers = (_feeding_layers_by_hooks(model, example_input) if example_input is not None
-              else _feeding_layers_by_fx(model))
+    layers = (
+        _feeding_layers_by_hooks(model, example_input)
+        if example_input is not None
+        else _feeding_layers_by_fx(model)
+    )
     return [f"{name}.weight" for name, _ in model.named_modules() if name in layers]
 
 
@@ -150,15 +157,23 @@ def param_groups(
     free = [(n, p) for n, p in model.named_parameters() if n not in names]
     groups = []
     if constrained:
-        groups.append({
-            "params": [p for _, p in constrained], "names": [n for n, _ in constrained],
-            "manifold": manifold, "retraction": retraction, **hyperparameters,
-        })
+        groups.append(
+            {
+                "params": [p for _, p in constrained],
+                "names": [n for n, _ in constrained],
+                "manifold": manifold,
+                "retraction": retraction,
+                **hyperparameters,
+            }
+        )
     if free:
-        groups.append({
-            "params": [p for _, p in free], "names": [n for n, _ in free],
-            "manifold": "euclidean",
-        })
+        groups.append(
+            {
+                "params": [p for _, p in free],
+                "names": [n for n, _ in free],
+                "manifold": "euclidean",
+            }
+        )
     return groups
 
 
@@ -199,8 +214,9 @@ def verify_scale_invariance(
         for name in names:
             weight = params[name]
             shape = (weight.shape[0],) + (1,) * (weight.ndim - 1)
-            factors = 0.5 + 1.5 * torch.rand(shape, generator=generator, dtype=weight.dtype,
-                                             device="cpu").to(weight.device)
+            factors = 0.5 + 1.5 * torch.rand(
+                shape, generator=generator, dtype=weight.dtype, device="cpu"
+            ).to(weight.device)
             change = (output({name: weight * factors}) - reference).abs().max() / scale
             report[name] = float(change)
     finally:

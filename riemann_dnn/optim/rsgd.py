@@ -17,8 +17,14 @@ from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, un
 from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
 
-__all__ = ["RiemannianSGD", "NonFiniteGradientError", "riemannian_sgd", "manifold_spec",
-           "filter_rates", "FILTER_RATES"]
+__all__ = [
+    "RiemannianSGD",
+    "NonFiniteGradientError",
+    "riemannian_sgd",
+    "manifold_spec",
+    "filter_rates",
+    "FILTER_RATES",
+]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -27,25 +33,31 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient holds NaN or inf; the weights were left untouched."""
 
 
-def _check_hyperparameters(group: dict[str, Any], where: str, *,
-                           defaults: bool = False) -> None:
+def _check_hyperparameters(group: dict[str, Any], where: str, *, defaults: bool = False) -> None:
     """Raise ``ValueError`` naming the first bad hyper-parameter of ``group`` (the
     defaults may hold a rate per copy: each group with copies checks its shape)."""
     copies = group.get("copies")
-    if copies is not None and not (isinstance(copies, int) and not isinstance(copies, bool)
-                                   and copies >= 1):
-        raise ValueError(f"RiemannianSGD: copies must be an int >= 1 or None, got "
-                         f"{copies!r}{where}")
+    if copies is not None and not (
+        isinstance(copies, int) and not isinstance(copies, bool) and copies >= 1
+    ):
+        raise ValueError(
+            f"RiemannianSGD: copies must be an int >= 1 or None, got {copies!r}{where}"
+        )
     lr = group["lr"]
     if defaults and isinstance(lr, torch.Tensor) and lr.ndim == 1:
         copies = lr.shape[0]
     _check_lr(lr, copies, where)
     for name in ("momentum", "dampening", "weight_decay"):
         value = group[name]
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and value >= 0):
+        if not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        ):
             raise ValueError(
-                f"RiemannianSGD: {name} must be a finite number >= 0, got {value!r}{where}")
+                f"RiemannianSGD: {name} must be a finite number >= 0, got {value!r}{where}"
+            )
     if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
         raise ValueError(
             f"RiemannianSGD: Nesterov momentum needs momentum > 0 and dampening 0, got "
@@ -62,13 +74,14 @@ def _check_lr(lr: Any, copies: int | None, where: str) -> None:
             raise ValueError(
                 "RiemannianSGD: a tensor lr must be a floating 0-d tensor"
                 + ("" if copies is None else f" or have shape ({copies},), one rate per copy")
-                + f", got shape {tuple(lr.shape)} and dtype {lr.dtype}{where}")
-        if not torch.compiler.is_compiling() and not bool(
-                (torch.isfinite(lr) & (lr >= 0)).all()):
+                + f", got shape {tuple(lr.shape)} and dtype {lr.dtype}{where}"
+            )
+        if not torch.compiler.is_compiling() and not bool((torch.isfinite(lr) & (lr >= 0)).all()):
             raise ValueError(f"RiemannianSGD: lr must be finite and >= 0, got {lr}{where}")
         return
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-            and lr >= 0):
+    if not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr >= 0
+    ):
         raise ValueError(f"RiemannianSGD: lr must be a finite number >= 0, got {lr!r}{where}")
 
 
@@ -160,11 +173,21 @@ class RiemannianSGD(Optimizer):
         project_initial: bool = True,
     ):
         if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"RiemannianSGD: nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+            raise ValueError(
+                f"RiemannianSGD: nonfinite must be 'raise' or 'skip', got {nonfinite!r}"
+            )
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, maximize=maximize, manifold=manifold, retraction=retraction,
-            copies=copies, foreach=foreach, fused=fused,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            manifold=manifold,
+            retraction=retraction,
+            copies=copies,
+            foreach=foreach,
+            fused=fused,
         )
         _check_hyperparameters(defaults, "", defaults=True)
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
@@ -200,29 +223,37 @@ class RiemannianSGD(Optimizer):
                     f"param group {index}, parameter {position}: the group has copies="
                     f"{copies}, so every tensor needs a leading axis of {copies} copies, but "
                     f"this one has shape {tuple(param.shape)}; stack the copies with "
-                    f"torch.func.stack_module_state or drop 'copies'")
+                    f"torch.func.stack_module_state or drop 'copies'"
+                )
         others = {g["copies"] for g in self.param_groups if g["copies"] is not None}
         if len(others) > 1:
             raise ValueError(
                 f"param group {index}: copies={copies}, but another group has copies="
                 f"{sorted(others - {copies})}; all groups with copies must hold the same "
-                f"number of copies")
+                f"number of copies"
+            )
 
     # -- geometry -------------------------------------------------------------------------
     def geometry(self, param: torch.Tensor, group: dict[str, Any]) -> Geometry:
         """The manifold and point view of ``param`` in ``group`` (cached). In a group with
         copies, the manifold is that of one copy and the view keeps the copies axis."""
-        spec = (id(group["manifold"]) if not isinstance(group["manifold"], (str, type(None)))
-                else group["manifold"], group["retraction"], tuple(param.shape),
-                group["copies"])
+        spec = (
+            id(group["manifold"])
+            if not isinstance(group["manifold"], (str, type(None)))
+            else group["manifold"],
+            group["retraction"],
+            tuple(param.shape),
+            group["copies"],
+        )
         cached = self._geometries.get(param)
         if cached is None or cached[0] != spec:
             if group["copies"] is None:
                 geometry = resolve_geometry(group["manifold"], group["retraction"], param)
             else:
                 geometry = resolve_geometry(group["manifold"], group["retraction"], param[0])
-                geometry = Geometry(geometry.manifold, functools.partial(geometry.view,
-                                                                         batch_dims=1))
+                geometry = Geometry(
+                    geometry.manifold, functools.partial(geometry.view, batch_dims=1)
+                )
             cached = (spec, geometry)
             self._geometries[param] = cached
         return cached[1]
@@ -246,8 +277,10 @@ class RiemannianSGD(Optimizer):
                         try:
                             point.copy_(geometry.manifold.project_point(_work(point)))
                         except ValueError as err:
-                            raise ValueError(f"param group {index}, parameter {position} "
-                                             f"(shape {tuple(param.shape)}): {err}") from None
+                            raise ValueError(
+                                f"param group {index}, parameter {position} "
+                                f"(shape {tuple(param.shape)}): {err}"
+                            ) from None
                     continue
                 try:
                     geometry.manifold.check_point(point, atol=1e-4)
@@ -292,7 +325,8 @@ class RiemannianSGD(Optimizer):
                 raise ValueError(
                     f"RiemannianSGD.load_state_dict: param group {index} was saved on "
                     f"manifold {saved.get('manifold')!r}, but this optimizer has "
-                    f"{described!r}; build the optimizer with the same param groups")
+                    f"{described!r}; build the optimizer with the same param groups"
+                )
         super().load_state_dict(state_dict)
         for group, live in zip(self.param_groups, manifolds):
             group["manifold"] = live
@@ -305,8 +339,9 @@ class RiemannianSGD(Optimizer):
             for index, param in zip(saved["params"], group["params"]):
                 buf = state_dict["state"].get(index, {}).get("momentum_buffer")
                 if param.dtype in _LOW_PRECISION and isinstance(buf, torch.Tensor):
-                    self.state[param]["momentum_buffer"] = buf.to(device=param.device,
-                                                                  dtype=torch.float32, copy=True)
+                    self.state[param]["momentum_buffer"] = buf.to(
+                        device=param.device, dtype=torch.float32, copy=True
+                    )
 
     # -- stepping -------------------------------------------------------------------------
     def _gradients_are_finite(self, groups: list[dict[str, Any]]) -> bool:
@@ -327,13 +362,16 @@ class RiemannianSGD(Optimizer):
                     # GradScaler's kernel: sets found to 1 if any entry is inf/NaN (and
                     # multiplies the gradients by 1, which changes no value)
                     torch._amp_foreach_non_finite_check_and_unscale_(
-                        grads, found[device], torch.ones(1, device=device))
+                        grads, found[device], torch.ones(1, device=device)
+                    )
                 return not any(bool(flag) for flag in found.values())
             except (RuntimeError, NotImplementedError):  # a backend without that kernel
                 pass
         # max |g| is inf or NaN iff g has a non-finite entry (and never overflows)
-        return all(bool(torch.stack(torch._foreach_norm(grads, ord=math.inf)).isfinite().all())
-                   for grads in buckets.values())
+        return all(
+            bool(torch.stack(torch._foreach_norm(grads, ord=math.inf)).isfinite().all())
+            for grads in buckets.values()
+        )
 
     def _bad_copies(self, groups: list[dict[str, Any]]) -> torch.Tensor | None:
         """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies."""
@@ -426,27 +464,43 @@ class RiemannianSGD(Optimizer):
             if grads is None:
                 return False
             calls.append((hyper, prepared, grads))
-        if self.nonfinite == "skip" and not all(prepared.all_finite(grads)
-                                                for _, prepared, grads in calls):
+        if self.nonfinite == "skip" and not all(
+            prepared.all_finite(grads) for _, prepared, grads in calls
+        ):
             self.skipped_steps += 1
             return True
         found = False
-        for (lr, momentum, dampening, nesterov, weight_decay, maximize, _), prepared, grads \
-                in calls:
+        for (
+            lr,
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+            maximize,
+            _,
+        ), prepared, grads in calls:
             first = prepared.first_step
             if first:  # new buffers enter the state only when the step runs
                 for param, buf in zip(prepared.params, prepared.buffers):
                     self.state[param]["momentum_buffer"] = buf
-            found |= prepared(grads, lr=lr, momentum=momentum, dampening=dampening,
-                              nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-                              first_step=first and momentum != 0)
+            found |= prepared(
+                grads,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                nesterov=nesterov,
+                weight_decay=weight_decay,
+                maximize=maximize,
+                first_step=first and momentum != 0,
+            )
             prepared.first_step = False
         if found and self.nonfinite == "raise":
             self._raise_rows()
         return True
 
-    def _prepare(self, key: tuple[int, ...], groups: list[dict[str, Any]],
-                 momentum: bool) -> PreparedStep | None:
+    def _prepare(
+        self, key: tuple[int, ...], groups: list[dict[str, Any]], momentum: bool
+    ) -> PreparedStep | None:
         """The cached prepared step of these groups (rebuilt when their parameters or
         momentum changed), or ``None`` when they do not qualify."""
         params = [p for group in groups for p in group["params"]]
@@ -455,13 +509,22 @@ class RiemannianSGD(Optimizer):
             return cached[0]
         points, normalize = [], []
         for group in groups:
-            if (group["foreach"] is False or group["fused"] is False or not group["params"]
-                    or group["copies"] != groups[0]["copies"] or group.get("filter_rate")):
+            if (
+                group["foreach"] is False
+                or group["fused"] is False
+                or not group["params"]
+                or group["copies"] != groups[0]["copies"]
+                or group.get("filter_rate")
+            ):
                 return None
             euclidean = _is_euclidean_group(group)
             for param in group["params"]:
-                if (param.device.type != "cpu" or param.dtype != params[0].dtype
-                        or param.dtype not in _ROW_KERNEL_DTYPES or not param.is_contiguous()):
+                if (
+                    param.device.type != "cpu"
+                    or param.dtype != params[0].dtype
+                    or param.dtype not in _ROW_KERNEL_DTYPES
+                    or not param.is_contiguous()
+                ):
                     return None
                 geometry = None if euclidean else self.geometry(param, group)
                 if geometry is None or geometry.is_euclidean:
@@ -481,10 +544,13 @@ class RiemannianSGD(Optimizer):
                 first = True
             elif any(b is None or not b.is_contiguous() for b in buffers):
                 return None
-        prepared = PreparedStep(points, normalize,
-                                [b.view(x.shape) for b, x in zip(buffers, points)]
-                                if momentum else None, params=params,
-                                copies=groups[0]["copies"] or 1)
+        prepared = PreparedStep(
+            points,
+            normalize,
+            [b.view(x.shape) for b, x in zip(buffers, points)] if momentum else None,
+            params=params,
+            copies=groups[0]["copies"] or 1,
+        )
         prepared.first_step, prepared.buffers = first, buffers
         self._prepared[key] = (prepared, momentum)
         return prepared
@@ -493,19 +559,28 @@ class RiemannianSGD(Optimizer):
         raise NonFiniteGradientError(
             "non-finite gradient in some rows: those rows were left untouched, the other "
             "weights were stepped (no weight holds NaN/inf or left its manifold). Lower the "
-            "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole")
+            "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole"
+        )
 
     def _eager_checked(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``groups`` restricted to the parameters that the row-fused kernel does not step
         (it checks its own rows)."""
         out = []
         for group in groups:
-            if group["foreach"] is False or group["fused"] is False or (
-                    group["foreach"] is None and torch.compiler.is_compiling()):
+            if (
+                group["foreach"] is False
+                or group["fused"] is False
+                or (group["foreach"] is None and torch.compiler.is_compiling())
+            ):
                 out.append(group)
                 continue
-            rest = [p for p in group["params"] if p.grad is None or _is_euclidean_group(group)
-                    or not _takes_row_kernel(p, self.geometry(p, group))]
+            rest = [
+                p
+                for p in group["params"]
+                if p.grad is None
+                or _is_euclidean_group(group)
+                or not _takes_row_kernel(p, self.geometry(p, group))
+            ]
             out.append({**group, "params": rest})
         return out
 
@@ -544,14 +619,28 @@ class RiemannianSGD(Optimizer):
                 for param, buf in zip(params, bufs):
                     self.state[param]["momentum_buffer"] = buf
             return
-        geometries = (None if _is_euclidean_group(group) and not stacked
-                      else [self.geometry(param, group) for param in params])
+        geometries = (
+            None
+            if _is_euclidean_group(group) and not stacked
+            else [self.geometry(param, group) for param in params]
+        )
         riemannian_sgd(
-            params, grads, bufs, geometries,
-            hp=SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
-                                  group["nesterov"], group["weight_decay"]),
-            foreach=group["foreach"], maximize=group["maximize"], copies=group["copies"],
-            fused=group["fused"], found_nonfinite=found,
+            params,
+            grads,
+            bufs,
+            geometries,
+            hp=SGDHyperparameters(
+                group["lr"],
+                group["momentum"],
+                group["dampening"],
+                group["nesterov"],
+                group["weight_decay"],
+            ),
+            foreach=group["foreach"],
+            maximize=group["maximize"],
+            copies=group["copies"],
+            fused=group["fused"],
+            found_nonfinite=found,
         )
         if group["momentum"] != 0:
             for param, buf in zip(params, bufs):
@@ -564,16 +653,24 @@ def _hyperparameters(group: dict[str, Any]) -> tuple:
     lr = group["lr"]
     if isinstance(lr, torch.Tensor):
         lr = float(lr) if lr.ndim == 0 else tuple(lr.tolist())
-    return (lr, group["momentum"], group["dampening"], group["nesterov"],
-            group["weight_decay"], group["maximize"], group["copies"])
+    return (
+        lr,
+        group["momentum"],
+        group["dampening"],
+        group["nesterov"],
+        group["weight_decay"],
+        group["maximize"],
+        group["copies"],
+    )
 
 
 def _plain_rows(param: torch.Tensor, copies: int | None) -> torch.Tensor:
     """A Euclidean parameter as rows for the plain kernel: ``(out, -1)`` (one row per
     copy and filter with copies), or one row for vectors and scalars."""
     if copies is not None:
-        return param.view(copies * param.shape[1], -1) if param.ndim >= 3 else \
-            param.view(copies, -1)
+        return (
+            param.view(copies * param.shape[1], -1) if param.ndim >= 3 else param.view(copies, -1)
+        )
     return param.view(param.shape[0], -1) if param.ndim >= 2 else param.view(1, -1)
 
 
@@ -586,22 +683,29 @@ def _check_filter_rate(group: dict[str, Any], where: str) -> None:
     if rule is None:
         return
     if rule not in FILTER_RATES:
-        raise ValueError(f"RiemannianSGD: filter_rate must be None or one of {FILTER_RATES}, "
-                         f"got {rule!r}{where}")
+        raise ValueError(
+            f"RiemannianSGD: filter_rate must be None or one of {FILTER_RATES}, "
+            f"got {rule!r}{where}"
+        )
     if not _is_euclidean_group(group):
-        raise ValueError(f"RiemannianSGD: filter_rate={rule!r} is for Euclidean groups, but "
-                         f"this group is on manifold {group['manifold']!r}{where}; put the "
-                         f"filters in a Euclidean group or drop 'filter_rate'")
+        raise ValueError(
+            f"RiemannianSGD: filter_rate={rule!r} is for Euclidean groups, but "
+            f"this group is on manifold {group['manifold']!r}{where}; put the "
+            f"filters in a Euclidean group or drop 'filter_rate'"
+        )
     for position, param in enumerate(group["params"]):
         if param.ndim < (2 if group["copies"] is None else 3):
-            raise ValueError(f"RiemannianSGD: filter_rate needs weights with filters (rows of "
-                             f"the weight viewed as (out, -1)); parameter {position} has shape "
-                             f"{tuple(param.shape)}{where}")
+            raise ValueError(
+                f"RiemannianSGD: filter_rate needs weights with filters (rows of "
+                f"the weight viewed as (out, -1)); parameter {position} has shape "
+                f"{tuple(param.shape)}{where}"
+            )
 
 
 @torch.no_grad()
-def filter_rates(lr: float | torch.Tensor, param: torch.Tensor, copies: int | None = None
-                 ) -> torch.Tensor:
+def filter_rates(
+    lr: float | torch.Tensor, param: torch.Tensor, copies: int | None = None
+) -> torch.Tensor:
     r"""The per-filter rates of ``"filter_rate": "norm2"``: filter :math:`w_i` (row ``i`` of
     the weight viewed as ``(out, -1)``; per copy with ``copies``) steps with
     :math:`\lambda_i = \lambda \lVert w_i \rVert^2`, the norm taken before the step.
@@ -628,14 +732,19 @@ def _filter_rate_sgd(params, grads, bufs, group, geometries) -> None:
     """A Euclidean group with ``"filter_rate"``: the shared step (plain SGD on Euclidean
     space: momentum, dampening, Nesterov, weight decay as ``torch.optim.SGD``) with the rate
     of each filter from :func:`filter_rates`."""
-    hp = SGDHyperparameters(group["lr"], group["momentum"], group["dampening"],
-                            group["nesterov"], group["weight_decay"])
+    hp = SGDHyperparameters(
+        group["lr"],
+        group["momentum"],
+        group["dampening"],
+        group["nesterov"],
+        group["weight_decay"],
+    )
     for i, param in enumerate(params):
         grad = grads[i].neg() if group["maximize"] else grads[i]
         rates = filter_rates(group["lr"], param, group["copies"])
         new_point, new_buf = riemannian_sgd_step(
-            geometries[i].manifold, _work(param), _work(grad),
-            bufs[i], hp._replace(lr=rates))
+            geometries[i].manifold, _work(param), _work(grad), bufs[i], hp._replace(lr=rates)
+        )
         param.copy_(new_point)
         bufs[i] = None if new_buf is None else new_buf.to(_work(param).dtype)
 
@@ -693,8 +802,9 @@ def riemannian_sgd(
     if constrained and foreach and fused is not False:
         rows = [i for i in constrained if _takes_row_kernel(params[i], geometries[i])]
         if rows:
-            _row_fused_step(params, grads, momentum_buffers, geometries, rows, hp, maximize,
-                            found_nonfinite)
+            _row_fused_step(
+                params, grads, momentum_buffers, geometries, rows, hp, maximize, found_nonfinite
+            )
             constrained = [i for i in constrained if i not in set(rows)]
     if constrained:
         if maximize:
@@ -708,8 +818,11 @@ def riemannian_sgd(
 def _takes_row_kernel(param: torch.Tensor, geometry: Geometry) -> bool:
     """Unit rows (oblique filters), the normalize retraction, projection transport, on the
     CPU: the row-fused kernel's case."""
-    return (param.device.type == "cpu" and unit_norm_axis(geometry.manifold) == -1
-            and param.dtype in _ROW_KERNEL_DTYPES)
+    return (
+        param.device.type == "cpu"
+        and unit_norm_axis(geometry.manifold) == -1
+        and param.dtype in _ROW_KERNEL_DTYPES
+    )
 
 
 _ROW_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -720,10 +833,17 @@ def _row_fused_step(params, grads, bufs, geometries, indices, hp, maximize, foun
     views = [geometries[i].view for i in indices]
     points = [_rows(view(params[i])) for i, view in zip(indices, views)]
     new_bufs = oblique_sgd_(
-        points, [_rows(view(grads[i])) for i, view in zip(indices, views)],
+        points,
+        [_rows(view(grads[i])) for i, view in zip(indices, views)],
         [None if bufs[i] is None else _rows(view(bufs[i])) for i, view in zip(indices, views)],
-        lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening, nesterov=hp.nesterov,
-        weight_decay=hp.weight_decay, maximize=maximize, found_nonfinite=found)
+        lr=hp.lr,
+        momentum=hp.momentum,
+        dampening=hp.dampening,
+        nesterov=hp.nesterov,
+        weight_decay=hp.weight_decay,
+        maximize=maximize,
+        found_nonfinite=found,
+    )
     for i, buf in zip(indices, new_bufs):
         if buf is not None and bufs[i] is None:
             bufs[i] = buf.reshape(params[i].shape)  # parameter-shaped, as the other paths
@@ -739,9 +859,16 @@ def _euclidean_sgd(params, grads, bufs, indices, hp, foreach, maximize) -> None:
     kernels (foreach included) we call directly."""
     sub_bufs = [bufs[i] for i in indices]
     _torch_sgd(
-        [params[i] for i in indices], [grads[i] for i in indices], sub_bufs,
-        weight_decay=hp.weight_decay, momentum=hp.momentum, lr=hp.lr,
-        dampening=hp.dampening, nesterov=hp.nesterov, maximize=maximize, foreach=foreach,
+        [params[i] for i in indices],
+        [grads[i] for i in indices],
+        sub_bufs,
+        weight_decay=hp.weight_decay,
+        momentum=hp.momentum,
+        lr=hp.lr,
+        dampening=hp.dampening,
+        nesterov=hp.nesterov,
+        maximize=maximize,
+        foreach=foreach,
     )
     for i, buf in zip(indices, sub_bufs):
         bufs[i] = buf
@@ -753,7 +880,8 @@ def _rate_for(hp: SGDHyperparameters, point: torch.Tensor) -> SGDHyperparameters
     lr = hp.lr
     if isinstance(lr, torch.Tensor) and lr.ndim == 1:
         lr = lr.to(device=point.device, dtype=_work(point).dtype).view(
-            -1, *([1] * (point.ndim - 1)))
+            -1, *([1] * (point.ndim - 1))
+        )
         return hp._replace(lr=lr)
     return hp
 
@@ -768,12 +896,16 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
         buf = bufs[i]
         stacked = isinstance(view, functools.partial)
         if stacked and type(geometry.manifold) not in _STACKABLE:
-            new_point, new_buf = _step_each_copy(geometry.manifold, point, view(grads[i]),
-                                                 None if buf is None else view(buf), hp)
+            new_point, new_buf = _step_each_copy(
+                geometry.manifold, point, view(grads[i]), None if buf is None else view(buf), hp
+            )
         else:
             new_point, new_buf = riemannian_sgd_step(
-                geometry.manifold, _work(point), _work(view(grads[i])),
-                None if buf is None else view(buf), _rate_for(hp, point),
+                geometry.manifold,
+                _work(point),
+                _work(view(grads[i])),
+                None if buf is None else view(buf),
+                _rate_for(hp, point),
             )
         point.copy_(new_point)
         bufs[i] = _store_buffer(new_buf, params[i], view)
@@ -785,8 +917,13 @@ def _step_each_copy(manifold, point, grad, buf, hp):
     points, new_bufs = [], []
     for k in range(point.shape[0]):
         rate = lr[k] if isinstance(lr, torch.Tensor) and lr.ndim == 1 else lr
-        x, m = riemannian_sgd_step(manifold, _work(point[k]), _work(grad[k]),
-                                   None if buf is None else buf[k], hp._replace(lr=rate))
+        x, m = riemannian_sgd_step(
+            manifold,
+            _work(point[k]),
+            _work(grad[k]),
+            None if buf is None else buf[k],
+            hp._replace(lr=rate),
+        )
         points.append(x)
         new_bufs.append(m)
     return torch.stack(points), (None if new_bufs[0] is None else torch.stack(new_bufs))
@@ -821,12 +958,16 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
     have_buf = [bufs[i] is not None for i in members]
     if isinstance(view, functools.partial):  # stacked copies: a rate per copy
         hp = _rate_for(hp, view(params[members[0]]))
-    if len(members) == 1 or not _stack_spheres(params[members[0]].device) or (
-            any(have_buf) and not all(have_buf)):
+    if (
+        len(members) == 1
+        or not _stack_spheres(params[members[0]].device)
+        or (any(have_buf) and not all(have_buf))
+    ):
         for i in members:
             buf = bufs[i]
-            new_buf = sphere_sgd_step_(view(params[i]), view(grads[i]),
-                                    None if buf is None else view(buf), axis, hp)
+            new_buf = sphere_sgd_step_(
+                view(params[i]), view(grads[i]), None if buf is None else view(buf), axis, hp
+            )
             if buf is None and new_buf is not None:
                 bufs[i] = new_buf.reshape(params[i].shape)  # parameter-shaped
         return

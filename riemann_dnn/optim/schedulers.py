@@ -22,8 +22,10 @@ class StepSizeScheduler:
 
     def __init__(self, optimizer: Optimizer, rule: StepSizeRule):
         self.optimizer, self.rule, self.iteration = optimizer, rule, 0
-        self._ratios = [g["lr"] / optimizer.param_groups[0]["lr"] if optimizer.param_groups[0]["lr"]
-                        else 1.0 for g in optimizer.param_groups]
+        self._ratios = [
+            g["lr"] / optimizer.param_groups[0]["lr"] if optimizer.param_groups[0]["lr"] else 1.0
+            for g in optimizer.param_groups
+        ]
         self._apply()
 
     def _apply(self) -> None:
@@ -80,14 +82,25 @@ class BoldDriver:
             accepted = driver.step(training_loss(model))
     """
 
-    def __init__(self, optimizer: Optimizer | None, model: Stateful | None = None, *,
-                 lr: float | torch.Tensor | None = None, increase: float = 1.05,
-                 decrease: float = 0.5, initial_loss: float | torch.Tensor | None = None,
-                 copies: int | None = None):
+    def __init__(
+        self,
+        optimizer: Optimizer | None,
+        model: Stateful | None = None,
+        *,
+        lr: float | torch.Tensor | None = None,
+        increase: float = 1.05,
+        decrease: float = 0.5,
+        initial_loss: float | torch.Tensor | None = None,
+        copies: int | None = None,
+    ):
         _check_factor("increase", increase, high=math.inf)
         _check_factor("decrease", decrease, high=1.0)
         self.optimizer, self.increase, self.decrease, self.copies = (
-            optimizer, increase, decrease, copies)
+            optimizer,
+            increase,
+            decrease,
+            copies,
+        )
         self._states: list[Stateful] = [s for s in (model, optimizer) if s is not None]
         if lr is None:
             if optimizer is None:
@@ -140,8 +153,10 @@ class BoldDriver:
         if self.copies is None or bool(accepted.all()):
             self._snapshot()
             return
-        self._saved = [_merge(saved, state.state_dict(), accepted)
-                       for state, saved in zip(self._states, self._saved)]
+        self._saved = [
+            _merge(saved, state.state_dict(), accepted)
+            for state, saved in zip(self._states, self._saved)
+        ]
 
     def _apply_rates(self) -> None:
         if self.optimizer is None:
@@ -162,8 +177,12 @@ class BoldDriver:
         return [g["lr"] for g in self.optimizer.param_groups] if self.optimizer else [self.lr]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rates": self.rates, "best_loss": self.best_loss, "ratios": self._ratios,
-                "saved": self._saved}
+        return {
+            "rates": self.rates,
+            "best_loss": self.best_loss,
+            "ratios": self._ratios,
+            "saved": self._saved,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rates, self.best_loss = state["rates"].clone(), state["best_loss"].clone()

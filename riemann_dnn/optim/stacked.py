@@ -48,33 +48,37 @@ class StackedModules:
     def _call(self, params, buffers, x):
         return functional_call(self._base, (params, buffers), (x,))
 
-    def forward(self, x: torch.Tensor, *, train: bool = True,
-                shared_input: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, *, train: bool = True, shared_input: bool = False
+    ) -> torch.Tensor:
         """Outputs of every copy: ``x`` is ``(copies, batch, ...)`` (one batch per copy), or
         ``(batch, ...)`` shared by all copies when ``shared_input``. In training mode
         BatchNorm uses batch statistics and updates each copy's running statistics."""
         self._base.train(train)
         in_dims = (0, 0, None if shared_input else 0)
         return vmap(self._call, in_dims=in_dims, randomness="different")(
-            self.params, self.buffers, x)
+            self.params, self.buffers, x
+        )
 
     __call__ = forward
 
-    def param_groups(self, manifolds: dict[str, Any] | None = None,
-                     retraction: str | None = None) -> list[dict[str, Any]]:
+    def param_groups(
+        self, manifolds: dict[str, Any] | None = None, retraction: str | None = None
+    ) -> list[dict[str, Any]]:
         """Param groups with ``"copies"``: one per named manifold (``{parameter name:
         manifold name or object}``), the other parameters Euclidean."""
         manifolds = dict(manifolds or {})
         unknown = set(manifolds) - set(self.params)
         if unknown:
-            raise ValueError(f"StackedModules: no parameters named {sorted(unknown)}; the "
-                             f"names are {sorted(self.params)}")
+            raise ValueError(
+                f"StackedModules: no parameters named {sorted(unknown)}; the "
+                f"names are {sorted(self.params)}"
+            )
         groups: dict[Any, dict[str, Any]] = {}
         for name, param in self.params.items():
             spec = manifolds.get(name, "euclidean")
             key = spec if isinstance(spec, str) else id(spec)
-            group = groups.setdefault(key, {"params": [], "manifold": spec,
-                                            "copies": self.size})
+            group = groups.setdefault(key, {"params": [], "manifold": spec, "copies": self.size})
             if spec != "euclidean":
                 group["retraction"] = retraction
             group["params"].append(param)

@@ -127,15 +127,18 @@ class ConvArchBN(nn.Module):
     ):
         super().__init__()
         if not (isinstance(blocks, int) and blocks >= 1 and image_size >> blocks >= 1):
-            raise ValueError(f"ConvArchBN: blocks must be an int >= 1 that leaves at least a "
-                             f"1x1 map of the {image_size}x{image_size} input, got {blocks!r}")
+            raise ValueError(
+                f"ConvArchBN: blocks must be an int >= 1 that leaves at least a "
+                f"1x1 map of the {image_size}x{image_size} input, got {blocks!r}"
+            )
         if init not in ("unit", "pytorch"):
             raise ValueError(f"ConvArchBN: init must be 'unit' or 'pytorch', got {init!r}")
         self.depth, self.channels, self.image_size = blocks, channels, image_size
         self.in_channels = in_channels
         inputs = [in_channels] + [channels] * (blocks - 1)
-        self.convs = nn.ModuleList(nn.Conv2d(n, channels, 3, padding=1, bias=False)
-                                   for n in inputs)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(n, channels, 3, padding=1, bias=False) for n in inputs
+        )
         self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in inputs)
         side = image_size
         for _ in range(blocks):

@@ -76,8 +76,7 @@ def _symmetric(A: ArrayLike, name: str) -> np.ndarray:
     asymmetry = float(np.max(np.abs(array - array.T), initial=0.0))
     if asymmetry > 1e-10 * max(1.0, float(np.max(np.abs(array), initial=0.0))):
         raise ValueError(
-            f"{name}: A must be symmetric, got max|A - A^T| = {asymmetry:.3g}; "
-            f"pass (A + A.T) / 2"
+            f"{name}: A must be symmetric, got max|A - A^T| = {asymmetry:.3g}; pass (A + A.T) / 2"
         )
     return array
 
@@ -86,8 +85,11 @@ class _TorchData:
     """A torch copy of the data, cast to each point's device and dtype once and cached."""
 
     def __init__(self, data: ArrayLike):
-        self._base = (data.detach().clone() if isinstance(data, torch.Tensor)
-                      else torch.as_tensor(np.array(data, dtype=np.float64)))
+        self._base = (
+            data.detach().clone()
+            if isinstance(data, torch.Tensor)
+            else torch.as_tensor(np.array(data, dtype=np.float64))
+        )
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def like(self, point: torch.Tensor) -> torch.Tensor:

@@ -69,14 +69,22 @@ class ModuleProblem(FiniteSumProblem):
         for group in groups:
             for param in group["params"]:
                 if id(param) not in names:
-                    raise ValueError("ModuleProblem: a param group holds a tensor that is not "
-                                     "a parameter of the model")
+                    raise ValueError(
+                        "ModuleProblem: a param group holds a tensor that is not "
+                        "a parameter of the model"
+                    )
                 self.names.append(names[id(param)])
-                self.geometries.append(resolve_geometry(group.get("manifold"),
-                                                        group.get("retraction"), param))
+                self.geometries.append(
+                    resolve_geometry(group.get("manifold"), group.get("retraction"), param)
+                )
         self._shapes = [tuple(dict(model.named_parameters())[n].shape) for n in self.names]
-        super().__init__(Product([g.manifold for g in self.geometries]), self._cost_on_batch,
-                         tuple(data), backend="torch", eval_batch_size=eval_batch_size)
+        super().__init__(
+            Product([g.manifold for g in self.geometries]),
+            self._cost_on_batch,
+            tuple(data),
+            backend="torch",
+            eval_batch_size=eval_batch_size,
+        )
         self.loss_fn = loss_fn
         self._measuring = False
 
@@ -93,8 +101,9 @@ class ModuleProblem(FiniteSumProblem):
         *point, (inputs, targets) = args
         params = {
             name: parameter_from_point(geometry, value, shape)
-            for name, geometry, value, shape in zip(self.names, self.geometries, point,
-                                                    self._shapes)
+            for name, geometry, value, shape in zip(
+                self.names, self.geometries, point, self._shapes
+            )
         }
         buffers = dict(self.model.named_buffers())
         if self._measuring or not torch.is_grad_enabled():  # a measurement: leave them alone
@@ -102,8 +111,7 @@ class ModuleProblem(FiniteSumProblem):
         was_training = self.model.training
         self.model.train()
         try:
-            outputs = functional_call(self.model, {**params, **buffers}, (inputs,),
-                                      strict=False)
+            outputs = functional_call(self.model, {**params, **buffers}, (inputs,), strict=False)
         finally:
             self.model.train(was_training)
         return self.loss_fn(outputs, targets)

@@ -175,17 +175,21 @@ class SegNet(nn.Module):
         encoder = []
         c_in = in_channels
         for n, c in zip(counts, channels):
-            encoder.append(nn.Sequential(
-                *(_conv_bn(c_in if j == 0 else c, c, kernel, relu=True) for j in range(n))
-            ))
+            encoder.append(
+                nn.Sequential(
+                    *(_conv_bn(c_in if j == 0 else c, c, kernel, relu=True) for j in range(n))
+                )
+            )
             c_in = c
         decoder = []
         for s in reversed(range(depth)):
             c, c_next = channels[s], channels[s - 1] if s > 0 else channels[0]
             n = counts[s]
-            decoder.append(nn.Sequential(
-                *(_conv_bn(c, c if j < n - 1 else c_next, kernel, relu=True) for j in range(n))
-            ))
+            decoder.append(
+                nn.Sequential(
+                    *(_conv_bn(c, c if j < n - 1 else c_next, kernel, relu=True) for j in range(n))
+                )
+            )
         self.encoder = nn.ModuleList(encoder)
         self.decoder = nn.ModuleList(decoder)
         self.classifier = nn.Conv2d(
@@ -235,11 +239,15 @@ class SegNetBasic(nn.Module):
         _check_positive_int(owner, "in_channels", in_channels, "3 for RGB images")
         _check_positive_int(owner, "width", width, "64 in SegNet-Basic; 16 trains on a CPU")
         _check_positive_int(owner, "stages", stages, "4 in SegNet-Basic")
-        if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        if (
+            isinstance(kernel, bool)
+            or not isinstance(kernel, int)
+            or kernel < 1
+            or kernel % 2 == 0
+        ):
             raise ValueError(f"SegNetBasic: kernel must be an odd int >= 1 (7); got {kernel!r}")
         self.num_classes, self.stages, self.width = num_classes, stages, width
-        self.norm = (nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if lrn
-                     else nn.Identity())
+        self.norm = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if lrn else nn.Identity()
         self.encoder = nn.ModuleList(
             _conv_bn(in_channels if s == 0 else width, width, kernel, relu=True)
             for s in range(stages)

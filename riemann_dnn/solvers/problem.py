@@ -184,9 +184,7 @@ class FiniteSumProblem:
                 f"lengths {lengths} (shapes {[tuple(a.shape) for a in converted]})"
             )
         if lengths[0] == 0:
-            raise ValueError(
-                "FiniteSumProblem: data holds no samples (first axis of length 0)"
-            )
+            raise ValueError("FiniteSumProblem: data holds no samples (first axis of length 0)")
         if self.backend == "torch":
             devices = {a.device for a in converted}
             if len(devices) != 1:
@@ -270,13 +268,17 @@ class FiniteSumProblem:
         if size is None or total <= size:
             return [(indices, 1.0)]
         if indices is None:
-            return [(slice(start, min(start + size, total)), min(size, total - start) / total)
-                    for start in range(0, total, size)]
+            return [
+                (slice(start, min(start + size, total)), min(size, total - start) / total)
+                for start in range(0, total, size)
+            ]
         if isinstance(indices, slice):
             indices = np.arange(self.num_samples)[indices]
             indices = self.as_indices(indices)
-        return [(indices[start:start + size], min(size, total - start) / total)
-                for start in range(0, total, size)]
+        return [
+            (indices[start : start + size], min(size, total - start) / total)
+            for start in range(0, total, size)
+        ]
 
     # -- point conversion -----------------------------------------------------------------
     def _point_args(self, point: Any) -> tuple[list, bool]:
@@ -333,8 +335,9 @@ class FiniteSumProblem:
         r""":math:`f_B(x)` on the samples ``indices`` (:math:`f(x)`, all samples, when
         ``None``), as a Python float (one device synchronisation)."""
         args, _ = self._point_args(point)
-        return float(sum(weight * self._cost_chunk(args, chunk)
-                         for chunk, weight in self._chunks(indices)))
+        return float(
+            sum(weight * self._cost_chunk(args, chunk) for chunk, weight in self._chunks(indices))
+        )
 
     def _value_and_gradient_chunk(self, args: list, indices: Any) -> tuple[Any, list]:
         """:math:`f_B` (a 0-d array; no host sync) and its gradients, one per point array."""
@@ -383,8 +386,7 @@ class FiniteSumProblem:
                     f"{tuple(grad.shape)}, expected {tuple(arg.shape)}"
                 )
         if was_numpy:
-            grads = [g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else g
-                     for g in grads]
+            grads = [g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else g for g in grads]
         return value, _unflatten(self.manifold, grads), was_numpy
 
     def euclidean_gradient_on(self, point: Any, indices: Indices = None) -> Any:
@@ -392,8 +394,9 @@ class FiniteSumProblem:
         like the point (a list of arrays on a Product), on the data's device for torch."""
         return self._value_and_gradient(point, indices)[1]
 
-    def cost_and_euclidean_gradient_on(self, point: Any, indices: Indices = None
-                                       ) -> tuple[float, Any]:
+    def cost_and_euclidean_gradient_on(
+        self, point: Any, indices: Indices = None
+    ) -> tuple[float, Any]:
         """``(cost_on(point, indices), euclidean_gradient_on(point, indices))`` with one
         autodiff pass (two when a user gradient is given)."""
         value, grads, _ = self._value_and_gradient(point, indices)
@@ -410,8 +413,9 @@ class FiniteSumProblem:
         """A random point of the manifold of the data's kind: a torch tensor on the data's
         device and float dtype, or a float64 numpy array. ``generator`` may be an int seed."""
         if self.backend == "torch":
-            return self.manifold.random_point(device=self.device, dtype=self.dtype,
-                                              generator=generator)
+            return self.manifold.random_point(
+                device=self.device, dtype=self.dtype, generator=generator
+            )
         if generator is None:
             return self.manifold.random_point()
         return self.manifold.random_point(generator=generator)

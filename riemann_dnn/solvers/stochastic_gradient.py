@@ -81,7 +81,9 @@ from .problem import FiniteSumProblem, _factors
 
 __all__ = ["StochasticGradient"]
 
-StepSize = Literal["fixed", "decay", "hybrid", "bold_driver"] | StepSizeRule | Callable[[int], float]
+StepSize = (
+    Literal["fixed", "decay", "hybrid", "bold_driver"] | StepSizeRule | Callable[[int], float]
+)
 Callback = Callable[[int, Any, dict], Any]
 
 _RULE_NAMES = ("fixed", "decay", "hybrid", "bold_driver")
@@ -115,15 +117,25 @@ def _limit(name: str, value: Any, *, integer: bool) -> float:
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise _option_error(name, value, "a number >= 0 (or None / inf for no limit)")
-    if math.isnan(value) or value < 0 or (integer and math.isfinite(value)
-                                          and value != int(value)):
+    if (
+        math.isnan(value)
+        or value < 0
+        or (integer and math.isfinite(value) and value != int(value))
+    ):
         kind = "an int >= 0" if integer else "a number >= 0"
         raise _option_error(name, value, f"{kind} (or None / inf for no limit)")
     return float(value)
 
 
-def _number(name: str, value: Any, low: float, high: float = math.inf, *,
-            low_open: bool = False, high_open: bool = False) -> float:
+def _number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
     ok = ok and (value < high if high_open else value <= high)
@@ -154,8 +166,13 @@ class _FixedRule:
 class _Sampler:
     """Batches of sample indices, one epoch's worth moved to the data's device at once."""
 
-    def __init__(self, problem: FiniteSumProblem, batch_size: int, with_replacement: bool,
-                 rng: np.random.Generator):
+    def __init__(
+        self,
+        problem: FiniteSumProblem,
+        batch_size: int,
+        with_replacement: bool,
+        rng: np.random.Generator,
+    ):
         self.problem, self.rng = problem, rng
         self.num_samples = problem.num_samples
         self.batch_size = min(batch_size, self.num_samples)
@@ -165,13 +182,14 @@ class _Sampler:
     def epoch(self) -> list:
         """The batches of one epoch (index arrays/tensors in the problem's form)."""
         if self.with_replacement:
-            draws = self.rng.integers(0, self.num_samples,
-                                      size=self.batches_per_epoch * self.batch_size)
+            draws = self.rng.integers(
+                0, self.num_samples, size=self.batches_per_epoch * self.batch_size
+            )
         else:
             draws = self.rng.permutation(self.num_samples)
         indices = self.problem.as_indices(draws)
         b = self.batch_size
-        return [indices[start:start + b] for start in range(0, len(draws), b)]
+        return [indices[start : start + b] for start in range(0, len(draws), b)]
 
 
 # -- the step, factor-wise on products ---------------------------------------------------------
@@ -283,24 +301,28 @@ class StochasticGradient(Optimizer):
         max_iterations = _limit("max_iterations", max_iterations, integer=True)
         max_time = _limit("max_time", max_time, integer=False)
         if sampling not in ("without_replacement", "with_replacement"):
-            raise _option_error("sampling", sampling,
-                                "'without_replacement' or 'with_replacement'")
+            raise _option_error(
+                "sampling", sampling, "'without_replacement' or 'with_replacement'"
+            )
         self.sampling = sampling
-        self.initial_step_size = _number("initial_step_size", initial_step_size, 0,
-                                         low_open=True)
+        self.initial_step_size = _number("initial_step_size", initial_step_size, 0, low_open=True)
         self.step_size_decay = _number("step_size_decay", step_size_decay, 0)
         self.decay_steps = _int_at_least("decay_steps", decay_steps, 0)
-        self.bold_driver_increase = _number("bold_driver_increase", bold_driver_increase, 0,
-                                            low_open=True)
-        self.bold_driver_decrease = _number("bold_driver_decrease", bold_driver_decrease, 0, 1,
-                                            low_open=True, high_open=True)
+        self.bold_driver_increase = _number(
+            "bold_driver_increase", bold_driver_increase, 0, low_open=True
+        )
+        self.bold_driver_decrease = _number(
+            "bold_driver_decrease", bold_driver_decrease, 0, 1, low_open=True, high_open=True
+        )
         if isinstance(step_size, str):
             if step_size not in _RULE_NAMES:
-                raise _option_error("step_size", step_size,
-                                    f"one of {_RULE_NAMES}, a StepSizeRule or a callable")
+                raise _option_error(
+                    "step_size", step_size, f"one of {_RULE_NAMES}, a StepSizeRule or a callable"
+                )
         elif not callable(step_size):
-            raise _option_error("step_size", step_size,
-                                f"one of {_RULE_NAMES}, a StepSizeRule or a callable")
+            raise _option_error(
+                "step_size", step_size, f"one of {_RULE_NAMES}, a StepSizeRule or a callable"
+            )
         self.step_size = step_size
         self.momentum = _number("momentum", momentum, 0, 1, high_open=True)
         self.dampening = _number("dampening", dampening, 0, 1)
@@ -357,28 +379,56 @@ class StochasticGradient(Optimizer):
         if self.step_size == "bold_driver":
             return None
         if isinstance(self.step_size, (str, StepSizeRule)):
-            return make_step_size(self.step_size, self.initial_step_size,
-                                  decay=self.step_size_decay, decay_steps=self.decay_steps)
+            return make_step_size(
+                self.step_size,
+                self.initial_step_size,
+                decay=self.step_size_decay,
+                decay_steps=self.decay_steps,
+            )
         return _FixedRule(self.step_size)
 
     def _parameters(self) -> dict:
-        names = ("batch_size", "max_epochs", "sampling", "step_size", "initial_step_size",
-                 "step_size_decay", "decay_steps", "bold_driver_increase",
-                 "bold_driver_decrease", "momentum", "dampening", "nesterov", "weight_decay",
-                 "check_period", "check_samples", "seed")
+        names = (
+            "batch_size",
+            "max_epochs",
+            "sampling",
+            "step_size",
+            "initial_step_size",
+            "step_size_decay",
+            "decay_steps",
+            "bold_driver_increase",
+            "bold_driver_decrease",
+            "momentum",
+            "dampening",
+            "nesterov",
+            "weight_decay",
+            "check_period",
+            "check_samples",
+            "seed",
+        )
         return {name: getattr(self, name) for name in names}
 
-    def _stop_reason(self, *, start_time: float, iteration: int, epoch: int,
-                     gradient_norm: float, step_size: float) -> str | None:
+    def _stop_reason(
+        self,
+        *,
+        start_time: float,
+        iteration: int,
+        epoch: int,
+        gradient_norm: float,
+        step_size: float,
+    ) -> str | None:
         reason = self._check_stopping_criterion(
-            start_time=start_time, iteration=iteration,
+            start_time=start_time,
+            iteration=iteration,
             gradient_norm=gradient_norm if _is_finite(gradient_norm) else math.inf,
             step_size=step_size,
         )
         if reason is None and epoch >= self.max_epochs:
             run_time = time.time() - start_time
-            reason = (f"Terminated - max epochs reached after {iteration} iterations, "
-                      f"{run_time:.2f} seconds.")
+            reason = (
+                f"Terminated - max epochs reached after {iteration} iterations, "
+                f"{run_time:.2f} seconds."
+            )
         return reason
 
     # -- run ------------------------------------------------------------------------------------
@@ -398,11 +448,15 @@ class StochasticGradient(Optimizer):
                 "FiniteSumProblem(manifold, cost, data)"
             )
         manifold = problem.manifold
-        rng = (self.seed if isinstance(self.seed, np.random.Generator)
-               else np.random.default_rng(self.seed))
+        rng = (
+            self.seed
+            if isinstance(self.seed, np.random.Generator)
+            else np.random.default_rng(self.seed)
+        )
         if initial_point is None:
             point = problem.random_point(
-                generator=int(rng.integers(2**62)) if self.seed is not None else None)
+                generator=int(rng.integers(2**62)) if self.seed is not None else None
+            )
         else:
             point = initial_point
             if hasattr(manifold, "check_point"):
@@ -415,13 +469,19 @@ class StochasticGradient(Optimizer):
             check_indices = None
         else:
             check_indices = problem.as_indices(
-                np.sort(rng.choice(problem.num_samples, self.check_samples, replace=False)))
+                np.sort(rng.choice(problem.num_samples, self.check_samples, replace=False))
+            )
 
         rule = self._make_rule()
         bold: BoldDriver | None = None
         state = _PointState(None, None)  # what the bold driver snapshots and restores
-        hp = SGDHyperparameters(lr=0.0, momentum=self.momentum, dampening=self.dampening,
-                                nesterov=self.nesterov, weight_decay=self.weight_decay)
+        hp = SGDHyperparameters(
+            lr=0.0,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+        )
 
         self._initialize_log(optimizer_parameters=self._parameters())
         logging = self._log_verbosity >= 1
@@ -433,12 +493,20 @@ class StochasticGradient(Optimizer):
         if self._verbosity >= 1:
             print("Optimizing...")
         if self._verbosity >= 2:
-            width = max(4, len(str(int(self._max_iterations)))
-                        if math.isfinite(self._max_iterations) else 9)
-            column_printer = printer.ColumnPrinter(columns=[
-                ("Iteration", f"{width}d"), ("Epoch", "5d"), ("Cost", "+.16e"),
-                ("Gradient norm", ".8e"), ("Step size", ".3e"), ("Time [s]", ".2f"),
-            ])
+            width = max(
+                4,
+                len(str(int(self._max_iterations))) if math.isfinite(self._max_iterations) else 9,
+            )
+            column_printer = printer.ColumnPrinter(
+                columns=[
+                    ("Iteration", f"{width}d"),
+                    ("Epoch", "5d"),
+                    ("Cost", "+.16e"),
+                    ("Gradient norm", ".8e"),
+                    ("Step size", ".3e"),
+                    ("Time [s]", ".2f"),
+                ]
+            )
         else:
             column_printer = printer.VoidPrinter()
         column_printer.print_header()
@@ -464,33 +532,57 @@ class StochasticGradient(Optimizer):
             rgrad = manifold.euclidean_to_riemannian_gradient(point, egrad)
             gradient_norm = float(manifold.norm(point, rgrad))
             stats.clear()
-            stats.update(iteration=iteration, epoch=epoch + batches_done / sampler.batches_per_epoch,
-                         time=time.time() - start_time, cost=cost, gradient_norm=gradient_norm,
-                         step_size=step_size)
-            column_printer.print_row([iteration, epoch, cost, gradient_norm, step_size,
-                                      stats["time"]])
-            self._add_log_entry(iteration=iteration, point=point, cost=cost,
-                                gradient_norm=gradient_norm, step_size=step_size,
-                                epoch=stats["epoch"])
+            stats.update(
+                iteration=iteration,
+                epoch=epoch + batches_done / sampler.batches_per_epoch,
+                time=time.time() - start_time,
+                cost=cost,
+                gradient_norm=gradient_norm,
+                step_size=step_size,
+            )
+            column_printer.print_row(
+                [iteration, epoch, cost, gradient_norm, step_size, stats["time"]]
+            )
+            self._add_log_entry(
+                iteration=iteration,
+                point=point,
+                cost=cost,
+                gradient_norm=gradient_norm,
+                step_size=step_size,
+                epoch=stats["epoch"],
+            )
             if self.callback is not None and self.callback(iteration, point, dict(stats)):
-                return (f"Terminated - callback requested a stop after {iteration} iterations, "
-                        f"{stats['time']:.2f} seconds.")
+                return (
+                    f"Terminated - callback requested a stop after {iteration} iterations, "
+                    f"{stats['time']:.2f} seconds."
+                )
             if not math.isfinite(cost) and rule is not None:
-                return (f"Terminated - non-finite cost ({cost}) after {iteration} iterations, "
-                        f"{stats['time']:.2f} seconds.")
+                return (
+                    f"Terminated - non-finite cost ({cost}) after {iteration} iterations, "
+                    f"{stats['time']:.2f} seconds."
+                )
             return None
 
         reason = check()
         if rule is None:
             state.point, state.buffer = point, buffer
-            bold = BoldDriver(None, state, lr=self.initial_step_size,
-                              increase=self.bold_driver_increase,
-                              decrease=self.bold_driver_decrease, initial_loss=stats["cost"])
+            bold = BoldDriver(
+                None,
+                state,
+                lr=self.initial_step_size,
+                increase=self.bold_driver_increase,
+                decrease=self.bold_driver_decrease,
+                initial_loss=stats["cost"],
+            )
         batches: list = []
         while reason is None:
-            reason = self._stop_reason(start_time=start_time, iteration=iteration, epoch=epoch,
-                                       gradient_norm=stats.get("gradient_norm", math.inf),
-                                       step_size=step_size)
+            reason = self._stop_reason(
+                start_time=start_time,
+                iteration=iteration,
+                epoch=epoch,
+                gradient_norm=stats.get("gradient_norm", math.inf),
+                step_size=step_size,
+            )
             if reason is not None:
                 break
             if not batches:
@@ -533,8 +625,10 @@ class StochasticGradient(Optimizer):
             check()
         if self._verbosity >= 1:
             print(reason)
-            print(f"Final cost {stats['cost']:.6e}, gradient norm {stats['gradient_norm']:.3e}, "
-                  f"{iteration} iterations, {epoch} epochs, {time.time() - start_time:.2f} s")
+            print(
+                f"Final cost {stats['cost']:.6e}, gradient norm {stats['gradient_norm']:.3e}, "
+                f"{iteration} iterations, {epoch} epochs, {time.time() - start_time:.2f} s"
+            )
         return self._return_result(
             start_time=start_time,
             point=point,

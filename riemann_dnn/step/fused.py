@@ -33,8 +33,10 @@ def unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
     """The axis along which points of ``manifold`` have unit norm when its step can take
     :func:`sphere_sgd_step_` (Sphere/Oblique, normalize retraction, projection
     transport); else ``None``."""
-    if getattr(manifold, "retraction_name", None) != "normalize" or getattr(
-            manifold, "transport_name", "projection") != "projection":
+    if (
+        getattr(manifold, "retraction_name", None) != "normalize"
+        or getattr(manifold, "transport_name", "projection") != "projection"
+    ):
         return None
     if type(manifold) is Oblique:
         return -1 if manifold.unit == "rows" else -2
@@ -50,8 +52,15 @@ def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
     return (x * y).sum(axis, keepdim=True)
 
 
-def sphere_sgd_step_(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None, axis,
-                     hp: SGDHyperparameters, *, maximize: bool = False) -> torch.Tensor | None:
+def sphere_sgd_step_(
+    x: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor | None,
+    axis,
+    hp: SGDHyperparameters,
+    *,
+    maximize: bool = False,
+) -> torch.Tensor | None:
     r"""The shared step on unit-norm ``x`` (norms along ``axis``), in place.
 
     Updates ``x`` (and ``m``) in place and returns the momentum buffer (a new tensor on
@@ -79,8 +88,7 @@ def sphere_sgd_step_(x: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None, a
             x.mul_(c.add_(1 / lr)).add_(g, alpha=-1)
         else:  # ((1 + lr c) x - lr g) / max(1, lr)
             scale = lr.clamp(min=1)
-            x.mul_(c.mul_(lr / scale).add_(scale.reciprocal())).addcmul_(g, lr / scale,
-                                                                       value=-1)
+            x.mul_(c.mul_(lr / scale).add_(scale.reciprocal())).addcmul_(g, lr / scale, value=-1)
     else:
         if m is None:  # first step: the Riemannian gradient itself
             m = torch.addcmul(g, x, c, value=-1)
@@ -113,10 +121,19 @@ def _row_rates(lr: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> float |
     return rates.repeat_interleave(rows // rates.numel()).view(*x.shape[:-1], 1)
 
 
-def oblique_sgd_eager_(points: list[torch.Tensor], grads: list[torch.Tensor],
-                       momentum_buffers: list[torch.Tensor], lr: torch.Tensor, momentum: float,
-                       dampening: float, nesterov: bool, weight_decay: float, maximize: bool,
-                       first_step: bool, found_nonfinite: torch.Tensor) -> None:
+def oblique_sgd_eager_(
+    points: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    lr: torch.Tensor,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    maximize: bool,
+    first_step: bool,
+    found_nonfinite: torch.Tensor,
+) -> None:
     """The row-oblique step (unit rows along the last axis) on lists of tensors, in place:
     the eager torch implementation of ``riemann_dnn::oblique_sgd_`` (the native kernel's
     fallback and reference; see :func:`riemann_dnn.step.native.oblique_sgd_`).
@@ -141,8 +158,7 @@ def oblique_sgd_eager_(points: list[torch.Tensor], grads: list[torch.Tensor],
             gw = gw.masked_fill(bad.unsqueeze(-1), 0)
             found_nonfinite.fill_(1)
         step = hp._replace(lr=_row_rates(lr, x, work))
-        new_m = sphere_sgd_step_(xw, gw, None if first_step else m, -1, step,
-                                 maximize=maximize)
+        new_m = sphere_sgd_step_(xw, gw, None if first_step else m, -1, step, maximize=maximize)
         if m is not None and first_step:
             m.copy_(new_m)
         if any_bad:

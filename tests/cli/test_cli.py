@@ -26,24 +26,35 @@ def test_version_and_help(capsys):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "riemann_dnn.cli", "--help"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "riemann_dnn.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "riemann-dnn" in result.stdout
 
 
 def test_installed_console_script_runs(tmp_path):
     """The ``riemann-dnn`` script next to the interpreter (what ``pip install`` made), run on
     this checkout's code (PYTHONPATH first), refuses a bad input in one line with exit 2."""
-    script = Path(sys.executable).parent / ("riemann-dnn.exe" if os.name == "nt" else
-                                            "riemann-dnn")
+    script = Path(sys.executable).parent / (
+        "riemann-dnn.exe" if os.name == "nt" else "riemann-dnn"
+    )
     if not script.exists():
         pytest.skip(f"no console script at {script} (package not installed in this env)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
-                             env=env, timeout=120)
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert version.returncode == 0 and __version__ in version.stdout, version
-    refused = subprocess.run([str(script), "reproduce", "table2", "--jobs", "0"],
-                             capture_output=True, text=True, env=env, timeout=120)
+    refused = subprocess.run(
+        [str(script), "reproduce", "table2", "--jobs", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert refused.returncode == 2, refused
     assert refused.stderr.count("\n") == 1 and "--jobs" in refused.stderr, refused.stderr
 
@@ -56,9 +67,28 @@ def test_demo_solves_the_product_problem(capsys):
 
 
 def test_reproduce_table2_quick_writes_its_files(tmp_path, capsys):
-    code = main(["reproduce", "table2", "--quick", "--runs", "2", "--depths", "2",
-                 "--methods", "un", "bsgd", "--source", "embedded", "--jobs", "1",
-                 "--selection-epochs", "2", "--out", str(tmp_path)])
+    code = main(
+        [
+            "reproduce",
+            "table2",
+            "--quick",
+            "--runs",
+            "2",
+            "--depths",
+            "2",
+            "--methods",
+            "un",
+            "bsgd",
+            "--source",
+            "embedded",
+            "--jobs",
+            "1",
+            "--selection-epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "table2.json").read_text())
     assert {(r["depth"], r["method"]) for r in summary["rows"]} == {(2, "un"), (2, "bsgd")}
@@ -70,8 +100,21 @@ def test_reproduce_table2_quick_writes_its_files(tmp_path, capsys):
 
 
 def test_train_archbn_writes_one_run(tmp_path):
-    code = main(["train", "archbn", "--depth", "2", "--method", "bsgd", "--quick",
-                 "--source", "embedded", "--out", str(tmp_path)])
+    code = main(
+        [
+            "train",
+            "archbn",
+            "--depth",
+            "2",
+            "--method",
+            "bsgd",
+            "--quick",
+            "--source",
+            "embedded",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["config"]["method"] == "bsgd" and record["test_error"] < 0.5
@@ -79,8 +122,9 @@ def test_train_archbn_writes_one_run(tmp_path):
 
 
 def test_missing_data_is_one_clear_message(tmp_path, capsys):
-    code = main(["train", "archbn", "--source", "full", "--data-dir", str(tmp_path / "none"),
-                 "--quick"])
+    code = main(
+        ["train", "archbn", "--source", "full", "--data-dir", str(tmp_path / "none"), "--quick"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "MNIST" in err and "Traceback" not in err

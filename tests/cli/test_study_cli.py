@@ -17,14 +17,16 @@ def test_table2_takes_the_study_protocol_by_name():
     protocol = _protocol(args)
     assert protocol.loss_reduction == "mean" and protocol.stop_on_accepted
     assert protocol.lr_candidates == PROTOCOLS["study"].lr_candidates and protocol.lr_extend == 2
-    args = build_parser().parse_args(["reproduce", "table2", "--protocol", "study",
-                                      "--loss-reduction", "sum"])
+    args = build_parser().parse_args(
+        ["reproduce", "table2", "--protocol", "study", "--loss-reduction", "sum"]
+    )
     assert _protocol(args).loss_reduction == "sum"  # an explicit option overrides the name
 
 
 def test_study_parses_and_rejects_bad_jobs(capsys):
-    args = build_parser().parse_args(["reproduce", "study", "--quick", "--jobs", "2",
-                                      "--data-dir", "/somewhere", "--out", "x"])
+    args = build_parser().parse_args(
+        ["reproduce", "study", "--quick", "--jobs", "2", "--data-dir", "/somewhere", "--out", "x"]
+    )
     assert (args.quick, args.jobs, args.threads, args.protocol) == (True, 2, 1, "study")
     assert main(["reproduce", "study", "--quick", "--jobs", "0"]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err

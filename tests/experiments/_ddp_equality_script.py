@@ -13,11 +13,17 @@ from riemann_dnn.optim import RiemannianSGD
 torch.set_num_threads(1)
 launch = distributed.launch_from_env("cpu")
 torch.manual_seed(0)
-raw = nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
-                    nn.Linear(8, 3)).double()
+raw = nn.Sequential(
+    nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)
+).double()
 optimizer = RiemannianSGD(
-    [{"params": [raw[0].weight], "manifold": "oblique"},
-     {"params": [*raw[1].parameters(), *raw[3].parameters()]}], lr=0.3, momentum=0.9)
+    [
+        {"params": [raw[0].weight], "manifold": "oblique"},
+        {"params": [*raw[1].parameters(), *raw[3].parameters()]},
+    ],
+    lr=0.3,
+    momentum=0.9,
+)
 model = distributed.prepare_ddp_model(raw, launch) if launch.distributed else raw
 for step in range(5):
     gen = torch.Generator().manual_seed(100 + step)

@@ -39,13 +39,16 @@ _TIMING = {"seconds", "selection_seconds", "epoch_seconds"}
 
 def _run(out: Path, kill_after: int) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(kill_after)],
-                          env=env, cwd=ROOT, timeout=300).returncode
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), str(kill_after)], env=env, cwd=ROOT, timeout=300
+    ).returncode
 
 
 def _records(out: Path) -> dict[str, dict]:
-    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in _TIMING}
-            for p in sorted((out / "runs").glob("*.json"))}
+    return {
+        p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in _TIMING}
+        for p in sorted((out / "runs").glob("*.json"))
+    }
 
 
 @pytest.mark.parametrize("kill_after", [2, 5])  # in the rate selection; in the training

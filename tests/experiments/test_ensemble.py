@@ -10,8 +10,9 @@ from riemann_dnn.problems import ArchBN
 
 
 def _models(count, depth=2):
-    return [ArchBN(depth, generator=torch.Generator().manual_seed(s)).double()
-            for s in range(count)]
+    return [
+        ArchBN(depth, generator=torch.Generator().manual_seed(s)).double() for s in range(count)
+    ]
 
 
 @pytest.mark.parametrize("constrained", [True, False])
@@ -20,8 +21,10 @@ def test_ensemble_steps_equal_separate_riemannian_sgd(constrained):
     singles = _models(copies)
     names = ArchBN.scale_invariant_names(2) if constrained else []
     ensemble = Ensemble(_models(copies), dict.fromkeys(names, "oblique"))
-    optimizers = [RiemannianSGD(param_groups(m) if constrained else m.parameters(), lr=lr)
-                  for m, lr in zip(singles, [0.1, 0.05, 0.01])]
+    optimizers = [
+        RiemannianSGD(param_groups(m) if constrained else m.parameters(), lr=lr)
+        for m, lr in zip(singles, [0.1, 0.05, 0.01])
+    ]
     lr = torch.tensor([0.1, 0.05, 0.01], dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     for _ in range(4):
@@ -58,12 +61,14 @@ def test_bold_driver_undoes_only_the_rejected_copies():
     weight = ensemble.params["linears.0.weight"]
     assert torch.equal(weight[0], snapshot["linears.0.weight"][0]) is False  # epoch 1 kept
     assert torch.equal(weight[2], snapshot["linears.0.weight"][2])
-    assert torch.equal(ensemble.buffers["norms.0.running_mean"][2],
-                       snapshot["norms.0.running_mean"][2])
+    assert torch.equal(
+        ensemble.buffers["norms.0.running_mean"][2], snapshot["norms.0.running_mean"][2]
+    )
     assert not torch.equal(weight[1], snapshot["linears.0.weight"][1])
     rates = ensemble.optimizer.param_groups[0]["lr"]
-    assert torch.allclose(rates, torch.tensor([0.1 * 1.05 * 0.5, 0.1 * 1.05**2, 0.1 * 0.5 * 1.05],
-                                              dtype=rates.dtype))
+    assert torch.allclose(
+        rates, torch.tensor([0.1 * 1.05 * 0.5, 0.1 * 1.05**2, 0.1 * 0.5 * 1.05], dtype=rates.dtype)
+    )
 
 
 def test_nonfinite_gradient_of_one_copy_leaves_it_untouched_and_steps_the_others():
@@ -84,8 +89,9 @@ def test_zero_rate_freezes_a_member_and_filters_stay_unit_norm():
     before = ensemble.params["linears.0.weight"][1].clone()
     for _ in range(5):
         ensemble.set_lr(torch.tensor([0.5, 0.0], dtype=torch.float64))
-        ensemble.train_step(torch.rand(2, 16, 784, dtype=torch.float64),
-                            torch.randint(0, 10, (2, 16)))
+        ensemble.train_step(
+            torch.rand(2, 16, 784, dtype=torch.float64), torch.randint(0, 10, (2, 16))
+        )
     assert torch.allclose(ensemble.params["linears.0.weight"][1], before, rtol=0, atol=1e-15)
     norms = ensemble.params["linears.0.weight"][0].norm(dim=-1)
     assert (norms - 1).abs().max() < 1e-12
@@ -97,8 +103,10 @@ def test_unknown_parameter_name_raises():
 
 
 def test_sum_reduction_equals_mean_with_the_rate_times_the_batch_size():
-    ensembles = [Ensemble(_models(2), dict.fromkeys(ArchBN.scale_invariant_names(2), "oblique"))
-                 for _ in range(2)]
+    ensembles = [
+        Ensemble(_models(2), dict.fromkeys(ArchBN.scale_invariant_names(2), "oblique"))
+        for _ in range(2)
+    ]
     x = torch.rand(2, 16, 784, dtype=torch.float64)
     y = torch.randint(0, 10, (2, 16))
     lr = torch.tensor([1e-3, 1e-2], dtype=torch.float64)

@@ -44,21 +44,50 @@ def _start_table2(tmp_path: Path) -> subprocess.Popen:
     """A table2 run with 4 ensembles on 2 workers (2 queued) that trains for minutes."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "riemann_dnn.cli", "reproduce", "table2", "--runs", "1",
-         "--depths", "2", "4", "--methods", "un", "bsgd", "--jobs", "2", "--source",
-         "embedded", "--selection-epochs", "50", "--min-epochs", "50", "--max-epochs", "60",
-         "--out", str(tmp_path / "out")],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "riemann_dnn.cli",
+            "reproduce",
+            "table2",
+            "--runs",
+            "1",
+            "--depths",
+            "2",
+            "4",
+            "--methods",
+            "un",
+            "bsgd",
+            "--jobs",
+            "2",
+            "--source",
+            "embedded",
+            "--selection-epochs",
+            "50",
+            "--min-epochs",
+            "50",
+            "--max-epochs",
+            "60",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _wait_for_workers(proc: subprocess.Popen, count: int, timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = [p for p in _children(proc.pid)
-                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-                   and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(
-                       errors="replace")]
+        workers = [
+            p
+            for p in _children(proc.pid)
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+            and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        ]
         if len(workers) >= count:
             time.sleep(3)  # let them import torch and start training
             return workers

@@ -19,14 +19,17 @@ from riemann_dnn.experiments.protocol import (
 P = Protocol()
 
 
-@pytest.mark.parametrize("epoch, train_error, val, expected", [
-    (10, 0.1, [0.1] * 10, None),                      # before min_epochs: never stop
-    (60, 0.1, [0.1, 0.09], "max_epochs"),
-    (30, 0.0, [0.05, 0.04], "training_error_below_threshold"),
-    (30, 0.1, [0.05, 0.04, 0.04, 0.04, 0.04, 0.06], "validation_error_rose"),
-    (30, 0.1, [0.05, 0.04, 0.03, 0.02, 0.01, 0.01], "validation_error_flat"),
-    (30, 0.1, [0.05, 0.04, 0.03, 0.02, 0.015, 0.012], None),
-])
+@pytest.mark.parametrize(
+    "epoch, train_error, val, expected",
+    [
+        (10, 0.1, [0.1] * 10, None),  # before min_epochs: never stop
+        (60, 0.1, [0.1, 0.09], "max_epochs"),
+        (30, 0.0, [0.05, 0.04], "training_error_below_threshold"),
+        (30, 0.1, [0.05, 0.04, 0.04, 0.04, 0.04, 0.06], "validation_error_rose"),
+        (30, 0.1, [0.05, 0.04, 0.03, 0.02, 0.01, 0.01], "validation_error_flat"),
+        (30, 0.1, [0.05, 0.04, 0.03, 0.02, 0.015, 0.012], None),
+    ],
+)
 def test_stopping_rules(epoch, train_error, val, expected):
     assert _stop_reason(P, epoch, train_error, val) == expected
 
@@ -49,8 +52,10 @@ def embedded():
 def quick_records(embedded, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     protocol = quick_protocol(lr_candidates=(1e-1, 1e-2, 1e3), selection_epochs=3)
-    configs = [RunConfig(depth=2, method="un", seed=s, protocol=protocol, data=embedded.source)
-               for s in range(2)]
+    configs = [
+        RunConfig(depth=2, method="un", seed=s, protocol=protocol, data=embedded.source)
+        for s in range(2)
+    ]
     torch.manual_seed(0)
     return out, configs, train_runs(configs, embedded, out)
 
@@ -63,9 +68,12 @@ def test_runs_are_written_as_json_when_they_end(quick_records):
         assert load_finished(out, config) is not None
         curves = record["curves"]
         assert len(curves["val_error"]) == record["epochs"] == len(curves["lr"])
-        assert record["stop_reason"] in ("max_epochs", "validation_error_flat",
-                                         "validation_error_rose",
-                                         "training_error_below_threshold")
+        assert record["stop_reason"] in (
+            "max_epochs",
+            "validation_error_flat",
+            "validation_error_rose",
+            "training_error_below_threshold",
+        )
 
 
 def test_selection_picks_the_best_non_diverged_candidate(quick_records):
@@ -100,8 +108,16 @@ def test_finished_runs_are_not_rerun(quick_records, embedded):
     mtime = run_path(out, configs[0]).stat().st_mtime_ns
     from riemann_dnn.experiments.table2 import reproduce_table2
 
-    reproduce_table2(out, depths=[2], methods=["un"], runs=2, protocol=configs[0].protocol,
-                     source="embedded", jobs=1, progress=False)
+    reproduce_table2(
+        out,
+        depths=[2],
+        methods=["un"],
+        runs=2,
+        protocol=configs[0].protocol,
+        source="embedded",
+        jobs=1,
+        progress=False,
+    )
     assert run_path(out, configs[0]).stat().st_mtime_ns == mtime
     assert (out / "table2.md").exists() and (out / "table2.png").exists()
 
@@ -115,10 +131,12 @@ def test_configs_must_share_everything_but_the_seed(embedded, tmp_path):
 def test_end_to_end_run_on_the_full_mnist_files(full_mnist_dir, tmp_path):
     """One run of a short protocol on the real 60k/10k files: far below chance (0.9)."""
     data = MNISTTensors.load(full_mnist_dir, source="full")
-    protocol = Protocol(lr_candidates=(1e-2, 1e-3), selection_epochs=2, min_epochs=2,
-                        max_epochs=2)
-    (record,) = train_runs([RunConfig(depth=2, method="un", seed=0, protocol=protocol,
-                                      data=data.source)], data, tmp_path)
+    protocol = Protocol(lr_candidates=(1e-2, 1e-3), selection_epochs=2, min_epochs=2, max_epochs=2)
+    (record,) = train_runs(
+        [RunConfig(depth=2, method="un", seed=0, protocol=protocol, data=data.source)],
+        data,
+        tmp_path,
+    )
     assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)
     assert record["epochs"] == 2 and record["stop_reason"] == "max_epochs"
     assert record["test_error"] < 0.15, record["test_error"]  # measured 0.086

@@ -76,9 +76,10 @@ def test_known_retractions_measured_through_the_bench():
     """Closed-form cases: on St(n, 1), qr is (x + u)/|x + u| (second order, slope 3), and
     St(n, p)'s qr is first order for a generic tangent (slope 2)."""
     for family, manifold, want in (
-            ("stiefel", Stiefel(9, 1, retraction="qr"), 3.0),
-            ("stiefel", Stiefel(9, 3, retraction="qr"), 2.0),
-            ("oblique", Oblique(3, 9, unit="rows", retraction="normalize"), 3.0)):
+        ("stiefel", Stiefel(9, 1, retraction="qr"), 3.0),
+        ("stiefel", Stiefel(9, 3, retraction="qr"), 2.0),
+        ("oblique", Oblique(3, 9, unit="rows", retraction="normalize"), 3.0),
+    ):
         x = manifold.random_point(dtype=torch.float64, generator=0)
         v = manifold.random_tangent_vector(x, generator=1)
         errors = exp_gaps(family, manifold, x, v, ts=TS)
@@ -103,8 +104,9 @@ def test_parse_size_and_build_manifold():
 
 def test_time_call_repeats():
     calls = []
-    median, repeats, result = time_call(lambda: calls.append(1) or len(calls), budget_s=60.0,
-                                        max_repeats=5)
+    median, repeats, result = time_call(
+        lambda: calls.append(1) or len(calls), budget_s=60.0, max_repeats=5
+    )
     assert (repeats, len(calls), result) == (5, 6, 6), "one warm-up call, then max_repeats"
     assert 0 < median < 0.01, f"median {median} s of a list append"
 
@@ -133,14 +135,31 @@ def test_chained_drift_of_a_renormalising_retraction_stays_at_rounding():
 
 def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["bench", "retractions", "--sizes", "4x9", "6x6", "--steps", "30",
-                 "--no-archbn", "--budget", "0.002", "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "retractions",
+            "--sizes",
+            "4x9",
+            "6x6",
+            "--steps",
+            "30",
+            "--no-archbn",
+            "--budget",
+            "0.002",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and str(out / "retractions.json") in printed
     results = json.loads((out / "retractions.json").read_text())
-    per_size = {"4x9": sum(map(len, RETRACTIONS.values())),
-                "6x6": sum(map(len, RETRACTIONS.values())) - len(RETRACTIONS["grassmann"])}
+    per_size = {
+        "4x9": sum(map(len, RETRACTIONS.values())),
+        "6x6": sum(map(len, RETRACTIONS.values())) - len(RETRACTIONS["grassmann"]),
+    }
     for size, count in per_size.items():
         rows = [r for r in results["timing"] if r["size"] == size]
         assert len(rows) == 2 * count, f"{size}: {len(rows)} timing rows, want {2 * count}"
@@ -159,7 +178,8 @@ def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
             continue
         assert abs(slope - (theory + 1)) < 0.3, row
     assert {(r["family"], r["retraction"]) for r in results["drift"]} == {
-        (f, r) for f, names in RETRACTIONS.items() for r in names}
+        (f, r) for f, names in RETRACTIONS.items() for r in names
+    }
     assert all(r["steps"] == 30 for r in results["drift"])
     assert results["archbn"] is None
     markdown = (out / "retractions.md").read_text()
@@ -171,12 +191,28 @@ def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
 
 
 def test_bench_archbn_part_reports_test_error_and_epoch_time(tmp_path):
-    protocol = quick_protocol(lr_candidates=(1e-2,), selection_epochs=1, selection_train=200,
-                              selection_val=100, min_epochs=1, max_epochs=1)
+    protocol = quick_protocol(
+        lr_candidates=(1e-2,),
+        selection_epochs=1,
+        selection_train=200,
+        selection_val=100,
+        min_epochs=1,
+        max_epochs=1,
+    )
     results = run_retraction_bench(
-        sizes=["3x5"], dtypes=["float64"], steps=0, families=["stiefel"], budget_s=0.0,
-        archbn=True, archbn_runs=1, archbn_variants=[("un", "stiefel", "cayley")],
-        archbn_protocol=protocol, source="embedded", out_dir=tmp_path, progress=False)
+        sizes=["3x5"],
+        dtypes=["float64"],
+        steps=0,
+        families=["stiefel"],
+        budget_s=0.0,
+        archbn=True,
+        archbn_runs=1,
+        archbn_variants=[("un", "stiefel", "cayley")],
+        archbn_protocol=protocol,
+        source="embedded",
+        out_dir=tmp_path,
+        progress=False,
+    )
     (row,) = results["archbn"]["rows"]
     assert (row["constraint"], row["retraction"], row["runs"]) == ("stiefel", "cayley", 1)
     assert 0 < row["mean"] < 0.5, f"test error {row['mean']} (chance is 0.9)"
@@ -185,8 +221,10 @@ def test_bench_archbn_part_reports_test_error_and_epoch_time(tmp_path):
 
 
 def test_bench_rejects_bad_arguments(tmp_path, capsys):
-    assert main(["bench", "retractions", "--sizes", "big", "--no-archbn",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["bench", "retractions", "--sizes", "big", "--no-archbn", "--out", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--sizes big" in err and "ROWSxCOLS" in err and len(err.splitlines()) == 1, err
     with pytest.raises(ValueError, match="unknown manifold families"):

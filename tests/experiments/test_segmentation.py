@@ -41,8 +41,10 @@ MINI = dict(width=4, kernel=3, batch_size=16, lr=0.1, train_scenes=128, test_sce
 def mini(scenes):
     """128 training and 32 test scenes, for tests that check mechanics, not learning."""
     train, test = scenes
-    return tuple(type(s)(s.images[:n], s.labels[:n], s.num_classes, s.ignore_index,
-                         s.class_names, s.name) for s, n in ((train, 128), (test, 32)))
+    return tuple(
+        type(s)(s.images[:n], s.labels[:n], s.num_classes, s.ignore_index, s.class_names, s.name)
+        for s, n in ((train, 128), (test, 32))
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -50,17 +52,25 @@ def test_confusion_matrix_counts_pairs_and_ignores_void():
     target = torch.tensor([[0, 0, 1, 2], [2, 11, 11, 1]])
     pred = torch.tensor([[0, 1, 1, 2], [0, 2, 0, 1]])
     got = confusion_matrix(pred, target, 3, ignore_index=11)
-    expected = torch.tensor([[1, 1, 0],   # true 0: predicted 0, 1
-                             [0, 2, 0],   # true 1: predicted 1, 1
-                             [1, 0, 1]])  # true 2: predicted 2, 0; the two void pixels dropped
+    expected = torch.tensor(
+        [
+            [1, 1, 0],  # true 0: predicted 0, 1
+            [0, 2, 0],  # true 1: predicted 1, 1
+            [1, 0, 1],
+        ]
+    )  # true 2: predicted 2, 0; the two void pixels dropped
     assert torch.equal(got, expected), got
 
 
 def test_metrics_match_hand_computation():
-    c = torch.tensor([[5, 1, 0, 0],
-                      [2, 3, 0, 1],
-                      [0, 0, 0, 0],   # class 2 neither present nor predicted: left out
-                      [0, 0, 0, 0]])  # class 3 predicted once, never present: IoU 0
+    c = torch.tensor(
+        [
+            [5, 1, 0, 0],
+            [2, 3, 0, 1],
+            [0, 0, 0, 0],  # class 2 neither present nor predicted: left out
+            [0, 0, 0, 0],
+        ]
+    )  # class 3 predicted once, never present: IoU 0
     m = segmentation_metrics(c)
     f = Fraction
     glob = f(8, 12)
@@ -79,7 +89,8 @@ def test_metrics_of_a_perfect_and_a_constant_prediction():
     perfect = segmentation_metrics(confusion_matrix(target.clamp(max=2), target, 3, VOID_LABEL))
     assert perfect["global_accuracy"] == perfect["class_accuracy"] == perfect["mean_iou"] == 1
     constant = segmentation_metrics(
-        confusion_matrix(torch.ones_like(target), target, 3, VOID_LABEL))
+        confusion_matrix(torch.ones_like(target), target, 3, VOID_LABEL)
+    )
     # class 1: IoU 2/4, classes 0 and 2: IoU 0 -> mIoU 1/6; accuracy 2/4, class-avg 1/3
     assert constant["mean_iou"] == pytest.approx(1 / 6) and constant["global_accuracy"] == 0.5
     assert constant["class_accuracy"] == pytest.approx(1 / 3)
@@ -90,10 +101,34 @@ def test_segment_command_beats_the_all_background_predictor(tmp_path, capsys):
     out = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        code = main(["segment", "--model", "segnet-basic", "--data", "mnist-scenes",
-                     "--method", "un", "--epochs", "4", "--width", "8", "--kernel", "5",
-                     "--lr", "0.1", "--train-scenes", "320", "--test-scenes", "96",
-                     "--out", str(out), "--quiet", "--seed", "0"])
+        code = main(
+            [
+                "segment",
+                "--model",
+                "segnet-basic",
+                "--data",
+                "mnist-scenes",
+                "--method",
+                "un",
+                "--epochs",
+                "4",
+                "--width",
+                "8",
+                "--kernel",
+                "5",
+                "--lr",
+                "0.1",
+                "--train-scenes",
+                "320",
+                "--test-scenes",
+                "96",
+                "--out",
+                str(out),
+                "--quiet",
+                "--seed",
+                "0",
+            ]
+        )
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out) in printed, printed
@@ -103,7 +138,8 @@ def test_segment_command_beats_the_all_background_predictor(tmp_path, capsys):
     final, base = record["final"], record["baseline_majority"]
     assert base["class_name"] == "background"
     assert final["mean_iou"] > base["mean_iou"] + 0.01, (
-        f"mIoU {final['mean_iou']:.4f} vs all-background {base['mean_iou']:.4f}")
+        f"mIoU {final['mean_iou']:.4f} vs all-background {base['mean_iou']:.4f}"
+    )
     assert record["epochs_done"] == 4 and len(record["history"]) == 4
     assert len(record["parameters"]["oblique"]) == 8, record["parameters"]["oblique"]
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -120,15 +156,17 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, mini):
     config = SegmentationConfig(method=method, epochs=2, **MINI)
     kwargs = dict(data=mini, progress=False, figure_images=0)
     straight = train_segmentation(config, tmp_path / "straight", **kwargs)
-    first = train_segmentation(SegmentationConfig(method=method, epochs=1, **MINI),
-                               tmp_path / "resumed", **kwargs)
+    first = train_segmentation(
+        SegmentationConfig(method=method, epochs=1, **MINI), tmp_path / "resumed", **kwargs
+    )
     assert first.record["epochs_done"] == 1
     resumed = train_segmentation(config, tmp_path / "resumed", resume=True, **kwargs)
     assert resumed.record["epochs_done"] == 2
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for name in a:
         assert torch.equal(a[name], b[name]), (
-            f"{name} differs after resume by {(a[name].double() - b[name].double()).abs().max()}")
+            f"{name} differs after resume by {(a[name].double() - b[name].double()).abs().max()}"
+        )
     for h1, h2 in zip(straight.record["history"], resumed.record["history"]):
         assert h1["train_loss"] == h2["train_loss"] and h1["mean_iou"] == h2["mean_iou"], (h1, h2)
 
@@ -144,10 +182,20 @@ def test_existing_or_foreign_checkpoint_is_not_overwritten(tmp_path, mini):
 
 
 def test_bsgd_keeps_everything_euclidean_from_the_same_unit_init(tmp_path, mini):
-    un = train_segmentation(SegmentationConfig(method="un", epochs=1, **MINI), tmp_path / "un",
-                            data=mini, progress=False, figure_images=0)
-    bsgd = train_segmentation(SegmentationConfig(method="bsgd", epochs=1, **MINI),
-                              tmp_path / "b", data=mini, progress=False, figure_images=0)
+    un = train_segmentation(
+        SegmentationConfig(method="un", epochs=1, **MINI),
+        tmp_path / "un",
+        data=mini,
+        progress=False,
+        figure_images=0,
+    )
+    bsgd = train_segmentation(
+        SegmentationConfig(method="bsgd", epochs=1, **MINI),
+        tmp_path / "b",
+        data=mini,
+        progress=False,
+        figure_images=0,
+    )
     start_un = build_model(SegmentationConfig(method="un", **MINI), 1, 11).state_dict()
     start_b = build_model(SegmentationConfig(method="bsgd", **MINI), 1, 11).state_dict()
     assert all(torch.equal(start_un[k], start_b[k]) for k in start_un), "different inits"
@@ -163,11 +211,23 @@ def test_bsgd_keeps_everything_euclidean_from_the_same_unit_init(tmp_path, mini)
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_comparison_writes_table_and_ratio(tmp_path, mini, jobs):
     base = SegmentationConfig(epochs=1, **MINI)
-    small = tuple(type(s)(s.images[:48], s.labels[:48], s.num_classes, s.ignore_index,
-                          s.class_names, s.name) for s in mini)
-    summary = compare_methods(base, tmp_path, seeds=[0], lr_grid=[0.1, 0.01], holdout=16,
-                              selection_epochs=1, data=small, progress=False, log=None,
-                              jobs=jobs, threads=1)
+    small = tuple(
+        type(s)(s.images[:48], s.labels[:48], s.num_classes, s.ignore_index, s.class_names, s.name)
+        for s in mini
+    )
+    summary = compare_methods(
+        base,
+        tmp_path,
+        seeds=[0],
+        lr_grid=[0.1, 0.01],
+        holdout=16,
+        selection_epochs=1,
+        data=small,
+        progress=False,
+        log=None,
+        jobs=jobs,
+        threads=1,
+    )
     assert [r["method"] for r in summary["rows"]] == ["un", "bsgd"]
     assert summary["epoch_time_ratio_un_over_bsgd"] > 0
     for method in ("un", "bsgd"):
@@ -196,9 +256,28 @@ def test_camvid_directory_trains_one_epoch_with_void_ignored(tmp_path, capsys):
     root = tmp_path / "CamVid"
     _write_camvid(root, np.random.default_rng(0))
     out = tmp_path / "out"
-    code = main(["segment", "--model", "segnet", "--data", f"camvid:{root}", "--width", "4",
-                 "--depth", "3", "--epochs", "1", "--batch-size", "2", "--out", str(out),
-                 "--quiet", "--method", "bsgd"])
+    code = main(
+        [
+            "segment",
+            "--model",
+            "segnet",
+            "--data",
+            f"camvid:{root}",
+            "--width",
+            "4",
+            "--depth",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--method",
+            "bsgd",
+        ]
+    )
     assert code == 0, capsys.readouterr().out
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["ignore_index"] == VOID_LABEL
@@ -208,8 +287,16 @@ def test_camvid_directory_trains_one_epoch_with_void_ignored(tmp_path, capsys):
 
 
 def test_camvid_missing_directory_is_a_clear_error(tmp_path, capsys):
-    code = main(["segment", "--data", f"camvid:{tmp_path / 'nowhere'}", "--out",
-                 str(tmp_path / "o"), "--quiet"])
+    code = main(
+        [
+            "segment",
+            "--data",
+            f"camvid:{tmp_path / 'nowhere'}",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "nowhere" in capsys.readouterr().err  # errors go to stderr
 
@@ -234,8 +321,7 @@ def test_pymanopt_door_trains_and_keeps_filters_unit_norm(tmp_path, mini):
 # -- GPU --------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize("door", ["torch", "pymanopt"])
-def test_training_on_the_gpu_keeps_parameters_there_and_filters_unit_norm(
-        tmp_path, mini, door):
+def test_training_on_the_gpu_keeps_parameters_there_and_filters_unit_norm(tmp_path, mini, door):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     if door == "pymanopt":
@@ -251,6 +337,12 @@ def test_training_on_the_gpu_keeps_parameters_there_and_filters_unit_norm(
         assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5), (name, norms)
     assert np.isfinite(record["final"]["mean_iou"])
     if door == "torch":  # resume on the GPU continues from the checkpoint
-        more = train_segmentation(replace(config, epochs=3), tmp_path, data=mini,
-                                  device="cuda", resume=True, progress=False)
+        more = train_segmentation(
+            replace(config, epochs=3),
+            tmp_path,
+            data=mini,
+            device="cuda",
+            resume=True,
+            progress=False,
+        )
         assert more.record["epochs_done"] == 3

@@ -38,11 +38,15 @@ def test_bootstrap_ci_is_seeded_and_matches_a_direct_resampling():
     assert (low, high) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
     assert low < d.mean() < high
     # against scipy's percentile bootstrap (another generator): the same interval to sampling
-    ref = stats.bootstrap((d,), np.mean, n_resamples=10_000, method="percentile",
-                          random_state=0).confidence_interval
+    ref = stats.bootstrap(
+        (d,), np.mean, n_resamples=10_000, method="percentile", random_state=0
+    ).confidence_interval
     width = high - low
-    assert abs(low - ref.low) < 0.1 * width and abs(high - ref.high) < 0.1 * width, \
-        (low, high, ref)
+    assert abs(low - ref.low) < 0.1 * width and abs(high - ref.high) < 0.1 * width, (
+        low,
+        high,
+        ref,
+    )
 
 
 def test_all_zero_differences_give_p_one_not_an_error():
@@ -63,5 +67,8 @@ def test_holm_matches_a_hand_example():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     adjusted = holm([0.01, float("nan"), 0.02])
-    assert math.isnan(adjusted[1]) and adjusted[0] == pytest.approx(0.02) \
+    assert (
+        math.isnan(adjusted[1])
+        and adjusted[0] == pytest.approx(0.02)
         and adjusted[2] == pytest.approx(0.02)
+    )

@@ -25,8 +25,7 @@ from riemann_dnn.problems import ArchBN, ConvArchBN
 
 # -- the stopping rules after an undone epoch ---------------------------------------------------
 def _curves(val, accepted, train=0.01):
-    return {"val_error": list(val), "accepted": list(accepted),
-            "train_error": [train] * len(val)}
+    return {"val_error": list(val), "accepted": list(accepted), "train_error": [train] * len(val)}
 
 
 def test_an_undone_epoch_is_no_flat_validation_measurement():
@@ -54,15 +53,18 @@ def test_patience_rule_sees_accepted_epochs_only():
     # accepted: 0.10, 0.08, 0.09 -> rose against two accepted epochs before? 0.09 < 0.10: no
     curves = _curves([0.10, 0.08, 0.08, 0.09], [True, True, False, True])
     assert _stop_check(fixed, 4, curves) is None
-    assert _stop_check(replace(fixed, stop_on_accepted=False), 4, curves) == \
-        "validation_error_rose"
+    assert (
+        _stop_check(replace(fixed, stop_on_accepted=False), 4, curves) == "validation_error_rose"
+    )
 
 
 # -- the control methods ----------------------------------------------------------------------
 def _batch(copies, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(copies, 16, 784, generator=gen),
-            torch.randint(0, 10, (copies, 16), generator=gen))
+    return (
+        torch.rand(copies, 16, 784, generator=gen),
+        torch.randint(0, 10, (copies, 16), generator=gen),
+    )
 
 
 def test_weight_decay_step_is_sgd_weight_decay_on_the_filters():
@@ -79,20 +81,22 @@ def test_weight_decay_step_is_sgd_weight_decay_on_the_filters():
     for name in names:
         w0 = before[name][0]
         grad_only = w0 - ens.params[name][1].detach()  # 0.1 * g
-        expected = w0 - grad_only - 0.1 * 1e-2 * w0   # W - lr (g + wd W)
+        expected = w0 - grad_only - 0.1 * 1e-2 * w0  # W - lr (g + wd W)
         torch.testing.assert_close(ens.params[name][0].detach(), expected)
     # the same single step as RiemannianSGD's own weight_decay on a plain model
     single = ArchBN(2, generator=torch.Generator().manual_seed(0))
-    groups = [{"params": [p for n, p in single.named_parameters() if n in names],
-               "weight_decay": 1e-2},
-              {"params": [p for n, p in single.named_parameters() if n not in names]}]
+    groups = [
+        {"params": [p for n, p in single.named_parameters() if n in names], "weight_decay": 1e-2},
+        {"params": [p for n, p in single.named_parameters() if n not in names]},
+    ]
     opt = RiemannianSGD(groups, lr=0.1)
     loss = torch.nn.functional.cross_entropy(single(x[0]), y[0])
     loss.backward()
     opt.step()
     for name, param in single.named_parameters():
-        torch.testing.assert_close(ens.params[name][0].detach(), param.detach(),
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            ens.params[name][0].detach(), param.detach(), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_bsgd_elr_ensemble_steps_filters_with_rate_times_norm_squared():
@@ -128,17 +132,20 @@ def test_candidate_grids_and_their_extension():
     assert len(candidate_grid("un-split", protocol)) == 25
     assert {c["weight_decay"] for c in candidate_grid("bsgd-wd", protocol)} == {1e-4, 1e-3, 1e-2}
     config = RunConfig(depth=2, method="un", seed=0, protocol=protocol)
-    scored = [{"lr": c["lr"], "val_error": 0.1 + c["lr"], "diverged": False}
-              for c in candidate_grid("un", protocol)]  # the smallest rate is best
+    scored = [
+        {"lr": c["lr"], "val_error": 0.1 + c["lr"], "diverged": False}
+        for c in candidate_grid("un", protocol)
+    ]  # the smallest rate is best
     steps = dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
     new = _extensions(config, scored, steps)
-    assert [c["lr"] for c in new] == pytest.approx([10 ** -2.5])
-    scored.append({"lr": 10 ** -2.5, "val_error": 0.5, "diverged": False})
+    assert [c["lr"] for c in new] == pytest.approx([10**-2.5])
+    scored.append({"lr": 10**-2.5, "val_error": 0.5, "diverged": False})
     assert _extensions(config, scored, steps) == []  # now interior
 
 
 def test_every_method_of_the_registry_is_known_to_the_study():
     from riemann_dnn.experiments.study import STUDY_METHODS
+
     assert set(STUDY_METHODS) <= set(METHODS)
 
 
@@ -165,26 +172,70 @@ def test_conv_archbn_filters_are_the_bn_fed_convs_and_scale_invariant():
 def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
     from riemann_dnn.experiments.study import SegNetPlan
 
-    tiny = replace(PROTOCOLS["study"], lr_candidates=(1.0, 0.1), selection_train=100,
-                   selection_val=100, selection_epochs=1, validation=200, train_images=200,
-                   min_epochs=1, max_epochs=2, lr_extend=0, weight_decays=(1e-3,))
-    plan = StudyPlan(methods=("un", "bsgd", "bsgd-wd"), mlp_depths=(2,), mlp_seeds=2,
-                     mlp_protocol=tiny, conv_depths=(1,), conv_seeds=2, conv_width=2,
-                     conv_protocol=tiny,
-                     segnet=SegNetPlan(seeds=2, lr_grid=(0.1,), config={
-                         "model": "segnet-basic", "width": 2, "depth": 1, "kernel": 3,
-                         "epochs": 1, "batch_size": 8, "train_scenes": 8, "test_scenes": 8,
-                         "canvas": 32}))
+    tiny = replace(
+        PROTOCOLS["study"],
+        lr_candidates=(1.0, 0.1),
+        selection_train=100,
+        selection_val=100,
+        selection_epochs=1,
+        validation=200,
+        train_images=200,
+        min_epochs=1,
+        max_epochs=2,
+        lr_extend=0,
+        weight_decays=(1e-3,),
+    )
+    plan = StudyPlan(
+        methods=("un", "bsgd", "bsgd-wd"),
+        mlp_depths=(2,),
+        mlp_seeds=2,
+        mlp_protocol=tiny,
+        conv_depths=(1,),
+        conv_seeds=2,
+        conv_width=2,
+        conv_protocol=tiny,
+        segnet=SegNetPlan(
+            seeds=2,
+            lr_grid=(0.1,),
+            config={
+                "model": "segnet-basic",
+                "width": 2,
+                "depth": 1,
+                "kernel": 3,
+                "epochs": 1,
+                "batch_size": 8,
+                "train_scenes": 8,
+                "test_scenes": 8,
+                "canvas": 32,
+            },
+        ),
+    )
     result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
     for name in ("study.json", "study.md", "study.png"):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "study.json").read_text())
     assert saved["comparisons"] == json.loads(json.dumps(result["comparisons"]))
-    keys = {"arch", "depth", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p_paired",
-            "p_holm", "p_wilcoxon", "effect_images"}
+    keys = {
+        "arch",
+        "depth",
+        "a",
+        "b",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p_paired",
+        "p_holm",
+        "p_wilcoxon",
+        "effect_images",
+    }
     pairs = {(c["arch"], c["a"], c["b"]) for c in saved["comparisons"]}
-    assert {("mlp", "un", "bsgd"), ("mlp", "un", "bsgd-wd"), ("conv", "un", "bsgd"),
-            ("segnet", "un", "bsgd")} <= pairs
+    assert {
+        ("mlp", "un", "bsgd"),
+        ("mlp", "un", "bsgd-wd"),
+        ("conv", "un", "bsgd"),
+        ("segnet", "un", "bsgd"),
+    } <= pairs
     assert all(keys <= set(c) and c["n"] == 2 for c in saved["comparisons"])
     cells = {(c["arch"], c["method"]): c for c in saved["cells"]}
     assert cells[("mlp", "bsgd-wd")]["chosen"][0]["weight_decay"] == 1e-3
@@ -196,8 +247,9 @@ def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in runs]
     again = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
     assert [p.stat().st_mtime_ns for p in runs] == stamps
-    assert [c["mean_diff"] for c in again["comparisons"]] == \
-        [c["mean_diff"] for c in saved["comparisons"]]
+    assert [c["mean_diff"] for c in again["comparisons"]] == [
+        c["mean_diff"] for c in saved["comparisons"]
+    ]
 
 
 def test_study_plan_options():

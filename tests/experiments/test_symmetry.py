@@ -37,8 +37,9 @@ def _model(depth=2, eps=EXACT_EPS, seed=0, dtype=torch.float64):
 
 def _rescaled(model, spread=10.0, seed=1):
     names = ArchBN.scale_invariant_names(model.depth)
-    scales = random_filter_scales(model, names, spread=spread,
-                                  generator=torch.Generator().manual_seed(seed))
+    scales = random_filter_scales(
+        model, names, spread=spread, generator=torch.Generator().manual_seed(seed)
+    )
     return rescale_filters(model, scales), scales
 
 
@@ -88,27 +89,32 @@ def test_riemannian_gradient_is_the_same_from_both_parameterisations(batch):
         r_t = riemannian_gradient_at_unit_filters(rescaled.get_parameter(name), grads_t[name])
         point = filter_matrix(unit.get_parameter(name).detach())
         reference = Oblique.for_filters(point.shape).euclidean_to_riemannian_gradient(
-            point, filter_matrix(grads_u[name]))
+            point, filter_matrix(grads_u[name])
+        )
         scale = float(reference.abs().max())
         assert float((r - r_t).abs().max()) < 1e-12 * max(1.0, scale), f"{name}: {r - r_t}"
         assert float((r - reference).abs().max()) < 1e-12 * max(1.0, scale), (
-            f"{name}: from W {float((r - reference).abs().max()):.2e} off the direct gradient")
+            f"{name}: from W {float((r - reference).abs().max()):.2e} off the direct gradient"
+        )
         assert float((point * r).sum(1).abs().max()) < 1e-12, f"{name}: not tangent"
 
 
 @pytest.mark.parametrize("depth", [2, 4])
 def test_un_step_lands_on_same_weights_euclidean_step_does_not(batch, depth):
     x, y = batch
-    report = invariance_report(_model(depth), x, y, alpha_spread=10.0, dtype=torch.float64,
-                               lr=0.1, generator=1)
+    report = invariance_report(
+        _model(depth), x, y, alpha_spread=10.0, dtype=torch.float64, lr=0.1, generator=1
+    )
     assert report["loss_rel_change"] < 1e-12, report["loss_rel_change"]
     assert report["gradient_scaling_max_rel_dev"] < 1e-9, report["gradient_scaling_max_rel_dev"]
     assert report["riemannian_gradient_rel_diff"] < 1e-9, report["riemannian_gradient_rel_diff"]
     assert report["un_step_max_abs_diff"] < 1e-6, report["un_step_max_abs_diff"]
-    assert report["un_step_from_gradients_max_abs_diff"] < 1e-6, (
-        report["un_step_from_gradients_max_abs_diff"])
-    assert report["euclidean_step_filter_max_abs_diff"] > 1e-3, (
-        report["euclidean_step_filter_max_abs_diff"])
+    assert report["un_step_from_gradients_max_abs_diff"] < 1e-6, report[
+        "un_step_from_gradients_max_abs_diff"
+    ]
+    assert report["euclidean_step_filter_max_abs_diff"] > 1e-3, report[
+        "euclidean_step_filter_max_abs_diff"
+    ]
     assert report["un_step_size"] > 1e-3, f"the UN step did not move: {report['un_step_size']}"
 
 
@@ -117,7 +123,9 @@ def test_batchnorm_eps_breaks_the_exact_symmetry(batch):
     exact = invariance_report(_model(2), x, y, 10.0, torch.float64, generator=1)
     default = invariance_report(_model(2, eps=1e-5), x, y, 10.0, torch.float64, generator=1)
     assert default["loss_rel_change"] > 1e3 * max(exact["loss_rel_change"], 1e-16), (
-        exact["loss_rel_change"], default["loss_rel_change"])
+        exact["loss_rel_change"],
+        default["loss_rel_change"],
+    )
     assert 1e-4 < default["gradient_scaling_max_rel_dev"] < 1.0, default
     # the UN step still agrees: RiemannianSGD normalises the filters before the gradient
     assert default["un_step_max_abs_diff"] < 1e-12, default["un_step_max_abs_diff"]
@@ -126,8 +134,18 @@ def test_batchnorm_eps_breaks_the_exact_symmetry(batch):
 def test_trajectories_un_copies_coincide_bsgd_copies_diverge(batch):
     x, y = batch
     steps, copies = 12, 3
-    result = trajectories(_model(2, eps=1e-5), x, y, copies=copies, steps=steps, lr=0.05,
-                          batch_size=32, seed=3, x_test=x[:100], y_test=y[:100])
+    result = trajectories(
+        _model(2, eps=1e-5),
+        x,
+        y,
+        copies=copies,
+        steps=steps,
+        lr=0.05,
+        batch_size=32,
+        seed=3,
+        x_test=x[:100],
+        y_test=y[:100],
+    )
     bsgd, un = result["methods"]["bsgd"], result["methods"]["un"]
     for rec in (bsgd, un):
         assert len(rec["loss"]) == copies and all(len(c) == steps for c in rec["loss"])
@@ -158,19 +176,42 @@ def test_trajectories_reject_bad_arguments(batch):
 
 def test_symmetry_command_writes_json_markdown_and_png(tmp_path, capsys):
     out = tmp_path / "sym"
-    code = main(["symmetry", "--out", str(out), "--steps", "3", "--source", "embedded",
-                 "--check-batch", "100", "--train-images", "500", "--batch-size", "50"])
+    code = main(
+        [
+            "symmetry",
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--source",
+            "embedded",
+            "--check-batch",
+            "100",
+            "--train-images",
+            "500",
+            "--batch-size",
+            "50",
+        ]
+    )
     assert code == 0
     assert str(out / "symmetry.json") in capsys.readouterr().out
     result = json.loads((out / "symmetry.json").read_text())
     assert set(result) == {"config", "invariance", "trajectories"}
     assert result["config"]["steps"] == 3 and result["config"]["depth"] == 2
-    assert set(result["invariance"]) == {"float32, eps=1e-30", "float64, eps=1e-30",
-                                         "float32, eps=1e-05", "float64, eps=1e-05"}
+    assert set(result["invariance"]) == {
+        "float32, eps=1e-30",
+        "float64, eps=1e-30",
+        "float32, eps=1e-05",
+        "float64, eps=1e-05",
+    }
     for check in result["invariance"].values():
-        for key in ("loss_rel_change", "gradient_scaling_max_rel_dev",
-                    "riemannian_gradient_max_abs_diff", "un_step_max_abs_diff",
-                    "euclidean_step_filter_max_abs_diff"):
+        for key in (
+            "loss_rel_change",
+            "gradient_scaling_max_rel_dev",
+            "riemannian_gradient_max_abs_diff",
+            "un_step_max_abs_diff",
+            "euclidean_step_filter_max_abs_diff",
+        ):
             assert isinstance(check[key], float), key
     assert set(result["trajectories"]["methods"]) == {"bsgd", "un"}
     markdown = (out / "symmetry.md").read_text()

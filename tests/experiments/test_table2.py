@@ -12,14 +12,21 @@ from riemann_dnn.experiments.table2 import PAPER_TABLE2, summarize, write_report
 
 
 def _record(depth, method, seed, error):
-    return {"config": {"depth": depth, "method": method, "seed": seed}, "test_error": error,
-            "chosen_lr": 0.01, "epochs": 30, "stop_reason": "validation_error_flat",
-            "epoch_seconds": [2.0, 2.0], "ensemble_size": 2,
-            "curves": {"val_error": [0.05, 0.03, 0.02]}}
+    return {
+        "config": {"depth": depth, "method": method, "seed": seed},
+        "test_error": error,
+        "chosen_lr": 0.01,
+        "epochs": 30,
+        "stop_reason": "validation_error_flat",
+        "epoch_seconds": [2.0, 2.0],
+        "ensemble_size": 2,
+        "curves": {"val_error": [0.05, 0.03, 0.02]},
+    }
 
 
-RECORDS = [_record(2, "un", s, e) for s, e in enumerate([0.020, 0.018, 0.019])] + \
-          [_record(2, "bsgd", s, e) for s, e in enumerate([0.022, 0.024, 0.021])]
+RECORDS = [_record(2, "un", s, e) for s, e in enumerate([0.020, 0.018, 0.019])] + [
+    _record(2, "bsgd", s, e) for s, e in enumerate([0.022, 0.024, 0.021])
+]
 
 
 def test_summary_means_stds_and_welch_test():

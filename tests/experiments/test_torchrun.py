@@ -25,35 +25,82 @@ from riemann_dnn.experiments.distributed import (
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="torch.distributed with gloo is not available"),
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(),
+        reason="torch.distributed with gloo is not available",
+    ),
     pytest.mark.skipif(sys.platform == "win32", reason="torchrun subprocesses on POSIX"),
 ]
-TINY = ["--source", "embedded", "--quick", "--selection-epochs", "1", "--min-epochs", "1",
-        "--max-epochs", "2", "--lr-candidates", "1e-2", "1e-3"]
-SCENES = ["segment", "--train-scenes", "32", "--test-scenes", "16", "--canvas", "32",
-          "--width", "4", "--depth", "2", "--kernel", "3", "--batch-size", "8", "--quiet",
-          "--resume"]
+TINY = [
+    "--source",
+    "embedded",
+    "--quick",
+    "--selection-epochs",
+    "1",
+    "--min-epochs",
+    "1",
+    "--max-epochs",
+    "2",
+    "--lr-candidates",
+    "1e-2",
+    "1e-3",
+]
+SCENES = [
+    "segment",
+    "--train-scenes",
+    "32",
+    "--test-scenes",
+    "16",
+    "--canvas",
+    "32",
+    "--width",
+    "4",
+    "--depth",
+    "2",
+    "--kernel",
+    "3",
+    "--batch-size",
+    "8",
+    "--quiet",
+    "--resume",
+]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+    }
     env.setdefault("RIEMANN_DNN_DATA", str(ROOT.parent / "shared" / "data"))
     return env
 
 
 def _command(nproc: int | None, args: list[str]) -> list[str]:
-    launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--standalone",
-                                         f"--nproc-per-node={nproc}"]
+    launcher = (
+        []
+        if nproc is None
+        else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    )
     script = args[0] if args[0].endswith(".py") else None
-    return [sys.executable, *launcher, *([script] if script else ["-m", "riemann_dnn.cli"]),
-            *(args[1:] if script else args)]
+    return [
+        sys.executable,
+        *launcher,
+        *([script] if script else ["-m", "riemann_dnn.cli"]),
+        *(args[1:] if script else args),
+    ]
 
 
 def _run(nproc: int | None, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    result = subprocess.run(_command(nproc, args), env=_env(), capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        _command(nproc, args),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr[-3000:]}"
     return result
 
@@ -116,8 +163,9 @@ def test_train_archbn_on_two_processes_follows_one_process(tmp_path):
     one, two = _record(tmp_path / "p1"), _record(tmp_path / "p2")
     assert (one["config"]["world_size"], two["config"]["world_size"]) == (1, 2)
     assert (two["world_size"], two["rank"]) == (2, 0)
-    assert one["config"]["data_parallel"] and one["config"]["run_hash"] != two["config"][
-        "run_hash"], "a layout that changes rounding must not share a record"
+    assert (
+        one["config"]["data_parallel"] and one["config"]["run_hash"] != two["config"]["run_hash"]
+    ), "a layout that changes rounding must not share a record"
     for key in ("chosen_lr", "epochs", "stop_reason"):
         assert one[key] == two[key], key
     for a, b in zip(one["curves"]["train_loss"], two["curves"]["train_loss"]):
@@ -128,8 +176,9 @@ def test_train_archbn_on_two_processes_follows_one_process(tmp_path):
 def test_segment_on_two_processes_follows_one_process(tmp_path):
     _run(None, [*SCENES, "--epochs", "2", "--out", str(tmp_path / "one")])
     _run(2, [*SCENES, "--epochs", "2", "--out", str(tmp_path / "two")])
-    one, two = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
-                for d in ("one", "two"))
+    one, two = (
+        torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("one", "two")
+    )
     for key, value in one["model"].items():
         err = (value.double() - two["model"][key].double()).abs().max().item()
         assert err < 1e-5, f"{key}: 2 processes differ from 1 by {err:.3g} (float32)"
@@ -138,13 +187,25 @@ def test_segment_on_two_processes_follows_one_process(tmp_path):
 
 
 # -- sweeps ----------------------------------------------------------------------------------------
-TABLE = ["reproduce", "table2", *TINY, "--runs", "2", "--depths", "2", "--methods", "un",
-         "--jobs", "1"]
+TABLE = [
+    "reproduce",
+    "table2",
+    *TINY,
+    "--runs",
+    "2",
+    "--depths",
+    "2",
+    "--methods",
+    "un",
+    "--jobs",
+    "1",
+]
 
 
 def _numbers(table: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "epoch_seconds_per_run"}
-            for row in table["rows"]]
+    return [
+        {k: v for k, v in row.items() if k != "epoch_seconds_per_run"} for row in table["rows"]
+    ]
 
 
 def test_sharded_table2_equals_the_single_process_table(tmp_path):
@@ -166,7 +227,7 @@ def _rank_pid(parent: int, rank: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = Path(f"/proc/{parent}/task/{parent}/children")
-        for pid in (children.read_text().split() if children.exists() else []):
+        for pid in children.read_text().split() if children.exists() else []:
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
@@ -182,8 +243,13 @@ def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(
     args = [*SCENES, "--epochs", "6"]
     _run(2, [*args, "--out", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(2, [*args, "--out", str(killed)]), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(
+        _command(2, [*args, "--out", str(killed)]),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
         victim = _rank_pid(proc.pid, 1)
         deadline = time.monotonic() + 180
@@ -198,23 +264,42 @@ def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(
     epoch = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= epoch < 6, f"the kill came too late to test a resume (epoch {epoch})"
     _run(2, [*args, "--out", str(killed)])
-    whole, resumed = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
-                      for d in ("whole", "killed"))
+    whole, resumed = (
+        torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("whole", "killed")
+    )
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), f"{key} differs after the resume"
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]]
-    assert strip == [{k: v for k, v in h.items() if k != "seconds"}
-                     for h in resumed["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_train_archbn_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_record(tmp_path):
-    args = ["train", "archbn", "--source", "embedded", "--quick", "--selection-epochs", "2",
-            "--min-epochs", "6", "--max-epochs", "6", "--lr-candidates", "1e-2", "1e-3"]
+    args = [
+        "train",
+        "archbn",
+        "--source",
+        "embedded",
+        "--quick",
+        "--selection-epochs",
+        "2",
+        "--min-epochs",
+        "6",
+        "--max-epochs",
+        "6",
+        "--lr-candidates",
+        "1e-2",
+        "1e-3",
+    ]
     _run(2, [*args, "--out", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(2, [*args, "--out", str(killed)]), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(
+        _command(2, [*args, "--out", str(killed)]),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
         victim = _rank_pid(proc.pid, 1)
         deadline = time.monotonic() + 180
@@ -229,21 +314,36 @@ def test_train_archbn_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_re
     assert not (killed / "run.json").exists(), "the kill came too late to test a resume"
     _run(2, [*args, "--out", str(killed)])
     timing = {"seconds", "selection_seconds", "epoch_seconds", "summary"}  # summary: timings
-    whole, resumed = ({k: v for k, v in _record(tmp_path / d).items() if k not in timing}
-                      for d in ("whole", "killed"))
+    whole, resumed = (
+        {k: v for k, v in _record(tmp_path / d).items() if k not in timing}
+        for d in ("whole", "killed")
+    )
     assert whole == resumed
-    assert _record(tmp_path / "whole")["summary"]["rows"][0]["mean"] == \
-        _record(killed)["summary"]["rows"][0]["mean"]
+    assert (
+        _record(tmp_path / "whole")["summary"]["rows"][0]["mean"]
+        == _record(killed)["summary"]["rows"][0]["mean"]
+    )
     assert not list((killed / "checkpoints").glob("*.pt")), "checkpoint left after the end"
 
 
 # -- usage errors under torchrun --------------------------------------------------------------------
 def test_segment_comparison_under_torchrun_is_one_usage_line(tmp_path):
-    env = {**_env(), "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": "1", "LOCAL_RANK": "0"}
-    result = subprocess.run(_command(None, [*SCENES, "--seed", "0", "1", "--out",
-                                            str(tmp_path)]), env=env, capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+    env = {
+        **_env(),
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+        "LOCAL_RANK": "0",
+    }
+    result = subprocess.run(
+        _command(None, [*SCENES, "--seed", "0", "1", "--out", str(tmp_path)]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "one --method, one --seed and one --lr" in result.stderr
 
@@ -256,8 +356,10 @@ def _gpus() -> int:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_train_archbn_ddp_on_cuda_with_bf16_autocast(tmp_path):
-    _run(_gpus(), ["train", "archbn", *TINY, "--device", "cuda", "--amp", "bf16", "--out",
-                   str(tmp_path)])
+    _run(
+        _gpus(),
+        ["train", "archbn", *TINY, "--device", "cuda", "--amp", "bf16", "--out", str(tmp_path)],
+    )
     record = _record(tmp_path)
     assert record["config"]["amp"] == "bf16" and record["device"].startswith("cuda")
     assert record["world_size"] == _gpus() and record["test_error"] < 0.5

@@ -80,7 +80,9 @@ def assert_like(out: Any, ref: Any, what: str) -> None:
         isinstance(out, np.ndarray) and isinstance(ref, np.ndarray)
     ), f"{what}: returned {type(out).__name__}, input was {type(ref).__name__}"
     assert out.dtype == ref.dtype, f"{what}: dtype {out.dtype}, input dtype {ref.dtype}"
-    assert tuple(out.shape) == tuple(ref.shape), f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert tuple(out.shape) == tuple(ref.shape), (
+        f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    )
     if isinstance(ref, torch.Tensor):
         assert out.device == ref.device, f"{what}: device {out.device} != {ref.device}"
 
@@ -210,34 +212,90 @@ def _product(retraction: str | None = None) -> Product:
 
 
 CASES = [
-    Case("euclidean(4,3)", lambda retraction=None: Euclidean(4, 3, retraction=retraction),
-         Euclidean.retractions, _residual_euclidean, "euclidean", has_pair_mean=True),
-    Case("sphere(5)", lambda retraction=None: Sphere(5, retraction=retraction),
-         Sphere.retractions, _residual_sphere, "sphere", has_parallel_transport=True,
-         has_pair_mean=True),
-    Case("sphere(4,3)", lambda retraction=None: Sphere(4, 3, retraction=retraction),
-         Sphere.retractions, _residual_sphere, "sphere", has_parallel_transport=True,
-         has_pair_mean=True),
-    Case("oblique-columns(4,3)",
-         lambda retraction=None: Oblique(4, 3, retraction=retraction),
-         Oblique.retractions, _residual_columns, "oblique", has_parallel_transport=True,
-         has_pair_mean=True),
-    Case("oblique-rows(3,5)",
-         lambda retraction=None: Oblique(3, 5, unit="rows", retraction=retraction),
-         Oblique.retractions, _residual_rows, "oblique", has_parallel_transport=True,
-         has_pair_mean=True),
-    Case("stiefel(5,3)", lambda retraction=None: Stiefel(5, 3, retraction=retraction),
-         Stiefel.retractions, _residual_stiefel, "stiefel", has_log=False),
-    Case("stiefel(5,3,k=2)",
-         lambda retraction=None: Stiefel(5, 3, k=2, retraction=retraction),
-         Stiefel.retractions, _residual_stiefel, "stiefel", has_log=False),
-    Case("grassmann(5,2)", lambda retraction=None: Grassmann(5, 2, retraction=retraction),
-         Grassmann.retractions, _residual_grassmann, "grassmann", has_weingarten=False),
-    Case("grassmann(5,2,k=2)",
-         lambda retraction=None: Grassmann(5, 2, k=2, retraction=retraction),
-         Grassmann.retractions, _residual_grassmann, "grassmann", has_weingarten=False),
-    Case("product(oblique-rows(3,4),euclidean(2))", _product, Oblique.retractions,
-         _residual_product, "product", has_weingarten=False),
+    Case(
+        "euclidean(4,3)",
+        lambda retraction=None: Euclidean(4, 3, retraction=retraction),
+        Euclidean.retractions,
+        _residual_euclidean,
+        "euclidean",
+        has_pair_mean=True,
+    ),
+    Case(
+        "sphere(5)",
+        lambda retraction=None: Sphere(5, retraction=retraction),
+        Sphere.retractions,
+        _residual_sphere,
+        "sphere",
+        has_parallel_transport=True,
+        has_pair_mean=True,
+    ),
+    Case(
+        "sphere(4,3)",
+        lambda retraction=None: Sphere(4, 3, retraction=retraction),
+        Sphere.retractions,
+        _residual_sphere,
+        "sphere",
+        has_parallel_transport=True,
+        has_pair_mean=True,
+    ),
+    Case(
+        "oblique-columns(4,3)",
+        lambda retraction=None: Oblique(4, 3, retraction=retraction),
+        Oblique.retractions,
+        _residual_columns,
+        "oblique",
+        has_parallel_transport=True,
+        has_pair_mean=True,
+    ),
+    Case(
+        "oblique-rows(3,5)",
+        lambda retraction=None: Oblique(3, 5, unit="rows", retraction=retraction),
+        Oblique.retractions,
+        _residual_rows,
+        "oblique",
+        has_parallel_transport=True,
+        has_pair_mean=True,
+    ),
+    Case(
+        "stiefel(5,3)",
+        lambda retraction=None: Stiefel(5, 3, retraction=retraction),
+        Stiefel.retractions,
+        _residual_stiefel,
+        "stiefel",
+        has_log=False,
+    ),
+    Case(
+        "stiefel(5,3,k=2)",
+        lambda retraction=None: Stiefel(5, 3, k=2, retraction=retraction),
+        Stiefel.retractions,
+        _residual_stiefel,
+        "stiefel",
+        has_log=False,
+    ),
+    Case(
+        "grassmann(5,2)",
+        lambda retraction=None: Grassmann(5, 2, retraction=retraction),
+        Grassmann.retractions,
+        _residual_grassmann,
+        "grassmann",
+        has_weingarten=False,
+    ),
+    Case(
+        "grassmann(5,2,k=2)",
+        lambda retraction=None: Grassmann(5, 2, k=2, retraction=retraction),
+        Grassmann.retractions,
+        _residual_grassmann,
+        "grassmann",
+        has_weingarten=False,
+    ),
+    Case(
+        "product(oblique-rows(3,4),euclidean(2))",
+        _product,
+        Oblique.retractions,
+        _residual_product,
+        "product",
+        has_weingarten=False,
+    ),
 ]
 
 RETRACTION_CASES = [(case, name) for case in CASES for name in case.retractions]
@@ -273,8 +331,10 @@ class Quadratic:
 
     def _constants(self, like: Any) -> tuple[Any, Any]:
         if isinstance(like, torch.Tensor):
-            return (torch.as_tensor(self.a, dtype=like.dtype, device=like.device),
-                    torch.as_tensor(self.b, dtype=like.dtype, device=like.device))
+            return (
+                torch.as_tensor(self.a, dtype=like.dtype, device=like.device),
+                torch.as_tensor(self.b, dtype=like.dtype, device=like.device),
+            )
         return self.a.astype(like.dtype), self.b.astype(like.dtype)
 
     def cost(self, x: Any) -> float:

@@ -106,8 +106,9 @@ def test_random_normal_kind_follows_arguments():
     assert A.random_normal((3,), dtype=np.float32, generator=0).dtype == np.float32
     t = A.random_normal((3, 2), dtype=torch.float64, generator=0)
     assert isinstance(t, torch.Tensor) and t.dtype == torch.float64
-    assert torch.equal(t, torch.randn((3, 2), generator=torch.Generator().manual_seed(0),
-                                      dtype=torch.float64))
+    assert torch.equal(
+        t, torch.randn((3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    )
     assert A.random_normal((2,), device="cpu").dtype == torch.get_default_dtype()
     g = torch.Generator().manual_seed(5)
     assert isinstance(A.random_normal((2,), generator=g), torch.Tensor)

@@ -57,8 +57,15 @@ def test_missing_shape_or_non_manifold_factor_is_a_type_error():
 
 @pytest.mark.parametrize(
     "manifold",
-    [Sphere(4), Oblique(3, 4), Oblique(3, 4, unit="rows"), Stiefel(5, 2), Stiefel(5, 2, k=2),
-     Grassmann(5, 2), Euclidean(3, 2)],
+    [
+        Sphere(4),
+        Oblique(3, 4),
+        Oblique(3, 4, unit="rows"),
+        Stiefel(5, 2),
+        Stiefel(5, 2, k=2),
+        Grassmann(5, 2),
+        Euclidean(3, 2),
+    ],
     ids=_mid,
 )
 @pytest.mark.parametrize("kind", ["numpy", "torch-f64", "torch-f32"])
@@ -112,10 +119,23 @@ def test_constraint_violation_measures_the_distance_to_the_constraint():
     assert abs(oblique.constraint_violation(z) - 2) < 1e-12
 
 
-MIXED = [Sphere(5), Oblique(4, 3), Oblique(4, 3, unit="rows"), Stiefel(5, 3),
-         Stiefel(5, 3, retraction="cayley"), Grassmann(5, 2), Euclidean(4, 3)]
-METHODS = ["projection", "retraction", "exp", "transport", "euclidean_to_riemannian_hessian",
-           "inner_product"]
+MIXED = [
+    Sphere(5),
+    Oblique(4, 3),
+    Oblique(4, 3, unit="rows"),
+    Stiefel(5, 3),
+    Stiefel(5, 3, retraction="cayley"),
+    Grassmann(5, 2),
+    Euclidean(4, 3),
+]
+METHODS = [
+    "projection",
+    "retraction",
+    "exp",
+    "transport",
+    "euclidean_to_riemannian_hessian",
+    "inner_product",
+]
 
 
 def _call(manifold, method, a, b):
@@ -165,16 +185,20 @@ def test_unsupported_array_types_are_named():
         sphere.projection([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
 
 
-@pytest.mark.parametrize("manifold", [Oblique(20, 5, unit="rows"), Stiefel(6, 3), Sphere(4)],
-                         ids=str)
+@pytest.mark.parametrize(
+    "manifold", [Oblique(20, 5, unit="rows"), Stiefel(6, 3), Sphere(4)], ids=str
+)
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_arrays_of_the_wrong_shape_are_a_clear_value_error(manifold, kind):
     x = manifold.random_point()
     bad = np.ones((3, 3)) if kind == "numpy" else torch.ones(3, 3, dtype=torch.float64)
     if kind == "torch":
         x = torch.from_numpy(x)
-    for call in (lambda: manifold.projection(x, bad), lambda: manifold.retraction(bad, bad),
-                 lambda: manifold.inner_product(x, bad, bad)):
+    for call in (
+        lambda: manifold.projection(x, bad),
+        lambda: manifold.retraction(bad, bad),
+        lambda: manifold.inner_product(x, bad, bad),
+    ):
         with pytest.raises(ValueError, match=r"expected arrays of shape .* got shape \(3, 3\)"):
             call()
     stacked = np.stack([manifold.random_point(), manifold.random_point()])
@@ -198,16 +222,23 @@ def test_project_point_refuses_a_zero_row_naming_it(kind):
 
 
 def test_project_point_keeps_good_rows_unit():
-    point = Oblique(4, 6, unit="rows").project_point(torch.randn(4, 6, generator=torch.
-                                                                 Generator().manual_seed(0)))
+    point = Oblique(4, 6, unit="rows").project_point(
+        torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    )
     assert torch.allclose(point.norm(dim=1), torch.ones(4)), point.norm(dim=1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
 @pytest.mark.parametrize("name", ["oblique", "stiefel", "product"])
 def test_random_point_on_an_absent_cuda_device_is_a_clear_error(name):
-    manifold = {"oblique": Oblique(3, 4), "stiefel": Stiefel(5, 2),
-                "product": Product([Oblique(3, 4), Euclidean(2)])}[name]
-    with pytest.raises(ValueError, match=r"random_point: device='cuda', but torch .* sees no "
-                                         r"CUDA device here .*use device='cpu'"):
+    manifold = {
+        "oblique": Oblique(3, 4),
+        "stiefel": Stiefel(5, 2),
+        "product": Product([Oblique(3, 4), Euclidean(2)]),
+    }[name]
+    with pytest.raises(
+        ValueError,
+        match=r"random_point: device='cuda', but torch .* sees no "
+        r"CUDA device here .*use device='cpu'",
+    ):
         manifold.random_point(device="cuda")

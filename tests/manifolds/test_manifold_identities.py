@@ -85,8 +85,9 @@ def test_random_point_respects_seed_generator_dtype_and_device(case):
     assert same == 0.0 and other > 1e-3, f"numpy seed: same seed gap {same}, other {other}"
 
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    assert gap(manifold.random_point(generator=rng_a),
-               manifold.random_point(generator=rng_b)) == 0.0
+    assert (
+        gap(manifold.random_point(generator=rng_a), manifold.random_point(generator=rng_b)) == 0.0
+    )
 
     t1 = manifold.random_point(dtype=torch.float64, generator=7)
     t2 = manifold.random_point(dtype=torch.float64, generator=7)
@@ -241,8 +242,9 @@ def test_parallel_transport_is_an_isometry_into_the_tangent_space_at_exp(case, b
     assert gap(manifold.parallel_transport(x, manifold.zero_vector(x), v), v) < tol
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.has_pair_mean and c.family != "euclidean"],
-                         ids=str)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.has_pair_mean and c.family != "euclidean"], ids=str
+)
 @by_f64_backend
 def test_pair_mean_is_the_geodesic_midpoint(case, backend):
     manifold, x = _setup(case, backend)
@@ -342,7 +344,8 @@ def _all_outputs(case, data):
         "to_tangent_space": manifold.to_tangent_space(x, z),
         "euclidean_to_riemannian_gradient": manifold.euclidean_to_riemannian_gradient(x, z),
         "euclidean_to_riemannian_hessian": manifold.euclidean_to_riemannian_hessian(
-            x, z, data["h"], u),
+            x, z, data["h"], u
+        ),
         "exp": manifold.exp(x, u),
         "transport": manifold.transport(x, y, u),
         "inner_product": manifold.inner_product(x, u, v),
@@ -398,8 +401,9 @@ def test_numpy_and_torch_give_the_same_numbers(case):
 
 @st.composite
 def manifolds(draw):
-    family = draw(st.sampled_from(["sphere", "oblique-columns", "oblique-rows", "stiefel",
-                                   "grassmann"]))
+    family = draw(
+        st.sampled_from(["sphere", "oblique-columns", "oblique-rows", "stiefel", "grassmann"])
+    )
     n = draw(st.integers(1, 6))
     if family == "sphere":
         return Sphere(n, draw(st.integers(1, 4)))
@@ -478,8 +482,10 @@ def test_cuda_tensors_stay_on_device_and_match_cpu(case, dtype):
         "retraction": (manifold.retraction, (x, u)),
         "exp": (manifold.exp, (x, u)),
         "transport": (manifold.transport, (x, y, u)),
-        "euclidean_to_riemannian_hessian":
-            (manifold.euclidean_to_riemannian_hessian, (x, z, u, u)),
+        "euclidean_to_riemannian_hessian": (
+            manifold.euclidean_to_riemannian_hessian,
+            (x, z, u, u),
+        ),
     }
     if case.has_log:
         outputs["log"] = (manifold.log, (x, y))
@@ -492,6 +498,8 @@ def test_cuda_tensors_stay_on_device_and_match_cpu(case, dtype):
         on_gpu = method(*args)
         assert_like(on_gpu, x, f"{name} on cuda")
         on_cpu = method(*[to_cpu64(a) for a in args])
-        assert gap(on_gpu, on_cpu) < tol, f"{name}: cuda vs cpu differ by {gap(on_gpu, on_cpu):.3g}"
+        assert gap(on_gpu, on_cpu) < tol, (
+            f"{name}: cuda vs cpu differ by {gap(on_gpu, on_cpu):.3g}"
+        )
     assert manifold.constraint_violation(y) < (1e-10 if dtype == torch.float64 else 2e-5)
     assert isinstance(manifold.inner_product(x, u, z), float)

@@ -23,20 +23,28 @@ def _pairs():
         ("oblique(4,3)", rm.Oblique(4, 3), pm.Oblique(4, 3), sphere_ops),
         ("stiefel(5,3)", rm.Stiefel(5, 3), pm.Stiefel(5, 3), set()),
         ("stiefel(5,3,k=2)", rm.Stiefel(5, 3, k=2), pm.Stiefel(5, 3, k=2), set()),
-        ("stiefel(5,3,polar)", rm.Stiefel(5, 3, retraction="polar"),
-         pm.Stiefel(5, 3, retraction="polar"), set()),
+        (
+            "stiefel(5,3,polar)",
+            rm.Stiefel(5, 3, retraction="polar"),
+            pm.Stiefel(5, 3, retraction="polar"),
+            set(),
+        ),
         ("grassmann(5,2)", rm.Grassmann(5, 2), pm.Grassmann(5, 2), {"log", "dist"}),
-        ("grassmann(5,2,k=2)", rm.Grassmann(5, 2, k=2), pm.Grassmann(5, 2, k=2),
-         {"log", "dist"}),
+        ("grassmann(5,2,k=2)", rm.Grassmann(5, 2, k=2), pm.Grassmann(5, 2, k=2), {"log", "dist"}),
         ("euclidean(4,3)", rm.Euclidean(4, 3), pm.Euclidean(4, 3), sphere_ops),
         ("euclidean(6)", rm.Euclidean(6), pm.Euclidean(6), sphere_ops),
-        ("product(sphere,oblique,grassmann,euclidean)",
-         rm.Product([rm.Sphere(3), rm.Oblique(4, 2), rm.Grassmann(4, 2), rm.Euclidean(2)]),
-         pm.Product([pm.Sphere(3), pm.Oblique(4, 2), pm.Grassmann(4, 2), pm.Euclidean(2)]),
-         {"log", "dist"}),
-        ("product(stiefel,euclidean)",
-         rm.Product([rm.Stiefel(4, 2, k=2), rm.Euclidean(3, 2)]),
-         pm.Product([pm.Stiefel(4, 2, k=2), pm.Euclidean(3, 2)]), set()),
+        (
+            "product(sphere,oblique,grassmann,euclidean)",
+            rm.Product([rm.Sphere(3), rm.Oblique(4, 2), rm.Grassmann(4, 2), rm.Euclidean(2)]),
+            pm.Product([pm.Sphere(3), pm.Oblique(4, 2), pm.Grassmann(4, 2), pm.Euclidean(2)]),
+            {"log", "dist"},
+        ),
+        (
+            "product(stiefel,euclidean)",
+            rm.Product([rm.Stiefel(4, 2, k=2), rm.Euclidean(3, 2)]),
+            pm.Product([pm.Stiefel(4, 2, k=2), pm.Euclidean(3, 2)]),
+            set(),
+        ),
     ]
 
 
@@ -48,7 +56,11 @@ def _data(manifold, seed):
     x = manifold.random_point(generator=rng)
 
     def gaussian():
-        return [rng.standard_normal(p.shape) for p in x] if is_list(x) else rng.standard_normal(x.shape)
+        return (
+            [rng.standard_normal(p.shape) for p in x]
+            if is_list(x)
+            else rng.standard_normal(x.shape)
+        )
 
     u = manifold.projection(x, gaussian())
     u = u / manifold.norm(x, u)
@@ -62,9 +74,12 @@ def _operations(manifold, d, extra):
     ops = {
         "projection": lambda: manifold.projection(x, g),
         "to_tangent_space": lambda: manifold.to_tangent_space(x, g),
-        "euclidean_to_riemannian_gradient": lambda: manifold.euclidean_to_riemannian_gradient(x, g),
-        "euclidean_to_riemannian_hessian":
-            lambda: manifold.euclidean_to_riemannian_hessian(x, g, h, u),
+        "euclidean_to_riemannian_gradient": lambda: manifold.euclidean_to_riemannian_gradient(
+            x, g
+        ),
+        "euclidean_to_riemannian_hessian": lambda: manifold.euclidean_to_riemannian_hessian(
+            x, g, h, u
+        ),
         "retraction": lambda: manifold.retraction(x, u),
         "exp": lambda: manifold.exp(x, u),
         "transport": lambda: manifold.transport(x, y, u),
@@ -157,4 +172,6 @@ def test_pymanopt_problem_accepts_our_manifolds():
     optimizer = pymanopt.optimizers.SteepestDescent(verbosity=0, min_gradient_norm=1e-9)
     result = optimizer.run(problem, initial_point=manifold.random_point(generator=1))
     top = np.linalg.eigh(a)[0][-1]
-    assert abs(-result.cost - top) < 1e-8, f"Rayleigh quotient {-result.cost}, top eigenvalue {top}"
+    assert abs(-result.cost - top) < 1e-8, (
+        f"Rayleigh quotient {-result.cost}, top eigenvalue {top}"
+    )

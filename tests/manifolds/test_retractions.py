@@ -78,8 +78,13 @@ def test_retraction_velocity_at_zero_is_the_tangent_vector(case, retraction, bac
     x = backend.random_point(manifold, 0)
     v = manifold.random_tangent_vector(x, generator=1)
     t = 1e-5
-    velocity = scale(1 / (2 * t), sub(to_numpy(manifold.retraction(x, scale(t, v))),
-                                      to_numpy(manifold.retraction(x, scale(-t, v)))))
+    velocity = scale(
+        1 / (2 * t),
+        sub(
+            to_numpy(manifold.retraction(x, scale(t, v))),
+            to_numpy(manifold.retraction(x, scale(-t, v))),
+        ),
+    )
     assert gap(velocity, v) < 1e-8, f"R'(x, 0)[v] - v = {gap(velocity, v):.3g}"
 
 
@@ -99,10 +104,14 @@ def test_retraction_names_and_orders_are_exposed():
 
 
 def _exp_gap_slope(case, manifold, x, v, steps=STEPS):
-    errors = np.array([
-        case.distance(manifold, manifold.retraction(x, scale(t, v)), manifold.exp(x, scale(t, v)))
-        for t in steps
-    ])
+    errors = np.array(
+        [
+            case.distance(
+                manifold, manifold.retraction(x, scale(t, v)), manifold.exp(x, scale(t, v))
+            )
+            for t in steps
+        ]
+    )
     assert np.all(errors > 0), f"retraction equals exp exactly at some step: {errors}"
     return loglog_slope(steps, errors), errors
 
@@ -193,8 +202,7 @@ def test_stiefel_retractions_are_second_order_for_single_columns(retraction):
     normalized = (x + v) / np.linalg.norm(x + v)
     if retraction != "cayley":
         assert gap(manifold.retraction(x, v), normalized) < 1e-12
-    errors = np.array([fro(manifold.retraction(x, t * v) - manifold.exp(x, t * v))
-                       for t in STEPS])
+    errors = np.array([fro(manifold.retraction(x, t * v) - manifold.exp(x, t * v)) for t in STEPS])
     slope = loglog_slope(STEPS, errors)
     assert abs(slope - 3) < SLOPE_MARGIN, f"St(6,1) {retraction}: slope {slope:.3f}"
 
@@ -216,8 +224,9 @@ def _normal_part_free(case, point, vector) -> np.ndarray:
         xta = _mT(x) @ a
         return a - x @ ((xta + _mT(xta)) / 2)
     # product: oblique rows x Euclidean
-    return np.concatenate([(a[0] - np.sum(x[0] * a[0], axis=1, keepdims=True) * x[0]).ravel(),
-                           a[1].ravel()])
+    return np.concatenate(
+        [(a[0] - np.sum(x[0] * a[0], axis=1, keepdims=True) * x[0]).ravel(), a[1].ravel()]
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -238,8 +247,15 @@ def test_exp_is_a_geodesic(case, backend):
     ct = c(t)
     accel = scale(1 / h**2, add(sub(c(t + h), scale(2.0, ct)), c(t - h)))
     tangential = _normal_part_free(case, ct, accel)
-    size = float(np.max(np.abs(np.concatenate([np.ravel(p) for p in tangential])
-                               if isinstance(tangential, list) else tangential)))
+    size = float(
+        np.max(
+            np.abs(
+                np.concatenate([np.ravel(p) for p in tangential])
+                if isinstance(tangential, list)
+                else tangential
+            )
+        )
+    )
     assert size < 1e-5, f"tangential part of c''({t}) = {size:.3g} (geodesics have none)"
     speed = fro(scale(1 / (2 * h), sub(c(t + h), c(t - h))))
     assert abs(speed - 1) < 1e-7, f"|c'({t})| = {speed}, |v| = 1"
@@ -266,8 +282,12 @@ def retraction_setups(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(manifold=retraction_setups(), seed=st.integers(0, 2**16),
-       length=st.floats(1e-3, 5.0), use_torch=st.booleans())
+@given(
+    manifold=retraction_setups(),
+    seed=st.integers(0, 2**16),
+    length=st.floats(1e-3, 5.0),
+    use_torch=st.booleans(),
+)
 def test_retraction_identities_hold_for_random_shapes(manifold, seed, length, use_torch):
     x = manifold.random_point(generator=seed, dtype=torch.float64 if use_torch else None)
     v = manifold.random_tangent_vector(x, generator=seed + 1) * length

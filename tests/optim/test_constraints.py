@@ -20,9 +20,15 @@ def _bn_mlp(seed: int) -> nn.Sequential:
     """Two BN-fed layers: 20 -> 16 (out <= in: orthonormal rows) and 16 -> 24 (out > in:
     orthonormal columns), then a Euclidean classifier."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(20, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
-                         nn.Linear(16, 24, bias=False), nn.BatchNorm1d(24), nn.ReLU(),
-                         nn.Linear(24, 4))
+    return nn.Sequential(
+        nn.Linear(20, 16, bias=False),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 24, bias=False),
+        nn.BatchNorm1d(24),
+        nn.ReLU(),
+        nn.Linear(24, 4),
+    )
 
 
 def _data(seed: int = 0):
@@ -75,7 +81,8 @@ def test_stiefel_training_keeps_filters_orthonormal_in_float32(retraction):
         losses.append(loss.item())
     rows, columns = _orthonormality(model)
     assert rows < 1e-5 and columns < 1e-5, (
-        f"{retraction}: |W W^T - I| = {rows:.2e}, |W^T W - I| = {columns:.2e} after 2000 steps")
+        f"{retraction}: |W W^T - I| = {rows:.2e}, |W^T W - I| = {columns:.2e} after 2000 steps"
+    )
     start, end = np.mean(losses[:50]), np.mean(losses[-200:])
     assert end < 0.6 * start, f"{retraction}: loss {start:.3f} -> {end:.3f}"
 
@@ -123,11 +130,14 @@ def test_grassmann_lines_agree_with_the_sphere_modulo_sign():
         "exp": np.abs(cols(grassmann.exp(x, u)) - sphere.exp(cols(x), cols(u))).max(),
         "log": np.abs(cols(grassmann.log(x, y)) - sphere.log(cols(x), cols(sign * y))).max(),
         "dist": abs(grassmann.dist(x, y) - sphere.dist(cols(x), cols(sign * y))),
-        "transport": np.abs(cols(grassmann.transport(x, y, v)) - cols(sign) * sphere.transport(
-            cols(x), cols(sign * y), cols(v))).max(),
+        "transport": np.abs(
+            cols(grassmann.transport(x, y, v))
+            - cols(sign) * sphere.transport(cols(x), cols(sign * y), cols(v))
+        ).max(),
         "parallel_transport": np.abs(
             cols(grassmann.transport(x, grassmann.exp(x, u), v))
-            - sphere.parallel_transport(cols(x), cols(u), cols(v))).max(),
+            - sphere.parallel_transport(cols(x), cols(u), cols(v))
+        ).max(),
     }
     assert max(gaps.values()) < 1e-12, gaps
     assert grassmann.dist(x, -y) == pytest.approx(grassmann.dist(x, y), abs=1e-14)
@@ -137,19 +147,30 @@ def test_shared_step_carries_momentum_by_parallel_transport():
     """riemannian_sgd_step with transport='parallel': the new buffer is tangent at the new
     point and has the norm (per filter) of mu m + r, the buffer before transport."""
     hp = SGDHyperparameters(lr=0.3, momentum=0.9)
-    for manifold in (Oblique(6, 11, unit="rows", retraction="exp").with_transport("parallel"),
-                     Grassmann(11, 1, k=6, retraction="exp", transport="parallel"),
-                     Sphere(4, 5, retraction="normalize", transport="parallel")):
+    for manifold in (
+        Oblique(6, 11, unit="rows", retraction="exp").with_transport("parallel"),
+        Grassmann(11, 1, k=6, retraction="exp", transport="parallel"),
+        Sphere(4, 5, retraction="normalize", transport="parallel"),
+    ):
         x = manifold.random_point(dtype=torch.float64, generator=0)
-        axis = -2 if isinstance(manifold, Grassmann) else (-1 if isinstance(manifold, Oblique)
-                                                           else (-2, -1))
+        axis = (
+            -2
+            if isinstance(manifold, Grassmann)
+            else (-1 if isinstance(manifold, Oblique) else (-2, -1))
+        )
         m = manifold.random_tangent_vector(x, generator=1)
         g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
         new_x, new_m = riemannian_sgd_step(manifold, x, g, m, hp)
         before = hp.momentum * m + manifold.projection(x, g)
         tangency = float((new_m * new_x).sum(axis).abs().max())
-        norm_gap = float((torch.linalg.vector_norm(new_m, dim=axis)
-                          - torch.linalg.vector_norm(before, dim=axis)).abs().max())
+        norm_gap = float(
+            (
+                torch.linalg.vector_norm(new_m, dim=axis)
+                - torch.linalg.vector_norm(before, dim=axis)
+            )
+            .abs()
+            .max()
+        )
         assert tangency < 1e-13 and norm_gap < 1e-13, (manifold, tangency, norm_gap)
 
 
@@ -161,8 +182,9 @@ def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum():
     finals = []
     for foreach in (True, False):
         model = ArchBN(2, generator=torch.Generator().manual_seed(1))
-        groups = param_groups(model, manifold="grassmann", retraction="exp+parallel",
-                              example_input=x)
+        groups = param_groups(
+            model, manifold="grassmann", retraction="exp+parallel", example_input=x
+        )
         opt = RiemannianSGD(groups, lr=0.05, momentum=0.9, foreach=foreach)
         geometry = opt.geometry(groups[0]["params"][0], opt.param_groups[0])
         assert isinstance(geometry.manifold, Grassmann)
@@ -176,7 +198,9 @@ def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum():
             norms = weight.detach().norm(dim=1)
             buf = opt.state[weight]["momentum_buffer"]
             tangency = float((buf * weight.detach()).sum(1).abs().max() / buf.norm(dim=1).max())
-            assert float((norms - 1).abs().max()) < 2e-6, f"filter norms {norms.min()}..{norms.max()}"
+            assert float((norms - 1).abs().max()) < 2e-6, (
+                f"filter norms {norms.min()}..{norms.max()}"
+            )
             assert tangency < 1e-5, f"momentum off the tangent space: {tangency:.2e}"
         finals.append(torch.cat([w.detach().flatten() for w in model.parameters()]))
     gap = float((finals[0] - finals[1]).abs().max())
@@ -186,11 +210,19 @@ def test_sgd_g_training_keeps_unit_filters_and_tangent_isometric_momentum():
 def test_ensemble_trains_every_constraint_with_the_named_transport():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 64, 784, generator=gen), torch.randint(0, 10, (2, 64), generator=gen)
-    for constraint, retraction in (("grassmann", "exp+parallel"), ("oblique", "exp+parallel"),
-                                   ("stiefel", "cayley"), ("grassmann", "qr")):
+    for constraint, retraction in (
+        ("grassmann", "exp+parallel"),
+        ("oblique", "exp+parallel"),
+        ("stiefel", "cayley"),
+        ("grassmann", "qr"),
+    ):
         models = [ArchBN(2, generator=torch.Generator().manual_seed(s)) for s in range(2)]
-        ens = Ensemble(models, dict.fromkeys(ArchBN.scale_invariant_names(2), constraint),
-                       retraction=retraction, momentum=0.9)
+        ens = Ensemble(
+            models,
+            dict.fromkeys(ArchBN.scale_invariant_names(2), constraint),
+            retraction=retraction,
+            momentum=0.9,
+        )
         ens.set_lr(torch.tensor([0.05, 0.05]))
         first = None
         for _ in range(20):
@@ -199,21 +231,24 @@ def test_ensemble_trains_every_constraint_with_the_named_transport():
         assert bool((losses < first).all()), f"{constraint} {retraction}: {first} -> {losses}"
         for name in ArchBN.scale_invariant_names(2):
             param = ens.params[name]
-            group = next(g for g in ens.optimizer.param_groups
-                         if any(p is param for p in g["params"]))
+            group = next(
+                g for g in ens.optimizer.param_groups if any(p is param for p in g["params"])
+            )
             geometry = ens.optimizer.geometry(param, group)
             want = "parallel" if retraction.endswith("+parallel") else "projection"
             assert getattr(geometry.manifold, "transport_name", "projection") == want
-            violation = geometry.manifold.constraint_violation(
-                geometry.view(param.detach())[0])
+            violation = geometry.manifold.constraint_violation(geometry.view(param.detach())[0])
             assert violation < 1e-5, f"{constraint} {retraction} {name}: {violation:.2e}"
 
 
-@pytest.mark.parametrize("manifold,retraction,pattern", [
-    ("stiefel", "exp+parallel", r"transport 'parallel' is available on 'sphere'"),
-    ("grassmann", "exp+sideways", r"unknown vector transport 'sideways'.*'exp\+parallel'"),
-    ("oblique", "cayley", r"unknown retraction 'cayley'"),
-])
+@pytest.mark.parametrize(
+    "manifold,retraction,pattern",
+    [
+        ("stiefel", "exp+parallel", r"transport 'parallel' is available on 'sphere'"),
+        ("grassmann", "exp+sideways", r"unknown vector transport 'sideways'.*'exp\+parallel'"),
+        ("oblique", "cayley", r"unknown retraction 'cayley'"),
+    ],
+)
 def test_bad_constraint_specs_name_the_problem(manifold, retraction, pattern):
     with pytest.raises(ValueError, match=pattern):
         resolve_geometry(manifold, retraction, torch.zeros(4, 9))
@@ -249,11 +284,17 @@ def test_polar_retraction_stays_orthonormal_in_float32_on_cuda(manifold_class):
 def test_stiefel_and_sgd_g_training_on_cuda():
     x, y = _data()
     x, y = x.cuda(), y.cuda()
-    for manifold, retraction in (("stiefel", "polar"), ("stiefel", "cayley"),
-                                 ("grassmann", "exp+parallel")):
+    for manifold, retraction in (
+        ("stiefel", "polar"),
+        ("stiefel", "cayley"),
+        ("grassmann", "exp+parallel"),
+    ):
         model = _bn_mlp(0).cuda()
-        opt = RiemannianSGD(param_groups(model, manifold=manifold, retraction=retraction,
-                                         example_input=x), lr=0.1, momentum=0.9)
+        opt = RiemannianSGD(
+            param_groups(model, manifold=manifold, retraction=retraction, example_input=x),
+            lr=0.1,
+            momentum=0.9,
+        )
         for _ in range(300):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()

@@ -25,8 +25,10 @@ def make_model() -> nn.Module:
 
 def make_optimizer(model: nn.Module) -> RiemannianSGD:
     layers = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    groups = [{"params": [layers[0].weight], "manifold": "oblique"},
-              {"params": list(layers[2].parameters())}]
+    groups = [
+        {"params": [layers[0].weight], "manifold": "oblique"},
+        {"params": list(layers[2].parameters())},
+    ]
     return RiemannianSGD(groups, lr=0.3, momentum=0.9, nesterov=True)
 
 
@@ -39,8 +41,9 @@ def full_batch(step: int):
 def _worker(rank: int, world_size: int, directory: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous",
-                            rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=world_size
+    )
     try:
         model = nn.parallel.DistributedDataParallel(make_model())
         opt = make_optimizer(model)
@@ -51,8 +54,7 @@ def _worker(rank: int, world_size: int, directory: str) -> None:
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()  # all-reduce: mean
             opt.step()
-        torch.save([p.detach() for p in model.module.parameters()],
-                   f"{directory}/rank{rank}.pt")
+        torch.save([p.detach() for p in model.module.parameters()], f"{directory}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -70,8 +72,10 @@ def single_process_run(accumulate: int = 1) -> list[torch.Tensor]:
     return [p.detach() for p in model.parameters()]
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
 @pytest.mark.skipif(sys.platform == "win32", reason="file:// rendezvous on POSIX paths")
 def test_two_process_ddp_equals_one_process_on_the_full_batch(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)

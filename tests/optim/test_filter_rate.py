@@ -26,11 +26,10 @@ def test_stacked_copies_use_each_copy_rate_and_norms():
     g = torch.randn(3, 5, 4, generator=gen)
     w0 = w.detach().clone()
     lr = torch.tensor([0.1, 0.0, 0.01], dtype=torch.float64)
-    opt = RiemannianSGD([{"params": [w], "filter_rate": "norm2", "copies": 3}], lr=lr,
-                        copies=3)
+    opt = RiemannianSGD([{"params": [w], "filter_rate": "norm2", "copies": 3}], lr=lr, copies=3)
     w.grad = g.clone()
     opt.step()
-    expected = w0 - lr.float().view(3, 1, 1) * (w0 ** 2).sum(2, keepdim=True) * g
+    expected = w0 - lr.float().view(3, 1, 1) * (w0**2).sum(2, keepdim=True) * g
     torch.testing.assert_close(w.detach(), expected)
     assert torch.equal(w.detach()[1], w0[1])  # rate 0: untouched
 
@@ -40,15 +39,16 @@ def test_momentum_and_weight_decay_follow_torch_sgd_with_the_filter_rate():
     w = torch.randn(3, 4, generator=gen, dtype=torch.float64).requires_grad_()
     x = w.detach().clone()
     buf = None
-    opt = RiemannianSGD([{"params": [w], "filter_rate": "norm2"}], lr=0.05, momentum=0.9,
-                        weight_decay=1e-2)
+    opt = RiemannianSGD(
+        [{"params": [w], "filter_rate": "norm2"}], lr=0.05, momentum=0.9, weight_decay=1e-2
+    )
     for _ in range(3):
         g = torch.randn(3, 4, generator=gen, dtype=torch.float64)
         w.grad = g.clone()
         opt.step()
         d = g + 1e-2 * x
         buf = d if buf is None else 0.9 * buf + d
-        x = x - 0.05 * (x ** 2).sum(1, keepdim=True) * buf
+        x = x - 0.05 * (x**2).sum(1, keepdim=True) * buf
     torch.testing.assert_close(w.detach(), x)
 
 
@@ -59,8 +59,9 @@ def test_filter_rate_is_validated():
     with pytest.raises(ValueError, match="is for Euclidean groups"):
         RiemannianSGD([{"params": [w], "filter_rate": "norm2", "manifold": "oblique"}], lr=0.1)
     with pytest.raises(ValueError, match="needs weights with filters"):
-        RiemannianSGD([{"params": [torch.randn(4, requires_grad=True)],
-                        "filter_rate": "norm2"}], lr=0.1)
+        RiemannianSGD(
+            [{"params": [torch.randn(4, requires_grad=True)], "filter_rate": "norm2"}], lr=0.1
+        )
 
 
 def test_filter_rates_shape_broadcasts_over_the_weight():

@@ -24,8 +24,7 @@ class FeaturePool(nn.Module):
 def archbn(depth: int = 2) -> nn.Sequential:
     layers, width = [], 784
     for _ in range(depth):
-        layers += [nn.Linear(width, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
-                   FeaturePool()]
+        layers += [nn.Linear(width, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(), FeaturePool()]
         width = 32
     layers.append(nn.Linear(32, 10, bias=False))
     return nn.Sequential(*layers)
@@ -93,7 +92,8 @@ def test_archbn_groups_pick_exactly_the_bn_fed_weights(use_hooks):
     assert groups[1]["manifold"] == "euclidean"
     assert "16.weight" in groups[1]["names"]  # the classifier theta
     assert sorted(groups[0]["names"] + groups[1]["names"]) == sorted(
-        n for n, _ in model.named_parameters())
+        n for n, _ in model.named_parameters()
+    )
 
 
 @pytest.mark.parametrize("use_hooks", [False, True], ids=["fx", "hooks"])
@@ -135,8 +135,11 @@ def test_verify_scale_invariance_separates_bn_fed_weights_from_the_classifier():
     model = archbn(depth=2)
     inputs = torch.rand(64, 784)
     report = verify_scale_invariance(
-        model, inputs, names=["0.weight", "4.weight", "8.weight"],
-        generator=torch.Generator().manual_seed(2))
+        model,
+        inputs,
+        names=["0.weight", "4.weight", "8.weight"],
+        generator=torch.Generator().manual_seed(2),
+    )
     # ~0: BatchNorm's eps makes the invariance approximate (about eps / variance)
     assert report["0.weight"] < 1e-3 and report["4.weight"] < 1e-3, report
     assert report["8.weight"] > 0.1, f"the classifier looked invariant: {report}"
@@ -155,8 +158,9 @@ def test_verify_scale_invariance_leaves_running_statistics_alone():
 def test_verify_failure_raises_naming_the_weight():
     model = ConvNet()
     with pytest.raises(ValueError, match=r"conv4\.weight.*keep these weights Euclidean"):
-        verify_scale_invariance(model, _images(), names=["conv1.weight", "conv4.weight"],
-                                raise_on_failure=True)
+        verify_scale_invariance(
+            model, _images(), names=["conv1.weight", "conv4.weight"], raise_on_failure=True
+        )
     with pytest.raises(ValueError, match="no parameters named"):
         verify_scale_invariance(model, _images(), names=["nope.weight"])
 

@@ -126,8 +126,7 @@ def test_ten_thousand_float32_momentum_steps_keep_filters_unit_norm():
 def test_same_seed_gives_bit_identical_runs(foreach):
     def run():
         net = make_net(seed=3)
-        opt = RiemannianSGD(groups_of(net), lr=0.1, momentum=0.9, nesterov=True,
-                            foreach=foreach)
+        opt = RiemannianSGD(groups_of(net), lr=0.1, momentum=0.9, nesterov=True, foreach=foreach)
         losses = [train_step(net, opt, seed) for seed in range(5)]
         return losses, [p.detach().clone() for p in net.parameters()]
 
@@ -154,8 +153,10 @@ HYPER = [
 
 def _make_params(dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return {name: [nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
-            for name, shapes in SHAPES.items()}
+    return {
+        name: [nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+        for name, shapes in SHAPES.items()
+    }
 
 
 @pytest.mark.parametrize("stack", [False, True], ids=["per_tensor", "stacked"])
@@ -206,7 +207,9 @@ def test_every_named_manifold_keeps_its_constraint_on_both_paths():
             w = p.detach().reshape(p.shape[0], -1)
             gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
             err = (gram - torch.eye(gram.shape[0], dtype=w.dtype)).abs().max().item()
-            assert err < 1e-12, f"foreach={foreach}, shape {tuple(p.shape)}: orthonormality {err:.3g}"
+            assert err < 1e-12, (
+                f"foreach={foreach}, shape {tuple(p.shape)}: orthonormality {err:.3g}"
+            )
 
 
 # -- torch.compile ----------------------------------------------------------------------------
@@ -214,8 +217,10 @@ def _compiled_vs_eager(backend: str, steps: int, tol: float):
     torch._dynamo.reset()
     nets = [make_net(seed=5), make_net(seed=5)]
     # under torch.compile the step takes the single-tensor path; compare with it eagerly
-    opts = [RiemannianSGD(groups_of(n), lr=0.1, momentum=0.9, foreach=fe)
-            for n, fe in zip(nets, (None, False))]
+    opts = [
+        RiemannianSGD(groups_of(n), lr=0.1, momentum=0.9, foreach=fe)
+        for n, fe in zip(nets, (None, False))
+    ]
 
     @torch.compile(backend=backend)
     def compiled_step():
@@ -274,8 +279,9 @@ def test_first_momentum_step_uses_the_riemannian_gradient(foreach):
 def test_state_dict_round_trip_continues_identically(foreach):
     def fresh():
         net = make_net(seed=7)
-        opt = RiemannianSGD(groups_of(net), lr=0.1, momentum=0.9, weight_decay=1e-3,
-                            foreach=foreach)
+        opt = RiemannianSGD(
+            groups_of(net), lr=0.1, momentum=0.9, weight_decay=1e-3, foreach=foreach
+        )
         return net, opt
 
     net, opt = fresh()
@@ -327,8 +333,7 @@ def test_closure_is_evaluated_and_its_loss_returned():
 # -- non-finite gradients ---------------------------------------------------------------------
 def _nan_setup(nonfinite="raise", foreach=None):
     net = make_net(seed=9)
-    opt = RiemannianSGD(groups_of(net), lr=0.1, momentum=0.9, nonfinite=nonfinite,
-                        foreach=foreach)
+    opt = RiemannianSGD(groups_of(net), lr=0.1, momentum=0.9, nonfinite=nonfinite, foreach=foreach)
     train_step(net, opt, 0)
     x, y = batch(1)
     opt.zero_grad()
@@ -345,8 +350,9 @@ def _unchanged(net, opt, params, bufs):
 
 
 @pytest.mark.parametrize("foreach", [True, False])
-@pytest.mark.parametrize("where,value", [("fc", math.nan), ("head", math.inf),
-                                         ("conv", -math.inf)])
+@pytest.mark.parametrize(
+    "where,value", [("fc", math.nan), ("head", math.inf), ("conv", -math.inf)]
+)
 def test_nonfinite_gradient_raises_and_writes_no_bad_value(foreach, where, value):
     """Default mode: a bad gradient outside the native kernel is found before any weight
     moves; inside it (the fast path on the CPU: unit rows and, when every group qualifies,
@@ -401,8 +407,10 @@ def test_large_finite_half_precision_gradient_is_not_flagged():
 def test_half_precision_step_renormalises_in_float32(dtype, foreach):
     eps = torch.finfo(dtype).eps
     gen = torch.Generator().manual_seed(10)
-    weights = [nn.Parameter(torch.randn(s, generator=gen).to(dtype))
-               for s in [(8, 50), (8, 50), (6, 3, 3, 3)]]
+    weights = [
+        nn.Parameter(torch.randn(s, generator=gen).to(dtype))
+        for s in [(8, 50), (8, 50), (6, 3, 3, 3)]
+    ]
     opt = RiemannianSGD(weights, lr=0.05, manifold="oblique", foreach=foreach)
     for p in weights:
         assert row_norm_error(p) <= eps, f"{dtype}: initial rows not unit norm"
@@ -440,8 +448,11 @@ def test_stiefel_groups_keep_orthonormal_filters(retraction):
     wide = nn.Parameter(torch.randn(4, 10, generator=gen))  # out <= in: W W^T = I
     conv = nn.Parameter(torch.randn(4, 2, 2, 2, generator=gen))
     tall = nn.Parameter(torch.randn(9, 3, generator=gen))  # out > in: W^T W = I
-    opt = RiemannianSGD([{"params": [wide, conv, tall], "manifold": "stiefel",
-                          "retraction": retraction}], lr=0.05, momentum=0.9)
+    opt = RiemannianSGD(
+        [{"params": [wide, conv, tall], "manifold": "stiefel", "retraction": retraction}],
+        lr=0.05,
+        momentum=0.9,
+    )
     for _ in range(1000):
         for p in (wide, conv, tall):
             p.grad = torch.randn(p.shape, generator=gen)
@@ -470,8 +481,9 @@ def test_euclidean_groups_match_torch_sgd_exactly(foreach, hyper):
 def test_scalar_parameters_in_euclidean_groups_step_like_torch_sgd():
     scale_a, scale_b = nn.Parameter(torch.tensor(2.0)), nn.Parameter(torch.tensor(2.0))
     w = nn.Parameter(torch.randn(3, 4))
-    opt_a = RiemannianSGD([{"params": [w], "manifold": "oblique"}, {"params": [scale_a]}],
-                          lr=0.1, momentum=0.9)
+    opt_a = RiemannianSGD(
+        [{"params": [w], "manifold": "oblique"}, {"params": [scale_a]}], lr=0.1, momentum=0.9
+    )
     opt_b = torch.optim.SGD([scale_b], lr=0.1, momentum=0.9)
     for value in (0.5, -1.0, 0.25):
         scale_a.grad, scale_b.grad = torch.tensor(value), torch.tensor(value)
@@ -484,8 +496,14 @@ def test_scalar_parameters_in_euclidean_groups_step_like_torch_sgd():
 @pytest.mark.parametrize("foreach", [True, False])
 def test_oblique_columns_object_steps_columns(foreach):
     w = nn.Parameter(torch.randn(5, 4, dtype=torch.float64))
-    opt = RiemannianSGD([w], lr=0.2, momentum=0.9, nesterov=True,
-                        manifold=Oblique(5, 4, unit="columns"), foreach=foreach)
+    opt = RiemannianSGD(
+        [w],
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        manifold=Oblique(5, 4, unit="columns"),
+        foreach=foreach,
+    )
     for _ in range(3):
         w.grad = torch.randn_like(w)
         opt.step()
@@ -505,38 +523,95 @@ def _param(*shape, data=None):
     [
         (lambda: RiemannianSGD([_param(3, 4)], lr=-0.1), ValueError, r"lr.*-0\.1"),
         (lambda: RiemannianSGD([_param(3, 4)], lr=math.nan), ValueError, r"lr.*nan"),
-        (lambda: RiemannianSGD([{"params": [_param(3, 4)], "lr": -1.0}], lr=0.1),
-         ValueError, r"lr.*-1\.0.*group 0"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, momentum=-0.5), ValueError,
-         r"momentum.*-0\.5"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, weight_decay=-1), ValueError,
-         r"weight_decay.*-1"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, nesterov=True), ValueError,
-         r"(?i)nesterov.*momentum=0"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, momentum=0.9, dampening=0.1,
-                               nesterov=True), ValueError, r"(?i)nesterov.*dampening=0\.1"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, nonfinite="ignore"), ValueError,
-         r"nonfinite.*'ignore'"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold="hyperbolic"), ValueError,
-         r"unknown manifold 'hyperbolic'"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=Oblique(4, 3, unit="rows")),
-         ValueError, r"shape \(4, 3\).*parameter shape \(3, 4\)"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=42), TypeError,
-         r"'manifold'.*int"),
-        (lambda: RiemannianSGD([_param(5)], lr=0.1, manifold="oblique"), ValueError,
-         r"'oblique'.*shape \(5,\).*Euclidean group"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold="oblique",
-                               project_initial=False), ValueError,
-         r"parameter 0.*off the manifold.*project_initial=True"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=Sphere(3, 4),
-                               retraction="qr"), ValueError, r"retraction 'qr'"),
-        (lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold="stiefel",
-                               retraction="normalize"), ValueError, r"retraction 'normalize'"),
+        (
+            lambda: RiemannianSGD([{"params": [_param(3, 4)], "lr": -1.0}], lr=0.1),
+            ValueError,
+            r"lr.*-1\.0.*group 0",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, momentum=-0.5),
+            ValueError,
+            r"momentum.*-0\.5",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, weight_decay=-1),
+            ValueError,
+            r"weight_decay.*-1",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, nesterov=True),
+            ValueError,
+            r"(?i)nesterov.*momentum=0",
+        ),
+        (
+            lambda: RiemannianSGD(
+                [_param(3, 4)], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True
+            ),
+            ValueError,
+            r"(?i)nesterov.*dampening=0\.1",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, nonfinite="ignore"),
+            ValueError,
+            r"nonfinite.*'ignore'",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold="hyperbolic"),
+            ValueError,
+            r"unknown manifold 'hyperbolic'",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=Oblique(4, 3, unit="rows")),
+            ValueError,
+            r"shape \(4, 3\).*parameter shape \(3, 4\)",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=42),
+            TypeError,
+            r"'manifold'.*int",
+        ),
+        (
+            lambda: RiemannianSGD([_param(5)], lr=0.1, manifold="oblique"),
+            ValueError,
+            r"'oblique'.*shape \(5,\).*Euclidean group",
+        ),
+        (
+            lambda: RiemannianSGD(
+                [_param(3, 4)], lr=0.1, manifold="oblique", project_initial=False
+            ),
+            ValueError,
+            r"parameter 0.*off the manifold.*project_initial=True",
+        ),
+        (
+            lambda: RiemannianSGD([_param(3, 4)], lr=0.1, manifold=Sphere(3, 4), retraction="qr"),
+            ValueError,
+            r"retraction 'qr'",
+        ),
+        (
+            lambda: RiemannianSGD(
+                [_param(3, 4)], lr=0.1, manifold="stiefel", retraction="normalize"
+            ),
+            ValueError,
+            r"retraction 'normalize'",
+        ),
     ],
-    ids=["negative_lr", "nan_lr", "group_lr", "momentum", "weight_decay", "nesterov",
-         "nesterov_dampening", "nonfinite", "unknown_manifold", "wrong_shape",
-         "not_a_manifold", "oblique_1d", "off_manifold", "retraction_conflict",
-         "unknown_retraction"],
+    ids=[
+        "negative_lr",
+        "nan_lr",
+        "group_lr",
+        "momentum",
+        "weight_decay",
+        "nesterov",
+        "nesterov_dampening",
+        "nonfinite",
+        "unknown_manifold",
+        "wrong_shape",
+        "not_a_manifold",
+        "oblique_1d",
+        "off_manifold",
+        "retraction_conflict",
+        "unknown_retraction",
+    ],
 )
 def test_bad_input_raises_naming_the_problem(build, error, pattern):
     with pytest.raises(error, match=pattern):

@@ -14,10 +14,11 @@ from riemann_dnn.step import DecayStepSize, HybridStepSize
 
 def make(seed: int = 0):
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(5, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
-                        nn.Linear(8, 3))
-    groups = [{"params": [net[0].weight], "manifold": "oblique", "lr": 0.1},
-              {"params": [p for p in list(net.parameters())[1:]], "lr": 0.02}]
+    net = nn.Sequential(nn.Linear(5, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    groups = [
+        {"params": [net[0].weight], "manifold": "oblique", "lr": 0.1},
+        {"params": [p for p in list(net.parameters())[1:]], "lr": 0.02},
+    ]
     return net, RiemannianSGD(groups, lr=0.1, momentum=0.9)
 
 
@@ -35,9 +36,11 @@ def epoch(net, opt, seed: int, steps: int = 3) -> float:
 
 
 def snapshot(net, opt):
-    return ([p.detach().clone() for p in net.parameters()],
-            [b.clone() for b in net.buffers()],
-            [opt.state[p]["momentum_buffer"].clone() for p in net.parameters()])
+    return (
+        [p.detach().clone() for p in net.parameters()],
+        [b.clone() for b in net.buffers()],
+        [opt.state[p]["momentum_buffer"].clone() for p in net.parameters()],
+    )
 
 
 def assert_same(a, b, what):

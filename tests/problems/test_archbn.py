@@ -54,7 +54,8 @@ def test_loss_is_invariant_to_rescaling_filters_but_not_the_classifier():
     model = ArchBN(2).double()
     x = torch.rand(256, 784, dtype=torch.float64)
     report = verify_scale_invariance(
-        model, x, names=[*ArchBN.scale_invariant_names(2), "classifier.weight"])
+        model, x, names=[*ArchBN.scale_invariant_names(2), "classifier.weight"]
+    )
     assert report["linears.0.weight"] < 1e-4 and report["linears.1.weight"] < 1e-4, report
     assert report["classifier.weight"] > 1e-2, report
 
@@ -80,7 +81,7 @@ def test_one_training_epoch_on_real_mnist_beats_chance_widely(full_mnist_dir):
     optimizer = RiemannianSGD(param_groups(model), lr=0.1)
     for start in range(0, 10000, 100):
         optimizer.zero_grad()
-        F.cross_entropy(model(x[start:start + 100]), y[start:start + 100]).backward()
+        F.cross_entropy(model(x[start : start + 100]), y[start : start + 100]).backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():

@@ -175,10 +175,12 @@ def test_pymanopt_numpy_backend_with_handwritten_derivatives_on_stiefel():
     def euclidean_hessian(X, U):
         return -2 * A @ U
 
-    problem = pymanopt.Problem(manifold, cost, euclidean_gradient=euclidean_gradient,
-                               euclidean_hessian=euclidean_hessian)
-    result = TrustRegions(verbosity=0).run(problem, initial_point=manifold.random_point(
-        generator=0))
+    problem = pymanopt.Problem(
+        manifold, cost, euclidean_gradient=euclidean_gradient, euclidean_hessian=euclidean_hessian
+    )
+    result = TrustRegions(verbosity=0).run(
+        problem, initial_point=manifold.random_point(generator=0)
+    )
     V = dominant_subspace_solution(A, P)
     f_star = -np.sum(np.linalg.eigvalsh(A)[-P:])
     assert isinstance(result.point, np.ndarray)

@@ -24,13 +24,17 @@ def _archbn_pair(depth=2):
 
 def _data(n=300, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 784, generator=gen, dtype=torch.float64),
-            torch.randint(0, 10, (n,), generator=gen))
+    return (
+        torch.rand(n, 784, generator=gen, dtype=torch.float64),
+        torch.randint(0, 10, (n,), generator=gen),
+    )
 
 
 def _max_difference(a: nn.Module, b: nn.Module) -> float:
-    return max((x.double() - y.double()).abs().max().item()
-               for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return max(
+        (x.double() - y.double()).abs().max().item()
+        for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
 def test_product_manifold_follows_the_param_groups():
@@ -54,15 +58,23 @@ def test_both_doors_give_the_same_weights(momentum):
     for _ in range(epochs):
         order = torch.as_tensor(rng.permutation(len(y)))
         for start in range(0, len(y), batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             optimizer.zero_grad()
             F.cross_entropy(torch_model(x[index]), y[index]).backward()
             optimizer.step()
 
     problem = ModuleProblem(pymanopt_model, F.cross_entropy, (x, y))
-    solver = StochasticGradient(batch_size=batch, max_epochs=epochs, max_iterations=10**6,
-                                step_size="fixed", initial_step_size=lr, momentum=momentum,
-                                check_samples=None, seed=seed, verbosity=0)
+    solver = StochasticGradient(
+        batch_size=batch,
+        max_epochs=epochs,
+        max_iterations=10**6,
+        step_size="fixed",
+        initial_step_size=lr,
+        momentum=momentum,
+        check_samples=None,
+        seed=seed,
+        verbosity=0,
+    )
     result = solver.run(problem, initial_point=problem.point_from_model())
     problem.load_point(result.point)
 
@@ -82,8 +94,13 @@ def test_cost_evaluations_leave_running_statistics_alone():
 
 
 def test_conv_weights_are_viewed_as_filter_matrices():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 3),
+    )
     x = torch.rand(20, 1, 8, 8)
     y = torch.randint(0, 3, (20,))
     problem = ModuleProblem(model, F.cross_entropy, (x, y))

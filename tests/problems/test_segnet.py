@@ -23,8 +23,9 @@ def _bn_fed_convs(model: nn.Module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("shape", "stages"), [((2, 1, 64, 64), 4), ((3, 3, 45, 61), 4),
-                                               ((1, 2, 16, 24), 2)])
+@pytest.mark.parametrize(
+    ("shape", "stages"), [((2, 1, 64, 64), 4), ((3, 3, 45, 61), 4), ((1, 2, 16, 24), 2)]
+)
 def test_segnet_basic_output_shape(shape, stages):
     torch.manual_seed(0)
     model = SegNetBasic(11, in_channels=shape[1], width=8, stages=stages)
@@ -32,8 +33,9 @@ def test_segnet_basic_output_shape(shape, stages):
     assert out.shape == (shape[0], 11, *shape[2:]), f"got {tuple(out.shape)} for input {shape}"
 
 
-@pytest.mark.parametrize(("shape", "depth"), [((2, 3, 32, 32), 5), ((2, 3, 45, 61), 5),
-                                              ((1, 1, 20, 28), 3)])
+@pytest.mark.parametrize(
+    ("shape", "depth"), [((2, 3, 32, 32), 5), ((2, 3, 45, 61), 5), ((1, 1, 20, 28), 3)]
+)
 def test_segnet_output_shape(shape, depth):
     torch.manual_seed(0)
     model = SegNet(12, in_channels=shape[1], width=4, depth=depth)
@@ -46,20 +48,25 @@ def test_segnet_has_vgg16_layout():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(convs) == 27 and len(norms) == 26, (len(convs), len(norms))
-    encoder_channels = [m.out_channels for m in model.encoder.modules()
-                        if isinstance(m, nn.Conv2d)]
+    encoder_channels = [
+        m.out_channels for m in model.encoder.modules() if isinstance(m, nn.Conv2d)
+    ]
     assert encoder_channels == [4] * 2 + [8] * 2 + [16] * 3 + [32] * 3 + [32] * 3
-    decoder_channels = [m.out_channels for m in model.decoder.modules()
-                        if isinstance(m, nn.Conv2d)]
+    decoder_channels = [
+        m.out_channels for m in model.decoder.modules() if isinstance(m, nn.Conv2d)
+    ]
     assert decoder_channels == [32] * 3 + [32, 32, 16] + [16, 16, 8] + [8, 4] + [4, 4]
     assert all(m.bias is None for m in convs[:-1]) and model.classifier.bias is not None
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: SegNetBasic(11, in_channels=1, width=6, stages=4),
-    lambda: SegNet(11, in_channels=3, width=4, depth=5),
-    lambda: SegNet(5, in_channels=3, width=4, depth=2, classifier_kernel=1),
-])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: SegNetBasic(11, in_channels=1, width=6, stages=4),
+        lambda: SegNet(11, in_channels=3, width=4, depth=5),
+        lambda: SegNet(5, in_channels=3, width=4, depth=2, classifier_kernel=1),
+    ],
+)
 def test_param_groups_put_exactly_the_bn_fed_convs_on_the_oblique_manifold(factory):
     model = factory()
     expected = _bn_fed_convs(model)
@@ -67,8 +74,9 @@ def test_param_groups_put_exactly_the_bn_fed_convs_on_the_oblique_manifold(facto
     assert expected == conv_weights - {"classifier.weight"}, sorted(conv_weights - expected)
     groups = param_groups(model)  # torch.fx trace
     oblique = [g for g in groups if g["manifold"] == "oblique"]
-    assert len(oblique) == 1 and set(oblique[0]["names"]) == expected, (
-        sorted(set(oblique[0]["names"]) ^ expected))
+    assert len(oblique) == 1 and set(oblique[0]["names"]) == expected, sorted(
+        set(oblique[0]["names"]) ^ expected
+    )
     free = next(g for g in groups if g["manifold"] == "euclidean")
     assert "classifier.weight" in free["names"] and "classifier.bias" in free["names"]
     x = torch.rand(2, next(model.parameters()).shape[1], 32, 32)
@@ -80,15 +88,17 @@ def test_bn_fed_filters_are_scale_invariant_and_the_classifier_is_not():
     model = SegNetBasic(11, in_channels=1, width=6)
     x = torch.rand(4, 1, 32, 32)
     names = sorted(_bn_fed_convs(model))
-    report = verify_scale_invariance(model, x, names=names + ["classifier.weight"],
-                                     generator=torch.Generator().manual_seed(1))
+    report = verify_scale_invariance(
+        model, x, names=names + ["classifier.weight"], generator=torch.Generator().manual_seed(1)
+    )
     worst = max(report[n] for n in names)
     assert worst < 1e-3, f"BN-fed filters changed the output by {worst:.2e}"
     assert report["classifier.weight"] > 1e-2, report["classifier.weight"]
 
 
-@pytest.mark.parametrize("factory", [lambda: SegNetBasic(11, 1, 4),
-                                     lambda: SegNet(11, 1, 4, depth=3)])
+@pytest.mark.parametrize(
+    "factory", [lambda: SegNetBasic(11, 1, 4), lambda: SegNet(11, 1, 4, depth=3)]
+)
 def test_unit_init_gives_unit_norm_filters(factory):
     model = factory()
     for name, module in model.named_modules():
@@ -97,8 +107,9 @@ def test_unit_init_gives_unit_norm_filters(factory):
             assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6), (name, norms)
 
 
-@pytest.mark.parametrize("factory", [lambda: SegNetBasic(5, 1, 4, stages=3, kernel=3),
-                                     lambda: SegNet(5, 1, 4, depth=3)])
+@pytest.mark.parametrize(
+    "factory", [lambda: SegNetBasic(5, 1, 4, stages=3, kernel=3), lambda: SegNet(5, 1, 4, depth=3)]
+)
 def test_decoder_unpools_with_the_matching_encoder_indices(factory):
     """Each decoder stage's input is zero except at the argmax positions of the matching
     encoder stage's 2x2 windows, where it holds the incoming (coarser) feature map."""

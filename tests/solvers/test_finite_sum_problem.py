@@ -60,9 +60,12 @@ def _as_numpy(a):
 def test_batch_selects_rows_with_the_structure_of_data(backend):
     x, y = _ls_data()
     data = (torch.from_numpy(x), torch.from_numpy(y)) if backend == "torch" else (x, y)
-    problem = FiniteSumProblem(Product([Oblique(3, 4, unit="rows"), Euclidean(3)]),
-                               _ls_cost_torch if backend == "torch" else _ls_cost_numpy,
-                               data, backend=backend)
+    problem = FiniteSumProblem(
+        Product([Oblique(3, 4, unit="rows"), Euclidean(3)]),
+        _ls_cost_torch if backend == "torch" else _ls_cost_numpy,
+        data,
+        backend=backend,
+    )
     assert problem.num_samples == N
     idx = [3, 0, 59, 3]
     bx, by = problem.batch(idx)
@@ -154,8 +157,7 @@ def test_user_gradient_replaces_autodiff(backend):
 
     data = torch.from_numpy(X) if backend == "torch" else X
     cost = _pca_cost_torch if backend == "torch" else _pca_cost_numpy
-    problem = FiniteSumProblem(Stiefel(n, p), cost, data, backend=backend,
-                               euclidean_gradient=grad)
+    problem = FiniteSumProblem(Stiefel(n, p), cost, data, backend=backend, euclidean_gradient=grad)
     U = problem.random_point(generator=2)
     c, g = problem.cost_and_euclidean_gradient_on(U, [5, 6, 7])
     assert calls == [3]
@@ -186,8 +188,9 @@ def test_full_problem_is_solved_by_trust_regions(backend):
     _, V = np.linalg.eigh(X.T @ X / N)
     top = V[:, ::-1][:, :p]
     x0 = problem.random_point(generator=0)
-    result = pymanopt.optimizers.TrustRegions(verbosity=0).run(problem.full_problem(),
-                                                               initial_point=x0)
+    result = pymanopt.optimizers.TrustRegions(verbosity=0).run(
+        problem.full_problem(), initial_point=x0
+    )
     U = _as_numpy(result.point)
     sines = np.linalg.norm(U - top @ (top.T @ U), 2)
     assert sines < 1e-6, f"sin of the largest principal angle {sines:.2e}"
@@ -200,13 +203,15 @@ def test_full_problem_with_user_gradient_is_solved_by_steepest_descent():
     def grad(U, batch):
         return -2 * batch.T @ (batch @ U) / batch.shape[0]
 
-    problem = FiniteSumProblem(Stiefel(n, p), _pca_cost_numpy, X, backend="numpy",
-                               euclidean_gradient=grad)
+    problem = FiniteSumProblem(
+        Stiefel(n, p), _pca_cost_numpy, X, backend="numpy", euclidean_gradient=grad
+    )
     full = problem.full_problem()
     U = problem.random_point(generator=1)
     np.testing.assert_allclose(full.euclidean_gradient(U), grad(U, X), atol=1e-12)
     result = pymanopt.optimizers.SteepestDescent(verbosity=0, max_iterations=500).run(
-        full, initial_point=U)
+        full, initial_point=U
+    )
     _, V = np.linalg.eigh(X.T @ X / N)
     top = V[:, ::-1][:, :p]
     sines = np.linalg.norm(result.point - top @ (top.T @ result.point), 2)
@@ -216,8 +221,9 @@ def test_full_problem_with_user_gradient_is_solved_by_steepest_descent():
 # -- errors -----------------------------------------------------------------------------------
 def test_mismatched_sample_axes_raise():
     with pytest.raises(ValueError, match=r"first \(sample\) axis.*\[60, 59\]"):
-        FiniteSumProblem(Euclidean(2), _pca_cost_numpy, (np.zeros((60, 2)), np.zeros((59,))),
-                         backend="numpy")
+        FiniteSumProblem(
+            Euclidean(2), _pca_cost_numpy, (np.zeros((60, 2)), np.zeros((59,))), backend="numpy"
+        )
 
 
 @pytest.mark.parametrize("data", [(), np.zeros((0, 3)), np.float64(1.0)])
@@ -232,8 +238,7 @@ def test_non_scalar_cost_raises(backend):
     if backend == "torch":
         problem = FiniteSumProblem(Stiefel(n, p), lambda U, b: b @ U, torch.from_numpy(X))
     else:
-        problem = FiniteSumProblem(Stiefel(n, p), lambda U, b: anp.dot(b, U), X,
-                                   backend="numpy")
+        problem = FiniteSumProblem(Stiefel(n, p), lambda U, b: anp.dot(b, U), X, backend="numpy")
     U = problem.random_point(generator=0)
     with pytest.raises(ValueError, match=r"scalar.*shape \(3, 2\)"):
         problem.euclidean_gradient_on(U, [0, 1, 2])
@@ -254,7 +259,11 @@ def test_other_bad_inputs_raise_clear_errors():
         problem.batch([0, 60])
     with pytest.raises(ValueError, match="empty"):
         problem.cost_on(problem.random_point(), [])
-    ls = FiniteSumProblem(Product([Oblique(3, 4, unit="rows"), Euclidean(3)]), _ls_cost_numpy,
-                          _ls_data(), backend="numpy")
+    ls = FiniteSumProblem(
+        Product([Oblique(3, 4, unit="rows"), Euclidean(3)]),
+        _ls_cost_numpy,
+        _ls_data(),
+        backend="numpy",
+    )
     with pytest.raises(ValueError, match="list of 2 arrays"):
         ls.cost_on(np.zeros((3, 4)))

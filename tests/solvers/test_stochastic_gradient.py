@@ -81,8 +81,9 @@ def _ls_problem(backend: str) -> FiniteSumProblem:
     _, _, x, y = _ls_truth()
     manifold = Product([Oblique(m, d, unit="rows"), Euclidean(m)])
     if backend == "torch":
-        return FiniteSumProblem(manifold, _ls_cost_torch,
-                                (torch.from_numpy(x), torch.from_numpy(y)))
+        return FiniteSumProblem(
+            manifold, _ls_cost_torch, (torch.from_numpy(x), torch.from_numpy(y))
+        )
     return FiniteSumProblem(manifold, _ls_cost_numpy, (x, y), backend="numpy")
 
 
@@ -99,13 +100,21 @@ PCA_TOL = 1e-2  # rad; measured 3.8e-4 after 3000 decaying steps (all four cases
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
-@pytest.mark.parametrize("manifold", [Stiefel(n, p), Grassmann(n, p)],
-                         ids=["stiefel", "grassmann"])
+@pytest.mark.parametrize(
+    "manifold", [Stiefel(n, p), Grassmann(n, p)], ids=["stiefel", "grassmann"]
+)
 def test_stochastic_pca_reaches_the_top_eigenvectors(manifold, backend):
     X = _pca_data()
     problem = _pca_problem(manifold, backend, X)
-    solver = _quiet(batch_size=50, max_iterations=3000, step_size="decay",
-                    initial_step_size=0.05, step_size_decay=1.0, check_samples=None, seed=0)
+    solver = _quiet(
+        batch_size=50,
+        max_iterations=3000,
+        step_size="decay",
+        initial_step_size=0.05,
+        step_size_decay=1.0,
+        check_samples=None,
+        seed=0,
+    )
     result = solver.run(problem)
     angle = _largest_principal_angle(result.point, _top_subspace(X))
     assert angle < PCA_TOL, f"largest principal angle {angle:.3e} rad >= {PCA_TOL}"
@@ -123,8 +132,9 @@ LS_TOL = 1e-10  # noiseless data: the optimum interpolates every sample; measure
 def test_least_squares_on_a_product_reaches_the_ground_truth(backend):
     W_true, b_true, _, _ = _ls_truth()
     problem = _ls_problem(backend)
-    solver = _quiet(batch_size=20, max_iterations=2000, step_size="fixed",
-                    initial_step_size=0.05, seed=0)
+    solver = _quiet(
+        batch_size=20, max_iterations=2000, step_size="fixed", initial_step_size=0.05, seed=0
+    )
     result = solver.run(problem)
     W, b = map(_np, result.point)
     err = max(np.abs(W - W_true).max(), np.abs(b - b_true).max())
@@ -132,8 +142,9 @@ def test_least_squares_on_a_product_reaches_the_ground_truth(backend):
     assert result.cost < 1e-20
     # pymanopt's TrustRegions on the full-sum problem agrees.
     x0 = problem.random_point(generator=1)
-    tr = pymanopt.optimizers.TrustRegions(verbosity=0).run(problem.full_problem(),
-                                                           initial_point=x0)
+    tr = pymanopt.optimizers.TrustRegions(verbosity=0).run(
+        problem.full_problem(), initial_point=x0
+    )
     tr_err = max(np.abs(_np(tr.point[0]) - W).max(), np.abs(_np(tr.point[1]) - b).max())
     assert tr_err < 1e-6, f"TrustRegions vs StochasticGradient: {tr_err:.3e}"
 
@@ -143,11 +154,13 @@ def test_one_full_batch_iteration_equals_the_shared_step():
     X = _pca_data()[:200]
     problem = _pca_problem(Stiefel(n, p), "torch", X)
     x0 = problem.random_point(generator=3)
-    result = _quiet(batch_size=200, max_iterations=1, step_size="fixed",
-                    initial_step_size=0.01).run(problem, initial_point=x0)
+    result = _quiet(
+        batch_size=200, max_iterations=1, step_size="fixed", initial_step_size=0.01
+    ).run(problem, initial_point=x0)
     egrad = problem.euclidean_gradient_on(x0)
-    expected, _ = riemannian_sgd_step(problem.manifold, x0, egrad, None,
-                                      SGDHyperparameters(lr=0.01))
+    expected, _ = riemannian_sgd_step(
+        problem.manifold, x0, egrad, None, SGDHyperparameters(lr=0.01)
+    )
     err = (result.point - expected).abs().max().item()
     assert err < 1e-14, f"solver step vs riemannian_sgd_step: {err:.3e}"
 
@@ -157,9 +170,16 @@ def test_momentum_nesterov_weight_decay_iterations_equal_the_shared_step_on_a_pr
     manifold = problem.manifold
     x0 = manifold.random_point(generator=4)
     hp = SGDHyperparameters(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3)
-    result = _quiet(batch_size=N_LS, max_iterations=3, step_size="fixed",
-                    initial_step_size=hp.lr, momentum=0.9, nesterov=True,
-                    weight_decay=1e-3, seed=0).run(problem, initial_point=x0)
+    result = _quiet(
+        batch_size=N_LS,
+        max_iterations=3,
+        step_size="fixed",
+        initial_step_size=hp.lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=1e-3,
+        seed=0,
+    ).run(problem, initial_point=x0)
     point, buffers = list(x0), [None, None]
     for _ in range(3):
         egrad = problem.euclidean_gradient_on(point)
@@ -185,8 +205,14 @@ def test_solver_calls_the_shared_step_factor_wise(monkeypatch):
 # -- step-size rules --------------------------------------------------------------------------
 def _step_sizes(step_size, iterations=30, **kwargs):
     problem = _pca_problem(Sphere(n), "numpy", _pca_data()[:100])
-    solver = _quiet(batch_size=10, max_iterations=iterations, step_size=step_size,
-                    log_verbosity=2, seed=0, **kwargs)
+    solver = _quiet(
+        batch_size=10,
+        max_iterations=iterations,
+        step_size=step_size,
+        log_verbosity=2,
+        seed=0,
+        **kwargs,
+    )
     result = solver.run(problem)
     return np.array(result.log["step_sizes"]), result
 
@@ -197,8 +223,7 @@ def test_fixed_decay_hybrid_and_callable_rules_follow_their_formulas():
     np.testing.assert_array_equal(sizes, np.full(30, 0.2))
     sizes, _ = _step_sizes("decay", initial_step_size=0.2, step_size_decay=0.5)
     np.testing.assert_allclose(sizes, 0.2 / (1 + 0.2 * 0.5 * k), rtol=1e-15)
-    sizes, _ = _step_sizes("hybrid", initial_step_size=0.2, step_size_decay=0.5,
-                           decay_steps=10)
+    sizes, _ = _step_sizes("hybrid", initial_step_size=0.2, step_size_decay=0.5, decay_steps=10)
     np.testing.assert_allclose(sizes, 0.2 / (1 + 0.2 * 0.5 * np.minimum(k, 10)), rtol=1e-15)
     sizes, _ = _step_sizes(lambda it: 0.1 * 0.9**it)
     np.testing.assert_allclose(sizes, 0.1 * 0.9**k, rtol=1e-15)
@@ -209,8 +234,9 @@ def test_fixed_decay_hybrid_and_callable_rules_follow_their_formulas():
 
 
 def test_bold_driver_is_constant_per_epoch_and_grows_after_a_falling_epoch():
-    sizes, result = _step_sizes("bold_driver", iterations=40, initial_step_size=0.01,
-                                check_samples=None)
+    sizes, result = _step_sizes(
+        "bold_driver", iterations=40, initial_step_size=0.01, check_samples=None
+    )
     per_epoch = sizes.reshape(4, 10)  # 100 samples, batch 10: 10 iterations per epoch
     assert np.all(per_epoch == per_epoch[:, :1]), per_epoch
     epochs = result.log["epochs"]
@@ -222,9 +248,16 @@ def test_bold_driver_is_constant_per_epoch_and_grows_after_a_falling_epoch():
 def test_bold_driver_restores_the_previous_point_after_a_cost_increase():
     problem = _ls_problem("torch")
     x0 = problem.random_point(generator=2)
-    solver = _quiet(batch_size=100, max_epochs=1, max_iterations=None,
-                    step_size="bold_driver", initial_step_size=50.0, check_samples=None,
-                    log_verbosity=1, seed=0)
+    solver = _quiet(
+        batch_size=100,
+        max_epochs=1,
+        max_iterations=None,
+        step_size="bold_driver",
+        initial_step_size=50.0,
+        check_samples=None,
+        log_verbosity=1,
+        seed=0,
+    )
     result = solver.run(problem, initial_point=x0)
     epochs = result.log["epochs"]
     first_cost = result.log["iterations"]["cost"][0]
@@ -235,9 +268,16 @@ def test_bold_driver_restores_the_previous_point_after_a_cost_increase():
     assert result.step_size == 25.0
     assert result.cost == pytest.approx(first_cost, rel=1e-15)
     # Given time, the halving rate recovers and the cost falls far below the start.
-    longer = _quiet(batch_size=100, max_epochs=40, max_iterations=None,
-                    step_size="bold_driver", initial_step_size=50.0, check_samples=None,
-                    log_verbosity=1, seed=0).run(problem, initial_point=x0)
+    longer = _quiet(
+        batch_size=100,
+        max_epochs=40,
+        max_iterations=None,
+        step_size="bold_driver",
+        initial_step_size=50.0,
+        check_samples=None,
+        log_verbosity=1,
+        seed=0,
+    ).run(problem, initial_point=x0)
     accepted = longer.log["epochs"]["accepted"]
     assert accepted[:3] == [False] * 3 and any(accepted), accepted
     assert longer.cost < 1e-3 * first_cost, (longer.cost, first_cost)
@@ -250,18 +290,28 @@ def test_bold_driver_restores_the_momentum_too():
     manifold = problem.manifold
     x0 = manifold.random_point(generator=6)
     lr = 0.01
-    result = _quiet(batch_size=N_LS, max_epochs=3, max_iterations=None,
-                    step_size="bold_driver", initial_step_size=lr,
-                    bold_driver_increase=1000.0, bold_driver_decrease=0.001, momentum=0.9,
-                    check_samples=None,
-                    log_verbosity=1, seed=0).run(problem, initial_point=x0)
+    result = _quiet(
+        batch_size=N_LS,
+        max_epochs=3,
+        max_iterations=None,
+        step_size="bold_driver",
+        initial_step_size=lr,
+        bold_driver_increase=1000.0,
+        bold_driver_decrease=0.001,
+        momentum=0.9,
+        check_samples=None,
+        log_verbosity=1,
+        seed=0,
+    ).run(problem, initial_point=x0)
     assert result.log["epochs"]["accepted"] == [True, False, True], result.log["epochs"]
 
     def step(point, buffers, rate):
         egrad = problem.euclidean_gradient_on(point)
         hp = SGDHyperparameters(lr=rate, momentum=0.9)
-        out = [riemannian_sgd_step(f, x, g, b_, hp)
-               for f, x, g, b_ in zip(manifold.manifolds, point, egrad, buffers)]
+        out = [
+            riemannian_sgd_step(f, x, g, b_, hp)
+            for f, x, g, b_ in zip(manifold.manifolds, point, egrad, buffers)
+        ]
         return [o[0] for o in out], [o[1] for o in out]
 
     x1, m1 = step(list(x0), [None, None], lr)
@@ -288,11 +338,17 @@ def _recording_problem(N: int):
 def test_sampling_without_replacement_visits_each_sample_once_per_epoch():
     N, batch = 103, 10  # 11 batches per epoch, the last one of 3 samples
     problem, seen = _recording_problem(N)
-    result = _quiet(batch_size=batch, max_epochs=3, max_iterations=None, check_period=10**6,
-                    check_samples=None, seed=1).run(problem)
+    result = _quiet(
+        batch_size=batch,
+        max_epochs=3,
+        max_iterations=None,
+        check_period=10**6,
+        check_samples=None,
+        seed=1,
+    ).run(problem)
     assert result.iterations == 33 and len(seen) == 33
     assert result.stopping_criterion.startswith("Terminated - max epochs reached after 33")
-    epochs = [sum(seen[e * 11:(e + 1) * 11], []) for e in range(3)]
+    epochs = [sum(seen[e * 11 : (e + 1) * 11], []) for e in range(3)]
     for e, visited in enumerate(epochs):
         assert sorted(visited) == list(range(N)), f"epoch {e} visited {sorted(visited)}"
     assert [len(b) for b in seen[:11]] == [10] * 10 + [3]
@@ -302,11 +358,18 @@ def test_sampling_without_replacement_visits_each_sample_once_per_epoch():
 def test_sampling_with_replacement_draws_full_batches_with_repeats():
     N = 50
     problem, seen = _recording_problem(N)
-    _quiet(batch_size=10, max_epochs=20, max_iterations=None, check_period=10**6,
-           check_samples=None, sampling="with_replacement", seed=1).run(problem)
+    _quiet(
+        batch_size=10,
+        max_epochs=20,
+        max_iterations=None,
+        check_period=10**6,
+        check_samples=None,
+        sampling="with_replacement",
+        seed=1,
+    ).run(problem)
     assert len(seen) == 100 and all(len(b) == 10 for b in seen)
     flat = sum(seen, [])
-    epoch_sets = [sum(seen[e * 5:(e + 1) * 5], []) for e in range(20)]
+    epoch_sets = [sum(seen[e * 5 : (e + 1) * 5], []) for e in range(20)]
     assert any(len(set(s)) < N for s in epoch_sets), "no repeats: not sampling with replacement"
     assert set(flat) == set(range(N))
 
@@ -317,8 +380,14 @@ def test_same_seed_gives_identical_results_and_another_seed_differs():
 
     def run(seed):
         problem = _pca_problem(Stiefel(n, p), "torch", X)
-        return _quiet(batch_size=32, max_iterations=200, momentum=0.5, seed=seed,
-                      check_period=50, log_verbosity=1).run(problem)
+        return _quiet(
+            batch_size=32,
+            max_iterations=200,
+            momentum=0.5,
+            seed=seed,
+            check_period=50,
+            log_verbosity=1,
+        ).run(problem)
 
     a, b, c = run(11), run(11), run(12)
     assert torch.equal(a.point, b.point)
@@ -331,13 +400,16 @@ def test_max_iterations_max_epochs_max_time_and_callback_stop_with_their_reason(
     problem = _pca_problem(Stiefel(n, p), "numpy", _pca_data()[:200])
     r = _quiet(batch_size=50, max_iterations=7, seed=0).run(problem)
     assert r.iterations == 7 and r.stopping_criterion.startswith(
-        "Terminated - max iterations reached after"), r.stopping_criterion
+        "Terminated - max iterations reached after"
+    ), r.stopping_criterion
     r = _quiet(batch_size=50, max_iterations=None, max_epochs=3, seed=0).run(problem)
     assert r.iterations == 12 and r.stopping_criterion.startswith(
-        "Terminated - max epochs reached after 12 iterations"), r.stopping_criterion
+        "Terminated - max epochs reached after 12 iterations"
+    ), r.stopping_criterion
     r = _quiet(batch_size=50, max_iterations=None, max_time=0.2, seed=0).run(problem)
-    assert r.stopping_criterion.startswith("Terminated - max time reached after"), \
+    assert r.stopping_criterion.startswith("Terminated - max time reached after"), (
         r.stopping_criterion
+    )
     assert 0.2 <= r.time < 5, r.time
 
     seen = []
@@ -346,16 +418,25 @@ def test_max_iterations_max_epochs_max_time_and_callback_stop_with_their_reason(
         seen.append((iteration, stats["cost"], stats["gradient_norm"], stats["step_size"]))
         return iteration >= 30
 
-    r = _quiet(batch_size=50, max_iterations=1000, check_period=10, callback=callback,
-               seed=0).run(problem)
+    r = _quiet(batch_size=50, max_iterations=1000, check_period=10, callback=callback, seed=0).run(
+        problem
+    )
     assert r.iterations == 30 and [s[0] for s in seen] == [0, 10, 20, 30], seen
     assert "callback requested a stop after 30 iterations" in r.stopping_criterion
     assert all(math.isfinite(s[1]) and s[2] >= 0 and s[3] > 0 for s in seen)
-    r = _quiet(batch_size=200, max_iterations=10**4, check_period=5, min_gradient_norm=1e-3,
-               step_size="fixed", initial_step_size=0.02, check_samples=None,
-               seed=0).run(problem)
-    assert r.stopping_criterion.startswith("Terminated - min grad norm reached"), \
+    r = _quiet(
+        batch_size=200,
+        max_iterations=10**4,
+        check_period=5,
+        min_gradient_norm=1e-3,
+        step_size="fixed",
+        initial_step_size=0.02,
+        check_samples=None,
+        seed=0,
+    ).run(problem)
+    assert r.stopping_criterion.startswith("Terminated - min grad norm reached"), (
         r.stopping_criterion
+    )
     assert r.gradient_norm < 1e-3 and r.iterations % 5 == 0
 
 
@@ -363,25 +444,34 @@ def test_max_epochs_is_not_cut_short_by_the_default_iteration_limit():
     """A user's max_epochs decides when max_iterations is left at its default (1000); an
     explicit max_iterations still applies, and without max_epochs the default 1000 does."""
     problem = _pca_problem(Stiefel(n, p), "numpy", _pca_data()[:200])
-    options = dict(batch_size=50, check_period=10**6, step_size="fixed",
-                   initial_step_size=1e-3, seed=0)
-    r = _quiet(max_epochs=300, **options).run(problem)       # 300 epochs x 4 = 1200 > 1000
+    options = dict(
+        batch_size=50, check_period=10**6, step_size="fixed", initial_step_size=1e-3, seed=0
+    )
+    r = _quiet(max_epochs=300, **options).run(problem)  # 300 epochs x 4 = 1200 > 1000
     assert r.iterations == 1200 and r.stopping_criterion.startswith(
-        "Terminated - max epochs reached after 1200 iterations"), (r.iterations,
-                                                                   r.stopping_criterion)
+        "Terminated - max epochs reached after 1200 iterations"
+    ), (r.iterations, r.stopping_criterion)
     r = _quiet(max_epochs=300, max_iterations=1000, **options).run(problem)
     assert r.iterations == 1000 and r.stopping_criterion.startswith(
-        "Terminated - max iterations reached"), (r.iterations, r.stopping_criterion)
+        "Terminated - max iterations reached"
+    ), (r.iterations, r.stopping_criterion)
     r = _quiet(**options).run(problem)
     assert r.iterations == 1000 and r.stopping_criterion.startswith(
-        "Terminated - max iterations reached"), (r.iterations, r.stopping_criterion)
+        "Terminated - max iterations reached"
+    ), (r.iterations, r.stopping_criterion)
 
 
 def test_diverging_run_stops_on_a_non_finite_cost():
     problem = _ls_problem("numpy")
     with np.errstate(all="ignore"):
-        r = _quiet(batch_size=50, max_iterations=5000, step_size="fixed",
-                   initial_step_size=50.0, check_period=1, seed=0).run(problem)
+        r = _quiet(
+            batch_size=50,
+            max_iterations=5000,
+            step_size="fixed",
+            initial_step_size=50.0,
+            check_period=1,
+            seed=0,
+        ).run(problem)
     assert r.stopping_criterion.startswith("Terminated - non-finite cost"), r.stopping_criterion
     assert r.iterations < 5000 and not math.isfinite(r.cost)
 
@@ -389,8 +479,15 @@ def test_diverging_run_stops_on_a_non_finite_cost():
 # -- logging and printing ---------------------------------------------------------------------
 def test_log_records_each_check_and_verbosity_prints_a_table(capsys):
     problem = _pca_problem(Stiefel(n, p), "numpy", _pca_data()[:200])
-    result = StochasticGradient(batch_size=50, max_iterations=25, check_period=10, seed=0,
-                                verbosity=2, log_verbosity=1, progress_bar=False).run(problem)
+    result = StochasticGradient(
+        batch_size=50,
+        max_iterations=25,
+        check_period=10,
+        seed=0,
+        verbosity=2,
+        log_verbosity=1,
+        progress_bar=False,
+    ).run(problem)
     log = result.log["iterations"]
     assert log["iteration"] == [0, 10, 20, 25]
     for key in ("cost", "gradient_norm", "step_size", "epoch", "time", "point"):
@@ -401,23 +498,48 @@ def test_log_records_each_check_and_verbosity_prints_a_table(capsys):
     out = capsys.readouterr().out
     assert "Iteration" in out and "Step size" in out and "Optimizing..." in out
     assert "Terminated - max iterations reached" in out
-    assert len([line for line in out.splitlines() if line.strip()[:2] in ("0 ", "10", "20", "25")
-                ]) >= 4, out
+    assert (
+        len([line for line in out.splitlines() if line.strip()[:2] in ("0 ", "10", "20", "25")])
+        >= 4
+    ), out
     _quiet(batch_size=50, max_iterations=5, seed=0).run(problem)
     assert capsys.readouterr().out == ""
 
 
 # -- bad options and inputs -------------------------------------------------------------------
-@pytest.mark.parametrize("option, value", [
-    ("batch_size", 0), ("batch_size", 2.5), ("max_iterations", -1), ("max_iterations", 1.5),
-    ("max_epochs", -2), ("max_time", -1.0), ("sampling", "random"), ("step_size", "adam"),
-    ("step_size", 3), ("initial_step_size", 0.0), ("initial_step_size", math.inf),
-    ("step_size_decay", -0.1), ("decay_steps", -1), ("bold_driver_increase", 0),
-    ("bold_driver_decrease", 1.0), ("momentum", 1.0), ("momentum", -0.1), ("dampening", 2),
-    ("weight_decay", -1), ("nesterov", "yes"), ("check_period", 0), ("check_samples", 0),
-    ("min_gradient_norm", -1), ("callback", 5), ("seed", "abc"), ("seed", -1),
-    ("verbosity", -1), ("log_verbosity", 1.5),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("max_iterations", -1),
+        ("max_iterations", 1.5),
+        ("max_epochs", -2),
+        ("max_time", -1.0),
+        ("sampling", "random"),
+        ("step_size", "adam"),
+        ("step_size", 3),
+        ("initial_step_size", 0.0),
+        ("initial_step_size", math.inf),
+        ("step_size_decay", -0.1),
+        ("decay_steps", -1),
+        ("bold_driver_increase", 0),
+        ("bold_driver_decrease", 1.0),
+        ("momentum", 1.0),
+        ("momentum", -0.1),
+        ("dampening", 2),
+        ("weight_decay", -1),
+        ("nesterov", "yes"),
+        ("check_period", 0),
+        ("check_samples", 0),
+        ("min_gradient_norm", -1),
+        ("callback", 5),
+        ("seed", "abc"),
+        ("seed", -1),
+        ("verbosity", -1),
+        ("log_verbosity", 1.5),
+    ],
+)
 def test_bad_options_raise_value_error_naming_the_option(option, value):
     with pytest.raises(ValueError, match=option):
         StochasticGradient(**{option: value})
@@ -451,19 +573,29 @@ def test_callable_step_size_returning_nan_raises():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_stochastic_pca_on_cuda_keeps_tensors_on_the_device():
     X = _pca_data()
-    problem = FiniteSumProblem(Stiefel(n, p), _pca_cost_torch,
-                               torch.from_numpy(X).to("cuda"))
-    solver = _quiet(batch_size=50, max_iterations=3000, step_size="decay",
-                    initial_step_size=0.05, step_size_decay=1.0, check_samples=None,
-                    momentum=0.0, seed=0)
+    problem = FiniteSumProblem(Stiefel(n, p), _pca_cost_torch, torch.from_numpy(X).to("cuda"))
+    solver = _quiet(
+        batch_size=50,
+        max_iterations=3000,
+        step_size="decay",
+        initial_step_size=0.05,
+        step_size_decay=1.0,
+        check_samples=None,
+        momentum=0.0,
+        seed=0,
+    )
     result = solver.run(problem)
     assert result.point.device.type == "cuda" and result.point.dtype == torch.float64
     angle = _largest_principal_angle(result.point, _top_subspace(X))
     assert angle < PCA_TOL, f"largest principal angle {angle:.3e} rad"
-    ls = FiniteSumProblem(Product([Oblique(m, d, unit="rows"), Euclidean(m)]), _ls_cost_torch,
-                          tuple(torch.from_numpy(a).to("cuda") for a in _ls_truth()[2:]))
-    r = _quiet(batch_size=20, max_iterations=2000, step_size="fixed", initial_step_size=0.05,
-               seed=0).run(ls)
+    ls = FiniteSumProblem(
+        Product([Oblique(m, d, unit="rows"), Euclidean(m)]),
+        _ls_cost_torch,
+        tuple(torch.from_numpy(a).to("cuda") for a in _ls_truth()[2:]),
+    )
+    r = _quiet(
+        batch_size=20, max_iterations=2000, step_size="fixed", initial_step_size=0.05, seed=0
+    ).run(ls)
     assert all(t.device.type == "cuda" for t in r.point)
     W_true, b_true = _ls_truth()[:2]
     err = max(np.abs(_np(r.point[0]) - W_true).max(), np.abs(_np(r.point[1]) - b_true).max())

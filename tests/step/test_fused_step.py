@@ -26,8 +26,11 @@ HYPER = [
 
 
 @pytest.mark.parametrize("name, manifold", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("hp", HYPER, ids=lambda hp: f"mu{hp.momentum}-wd{hp.weight_decay}"
-                         f"-nest{hp.nesterov}-damp{hp.dampening}")
+@pytest.mark.parametrize(
+    "hp",
+    HYPER,
+    ids=lambda hp: f"mu{hp.momentum}-wd{hp.weight_decay}-nest{hp.nesterov}-damp{hp.dampening}",
+)
 def test_fused_step_equals_shared_step_over_several_steps(name, manifold, hp):
     gen = torch.Generator().manual_seed(0)
     x_ref = manifold.random_point(dtype=torch.float64, generator=gen)
@@ -49,16 +52,17 @@ def test_fused_step_equals_shared_step_over_several_steps(name, manifold, hp):
 def test_fused_step_takes_one_rate_per_stacked_copy(momentum):
     manifold = Oblique(5, 7, unit="rows")
     gen = torch.Generator().manual_seed(1)
-    xs = torch.stack([manifold.random_point(dtype=torch.float64, generator=gen)
-                      for _ in range(3)])
+    xs = torch.stack([manifold.random_point(dtype=torch.float64, generator=gen) for _ in range(3)])
     gs = torch.randn(xs.shape, generator=gen, dtype=torch.float64)
     rates = torch.tensor([0.3, 0.0, 0.01], dtype=torch.float64)
     stacked = xs.clone()
-    sphere_sgd_step_(stacked, gs, None, -1,
-                     SGDHyperparameters(rates.view(3, 1, 1), momentum=momentum))
+    sphere_sgd_step_(
+        stacked, gs, None, -1, SGDHyperparameters(rates.view(3, 1, 1), momentum=momentum)
+    )
     for i, rate in enumerate(rates.tolist()):
-        single, _ = riemannian_sgd_step(manifold, xs[i], gs[i], None,
-                                        SGDHyperparameters(rate, momentum=momentum))
+        single, _ = riemannian_sgd_step(
+            manifold, xs[i], gs[i], None, SGDHyperparameters(rate, momentum=momentum)
+        )
         assert torch.allclose(stacked[i], single, atol=1e-13)
 
 

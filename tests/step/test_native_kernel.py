@@ -305,8 +305,12 @@ def test_prepared_plain_rows_equal_torch_sgd_bit_for_bit():
     from riemann_dnn.step.native import PreparedStep
 
     gen = torch.Generator().manual_seed(0)
-    for hyper in (dict(momentum=0.9, weight_decay=1e-2), dict(momentum=0.9, nesterov=True),
-                  dict(momentum=0.5, dampening=0.3), dict()):
+    for hyper in (
+        dict(momentum=0.9, weight_decay=1e-2),
+        dict(momentum=0.9, nesterov=True),
+        dict(momentum=0.5, dampening=0.3),
+        dict(),
+    ):
         ours = torch.randn(3, 37, generator=gen)
         theirs = ours.clone().requires_grad_()
         buf = torch.empty_like(ours) if hyper.get("momentum") else None

@@ -139,8 +139,14 @@ def test_euclidean_step_is_torch_sgd():
         x = torch.randn(3, 4, dtype=torch.float64)
         grads = [torch.randn(3, 4, dtype=torch.float64) for _ in range(3)]
         ref = x.clone().requires_grad_()
-        opt = torch.optim.SGD([ref], lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening,
-                              nesterov=hp.nesterov, weight_decay=hp.weight_decay)
+        opt = torch.optim.SGD(
+            [ref],
+            lr=hp.lr,
+            momentum=hp.momentum,
+            dampening=hp.dampening,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
         manifold, buf = Euclidean(3, 4), None
         for g in grads:
             x, buf = riemannian_sgd_step(manifold, x, g, buf, hp)

@@ -339,9 +339,15 @@ class PreparedStep:
             ``k`` stepped with the ``k``-th rate of a tensor ``lr``.
     """
 
-    def __init__(self, points: Sequence[torch.Tensor], normalize: Sequence[bool],
-                 momentum_buffers: Sequence[torch.Tensor] | None, *,
-                 params: Sequence[torch.Tensor] | None = None, copies: int = 1):
+    def __init__(
+        self,
+        points: Sequence[torch.Tensor],
+        normalize: Sequence[bool],
+        momentum_buffers: Sequence[torch.Tensor] | None,
+        *,
+        params: Sequence[torch.Tensor] | None = None,
+        copies: int = 1,
+    ):
         library, reason = load()
         if library is None:
             raise RuntimeError(f"riemann_dnn: the native kernel is unavailable: {reason}")
@@ -355,15 +361,17 @@ class PreparedStep:
         rows = [p.shape[0] for p in points]
         self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
         if any(r % copies for r in rows):
-            raise ValueError(f"PreparedStep: copies={copies} must divide every point's rows, "
-                             f"got rows {rows}")
+            raise ValueError(
+                f"PreparedStep: copies={copies} must divide every point's rows, got rows {rows}"
+            )
         self._per_lr = i64(*[max(r // copies, 1) for r in rows])
         self.copies = copies
         self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
         self._point_ptrs = ptr(*[p.data_ptr() for p in points])
-        self._buffer_ptrs = (None if momentum_buffers is None
-                             else ptr(*[b.data_ptr() for b in momentum_buffers]))
+        self._buffer_ptrs = (
+            None if momentum_buffers is None else ptr(*[b.data_ptr() for b in momentum_buffers])
+        )
         self.params = list(points if params is None else params)
         self._addresses = [p.data_ptr() for p in self.params]
         self._grad_ptrs = ptr()
@@ -375,8 +383,8 @@ class PreparedStep:
         """Whether ``params`` are the tensors, with the storage, this step was prepared
         for."""
         return len(params) == self._k and all(
-            p is q and p.data_ptr() == a for p, q, a in zip(params, self.params,
-                                                             self._addresses))
+            p is q and p.data_ptr() == a for p, q, a in zip(params, self.params, self._addresses)
+        )
 
     def gradient_pointers(self) -> ctypes.Array | None:
         """The addresses of the parameters' ``.grad``, or ``None`` when one is missing,
@@ -384,8 +392,12 @@ class PreparedStep:
         ptrs, dtype = self._grad_ptrs, self._torch_dtype
         for i, param in enumerate(self.params):
             grad = param.grad
-            if grad is None or grad.dtype is not dtype or grad.layout is not torch.strided \
-                    or not grad.is_contiguous():
+            if (
+                grad is None
+                or grad.dtype is not dtype
+                or grad.layout is not torch.strided
+                or not grad.is_contiguous()
+            ):
                 return None
             ptrs[i] = grad.data_ptr()
         return ptrs
@@ -395,11 +407,18 @@ class PreparedStep:
         :meth:`gradient_pointers`): the strict mode's check, before any weight moves."""
         return bool(self._fn.all_finite(self._k, self._numel, grads, self._dtype))
 
-    def __call__(self, grads: Sequence[torch.Tensor] | ctypes.Array, *,
-                 lr: float | tuple[float, ...] | torch.Tensor,
-                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, maximize: bool = False,
-                 first_step: bool = False) -> bool:
+    def __call__(
+        self,
+        grads: Sequence[torch.Tensor] | ctypes.Array,
+        *,
+        lr: float | tuple[float, ...] | torch.Tensor,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        first_step: bool = False,
+    ) -> bool:
         """Step in place with ``grads`` (contiguous tensors of the points' shapes and
         dtype, or :meth:`gradient_pointers`); returns whether some row was left untouched
         (a non-finite gradient or update)."""
@@ -421,16 +440,31 @@ class PreparedStep:
         found = self._found
         found.zero_()
         bad = self._fn(
-            self._k, self._rows, self._ncols, self._normalize, self._point_ptrs,
-            grads, self._buffer_ptrs, self._dtype,
-            ctypes.addressof(rates), self._per_lr, momentum, dampening, int(nesterov),
-            weight_decay, int(maximize), int(first_step), torch.get_num_threads(),
+            self._k,
+            self._rows,
+            self._ncols,
+            self._normalize,
+            self._point_ptrs,
+            grads,
+            self._buffer_ptrs,
+            self._dtype,
+            ctypes.addressof(rates),
+            self._per_lr,
+            momentum,
+            dampening,
+            int(nesterov),
+            weight_decay,
+            int(maximize),
+            int(first_step),
+            torch.get_num_threads(),
             found.data_ptr(),
         )
         if bad < 0:
-            raise RuntimeError("riemann_dnn: the native kernel rejected its arguments or ran "
-                               "out of memory")
-        bumped = self.points if self.momentum_buffers is None else (
-            self.points + self.momentum_buffers)
+            raise RuntimeError(
+                "riemann_dnn: the native kernel rejected its arguments or ran out of memory"
+            )
+        bumped = (
+            self.points if self.momentum_buffers is None else (self.points + self.momentum_buffers)
+        )
         torch.autograd.graph.increment_version(bumped)
         return bad > 0
