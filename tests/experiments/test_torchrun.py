@@ -238,13 +238,11 @@ def _rank_pid(parent: int, rank: int, timeout: float = 60) -> int:
     raise AssertionError(f"no rank-{rank} child of torchrun {parent}")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(tmp_path):
-    args = [*SCENES, "--epochs", "6"]
-    _run(2, [*args, "--out", str(tmp_path / "whole")])
-    killed = tmp_path / "killed"
+def _kill_rank_1_once(args: list[str], out: Path, checkpointed) -> None:
+    """Run ``args`` on 2 processes into ``out`` and SIGKILL rank 1 as soon as
+    ``checkpointed()`` is true; torchrun must then fail."""
     proc = subprocess.Popen(
-        _command(2, [*args, "--out", str(killed)]),
+        _command(2, [*args, "--out", str(out)]),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -253,14 +251,22 @@ def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(
     try:
         victim = _rank_pid(proc.pid, 1)
         deadline = time.monotonic() + 180
-        while not (killed / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        while not checkpointed() and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(victim, signal.SIGKILL)
-        _, stderr = proc.communicate(timeout=120)
+        proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0, "torchrun must fail when a rank is killed"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_segment_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_result(tmp_path):
+    args = [*SCENES, "--epochs", "6"]
+    _run(2, [*args, "--out", str(tmp_path / "whole")])
+    killed = tmp_path / "killed"
+    _kill_rank_1_once(args, killed, lambda: (killed / "checkpoint.pt").exists())
     epoch = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= epoch < 6, f"the kill came too late to test a resume (epoch {epoch})"
     _run(2, [*args, "--out", str(killed)])
@@ -293,24 +299,7 @@ def test_train_archbn_resumes_after_kill_9_of_one_rank_with_the_uninterrupted_re
     ]
     _run(2, [*args, "--out", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _command(2, [*args, "--out", str(killed)]),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        victim = _rank_pid(proc.pid, 1)
-        deadline = time.monotonic() + 180
-        while not list((killed / "checkpoints").glob("*.pt")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(victim, signal.SIGKILL)
-        proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, "torchrun must fail when a rank is killed"
+    _kill_rank_1_once(args, killed, lambda: bool(list((killed / "checkpoints").glob("*.pt"))))
     assert not (killed / "run.json").exists(), "the kill came too late to test a resume"
     _run(2, [*args, "--out", str(killed)])
     timing = {"seconds", "selection_seconds", "epoch_seconds", "summary"}  # summary: timings
