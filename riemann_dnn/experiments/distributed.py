@@ -409,6 +409,11 @@ def train_archbn_run(
 
     launch = current_launch()
     protocol, amp = config.protocol, config.amp
+    if protocol.bn_estimate:
+        raise ValueError(
+            "a data-parallel run does not re-estimate BatchNorm statistics: use a protocol "
+            f"with bn_estimate=0 (e.g. 'paper-sum'), got bn_estimate={protocol.bn_estimate}"
+        )
     start = time.perf_counter()
     device = torch.device(launch.device)
     splits = {k: v.to(device) for k, v in _splits(config, data.train_x.shape[0]).items()}

@@ -55,19 +55,21 @@ class SegNetPlan:
     grid (selected on held-out training scenes with the first seed, as
     :func:`~.segmentation.compare_methods` does) and the seeds."""
 
-    seeds: int = 5
-    lr_grid: tuple[float, ...] = (0.01, 0.1)
-    selection_epochs: int | None = None
+    seeds: int = 8
+    lr_grid: tuple[float, ...] = (0.3, 0.1, 0.03)
+    selection_epochs: int | None = 4
     config: dict[str, Any] = field(
         default_factory=lambda: {
             "model": "segnet-basic",
-            "width": 8,
-            "depth": 2,
+            "width": 16,
+            "depth": 3,
             "kernel": 3,
-            "epochs": 4,
+            "epochs": 12,
             "batch_size": 16,
-            "train_scenes": 400,
-            "test_scenes": 200,
+            "momentum": 0.9,
+            "class_weights": "median",
+            "train_scenes": 2000,
+            "test_scenes": 500,
             "canvas": 32,
         }
     )
@@ -155,7 +157,7 @@ def study_plan(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is unknown; choose from {sorted(PROTOCOLS)}")
     named = PROTOCOLS[protocol]
-    keys = ("lr_candidates", "loss_reduction", "lr_extend", "stop_on_accepted")
+    keys = ("lr_candidates", "loss_reduction", "lr_extend", "stop_on_accepted", "bn_estimate")
     swap = {k: getattr(named, k) for k in keys}
     return replace(
         plan,
@@ -177,6 +179,7 @@ def _plan(quick: bool) -> StudyPlan:
         min_epochs=3,
         max_epochs=6,
         lr_extend=1,
+        bn_estimate=300,
     )
     return StudyPlan(
         mlp_seeds=3,

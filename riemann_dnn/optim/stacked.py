@@ -19,12 +19,13 @@ Example::
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["StackedModules"]
 
@@ -93,6 +94,33 @@ class StackedModules:
         """Copy ``state`` (as from :meth:`state_dict`) into the stacked tensors."""
         for name, tensor in self.state_dict().items():
             tensor.copy_(state[name])
+
+    @torch.no_grad()
+    def estimate_batchnorm(self, batches: Iterable[torch.Tensor], *, shared_input: bool = False):
+        r"""Replace every copy's BatchNorm running statistics by their averages over
+        ``batches`` (PreciseBN, Wu & Johnson 2021): after :math:`K` equal batches,
+        :math:`\hat\mu = \frac1K\sum_k \mu_k` and :math:`\hat\sigma^2 = \frac1K\sum_k
+        \sigma_k^2` (unbiased batch variances), the statistics of the current weights
+        rather than a lagging exponential average. ``num_batches_tracked`` is kept; the
+        weights are not touched. Batches are as in :meth:`forward`."""
+        norms = [m for m in self._base.modules() if isinstance(m, _BatchNorm)]
+        saved = [m.momentum for m in norms]
+        tracked = {k: v.clone() for k, v in self.buffers.items() if k.endswith("_tracked")}
+        for name, buffer in self.buffers.items():
+            if name.endswith("running_mean"):
+                buffer.zero_()
+            elif name.endswith("running_var"):
+                buffer.fill_(1.0)
+        try:
+            for k, x in enumerate(batches, start=1):
+                for m in norms:
+                    m.momentum = 1.0 / k  # running = (1 - 1/k) running + batch / k
+                self.forward(x, train=True, shared_input=shared_input)
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+            for name, value in tracked.items():
+                self.buffers[name].copy_(value)
 
     def member(self, index: int) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of copy ``index`` (loadable into the original module)."""

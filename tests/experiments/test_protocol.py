@@ -1,6 +1,7 @@
 """The paper's protocol: stopping rules, bold driver, records, resume, real-data accuracy."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -140,3 +141,29 @@ def test_end_to_end_run_on_the_full_mnist_files(full_mnist_dir, tmp_path):
     assert data.train_x.shape == (60000, 784) and data.test_x.shape == (10000, 784)
     assert record["epochs"] == 2 and record["stop_reason"] == "max_epochs"
     assert record["test_error"] < 0.15, record["test_error"]  # measured 0.086
+
+
+def test_bn_estimate_changes_evaluation_only(embedded, tmp_path):
+    """Re-estimated BN statistics (PreciseBN) change the validation and test errors the
+    protocol sees, never the training trajectory; bn_estimate=0 keeps the old run hash."""
+    protocol = quick_protocol(lr_candidates=(1e-1,), selection_epochs=2, min_epochs=3)
+    protocol = replace(protocol, loss_reduction="mean", max_epochs=3)
+    records = {}
+    for size in (0, 300):
+        config = RunConfig(
+            depth=2,
+            method="un",
+            seed=0,
+            protocol=replace(protocol, bn_estimate=size),
+            arch="conv",
+            width=4,
+            data=embedded.source,
+        )
+        (records[size],) = train_runs([config], embedded, tmp_path / str(size))
+    plain, estimated = records[0], records[300]
+    assert plain["curves"]["train_loss"] == estimated["curves"]["train_loss"]
+    assert plain["curves"]["val_error"] != estimated["curves"]["val_error"]
+    assert "bn_estimate" not in plain["config"]["protocol"]
+    assert estimated["config"]["protocol"]["bn_estimate"] == 300
+    with pytest.raises(ValueError, match="bn_estimate"):
+        Protocol(bn_estimate=-1)
