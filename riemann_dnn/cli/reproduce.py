@@ -6,6 +6,8 @@ import argparse
 import json
 from dataclasses import asdict
 
+from ..experiments.config import PROTOCOLS, quick_protocol
+from ..experiments.methods import METHODS, TABLE2_METHODS
 from .options import (
     UsageError,
     add_amp,
@@ -24,18 +26,17 @@ from .options import (
     set_command,
 )
 
-_QUICK = {"selection_epochs": 10, "min_epochs": 10, "max_epochs": 15}
-_FULL = {"selection_epochs": 50, "min_epochs": 25, "max_epochs": 60}
-
-# the methods of the protocol's registry (riemann_dnn.experiments.protocol.METHODS)
-_METHOD_NAMES = ["un", "bsgd", "sgd", "bsgd-elr", "bsgd-wd", "un-split"]
+# the defaults come from the experiments' own configuration (no default typed twice)
+_EPOCHS = ("selection_epochs", "min_epochs", "max_epochs")
+_PAPER, _QUICK = PROTOCOLS["paper-sum"], quick_protocol()
+_METHOD_NAMES = list(METHODS)
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (defaults: the paper's)")
     group.add_argument(
         "--protocol",
-        choices=["paper-sum", "study"],
+        choices=list(PROTOCOLS),
         default="paper-sum",
         help="named protocol: paper-sum (default; the paper's rate grid with "
         "the summed loss, which reproduces its Table 2) or study (mean loss, "
@@ -46,8 +47,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--batch-size",
         type=positive_int,
-        default=100,
-        help="minibatch size (the paper gives none; default 100)",
+        default=_PAPER.batch_size,
+        help=f"minibatch size (the paper gives none; default {_PAPER.batch_size})",
     )
     group.add_argument(
         "--loss-reduction",
@@ -58,16 +59,23 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
         "(see docs/table2.md)",
     )
     group.add_argument(
-        "--min-epochs", type=positive_int, default=None, help="default 25 (--quick: 10)"
+        "--min-epochs",
+        type=positive_int,
+        default=None,
+        help=f"default {_PAPER.min_epochs} (--quick: {_QUICK.min_epochs})",
     )
     group.add_argument(
-        "--max-epochs", type=positive_int, default=None, help="default 60 (--quick: 15)"
+        "--max-epochs",
+        type=positive_int,
+        default=None,
+        help=f"default {_PAPER.max_epochs} (--quick: {_QUICK.max_epochs})",
     )
     group.add_argument(
         "--selection-epochs",
         type=positive_int,
         default=None,
-        help="epochs of each learning-rate candidate (default 50; --quick: 10)",
+        help="epochs of each learning-rate candidate (default "
+        f"{_PAPER.selection_epochs}; --quick: {_QUICK.selection_epochs})",
     )
     group.add_argument(
         "--lr-candidates",
@@ -79,7 +87,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--quick",
         action="store_true",
-        help="a few-minute protocol: 10 selection epochs, 10 to 15 training epochs "
+        help=f"a few-minute protocol: {_QUICK.selection_epochs} selection epochs, "
+        f"{_QUICK.min_epochs} to {_QUICK.max_epochs} training epochs "
         "(epoch options given explicitly still apply); results go to a -quick "
         "directory by default",
     )
@@ -108,10 +117,8 @@ def _protocol(args):
     when wrong)."""
     from dataclasses import replace
 
-    from ..experiments.protocol import PROTOCOLS
-
     named = PROTOCOLS[getattr(args, "protocol", "paper-sum")]
-    epochs = dict(_QUICK if args.quick else _FULL)
+    epochs = {name: getattr(_QUICK if args.quick else named, name) for name in _EPOCHS}
     for name in epochs:
         if getattr(args, name) is not None:
             epochs[name] = getattr(args, name)
@@ -161,7 +168,7 @@ def add_parser(subparsers) -> None:
     )
     table2.add_argument("--depths", type=positive_int, nargs="+", default=[2, 4])
     table2.add_argument(
-        "--methods", nargs="+", default=["un", "bsgd", "sgd"], choices=_METHOD_NAMES
+        "--methods", nargs="+", default=list(TABLE2_METHODS), choices=_METHOD_NAMES
     )
     add_jobs(
         table2,
@@ -184,7 +191,7 @@ def add_parser(subparsers) -> None:
     study.add_argument("--runs", type=positive_int, default=3)
     study.add_argument("--depths", type=positive_int, nargs="+", default=[4])
     study.add_argument(
-        "--methods", nargs="+", default=["un", "bsgd"], choices=["un", "bsgd", "sgd"]
+        "--methods", nargs="+", default=["un", "bsgd"], choices=list(TABLE2_METHODS)
     )
     add_jobs(study, None, "worker processes (default: one per CPU core)")
     _add_protocol_options(study)

@@ -312,7 +312,7 @@ def autocast(device: str | torch.device, amp: str | None):
 # -- one run of the ArchBN protocol, data-parallel ----------------------------------------------
 def _archbn(config, in_features: int, launch: Launch) -> tuple[nn.Module, nn.Module]:
     from ..problems.archbn import ArchBN
-    from .protocol import METHODS
+    from .methods import METHODS
 
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # PyTorch's default init, for method "sgd"
@@ -329,7 +329,7 @@ def _archbn(config, in_features: int, launch: Launch) -> tuple[nn.Module, nn.Mod
 def _optimizer(config, raw: nn.Module, lr: float):
     from ..optim import RiemannianSGD
     from ..problems.archbn import ArchBN
-    from .protocol import METHODS
+    from .methods import METHODS
 
     constrained = (
         set(ArchBN.scale_invariant_names(config.depth))

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .protocol import METHODS, PROTOCOLS, MNISTTensors, Protocol, load_finished
+from .config import PROTOCOLS, Protocol
+from .methods import METHODS
+from .protocol import MNISTTensors, load_finished
 from .stats import holm, paired_comparison
 
 __all__ = [
