@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..manifolds import Grassmann, Oblique, Stiefel
+from ...manifolds import Grassmann, Oblique, Stiefel
 
 __all__ = [
     "RETRACTIONS",
@@ -325,7 +325,7 @@ def run_retraction_bench(
         archbn_protocol: a :class:`~.protocol.Protocol` (default
             :func:`~.protocol.quick_protocol`).
     """
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     unknown = [f for f in families if f not in RETRACTIONS]
     if unknown:
@@ -360,7 +360,7 @@ def run_retraction_bench(
     )
     protocol = archbn_protocol
     if archbn and protocol is None:
-        from .protocol import quick_protocol
+        from ..protocol import quick_protocol
 
         protocol = quick_protocol()
     archbn_units = (
@@ -509,8 +509,8 @@ def _machine(device: torch.device) -> dict[str, Any]:
 def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
     import tempfile
 
-    from .progress import settle
-    from .protocol import METHODS, MNISTTensors, RunConfig, train_runs
+    from ..progress import settle
+    from ..protocol import METHODS, MNISTTensors, RunConfig, train_runs
 
     data = MNISTTensors.load(data_dir, source=source, device=device)
     root = Path(out_dir) / "archbn" if out_dir is not None else Path(tempfile.mkdtemp())

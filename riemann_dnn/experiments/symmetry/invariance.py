@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..manifolds import Oblique, filter_matrix
-from ..optim import RiemannianSGD, param_groups, scale_invariant_weights
-from ..problems.archbn import ArchBN
-from ..step import SGDHyperparameters, riemannian_sgd_step
+from ...manifolds import Oblique, filter_matrix
+from ...optim import RiemannianSGD, param_groups, scale_invariant_weights
+from ...problems.archbn import ArchBN
+from ...step import SGDHyperparameters, riemannian_sgd_step
 
 __all__ = [
     "random_filter_scales",
@@ -504,7 +504,7 @@ def run_symmetry(
     ``train_images`` random training images (default: up to 10,000), test error on the test
     images. One ArchBN of
     ``depth`` initialised from ``seed`` is used throughout."""
-    from ..data import as_tensors, load_mnist
+    from ...data import as_tensors, load_mnist
 
     for arg, value in (("steps", steps), ("copies", copies), ("batch_size", batch_size)):
         if not (isinstance(value, int) and value >= (2 if arg == "copies" else 1)):
