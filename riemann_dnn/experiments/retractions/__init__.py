@@ -36,6 +36,7 @@ from .bench import run_retraction_bench
 from .config import ARCHBN_VARIANTS, RETRACTIONS, build_manifold, parse_size
 from .measure import chained_drift, time_call
 from .order import OrderFit, agreement_order, exp_gaps
+from .plots import plot_retractions
 from .report import retraction_markdown, write_retraction_report
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "run_retraction_bench",
     "retraction_markdown",
     "write_retraction_report",
+    "plot_retractions",
 ]

@@ -3,12 +3,14 @@ retraction, test error and epoch time."""
 
 from __future__ import annotations
 
-import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..records import strict
 
 
 def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
@@ -76,6 +78,5 @@ def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, b
 
 
 def _protocol_dict(protocol) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return json.loads(json.dumps(asdict(protocol)))
+    """The protocol's fields as JSON values (tuples as lists)."""
+    return strict(asdict(protocol))

@@ -1,15 +1,15 @@
 """The bench's report: ``retractions.json`` and ``retractions.md`` (tables), and the plots
-(:mod:`.plots`)."""
+(:mod:`.plots`), written through :mod:`riemann_dnn.experiments.records`."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from ..records import write_json, write_text
 from .order import _fmt_order
-from .plots import _plots
+from .plots import plot_retractions
 
 __all__ = ["retraction_markdown", "write_retraction_report"]
 
@@ -169,24 +169,13 @@ def retraction_markdown(results: dict[str, Any], *, images: str = "") -> str:
 
 
 def write_retraction_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``retractions.json``, ``retractions.md`` and the PNG plots into ``out_dir``;
-    returns the paths written."""
+    """Write ``retractions.json`` (strict JSON: non-finite numbers as ``"inf"``/``"nan"``,
+    read back by :func:`~riemann_dnn.experiments.records.read_json`), ``retractions.md`` and
+    the PNG plots (:func:`~.plots.plot_retractions`) into ``out_dir``; returns the paths
+    written."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "retractions.json", out / "retractions.md"]
-    paths[0].write_text(json.dumps(_strict_json(results), indent=1, allow_nan=False))
-    paths[1].write_text(retraction_markdown(results))
-    paths += _plots(results, out)
-    return paths
-
-
-def _strict_json(value):
-    """``value`` with non-finite floats as the strings ``"inf"``/``"nan"`` (strict JSON;
-    ``float()`` reads them back)."""
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    paths = [
+        write_json(out / "retractions.json", results),
+        write_text(out / "retractions.md", retraction_markdown(results)),
+    ]
+    return paths + plot_retractions(results, out)
