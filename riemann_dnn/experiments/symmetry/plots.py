@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..records import figure
 from .rescaling import EXACT_EPS
 
 __all__ = ["plot_symmetry"]
@@ -14,19 +15,26 @@ __all__ = ["plot_symmetry"]
 def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     """Four panels: |∇w̃_i|/|∇w_i| against α_i (slope −1), loss per step for each copy and
     method, the distance between the copies' normalised W1 (log scale), and the loss spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     traj = result["trajectories"]
     checks = result["invariance"]
     key = next((k for k in checks if k == f"float64, eps={EXACT_EPS:g}"), next(iter(checks)))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    ax = axes[0, 0]
-    for name, ratio in checks[key]["gradient_ratio"].items():
+    with figure(path, 2, 2, figsize=(11, 8), dpi=110) as (fig, axes):
+        _gradient_panel(axes[0, 0], checks[key], key)
+        _loss_panel(axes[0, 1], traj)
+        _distance_panel(axes[1, 0], traj)
+        _spread_panel(axes[1, 1], traj)
+        fig.suptitle(f"ArchBN depth {result['config']['depth']}: rescaling symmetry (paper §2–3)")
+    return Path(path)
+
+
+_COLORS = {"bsgd": "tab:red", "un": "tab:blue"}
+_FLOOR = 1e-17  # an exact 0 on a log axis
+
+
+def _gradient_panel(ax, check: dict[str, Any], key: str) -> None:
+    for name, ratio in check["gradient_ratio"].items():
         ax.loglog(ratio["alpha"], ratio["ratio"], ".", label=name)
-    grid = [checks[key]["alpha_min"], checks[key]["alpha_max"]]
+    grid = [check["alpha_min"], check["alpha_max"]]
     ax.loglog(grid, [1 / a for a in grid], "k--", lw=1, label="1/α")
     ax.set(
         xlabel="α_i (filter scale)",
@@ -35,9 +43,12 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     )
     ax.legend(fontsize=8)
 
-    palettes = {"bsgd": plt.cm.Reds, "un": plt.cm.Blues}
+
+def _loss_panel(ax, traj: dict[str, Any]) -> None:
+    from matplotlib import colormaps
+
+    palettes = {"bsgd": colormaps["Reds"], "un": colormaps["Blues"]}
     styles = ["-", "--", ":", "-."]
-    ax = axes[0, 1]
     window = max(1, traj["steps"] // 30)
     for method, rec in traj["methods"].items():
         for j, loss in enumerate(rec["loss"]):
@@ -58,13 +69,13 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     )
     ax.legend(fontsize=7)
 
-    first, floor = traj["names"][0], 1e-17
-    colors = {"bsgd": "tab:red", "un": "tab:blue"}
-    ax = axes[1, 0]
+
+def _distance_panel(ax, traj: dict[str, Any]) -> None:
+    first = traj["names"][0]
     for method, rec in traj["methods"].items():
         ax.semilogy(
-            [max(d, floor) for d in rec["filter_distance"][first]],
-            color=colors[method],
+            [max(d, _FLOOR) for d in rec["filter_distance"][first]],
+            color=_COLORS[method],
             label=rec["label"],
         )
     ax.set(
@@ -74,26 +85,21 @@ def plot_symmetry(result: dict[str, Any], path: str | Path) -> Path:
     )
     ax.legend(fontsize=8)
 
-    ax = axes[1, 1]
+
+def _spread_panel(ax, traj: dict[str, Any]) -> None:
     for method, rec in traj["methods"].items():
         ax.semilogy(
-            [max(d, floor) for d in rec["loss_spread"]],
-            color=colors[method],
+            [max(d, _FLOOR) for d in rec["loss_spread"]],
+            color=_COLORS[method],
             lw=1,
             label=rec["label"],
         )
     ax.set(
         xlabel="step",
         ylabel="max_j |L^(j) − L^(0)|",
-        title=f"loss spread between copies (exact 0 drawn at {floor:g})",
+        title=f"loss spread between copies (exact 0 drawn at {_FLOOR:g})",
     )
     ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"ArchBN depth {result['config']['depth']}: rescaling symmetry (paper §2–3)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _running_mean(values: Sequence[float], window: int) -> list[float]:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ..records import write_json, write_text
 from .plots import plot_symmetry
 from .rescaling import EXACT_EPS
 
@@ -77,12 +77,12 @@ def _markdown(result: dict[str, Any], png_name: str) -> str:
 def write_report(
     result: dict[str, Any], out_dir: str | Path, stem: str = "symmetry"
 ) -> tuple[Path, Path, Path]:
-    """Write ``<stem>.json`` (all numbers and the config), ``<stem>.md`` (tables and the
+    """Write ``<stem>.json`` (all numbers and the config; strict JSON, read back by
+    :func:`~riemann_dnn.experiments.records.read_json`), ``<stem>.md`` (tables and the
     picture) and ``<stem>.png`` (:func:`plot_symmetry`) into ``out_dir``; return the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = (out / f"{stem}.{ext}" for ext in ("json", "md", "png"))
-    json_path.write_text(json.dumps(result, indent=1))
+    write_json(json_path, result)
     plot_symmetry(result, png_path)
-    md_path.write_text(_markdown(result, png_path.name))
+    write_text(md_path, _markdown(result, png_path.name))
     return json_path, md_path, png_path
