@@ -73,8 +73,9 @@ def test_exact_agreement_and_too_few_points():
 
 
 def test_known_retractions_measured_through_the_bench():
-    """Closed-form cases: on St(n, 1), qr is (x + u)/|x + u| (second order, slope 3), and
-    St(n, p)'s qr is first order for a generic tangent (slope 2)."""
+    """Closed-form cases: on St(n, 1), qr is (x + u)/|x + u| (second order, slope 3),
+    St(n, p)'s qr is first order for a generic tangent (slope 2), and the oblique manifold's
+    normalize (row-wise (x + u)/|x + u|) is second order (slope 3)."""
     for family, manifold, want in (
         ("stiefel", Stiefel(9, 1, retraction="qr"), 3.0),
         ("stiefel", Stiefel(9, 3, retraction="qr"), 2.0),
@@ -171,15 +172,15 @@ def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
         assert row["violation_one_call"] < limit, row
     for key, rows in groups.items():
         assert min(r["ratio_to_cheapest"] for r in rows) == 1.0, key
+    every_retraction = {(f, r) for f, names in RETRACTIONS.items() for r in names}
+    assert {(r["family"], r["retraction"]) for r in results["orders"]} == every_retraction
     for row in results["orders"]:  # measured order matches the theory (slope = order + 1)
         theory, slope = row["theory_order"], row["slope"]  # inf for exp
         if math.isinf(theory):
             assert math.isinf(slope), row
             continue
         assert abs(slope - (theory + 1)) < 0.3, row
-    assert {(r["family"], r["retraction"]) for r in results["drift"]} == {
-        (f, r) for f, names in RETRACTIONS.items() for r in names
-    }
+    assert {(r["family"], r["retraction"]) for r in results["drift"]} == every_retraction
     assert all(r["steps"] == 30 for r in results["drift"])
     assert results["archbn"] is None
     markdown = (out / "retractions.md").read_text()

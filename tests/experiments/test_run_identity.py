@@ -274,6 +274,8 @@ def test_sensitivity_report_names_its_protocol_and_grid(tmp_path):
     assert "Full protocol" not in markdown and "Custom protocol" in markdown, markdown
     assert "Grid: batch sizes [100] × reductions ['sum']" in markdown, markdown
     assert "Data: `embedded`" in markdown and result["quick"] is False
+    assert read_json(tmp_path / "sensitivity.json")["cells"] == result["cells"]
+    assert (tmp_path / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = _snapshot(tmp_path)
     with pytest.raises(TableMismatchError, match="max_epochs: 2 there, 3 here"):
         batch_reduction_study(
