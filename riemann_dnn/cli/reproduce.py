@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 
 from ..experiments.config import PROTOCOLS, quick_protocol
@@ -317,6 +316,7 @@ def run_train(args: argparse.Namespace) -> int:
         load_finished,
         train_runs,
     )
+    from ..experiments.records import write_json
     from ..experiments.table2 import (
         TableMismatchError,
         _protocol_words,
@@ -387,9 +387,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"{_protocol_words(asdict(protocol)).split(':')[0]}",
         )
         write_report(summary, [record], out, stem="run")
-        (out / "run.json").write_text(
-            json.dumps({**record, "summary": summary, "identity": identity}, indent=1)
-        )
+        write_json(out / "run.json", {**record, "summary": summary, "identity": identity})
         print(
             f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
             f"({record['stop_reason']}), test error {record['test_error']:.4f}"

@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .protocol import Protocol, quick_protocol
+from .records import figure, write_json, write_text
 from .table2 import check_table, reproduce_table2
 
 __all__ = ["batch_reduction_study"]
@@ -108,9 +109,8 @@ def batch_reduction_study(
         "data": data,
         "identity": study,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sensitivity.json").write_text(json.dumps(result, indent=1))
-    (out_dir / "sensitivity.md").write_text(_markdown(result))
+    write_json(out_dir / "sensitivity.json", result)
+    write_text(out_dir / "sensitivity.md", _markdown(result))
     _plot(result, out_dir / "sensitivity.png")
     return result
 
@@ -157,13 +157,12 @@ def _markdown(result: dict) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
+    with figure(path, figsize=(8, 4.5), dpi=120) as (_, ax):
+        _draw(ax, result)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _draw(ax, result: dict) -> None:
     cells = result["cells"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     keys = sorted({(c["reduction"], c["method"], c["depth"]) for c in cells})
     batches = sorted({c["batch_size"] for c in cells})
     width = 0.6 / max(1, len(keys))  # each batch size keeps one slot on a categorical axis
@@ -195,6 +194,3 @@ def _plot(result: dict, path: Path) -> None:
         "Table 2 protocol: batch size × loss reduction" + (" (quick)" if result["quick"] else "")
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -473,9 +473,13 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``.
 
     The title says what was run (``summary["title"]``, default the Table 2 reproduction), the
-    header the protocol (quick, full or custom), the grid and the data."""
+    header the protocol (quick, full or custom), the grid and the data. Every file goes
+    through :mod:`riemann_dnn.experiments.records` (the JSON is strict: a NaN p-value is
+    written ``"nan"``)."""
+    from .records import write_json, write_text
+
     out_dir = Path(out_dir)
-    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+    write_json(out_dir / f"{stem}.json", summary)
     data = summary.get("data") or (records[0].get("data") if records else None) or "?"
     runs = sorted({r["runs"] for r in summary["rows"]})
     title = summary.get(
@@ -530,70 +534,65 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
             f"{identity['world_size']}; data checksum `{identity['data_checksum'][:12]}`.",
         ]
     lines += ["", f"![{stem}]({stem}.png)", ""]
-    (out_dir / f"{stem}.md").write_text("\n".join(lines))
+    write_text(out_dir / f"{stem}.md", "\n".join(lines))
     plot_table2(summary, records, out_dir / f"{stem}.png")
 
 
 def plot_table2(summary: dict, records: list[dict], path: Path) -> None:
     """Test error per method and depth (ours with std bars, the paper's as markers), and the
     mean validation-error curve of each (depth, method)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .records import figure
 
     rows = summary["rows"]
-    fig, (ax_bar, ax_curve) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = [f"d{r['depth']} {r['label']}" for r in rows]
-    xs = range(len(rows))
-    ax_bar.bar(
-        xs,
-        [r["mean"] for r in rows],
-        yerr=[r["std"] for r in rows],
-        capsize=4,
-        color=[
-            "C0" if r["method"] == "un" else "C1" if r["method"] == "bsgd" else "C2" for r in rows
-        ],
-        alpha=0.8,
-        label="ours (mean ± std)",
-    )
-    paper = [(x, r["paper_mean"], r["paper_std"]) for x, r in zip(xs, rows) if r["paper_mean"]]
-    if paper:
-        ax_bar.errorbar(
-            [p[0] for p in paper],
-            [p[1] for p in paper],
-            yerr=[p[2] for p in paper],
-            fmt="k_",
-            markersize=18,
+    with figure(path, 1, 2, figsize=(12, 4.5), dpi=120) as (_, (ax_bar, ax_curve)):
+        labels = [f"d{r['depth']} {r['label']}" for r in rows]
+        xs = range(len(rows))
+        ax_bar.bar(
+            xs,
+            [r["mean"] for r in rows],
+            yerr=[r["std"] for r in rows],
             capsize=4,
-            label="paper",
+            color=[
+                "C0" if r["method"] == "un" else "C1" if r["method"] == "bsgd" else "C2"
+                for r in rows
+            ],
+            alpha=0.8,
+            label="ours (mean ± std)",
         )
-    for x, r in zip(xs, rows):
-        ax_bar.scatter([x] * len(r["test_errors"]), r["test_errors"], s=8, color="k", zorder=3)
-    ax_bar.set_xticks(list(xs), labels, rotation=20)
-    ax_bar.set_ylabel("test error")
-    ax_bar.set_title("Table 2: test error after the last epoch")
-    ax_bar.legend()
-    curves: dict[tuple, list[list[float]]] = defaultdict(list)
-    for record in records:
-        curves[(record["config"]["depth"], record["config"]["method"])].append(
-            record["curves"]["val_error"]
-        )
-    for (depth, method), group in sorted(curves.items()):
-        length = max(len(c) for c in group)
-        mean = [statistics.fmean(c[i] for c in group if len(c) > i) for i in range(length)]
-        ax_curve.plot(
-            range(1, length + 1),
-            mean,
-            label=f"depth {depth} {METHODS[method].label}",
-            linestyle="-" if depth == 2 else "--",
-            color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
-        )
-    ax_curve.set_xlabel("epoch (full training)")
-    ax_curve.set_ylabel("validation error (mean over runs)")
-    ax_curve.set_yscale("log")
-    ax_curve.set_title("Validation error during training")
-    ax_curve.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        paper = [(x, r["paper_mean"], r["paper_std"]) for x, r in zip(xs, rows) if r["paper_mean"]]
+        if paper:
+            ax_bar.errorbar(
+                [p[0] for p in paper],
+                [p[1] for p in paper],
+                yerr=[p[2] for p in paper],
+                fmt="k_",
+                markersize=18,
+                capsize=4,
+                label="paper",
+            )
+        for x, r in zip(xs, rows):
+            ax_bar.scatter([x] * len(r["test_errors"]), r["test_errors"], s=8, color="k", zorder=3)
+        ax_bar.set_xticks(list(xs), labels, rotation=20)
+        ax_bar.set_ylabel("test error")
+        ax_bar.set_title("Table 2: test error after the last epoch")
+        ax_bar.legend()
+        curves: dict[tuple, list[list[float]]] = defaultdict(list)
+        for record in records:
+            curves[(record["config"]["depth"], record["config"]["method"])].append(
+                record["curves"]["val_error"]
+            )
+        for (depth, method), group in sorted(curves.items()):
+            length = max(len(c) for c in group)
+            mean = [statistics.fmean(c[i] for c in group if len(c) > i) for i in range(length)]
+            ax_curve.plot(
+                range(1, length + 1),
+                mean,
+                label=f"depth {depth} {METHODS[method].label}",
+                linestyle="-" if depth == 2 else "--",
+                color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
+            )
+        ax_curve.set_xlabel("epoch (full training)")
+        ax_curve.set_ylabel("validation error (mean over runs)")
+        ax_curve.set_yscale("log")
+        ax_curve.set_title("Validation error during training")
+        ax_curve.legend()

@@ -1,6 +1,5 @@
 """The riemann-dnn command line: help, version, demo, reproduce/train on real digits, errors."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 
 from riemann_dnn import __version__
 from riemann_dnn.cli.main import main
+from riemann_dnn.experiments.records import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +90,7 @@ def test_reproduce_table2_quick_writes_its_files(tmp_path, capsys):
         ]
     )
     assert code == 0
-    summary = json.loads((tmp_path / "table2.json").read_text())
+    summary = read_json(tmp_path / "table2.json")
     assert {(r["depth"], r["method"]) for r in summary["rows"]} == {(2, "un"), (2, "bsgd")}
     assert all(r["mean"] < 0.5 for r in summary["rows"]), summary["rows"]
     assert "2" in summary["un_vs_bsgd"]
@@ -116,7 +116,7 @@ def test_train_archbn_writes_one_run(tmp_path):
         ]
     )
     assert code == 0
-    record = json.loads((tmp_path / "run.json").read_text())
+    record = read_json(tmp_path / "run.json")
     assert record["config"]["method"] == "bsgd" and record["test_error"] < 0.5
     assert (tmp_path / "run.md").exists() and (tmp_path / "run.png").exists()
 

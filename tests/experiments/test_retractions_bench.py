@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from riemann_dnn.cli.main import main
 from riemann_dnn.experiments.protocol import quick_protocol
+from riemann_dnn.experiments.records import read_json
 from riemann_dnn.experiments.retractions import (
     RETRACTIONS,
     agreement_order,
@@ -73,8 +73,9 @@ def test_exact_agreement_and_too_few_points():
 
 
 def test_known_retractions_measured_through_the_bench():
-    """Closed-form cases: on St(n, 1), qr is (x + u)/|x + u| (second order, slope 3), and
-    St(n, p)'s qr is first order for a generic tangent (slope 2)."""
+    """Closed-form cases: on St(n, 1), qr is (x + u)/|x + u| (second order, slope 3),
+    St(n, p)'s qr is first order for a generic tangent (slope 2), and the oblique manifold's
+    normalize (row-wise (x + u)/|x + u|) is second order (slope 3)."""
     for family, manifold, want in (
         ("stiefel", Stiefel(9, 1, retraction="qr"), 3.0),
         ("stiefel", Stiefel(9, 3, retraction="qr"), 2.0),
@@ -155,7 +156,7 @@ def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and str(out / "retractions.json") in printed
-    results = json.loads((out / "retractions.json").read_text())
+    results = read_json(out / "retractions.json")
     per_size = {
         "4x9": sum(map(len, RETRACTIONS.values())),
         "6x6": sum(map(len, RETRACTIONS.values())) - len(RETRACTIONS["grassmann"]),
@@ -171,15 +172,15 @@ def test_bench_command_writes_json_markdown_and_plots(tmp_path, capsys):
         assert row["violation_one_call"] < limit, row
     for key, rows in groups.items():
         assert min(r["ratio_to_cheapest"] for r in rows) == 1.0, key
+    every_retraction = {(f, r) for f, names in RETRACTIONS.items() for r in names}
+    assert {(r["family"], r["retraction"]) for r in results["orders"]} == every_retraction
     for row in results["orders"]:  # measured order matches the theory (slope = order + 1)
-        theory, slope = float(row["theory_order"]), float(row["slope"])  # "inf" for exp
+        theory, slope = row["theory_order"], row["slope"]  # inf for exp
         if math.isinf(theory):
             assert math.isinf(slope), row
             continue
         assert abs(slope - (theory + 1)) < 0.3, row
-    assert {(r["family"], r["retraction"]) for r in results["drift"]} == {
-        (f, r) for f, names in RETRACTIONS.items() for r in names
-    }
+    assert {(r["family"], r["retraction"]) for r in results["drift"]} == every_retraction
     assert all(r["steps"] == 30 for r in results["drift"])
     assert results["archbn"] is None
     markdown = (out / "retractions.md").read_text()

@@ -11,6 +11,7 @@ import pytest
 
 from riemann_dnn.cli.main import main
 from riemann_dnn.experiments.protocol import RunConfig, quick_protocol, run_path
+from riemann_dnn.experiments.records import read_json
 from riemann_dnn.experiments.table2 import TableMismatchError, reproduce_table2
 
 TINY = quick_protocol(selection_epochs=1, min_epochs=1, max_epochs=2)
@@ -87,7 +88,7 @@ def test_records_carry_identity_and_world_size(finished):
         assert name.endswith(f"-{config['run_hash'][:12]}.json"), name
         assert (config["world_size"], config["rank"], config["threads"]) == (1, 0, 1)
         assert len(config["data_checksum"]) == 64 and config["dtype"] == "float32"
-    table = json.loads((out / "table2.json").read_text())
+    table = read_json(out / "table2.json")
     assert table["world_size"] == 1 and table["identity"]["threads"] == 1
     assert summary["grid"] == {"depths": [2], "methods": ["un", "bsgd"], "runs": 2, "seed": 0}
 
@@ -273,6 +274,8 @@ def test_sensitivity_report_names_its_protocol_and_grid(tmp_path):
     assert "Full protocol" not in markdown and "Custom protocol" in markdown, markdown
     assert "Grid: batch sizes [100] × reductions ['sum']" in markdown, markdown
     assert "Data: `embedded`" in markdown and result["quick"] is False
+    assert read_json(tmp_path / "sensitivity.json")["cells"] == result["cells"]
+    assert (tmp_path / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = _snapshot(tmp_path)
     with pytest.raises(TableMismatchError, match="max_epochs: 2 there, 3 here"):
         batch_reduction_study(

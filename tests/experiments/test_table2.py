@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from riemann_dnn.experiments.protocol import welch_t_test
+from riemann_dnn.experiments.records import read_json
 from riemann_dnn.experiments.table2 import PAPER_TABLE2, summarize, write_report
 
 
@@ -50,8 +51,19 @@ def test_welch_needs_two_runs_per_side():
 def test_report_files(tmp_path):
     summary = summarize(RECORDS)
     write_report(summary, RECORDS, tmp_path)
-    assert json.loads((tmp_path / "table2.json").read_text())["rows"]
+    assert read_json(tmp_path / "table2.json") == summary
     markdown = (tmp_path / "table2.md").read_text()
     assert "0.0199 ± 0.0046" in markdown  # the paper's UN depth-2 cell beside ours
     assert "p-value" in markdown
     assert (tmp_path / "table2.png").stat().st_size > 10_000
+
+
+def test_report_json_is_strict_when_the_t_test_is_undefined(tmp_path):
+    """One run per side: t and p are NaN; table2.json holds them as "nan" (strict JSON) and
+    read_json gives NaN back."""
+    records = [RECORDS[0], RECORDS[3]]
+    write_report(summarize(records), records, tmp_path)
+    text = (tmp_path / "table2.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict token {name}"))
+    test = read_json(tmp_path / "table2.json")["un_vs_bsgd"]["2"]
+    assert math.isnan(test["t"]) and math.isnan(test["p_value"]), test

@@ -22,6 +22,7 @@ from riemann_dnn.experiments.distributed import (
     convert_batchnorm,
     shard,
 )
+from riemann_dnn.experiments.records import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -154,7 +155,7 @@ def test_two_process_ddp_with_batchnorm_equals_one_process_on_the_global_batch(t
 
 
 def _record(out: Path) -> dict:
-    return json.loads((out / "run.json").read_text())
+    return read_json(out / "run.json")
 
 
 def test_train_archbn_on_two_processes_follows_one_process(tmp_path):
@@ -211,7 +212,7 @@ def _numbers(table: dict) -> list[dict]:
 def test_sharded_table2_equals_the_single_process_table(tmp_path):
     _run(None, [*TABLE, "--out", str(tmp_path / "one")])
     _run(2, [*TABLE, "--out", str(tmp_path / "two")])
-    one, two = (json.loads((tmp_path / d / "table2.json").read_text()) for d in ("one", "two"))
+    one, two = (read_json(tmp_path / d / "table2.json") for d in ("one", "two"))
     assert _numbers(one) == _numbers(two)
     assert one["identity"] == two["identity"]
     assert (one["world_size"], two["world_size"]) == (1, 2)
@@ -359,7 +360,7 @@ def test_train_archbn_ddp_on_cuda_with_bf16_autocast(tmp_path):
 def test_sharded_table2_on_cuda_equals_one_process(tmp_path):
     _run(None, [*TABLE, "--device", "cuda", "--out", str(tmp_path / "one")])
     _run(_gpus(), [*TABLE, "--device", "cuda", "--out", str(tmp_path / "two")])
-    one, two = (json.loads((tmp_path / d / "table2.json").read_text()) for d in ("one", "two"))
+    one, two = (read_json(tmp_path / d / "table2.json") for d in ("one", "two"))
     # on CUDA the stacked ensemble's kernels may round differently for another ensemble size
     # (the split of the task list depends on the world size): same rates and epochs, test
     # errors within an image or two
