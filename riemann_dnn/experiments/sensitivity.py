@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from .methods import method_colour
 from .protocol import Protocol, quick_protocol
 from .records import figure, write_json, write_text
 from .table2 import check_table, reproduce_table2
@@ -183,7 +184,7 @@ def _draw(ax, result: dict) -> None:
             capsize=3,
             marker="o",
             linestyle="-" if reduction == "mean" else "--",
-            color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
+            color=method_colour(method),
             label=f"{row[0]['label']} depth {depth}, {reduction} loss",
         )
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])

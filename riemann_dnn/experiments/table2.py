@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .methods import method_colour
 from .pool import pool_context, send_message, worker_pool
 from .progress import progress_bar, settle, write_above
 from .protocol import (
@@ -552,10 +553,7 @@ def plot_table2(summary: dict, records: list[dict], path: Path) -> None:
             [r["mean"] for r in rows],
             yerr=[r["std"] for r in rows],
             capsize=4,
-            color=[
-                "C0" if r["method"] == "un" else "C1" if r["method"] == "bsgd" else "C2"
-                for r in rows
-            ],
+            color=[method_colour(r["method"]) for r in rows],
             alpha=0.8,
             label="ours (mean ± std)",
         )
@@ -589,7 +587,7 @@ def plot_table2(summary: dict, records: list[dict], path: Path) -> None:
                 mean,
                 label=f"depth {depth} {METHODS[method].label}",
                 linestyle="-" if depth == 2 else "--",
-                color="C0" if method == "un" else "C1" if method == "bsgd" else "C2",
+                color=method_colour(method),
             )
         ax_curve.set_xlabel("epoch (full training)")
         ax_curve.set_ylabel("validation error (mean over runs)")

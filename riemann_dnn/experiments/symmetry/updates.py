@@ -13,10 +13,12 @@ from torch import nn
 from ...manifolds import Oblique, filter_matrix
 from ...optim import RiemannianSGD, param_groups
 from ...step import SGDHyperparameters, riemannian_sgd_step
+from ..methods import METHODS
 
 __all__ = ["riemannian_gradient_at_unit_filters", "un_step_from_gradient"]
 
-_METHOD_LABELS = {"bsgd": "B-SGD (Euclidean SGD)", "un": "UN (Riemannian SGD, oblique)"}
+# the two methods the analysis compares, labelled as everywhere else (experiments.methods)
+_METHOD_LABELS = {name: METHODS[name].label for name in ("bsgd", "un")}
 
 
 def riemannian_gradient_at_unit_filters(weight: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
