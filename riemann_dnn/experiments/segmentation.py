@@ -58,8 +58,8 @@ from ..data import (
     load_digit_scenes,
     median_frequency_weights,
 )
+from ..models import SegNet, SegNetBasic
 from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
-from ..problems.segnet import SegNet, SegNetBasic
 from . import distributed
 
 __all__ = [

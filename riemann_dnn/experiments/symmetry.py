@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..manifolds import Oblique, filter_matrix
+from ..models import ArchBN
 from ..optim import RiemannianSGD, param_groups, scale_invariant_weights
-from ..problems.archbn import ArchBN
 from ..step import SGDHyperparameters, riemannian_sgd_step
 
 __all__ = [

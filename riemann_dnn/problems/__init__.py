@@ -1,7 +1,7 @@
 """Problem definitions: ArchBN, SegNet and SegNet-Basic, the generic module adapter (any ``nn.Module`` as a pymanopt
 finite-sum problem), and classic problems with closed-form optima."""
 
-from .archbn import ArchBN, ConvArchBN
+from ..models import ArchBN, ConvArchBN, SegNet, SegNetBasic
 from .classic import (
     closest_unit_rows,
     closest_unit_rows_solution,
@@ -11,7 +11,6 @@ from .classic import (
     dominant_subspace_solution,
 )
 from .module_problem import ModuleProblem
-from .segnet import SegNet, SegNetBasic
 
 __all__ = [
     "ArchBN",

@@ -19,8 +19,8 @@ from riemann_dnn.experiments.protocol import (
     candidate_grid,
 )
 from riemann_dnn.experiments.study import StudyPlan, reproduce_study
+from riemann_dnn.models import ArchBN, ConvArchBN
 from riemann_dnn.optim import RiemannianSGD
-from riemann_dnn.problems import ArchBN, ConvArchBN
 
 
 # -- the stopping rules after an undone epoch ---------------------------------------------------
