@@ -56,7 +56,8 @@ from torch import nn
 
 import riemann_dnn
 from riemann_dnn.models import ArchBN
-from riemann_dnn.optim import RiemannianSGD, param_groups
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.params import param_groups
 
 # (name, shape, BN-fed?)
 PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
@@ -74,7 +75,7 @@ PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
 
 def _segnet_spec() -> list[tuple[str, tuple[int, ...], bool]]:
     from riemann_dnn.models import SegNet
-    from riemann_dnn.optim import scale_invariant_weights
+    from riemann_dnn.params import scale_invariant_weights
 
     model = SegNet(11, width=64)
     fed = set(scale_invariant_weights(model))

@@ -59,7 +59,8 @@ from ..data import (
     median_frequency_weights,
 )
 from ..models import SegNet, SegNetBasic
-from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
+from ..optim import NonFiniteGradientError, RiemannianSGD
+from ..params import param_groups
 from . import distributed
 
 __all__ = [

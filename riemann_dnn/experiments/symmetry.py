@@ -41,7 +41,8 @@ from torch import nn
 
 from ..manifolds import Oblique, filter_matrix
 from ..models import ArchBN
-from ..optim import RiemannianSGD, param_groups, scale_invariant_weights
+from ..optim import RiemannianSGD
+from ..params import param_groups, scale_invariant_weights
 from ..step import SGDHyperparameters, riemannian_sgd_step
 
 __all__ = [

@@ -11,7 +11,7 @@ that puts each value back at the position those indices name (zeros elsewhere):
 
 Every convolution whose output goes straight into a BatchNorm is built **without a bias** (BN's
 shift makes it redundant) and is therefore invariant to rescaling each of its filters by a
-positive number; :func:`riemann_dnn.optim.param_groups` puts exactly those weights on the
+positive number; :func:`riemann_dnn.params.param_groups` puts exactly those weights on the
 oblique manifold (one unit-norm row per output channel, ``Oblique(out, in*k*k, unit="rows")``).
 Only the final classifier (a convolution with a bias, not followed by BN) stays Euclidean.
 
@@ -22,7 +22,7 @@ Example::
 
     model = SegNetBasic(num_classes=11, in_channels=1, width=16)
     logits = model(images)                       # (N, 1, H, W) -> (N, 11, H, W)
-    groups = riemann_dnn.optim.param_groups(model)  # 8 BN-fed convs -> oblique
+    groups = riemann_dnn.params.param_groups(model)  # 8 BN-fed convs -> oblique
 """
 
 from __future__ import annotations

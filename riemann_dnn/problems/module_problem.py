@@ -2,7 +2,7 @@ r"""The pymanopt door for any ``torch.nn.Module``: a model, a loss and a data se
 finite-sum problem on the product manifold of its parameters.
 
 The manifold of each parameter comes from the same param groups ``RiemannianSGD`` uses
-(:func:`riemann_dnn.optim.param_groups` by default: BatchNorm-fed weights on the oblique
+(:func:`riemann_dnn.params.param_groups` by default: BatchNorm-fed weights on the oblique
 manifold, the rest Euclidean), so
 
 .. math:: \mathcal{M} = \mathcal{M}_1 \times \dots \times \mathcal{M}_P, \qquad
@@ -27,8 +27,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..manifolds import Product
-from ..optim import param_groups, resolve_geometry
-from ..optim.geometry import Geometry, parameter_from_point
+from ..params import param_groups, resolve_geometry
+from ..params.geometry import Geometry, parameter_from_point
 from ..solvers import FiniteSumProblem
 
 __all__ = ["ModuleProblem"]

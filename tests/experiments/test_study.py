@@ -151,7 +151,7 @@ def test_every_method_of_the_registry_is_known_to_the_study():
 
 # -- the conv ArchBN -------------------------------------------------------------------------
 def test_conv_archbn_filters_are_the_bn_fed_convs_and_scale_invariant():
-    from riemann_dnn.optim import scale_invariant_weights
+    from riemann_dnn.params import scale_invariant_weights
 
     model = ConvArchBN(2, 4, generator=torch.Generator().manual_seed(0))
     x = torch.rand(8, 784)
