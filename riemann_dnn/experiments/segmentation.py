@@ -788,8 +788,7 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
     epochs and manifolds as the torch door); returns the per-epoch history."""
-    from ..problems.module_problem import ModuleProblem
-    from ..solvers import StochasticGradient
+    from ..solvers import ModuleProblem, StochasticGradient
 
     if config.method == "un":
         groups = param_groups(model, manifold="oblique", retraction=config.retraction)

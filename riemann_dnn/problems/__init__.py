@@ -1,8 +1,9 @@
-"""Problem definitions: ArchBN, SegNet and SegNet-Basic, the generic module adapter (any ``nn.Module`` as a pymanopt
-finite-sum problem), and classic problems with closed-form optima."""
+"""Problem definitions (moving: models to :mod:`riemann_dnn.models`, problems to
+:mod:`riemann_dnn.solvers`)."""
 
 from ..models import ArchBN, ConvArchBN, SegNet, SegNetBasic
-from .classic import (
+from ..solvers import (
+    ModuleProblem,
     closest_unit_rows,
     closest_unit_rows_solution,
     dominant_eigenvector,
@@ -10,7 +11,6 @@ from .classic import (
     dominant_subspace,
     dominant_subspace_solution,
 )
-from .module_problem import ModuleProblem
 
 __all__ = [
     "ArchBN",

@@ -19,7 +19,7 @@ points). Data may be given as numpy arrays or torch tensors either way.
 Example::
 
     import numpy as np, pymanopt, torch
-    from riemann_dnn.problems import dominant_eigenvector, dominant_eigenvector_solution
+    from riemann_dnn.solvers import dominant_eigenvector, dominant_eigenvector_solution
 
     A = np.cov(np.random.default_rng(0).standard_normal((5, 50)))
     problem = dominant_eigenvector(A, backend="torch")

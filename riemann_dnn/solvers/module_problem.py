@@ -29,7 +29,7 @@ from torch.func import functional_call
 from ..manifolds import Product
 from ..params import param_groups, resolve_geometry
 from ..params.geometry import Geometry, parameter_from_point
-from ..solvers import FiniteSumProblem
+from .problem import FiniteSumProblem
 
 __all__ = ["ModuleProblem"]
 
