@@ -46,8 +46,9 @@ def ensemble_epoch(depth, method, copies, x, y, batch, device):
 
 
 def single_epoch(depth, constrained, x, y, batch, device):
-    from riemann_dnn.optim import RiemannianSGD, param_groups
-    from riemann_dnn.problems import ArchBN
+    from riemann_dnn.models import ArchBN
+    from riemann_dnn.optim import RiemannianSGD
+    from riemann_dnn.params import param_groups
 
     model = ArchBN(depth, generator=torch.Generator().manual_seed(0)).to(device)
     groups = param_groups(model) if constrained else model.parameters()

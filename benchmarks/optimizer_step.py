@@ -7,7 +7,7 @@ Parameter sets (random gradients, fixed across steps):
 - ``archbn-d4``: depth 4 -- two more 64x32 layers and their BN vectors;
 - ``conv4``: four conv layers 64x64x7x7 (BN-fed) with their BN vectors (0.8M weights);
 - ``segnet-vgg16``: the 26 BN-fed convs of a VGG16-BN SegNet encoder+decoder
-  (``riemann_dnn.problems.SegNet(11, width=64)``, 29.5M weights), its BN vectors and classifier.
+  (``riemann_dnn.models.SegNet(11, width=64)``, 29.5M weights), its BN vectors and classifier.
 
 Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
 
@@ -33,7 +33,7 @@ Each sample times ``--inner`` consecutive steps; methods are interleaved sample 
 that a busy machine slows them alike; reported: the median per step and ratios of medians
 measured in the same run (``UN/SGD`` against SGD with the same ``foreach``, and against
 ``SGD(foreach=True)``). A second table times a full training iteration (zero_grad, forward,
-backward, step; batch 100) of an ArchBN (riemann_dnn.problems.ArchBN), UN against SGD: the paper
+backward, step; batch 100) of an ArchBN (riemann_dnn.models.ArchBN), UN against SGD: the paper
 says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x a B-SGD one::
 
     python benchmarks/optimizer_step.py --device cpu --repeats 200
@@ -55,8 +55,9 @@ import torch
 from torch import nn
 
 import riemann_dnn
-from riemann_dnn.optim import RiemannianSGD, param_groups
-from riemann_dnn.problems import ArchBN
+from riemann_dnn.models import ArchBN
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.params import param_groups
 
 # (name, shape, BN-fed?)
 PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
@@ -73,8 +74,8 @@ PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
 
 
 def _segnet_spec() -> list[tuple[str, tuple[int, ...], bool]]:
-    from riemann_dnn.optim import scale_invariant_weights
-    from riemann_dnn.problems import SegNet
+    from riemann_dnn.models import SegNet
+    from riemann_dnn.params import scale_invariant_weights
 
     model = SegNet(11, width=64)
     fed = set(scale_invariant_weights(model))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sphinx.util.inventory import InventoryFile
 
-PACKAGES = ["manifolds", "function", "step", "optim", "solvers", "problems", "data"]
+PACKAGES = ["manifolds", "function", "step", "params", "optim", "solvers", "models", "data"]
 
 
 def missing_names(html_dir: Path) -> list[str]:

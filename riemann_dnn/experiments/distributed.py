@@ -311,7 +311,7 @@ def autocast(device: str | torch.device, amp: str | None):
 
 # -- one run of the ArchBN protocol, data-parallel ----------------------------------------------
 def _archbn(config, in_features: int, launch: Launch) -> tuple[nn.Module, nn.Module]:
-    from ..problems.archbn import ArchBN
+    from ..models import ArchBN
     from .methods import METHODS
 
     gen = torch.Generator().manual_seed(config.seed)
@@ -327,8 +327,8 @@ def _archbn(config, in_features: int, launch: Launch) -> tuple[nn.Module, nn.Mod
 
 
 def _optimizer(config, raw: nn.Module, lr: float):
+    from ..models import ArchBN
     from ..optim import RiemannianSGD
-    from ..problems.archbn import ArchBN
     from .methods import METHODS
 
     constrained = (

@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
+from ..models import ArchBN, ConvArchBN
 from ..optim import BoldDriver
-from ..problems.archbn import ArchBN, ConvArchBN
 from .config import (
     ARCH_NAMES,
     HALF_DECADES,

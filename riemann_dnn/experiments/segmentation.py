@@ -58,8 +58,9 @@ from ..data import (
     load_digit_scenes,
     median_frequency_weights,
 )
-from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
-from ..problems.segnet import SegNet, SegNetBasic
+from ..models import SegNet, SegNetBasic
+from ..optim import NonFiniteGradientError, RiemannianSGD
+from ..params import param_groups
 from . import distributed
 
 __all__ = [
@@ -787,8 +788,7 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
     epochs and manifolds as the torch door); returns the per-epoch history."""
-    from ..problems.module_problem import ModuleProblem
-    from ..solvers import StochasticGradient
+    from ..solvers import ModuleProblem, StochasticGradient
 
     if config.method == "un":
         groups = param_groups(model, manifold="oblique", retraction=config.retraction)

@@ -1,8 +1,19 @@
-"""The torch side: :class:`RiemannianSGD`, a ``torch.optim.Optimizer``, the model helper
-that assigns manifolds to parameters, learning-rate schedules (bold driver, per copy too) and stacked copies of a model."""
+"""The torch side: :class:`RiemannianSGD`, a ``torch.optim.Optimizer``, learning-rate
+schedules (bold driver, per copy too) and stacked copies of a model.
 
-from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
-from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
+Which parameter goes on which manifold (:func:`~riemann_dnn.params.param_groups`,
+:class:`~riemann_dnn.params.Geometry`, ...) lives in :mod:`riemann_dnn.params`; those names
+are importable from here too."""
+
+# Re-exported from riemann_dnn.params, where they live (and are documented).
+from ..params import (  # noqa: F401
+    MANIFOLD_NAMES,
+    Geometry,
+    param_groups,
+    resolve_geometry,
+    scale_invariant_weights,
+    verify_scale_invariance,
+)
 from .rsgd import FILTER_RATES, NonFiniteGradientError, RiemannianSGD, filter_rates, riemannian_sgd
 from .schedulers import BoldDriver, Stateful, StepSizeScheduler
 from .stacked import StackedModules
@@ -13,14 +24,8 @@ __all__ = [
     "filter_rates",
     "FILTER_RATES",
     "NonFiniteGradientError",
-    "param_groups",
-    "scale_invariant_weights",
-    "verify_scale_invariance",
     "BoldDriver",
     "StepSizeScheduler",
     "StackedModules",
     "Stateful",
-    "Geometry",
-    "MANIFOLD_NAMES",
-    "resolve_geometry",
 ]

@@ -13,9 +13,9 @@ from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
+from ..params import Geometry, resolve_geometry
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 from ..step.native import PreparedStep, native_available, oblique_sgd_
-from .geometry import Geometry, resolve_geometry
 
 __all__ = [
     "RiemannianSGD",

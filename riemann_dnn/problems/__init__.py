@@ -1,28 +1,22 @@
-"""Problem definitions: ArchBN, SegNet and SegNet-Basic, the generic module adapter (any ``nn.Module`` as a pymanopt
-finite-sum problem), and classic problems with closed-form optima."""
+"""Deprecated: the models moved to :mod:`riemann_dnn.models`, ``ModuleProblem`` and the
+classic problems to :mod:`riemann_dnn.solvers`. These paths work, with a
+``DeprecationWarning``, until the next release."""
 
-from .archbn import ArchBN, ConvArchBN
-from .classic import (
-    closest_unit_rows,
-    closest_unit_rows_solution,
-    dominant_eigenvector,
-    dominant_eigenvector_solution,
-    dominant_subspace,
-    dominant_subspace_solution,
-)
-from .module_problem import ModuleProblem
-from .segnet import SegNet, SegNetBasic
+from .._deprecated import moved_names
 
-__all__ = [
-    "ArchBN",
-    "ConvArchBN",
-    "ModuleProblem",
-    "SegNet",
-    "SegNetBasic",
-    "dominant_eigenvector",
-    "dominant_eigenvector_solution",
-    "dominant_subspace",
-    "dominant_subspace_solution",
-    "closest_unit_rows",
-    "closest_unit_rows_solution",
-]
+_HOMES = {
+    "ArchBN": "riemann_dnn.models",
+    "ConvArchBN": "riemann_dnn.models",
+    "SegNet": "riemann_dnn.models",
+    "SegNetBasic": "riemann_dnn.models",
+    "ModuleProblem": "riemann_dnn.solvers",
+    "dominant_eigenvector": "riemann_dnn.solvers",
+    "dominant_eigenvector_solution": "riemann_dnn.solvers",
+    "dominant_subspace": "riemann_dnn.solvers",
+    "dominant_subspace_solution": "riemann_dnn.solvers",
+    "closest_unit_rows": "riemann_dnn.solvers",
+    "closest_unit_rows_solution": "riemann_dnn.solvers",
+}
+
+__all__ = list(_HOMES)
+__getattr__ = moved_names(__name__, _HOMES)

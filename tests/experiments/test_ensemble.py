@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from riemann_dnn.experiments.ensemble import Ensemble
-from riemann_dnn.optim import BoldDriver, RiemannianSGD, param_groups
-from riemann_dnn.problems import ArchBN
+from riemann_dnn.models import ArchBN
+from riemann_dnn.optim import BoldDriver, RiemannianSGD
+from riemann_dnn.params import param_groups
 
 
 def _models(count, depth=2):

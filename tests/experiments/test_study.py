@@ -19,8 +19,8 @@ from riemann_dnn.experiments.protocol import (
     candidate_grid,
 )
 from riemann_dnn.experiments.study import StudyPlan, reproduce_study
+from riemann_dnn.models import ArchBN, ConvArchBN
 from riemann_dnn.optim import RiemannianSGD
-from riemann_dnn.problems import ArchBN, ConvArchBN
 
 
 # -- the stopping rules after an undone epoch ---------------------------------------------------
@@ -151,7 +151,7 @@ def test_every_method_of_the_registry_is_known_to_the_study():
 
 # -- the conv ArchBN -------------------------------------------------------------------------
 def test_conv_archbn_filters_are_the_bn_fed_convs_and_scale_invariant():
-    from riemann_dnn.optim import scale_invariant_weights
+    from riemann_dnn.params import scale_invariant_weights
 
     model = ConvArchBN(2, 4, generator=torch.Generator().manual_seed(0))
     x = torch.rand(8, 784)

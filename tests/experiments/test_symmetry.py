@@ -22,7 +22,7 @@ from riemann_dnn.experiments.symmetry import (
     unit_filters,
 )
 from riemann_dnn.manifolds import Oblique, filter_matrix
-from riemann_dnn.problems.archbn import ArchBN
+from riemann_dnn.models import ArchBN
 
 
 @pytest.fixture(scope="module")

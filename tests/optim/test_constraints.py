@@ -11,8 +11,9 @@ from torch import nn
 
 from riemann_dnn.experiments.ensemble import Ensemble
 from riemann_dnn.manifolds import Grassmann, Oblique, Sphere, Stiefel
-from riemann_dnn.optim import RiemannianSGD, param_groups, resolve_geometry
-from riemann_dnn.problems.archbn import ArchBN
+from riemann_dnn.models import ArchBN
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.params import param_groups, resolve_geometry
 from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...manifolds import filter_matrix
-from ...optim import scale_invariant_weights
+from ...params import scale_invariant_weights
 from .rescaling import (
     Scales,
     loss_and_gradients,

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ...problems.archbn import ArchBN
+from ...models import ArchBN
 from .invariance import invariance_report
 from .rescaling import EXACT_EPS, set_batchnorm_eps
 from .trajectories import trajectories

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...manifolds import filter_matrix
-from ...optim import scale_invariant_weights
+from ...params import scale_invariant_weights
 from .rescaling import random_filter_scales, rescale_filters, unit_filters
 from .updates import _METHOD_LABELS, _optimizer
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...manifolds import Oblique, filter_matrix
-from ...optim import RiemannianSGD, param_groups
+from ...optim import RiemannianSGD
+from ...params import param_groups
 from ...step import SGDHyperparameters, riemannian_sgd_step
 from ..methods import METHODS
 

@@ -1,4 +1,4 @@
-"""The model helper (riemann_dnn.optim.groups): which weights are scale-invariant."""
+"""The model helper (riemann_dnn.params.groups): which weights are scale-invariant."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from riemann_dnn.optim import (
-    RiemannianSGD,
-    param_groups,
-    scale_invariant_weights,
-    verify_scale_invariance,
-)
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.params import param_groups, scale_invariant_weights, verify_scale_invariance
 
 
 class FeaturePool(nn.Module):

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from riemann_dnn.optim import param_groups, scale_invariant_weights, verify_scale_invariance
-from riemann_dnn.problems import ArchBN
+from riemann_dnn.models import ArchBN
+from riemann_dnn.params import param_groups, scale_invariant_weights, verify_scale_invariance
 
 
 @pytest.mark.parametrize("depth", [2, 4])

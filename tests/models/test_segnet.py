@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from riemann_dnn.optim import param_groups, scale_invariant_weights, verify_scale_invariance
-from riemann_dnn.problems.segnet import SegNet, SegNetBasic
+from riemann_dnn.models import SegNet, SegNetBasic
+from riemann_dnn.params import param_groups, scale_invariant_weights, verify_scale_invariance
 
 
 def _bn_fed_convs(model: nn.Module) -> set[str]:

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from riemann_dnn.manifolds import Euclidean, Oblique
-from riemann_dnn.optim import RiemannianSGD, param_groups
-from riemann_dnn.problems import ArchBN, ModuleProblem
-from riemann_dnn.solvers import StochasticGradient
+from riemann_dnn.models import ArchBN
+from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.params import param_groups
+from riemann_dnn.solvers import ModuleProblem, StochasticGradient
 
 
 def _archbn_pair(depth=2):
