@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import (
+from ...data import (
     BACKGROUND_LABEL,
     CAMVID_CLASSES,
     SegmentationSet,
@@ -58,9 +58,9 @@ from ..data import (
     load_digit_scenes,
     median_frequency_weights,
 )
-from ..optim import NonFiniteGradientError, RiemannianSGD, param_groups
-from ..problems.segnet import SegNet, SegNetBasic
-from . import distributed
+from ...optim import NonFiniteGradientError, RiemannianSGD, param_groups
+from ...problems.segnet import SegNet, SegNetBasic
+from .. import distributed
 
 __all__ = [
     "SEGMENTATION_METHODS",
@@ -787,8 +787,8 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
     epochs and manifolds as the torch door); returns the per-epoch history."""
-    from ..problems.module_problem import ModuleProblem
-    from ..solvers import StochasticGradient
+    from ...problems.module_problem import ModuleProblem
+    from ...solvers import StochasticGradient
 
     if config.method == "un":
         groups = param_groups(model, manifold="oblique", retraction=config.retraction)
@@ -941,7 +941,7 @@ def _worker_pool(jobs: int, threads: int | None, data: dict):
     if jobs <= 1:
         yield None
         return
-    from .pool import worker_pool
+    from ..pool import worker_pool
 
     with worker_pool(
         jobs, threads=threads or 1, initializer=_init_worker, initargs=(data,)
