@@ -1,11 +1,9 @@
 """Train SegNet / SegNet-Basic with UN or B-SGD updates (§5); see :mod:`.train`."""
 
+from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 from .train import (
     CHECKPOINT,
-    SEGMENTATION_METHODS,
-    SEGMENTATION_MODELS,
     CheckpointMismatchError,
-    SegmentationConfig,
     SegmentationResult,
     build_model,
     build_optimizer,
