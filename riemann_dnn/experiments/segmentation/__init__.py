@@ -1,24 +1,26 @@
 """Train SegNet / SegNet-Basic with UN or B-SGD updates (§5); see :mod:`.train`."""
 
+from .build import (
+    build_model,
+    build_optimizer,
+    class_weights_for,
+    load_segmentation_data,
+    split_holdout,
+)
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 from .train import (
     CHECKPOINT,
     CheckpointMismatchError,
     SegmentationResult,
-    build_model,
-    build_optimizer,
-    class_weights_for,
     compare_methods,
     confusion_matrix,
     evaluate,
-    load_segmentation_data,
     load_trained_model,
     palette_for,
     plot_predictions,
     predict,
     segmentation_metrics,
     select_learning_rate,
-    split_holdout,
     train_segmentation,
     write_run_report,
 )

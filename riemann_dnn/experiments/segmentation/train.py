@@ -54,13 +54,16 @@ from ...data import (
     BACKGROUND_LABEL,
     CAMVID_CLASSES,
     SegmentationSet,
-    load_camvid,
-    load_digit_scenes,
-    median_frequency_weights,
 )
-from ...optim import NonFiniteGradientError, RiemannianSGD, param_groups
-from ...problems.segnet import SegNet, SegNetBasic
+from ...optim import NonFiniteGradientError, param_groups
 from .. import distributed
+from .build import (
+    build_model,
+    build_optimizer,
+    class_weights_for,
+    load_segmentation_data,
+    split_holdout,
+)
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 
 __all__ = [
@@ -117,111 +120,6 @@ class SegmentationResult:
 
     record: dict[str, Any]
     model: nn.Module
-
-
-# -- data, model, optimizer -------------------------------------------------------------------
-def load_segmentation_data(
-    config: SegmentationConfig, *, data_dir: str | None = None, source: str = "auto"
-) -> tuple[SegmentationSet, SegmentationSet]:
-    """``(train, test)`` for ``config.data``: digit scenes from MNIST (``data_dir``/``source``
-    go to :func:`~riemann_dnn.data.load_mnist`) or CamVid's ``train`` and ``test`` splits."""
-    root = config.camvid_root
-    if root is not None:
-        return (
-            load_camvid(root, "train", size=config.size),
-            load_camvid(root, "test", size=config.size),
-        )
-    return load_digit_scenes(
-        data_dir,
-        train_scenes=config.train_scenes,
-        test_scenes=config.test_scenes,
-        canvas=config.canvas,
-        seed=config.data_seed,
-        source=source,
-    )
-
-
-def build_model(config: SegmentationConfig, in_channels: int, num_classes: int) -> nn.Module:
-    """The model of ``config``, initialised from ``config.seed`` (unit-norm filters)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    if config.model == "segnet-basic":
-        return SegNetBasic(
-            num_classes,
-            in_channels,
-            config.width,
-            stages=config.depth or 4,
-            kernel=config.kernel or 7,
-            generator=generator,
-        )
-    return SegNet(
-        num_classes,
-        in_channels,
-        config.width,
-        depth=config.depth or 5,
-        kernel=config.kernel or 3,
-        generator=generator,
-    )
-
-
-def build_optimizer(
-    model: nn.Module, config: SegmentationConfig
-) -> tuple[RiemannianSGD, list[str]]:
-    """``RiemannianSGD`` for ``config.method`` and the names of the parameters it constrains.
-
-    UN: ``param_groups(model)`` (BN-fed convs on the oblique manifold); B-SGD: one Euclidean
-    group. Both with ``config``'s lr, momentum and weight decay.
-    """
-    hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
-    if config.method == "un":
-        groups = param_groups(model, manifold="oblique", retraction=config.retraction)
-        constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
-    else:
-        groups = [
-            {
-                "params": list(model.parameters()),
-                "manifold": "euclidean",
-                "names": [n for n, _ in model.named_parameters()],
-            }
-        ]
-        constrained = []
-    return RiemannianSGD(groups, **hyper), constrained
-
-
-def class_weights_for(config: SegmentationConfig, train: SegmentationSet) -> torch.Tensor | None:
-    """Class weights of the loss: median-frequency of ``train``'s labels, or ``None``."""
-    rule = config.class_weights
-    if rule == "auto":
-        rule = "median" if config.camvid_root is not None else "none"
-    if rule == "none":
-        return None
-    return median_frequency_weights(train.labels, train.num_classes, train.ignore_index)
-
-
-def split_holdout(
-    train: SegmentationSet, holdout: float | int, seed: int = 0
-) -> tuple[SegmentationSet, SegmentationSet]:
-    """Split ``train`` at random into ``(fit, held_out)``; ``holdout`` is a fraction in (0, 1)
-    or a count of images."""
-    n = len(train)
-    count = int(round(holdout * n)) if isinstance(holdout, float) else int(holdout)
-    if not 0 < count < n:
-        raise ValueError(
-            f"holdout={holdout!r} leaves no images to fit or to hold out "
-            f"(of {n}); use a fraction in (0, 1) or a count in [1, {n - 1}]"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-    def subset(index: torch.Tensor, suffix: str) -> SegmentationSet:
-        return SegmentationSet(
-            train.images[index],
-            train.labels[index],
-            train.num_classes,
-            train.ignore_index,
-            train.class_names,
-            f"{train.name}-{suffix}",
-        )
-
-    return subset(order[count:], "fit"), subset(order[:count], "holdout")
 
 
 # -- metrics ----------------------------------------------------------------------------------
