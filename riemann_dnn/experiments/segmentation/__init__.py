@@ -8,18 +8,15 @@ from .build import (
     split_holdout,
 )
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
+from .metrics import confusion_matrix, evaluate, predict, segmentation_metrics
 from .train import (
     CHECKPOINT,
     CheckpointMismatchError,
     SegmentationResult,
     compare_methods,
-    confusion_matrix,
-    evaluate,
     load_trained_model,
     palette_for,
     plot_predictions,
-    predict,
-    segmentation_metrics,
     select_learning_rate,
     train_segmentation,
     write_run_report,
