@@ -10,14 +10,12 @@ from .build import (
 from .checkpoint import CHECKPOINT, CheckpointMismatchError, load_trained_model
 from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
 from .metrics import confusion_matrix, evaluate, predict, segmentation_metrics
+from .report import palette_for, plot_predictions, write_run_report
 from .train import (
     SegmentationResult,
     compare_methods,
-    palette_for,
-    plot_predictions,
     select_learning_rate,
     train_segmentation,
-    write_run_report,
 )
 
 __all__ = [
