@@ -1,46 +1,21 @@
-r"""Train SegNet / SegNet-Basic with UN or B-SGD updates; metrics, checkpoints, reports (§5).
+"""How one segmentation model is trained: :func:`train_segmentation` through one of two doors.
 
-Methods (both use :class:`~riemann_dnn.optim.RiemannianSGD` with the same hyper-parameters and
-the same initialisation -- every conv filter a unit-normalised Gaussian):
+- ``door="torch"``: a training loop with :class:`~riemann_dnn.optim.RiemannianSGD`, a
+  checkpoint after every epoch and an exact resume; under ``torchrun`` one model trained
+  data-parallel on every process.
+- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.problems.module_problem.ModuleProblem`
+  solved by :class:`~riemann_dnn.solvers.StochasticGradient` with a fixed step; no resume.
 
-- ``"un"``: the paper's update; the BN-fed convolutions (found by
-  :func:`~riemann_dnn.optim.param_groups`) on the oblique manifold, one unit-norm row per
-  output channel; the classifier and BN's scale and shift Euclidean.
-- ``"bsgd"``: balanced SGD; every parameter Euclidean.
-
-Loss: pixel-wise cross-entropy :math:`-\sum_p w_{y_p}\log\operatorname{softmax}(z_p)_{y_p} /
-\sum_p w_{y_p}` over the labelled pixels (``ignore_index``, CamVid's void, left out), with class
-weights :math:`w` by median-frequency balancing of the training labels (default for CamVid;
-optional for digit scenes) or none.
-
-Metrics from the confusion matrix :math:`C` (rows: true class, columns: predicted class,
-ignored pixels left out):
-
-.. math::
-
-    \text{global} = \frac{\sum_c C_{cc}}{\sum_{ab} C_{ab}},\quad
-    \text{class-avg} = \operatorname{mean}_{c:\,n_c>0}\frac{C_{cc}}{n_c},\quad
-    \text{mIoU} = \operatorname{mean}_{c:\,u_c>0}\frac{C_{cc}}{u_c},
-
-with :math:`n_c = \sum_b C_{cb}` and :math:`u_c = n_c + \sum_a C_{ac} - C_{cc}`
-(a class neither present nor predicted is left out of the means).
-
-:func:`train_segmentation` writes, into its output directory, ``checkpoint.pt`` after every
-epoch (model, optimizer, epoch, metrics history, random-generator states; a ``resume`` continues
-exactly where it stopped), ``metrics.json``, ``metrics.md`` and ``predictions.png`` (the paper's
-Figure 2: rows of input, ground truth and prediction for a few test images).
-:func:`compare_methods` runs UN and B-SGD over several seeds, each with a learning rate chosen on
-held-out training scenes, and writes ``comparison.json/.md/.png``.
+Both evaluate the test set after every epoch, and both end in the same record and reports
+(:mod:`.report`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,62 +23,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data import (
-    SegmentationSet,
-)
-from ...optim import NonFiniteGradientError, param_groups
+from ...data import SegmentationSet
+from ...optim import param_groups
 from .. import distributed
-from .build import (
-    build_model,
-    build_optimizer,
-    class_weights_for,
-    load_segmentation_data,
-    split_holdout,
-)
+from .build import build_model, build_optimizer, class_weights_for, load_segmentation_data
 from .checkpoint import (
     CHECKPOINT,
     CheckpointMismatchError,
     check_resumable,
     load_checkpoint,
-    load_trained_model,
     restore_rng_states,
     rng_states,
     save_checkpoint,
 )
-from .config import SEGMENTATION_METHODS, SEGMENTATION_MODELS, SegmentationConfig
-from .metrics import (
-    confusion_matrix,
-    evaluate,
-    loss_normaliser,
-    majority_baseline,
-    predict,
-    segmentation_metrics,
-)
-from .report import palette_for, plot_predictions, write_comparison, write_run_report
+from .config import SegmentationConfig
+from .metrics import evaluate, loss_normaliser, majority_baseline
+from .report import write_run_report
 
-__all__ = [
-    "SEGMENTATION_METHODS",
-    "SEGMENTATION_MODELS",
-    "SegmentationConfig",
-    "SegmentationResult",
-    "load_segmentation_data",
-    "build_model",
-    "build_optimizer",
-    "class_weights_for",
-    "confusion_matrix",
-    "segmentation_metrics",
-    "evaluate",
-    "predict",
-    "train_segmentation",
-    "select_learning_rate",
-    "compare_methods",
-    "load_trained_model",
-    "split_holdout",
-    "palette_for",
-    "plot_predictions",
-    "write_run_report",
-    "CheckpointMismatchError",
-]
+__all__ = ["SegmentationResult", "train_segmentation"]
 
 
 @dataclass
@@ -112,9 +49,6 @@ class SegmentationResult:
 
     record: dict[str, Any]
     model: nn.Module
-
-
-# -- training ---------------------------------------------------------------------------------
 
 
 def _shuffle_generator(seed: int) -> torch.Generator:
@@ -413,314 +347,3 @@ def _progress(total: int, desc: str, enabled: bool):
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-# -- learning-rate selection and the UN vs B-SGD comparison -----------------------------------
-
-_WORKER_DATA: dict[str, tuple[SegmentationSet, SegmentationSet]] = {}
-
-
-def _init_worker(data: dict[str, tuple[SegmentationSet, SegmentationSet]]) -> None:
-    _WORKER_DATA.update(data)
-
-
-def _run_task(task: tuple) -> dict[str, Any]:
-    """One training run: ``(config, out_dir, data_key, device, resume, progress)`` -> its record
-    (``{"diverged": True, ...}`` when the gradients became non-finite)."""
-    config, out_dir, key, device, resume, progress = task
-    try:
-        result = train_segmentation(
-            config,
-            out_dir,
-            data=_WORKER_DATA[key],
-            device=device,
-            resume=resume,
-            progress=progress,
-            figure_images=0 if key == "selection" else 5,
-        )
-    except NonFiniteGradientError as err:
-        return {"config": config.to_json(), "diverged": True, "error": str(err)}
-    record = result.record
-    record["diverged"] = not all(math.isfinite(h["train_loss"]) for h in record["history"])
-    return record
-
-
-def _run_tasks(
-    tasks: list[tuple],
-    data: dict,
-    pool,
-    log: Callable[[str], None] | None,
-    describe: Callable[[dict], str],
-) -> list[dict[str, Any]]:
-    """Run ``tasks`` in order in this process (``pool`` None) or on the worker processes of
-    ``pool`` (see :func:`_worker_pool`); results in task order."""
-    if pool is None:
-        _WORKER_DATA.clear()
-        _WORKER_DATA.update(data)
-        results = []
-        try:
-            for task in tasks:
-                results.append(_run_task(task))
-                if log:
-                    log(describe(results[-1]))
-        finally:
-            _WORKER_DATA.clear()
-        return results
-    from concurrent.futures import as_completed
-
-    tasks = [(*task[:5], False) for task in tasks]  # no per-run bars from workers
-    results: list[dict[str, Any] | None] = [None] * len(tasks)
-    futures = {pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
-    for future in as_completed(futures):
-        results[futures[future]] = future.result()
-        if log:
-            log(describe(results[futures[future]]))
-    return [r for r in results if r is not None]
-
-
-@contextlib.contextmanager
-def _worker_pool(jobs: int, threads: int | None, data: dict):
-    """``None`` for ``jobs <= 1``, else the package's worker pool (:func:`.pool.worker_pool`:
-    ``jobs`` spawned processes that die with this one) holding ``data`` and using ``threads``
-    torch threads each (default 1)."""
-    if jobs <= 1:
-        yield None
-        return
-    from ..pool import worker_pool
-
-    with worker_pool(
-        jobs, threads=threads or 1, initializer=_init_worker, initargs=(data,)
-    ) as pool:
-        yield pool
-
-
-def _describe(record: dict[str, Any]) -> str:
-    config = record["config"]
-    name = f"{config['method']}-seed{config['seed']} lr {config['lr']:g}"
-    if record.get("diverged"):
-        return f"{name}: diverged"
-    final = record["final"]
-    return (
-        f"{name}: global {final['global_accuracy']:.4f}, class-avg "
-        f"{final['class_accuracy']:.4f}, mIoU {final['mean_iou']:.4f}, "
-        f"{record['epoch_seconds_mean']:.1f} s/epoch ({record['data']['test']})"
-    )
-
-
-def _choose(
-    method: str,
-    grid: Sequence[float],
-    records: list[dict[str, Any]],
-    fit: int,
-    held: int,
-    epochs: int,
-) -> dict[str, Any]:
-    candidates = []
-    for lr, record in zip(grid, records):
-        entry: dict[str, Any] = {"lr": float(lr), "diverged": bool(record.get("diverged"))}
-        final = record.get("final", {})
-        for key in ("mean_iou", "global_accuracy", "class_accuracy"):
-            entry[key] = final.get(key, float("nan"))
-        candidates.append(entry)
-    usable = [c for c in candidates if not c["diverged"] and math.isfinite(c["mean_iou"])]
-    if not usable:
-        raise RuntimeError(
-            f"every learning rate of {list(grid)} diverged for method "
-            f"{method!r}; try smaller rates"
-        )
-    best = max(usable, key=lambda c: c["mean_iou"])
-    return {
-        "chosen_lr": best["lr"],
-        "candidates": candidates,
-        "holdout_images": held,
-        "fit_images": fit,
-        "epochs": epochs,
-    }
-
-
-def select_learning_rate(
-    config: SegmentationConfig,
-    candidates: Sequence[float],
-    train: SegmentationSet,
-    out_dir: str | Path,
-    *,
-    holdout: float | int = 0.2,
-    epochs: int | None = None,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Pick ``config.method``'s learning rate: train with each candidate on the training scenes
-    minus a held-out part (``holdout``: fraction or count, drawn with ``config.data_seed``) for
-    ``epochs`` (default ``config.epochs``) with seed ``config.seed``, and take the rate of the
-    highest held-out mIoU. Diverged candidates (non-finite gradient or loss) are skipped.
-
-    Returns ``{"chosen_lr", "candidates": [{"lr", "mean_iou", "global_accuracy",
-    "class_accuracy", "diverged"}, ...], "holdout_images", "fit_images", "epochs"}``.
-    """
-    if not candidates:
-        raise ValueError("candidates must hold at least one learning rate")
-    fit, held = split_holdout(train, holdout, seed=config.data_seed)
-    epochs = epochs or config.epochs
-    tasks = [
-        (
-            replace(config, lr=float(lr), epochs=epochs),
-            Path(out_dir) / f"{config.method}-lr{lr:g}",
-            "selection",
-            device,
-            resume,
-            progress,
-        )
-        for lr in candidates
-    ]
-    records = _run_tasks(tasks, {"selection": (fit, held)}, None, None, _describe)
-    return _choose(config.method, candidates, records, len(fit), len(held), epochs)
-
-
-def compare_methods(
-    base: SegmentationConfig,
-    out_dir: str | Path,
-    *,
-    methods: Sequence[str] = ("un", "bsgd"),
-    seeds: Sequence[int] = (0, 1, 2),
-    lr_grid: Sequence[float] | None = None,
-    holdout: float | int = 0.2,
-    selection_epochs: int | None = None,
-    data: tuple[SegmentationSet, SegmentationSet] | None = None,
-    data_dir: str | None = None,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
-    progress: bool = True,
-    jobs: int = 1,
-    threads: int | None = None,
-    log: Callable[[str], None] | None = print,
-) -> dict[str, Any]:
-    """UN vs B-SGD (or any ``methods``) over ``seeds``.
-
-    1. Learning-rate selection (when ``lr_grid`` holds several rates; default ``[base.lr]``):
-       for each method and rate, train with seed ``seeds[0]`` for ``selection_epochs``
-       (default ``base.epochs``) on the training scenes minus ``holdout`` of them and score the
-       held-out mIoU; each method takes its best rate (see :func:`select_learning_rate`).
-    2. For each seed and method (interleaved, so both methods train under the same machine
-       load), a full run with the chosen rate, evaluated on the test set.
-
-    ``jobs > 1`` runs the trainings in that many worker processes (``threads`` torch threads
-    each; e.g. ``jobs=2, threads=1`` on 2 cores trains UN and B-SGD of one seed side by side).
-    Writes ``selection/``, ``runs/<method>-seed<S>/`` and ``comparison.json``,
-    ``comparison.md``, ``comparison.png`` (rows: input, ground truth, each method's prediction
-    by its ``seeds[0]`` model) into ``out_dir`` and returns the summary.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not seeds or not methods:
-        raise ValueError(
-            f"need at least one method and one seed; got methods={methods!r}, seeds={seeds!r}"
-        )
-    train, test = data if data is not None else load_segmentation_data(base, data_dir=data_dir)
-    grid = [float(lr) for lr in (lr_grid or [base.lr])]
-    data_sets = {"final": (train, test)}
-    if len(grid) > 1:
-        data_sets["selection"] = split_holdout(train, holdout, seed=base.data_seed)
-    with _worker_pool(jobs, threads, data_sets) as pool:
-        selections: dict[str, Any] = {}
-        if len(grid) > 1:
-            fit, held = data_sets["selection"]
-            epochs = selection_epochs or base.epochs
-            tasks = [
-                (
-                    replace(base, method=m, seed=seeds[0], lr=lr, epochs=epochs),
-                    out / "selection" / f"{m}-lr{lr:g}",
-                    "selection",
-                    device,
-                    resume,
-                    progress,
-                )
-                for m in methods
-                for lr in grid
-            ]
-            records = _run_tasks(tasks, data_sets, pool, log, _describe)
-            for i, method in enumerate(methods):
-                selections[method] = _choose(
-                    method,
-                    grid,
-                    records[i * len(grid) : (i + 1) * len(grid)],
-                    len(fit),
-                    len(held),
-                    epochs,
-                )
-                if log:
-                    scores = ", ".join(
-                        f"{c['lr']:g}: "
-                        + ("diverged" if c["diverged"] else f"{c['mean_iou']:.4f}")
-                        for c in selections[method]["candidates"]
-                    )
-                    log(
-                        f"{method}: held-out mIoU by lr {{{scores}}} -> lr "
-                        f"{selections[method]['chosen_lr']:g}"
-                    )
-        else:
-            selections = {
-                m: {"chosen_lr": grid[0], "candidates": [], "epochs": 0} for m in methods
-            }
-        tasks = []
-        for seed in seeds:
-            for method in methods:
-                config = replace(
-                    base, method=method, seed=seed, lr=selections[method]["chosen_lr"]
-                )
-                tasks.append(
-                    (config, out / "runs" / config.name, "final", device, resume, progress)
-                )
-        results = _run_tasks(tasks, data_sets, pool, log, _describe)
-    records: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    for record in results:
-        if record.get("diverged"):
-            raise RuntimeError(f"run {record['config']} diverged at the chosen learning rate")
-        records[record["config"]["method"]].append(record)
-    models = {
-        m: load_trained_model(out / "runs" / f"{m}-seed{seeds[0]}", device=device) for m in methods
-    }
-    summary = _summarize(base, records, selections, train, test, holdout, jobs)
-    write_comparison(summary, models, test, out, device=device)
-    return summary
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def _summarize(base, records, selections, train, test, holdout, jobs) -> dict[str, Any]:
-    rows = []
-    for method, recs in records.items():
-        row: dict[str, Any] = {
-            "method": method,
-            "label": SEGMENTATION_METHODS[method],
-            "runs": len(recs),
-            "lr": selections[method]["chosen_lr"],
-        }
-        for key in ("global_accuracy", "class_accuracy", "mean_iou"):
-            values = [r["final"][key] for r in recs]
-            mean, std = _mean_std(values)
-            row[key] = {"values": values, "mean": mean, "std": std}
-        row["epoch_seconds"] = statistics.fmean(r["epoch_seconds_mean"] for r in recs)
-        rows.append(row)
-    by_method = {r["method"]: r for r in rows}
-    ratio = None
-    if "un" in by_method and "bsgd" in by_method:
-        ratio = by_method["un"]["epoch_seconds"] / by_method["bsgd"]["epoch_seconds"]
-    first = next(iter(records.values()))
-    return {
-        "config": {k: v for k, v in base.to_json().items() if k not in ("method", "seed", "lr")},
-        "seeds": [r["config"]["seed"] for r in first],
-        "jobs": jobs,
-        "data": first[0]["data"],
-        "rows": rows,
-        "epoch_time_ratio_un_over_bsgd": ratio,
-        "selection": {**selections, "holdout": holdout},
-        "baseline_majority": first[0]["baseline_majority"],
-        "parameters": records["un"][0]["parameters"]
-        if "un" in records
-        else first[0]["parameters"],
-        "train_images": len(train),
-        "test_images": len(test),
-    }
