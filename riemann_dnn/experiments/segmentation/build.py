@@ -4,6 +4,8 @@ split of the training set), its model (unit-norm filters from the run's seed), i
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ __all__ = [
     "load_segmentation_data",
     "build_model",
     "build_optimizer",
+    "parameter_groups",
     "class_weights_for",
     "split_holdout",
 ]
@@ -73,19 +76,24 @@ def build_optimizer(
     group. Both with ``config``'s lr, momentum and weight decay.
     """
     hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
-    if config.method == "un":
-        groups = param_groups(model, manifold="oblique", retraction=config.retraction)
-        constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
-    else:
-        groups = [
-            {
-                "params": list(model.parameters()),
-                "manifold": "euclidean",
-                "names": [n for n, _ in model.named_parameters()],
-            }
-        ]
-        constrained = []
+    groups = parameter_groups(model, config)
+    constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
     return RiemannianSGD(groups, **hyper), constrained
+
+
+def parameter_groups(model: nn.Module, config: SegmentationConfig) -> list[dict[str, Any]]:
+    """The param groups of ``config.method`` (each naming its manifold and its parameters),
+    for :func:`build_optimizer` and for the pymanopt door's problem: UN ``param_groups(model)``
+    with the oblique manifold and ``config.retraction``; B-SGD one Euclidean group."""
+    if config.method == "un":
+        return param_groups(model, manifold="oblique", retraction=config.retraction)
+    return [
+        {
+            "params": list(model.parameters()),
+            "manifold": "euclidean",
+            "names": [n for n, _ in model.named_parameters()],
+        }
+    ]
 
 
 def class_weights_for(config: SegmentationConfig, train: SegmentationSet) -> torch.Tensor | None:

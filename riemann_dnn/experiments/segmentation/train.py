@@ -24,9 +24,14 @@ import torch
 from torch import nn
 
 from ...data import SegmentationSet
-from ...optim import param_groups
 from .. import distributed
-from .build import build_model, build_optimizer, class_weights_for, load_segmentation_data
+from .build import (
+    build_model,
+    build_optimizer,
+    class_weights_for,
+    load_segmentation_data,
+    parameter_groups,
+)
 from .checkpoint import (
     CHECKPOINT,
     CheckpointMismatchError,
@@ -195,17 +200,10 @@ def train_segmentation(
         distributed.all_reduce_sum(loss_sum)
         if not launch.is_main:  # rank 0 evaluates and writes
             continue
-        test_metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
         history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": float(loss_sum) / batches,
-                "test_loss": test_metrics["loss"],
-                "global_accuracy": test_metrics["global_accuracy"],
-                "class_accuracy": test_metrics["class_accuracy"],
-                "mean_iou": test_metrics["mean_iou"],
-                "seconds": seconds,
-            }
+            _epoch_entry(
+                epoch + 1, float(loss_sum) / batches, seconds, model, test, loss_fn, config, device
+            )
         )
         save_checkpoint(
             ckpt_path,
@@ -259,6 +257,30 @@ def train_segmentation(
     return SegmentationResult(distributed.broadcast_object(record), model)
 
 
+def _epoch_entry(
+    epoch: int,
+    train_loss: float,
+    seconds: float,
+    model: nn.Module,
+    test: SegmentationSet,
+    loss_fn: nn.CrossEntropyLoss,
+    config: SegmentationConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The history entry of ``epoch`` (both doors): the training loss and time the door
+    measured, and the loss and metrics of ``model`` on ``test``."""
+    metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "test_loss": metrics["loss"],
+        "global_accuracy": metrics["global_accuracy"],
+        "class_accuracy": metrics["class_accuracy"],
+        "mean_iou": metrics["mean_iou"],
+        "seconds": seconds,
+    }
+
+
 def _global_batch_loss(
     loss_fn: nn.CrossEntropyLoss, logits: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
@@ -271,7 +293,6 @@ def _global_batch_loss(
     return total / distributed.all_reduce_sum(norm).to(total.dtype)
 
 
-# -- the pymanopt door --------------------------------------------------------------------------
 def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> list[dict]:
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
@@ -279,15 +300,11 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     from ...problems.module_problem import ModuleProblem
     from ...solvers import StochasticGradient
 
-    if config.method == "un":
-        groups = param_groups(model, manifold="oblique", retraction=config.retraction)
-    else:
-        groups = [{"params": list(model.parameters()), "manifold": "euclidean"}]
     problem = ModuleProblem(
         model,
         loss_fn,
         (train.images.to(device), train.labels.to(device)),
-        groups=groups,
+        groups=parameter_groups(model, config),
         eval_batch_size=config.batch_size,
     )
     history: list[dict] = []
@@ -299,18 +316,12 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
         _synchronize(device)
         seconds = time.perf_counter() - clock["start"]
         problem.load_point(point)
-        metrics = evaluate(model, test, loss_fn, batch_size=config.batch_size, device=device)
+        # train_loss: the solver's estimate on its check batch, not the epoch's mean
+        train_loss = float(stats["cost"])
         history.append(
-            {
-                # train_loss: the solver's estimate on its check batch, not the epoch's mean
-                "epoch": len(history) + 1,
-                "train_loss": float(stats["cost"]),
-                "test_loss": metrics["loss"],
-                "global_accuracy": metrics["global_accuracy"],
-                "class_accuracy": metrics["class_accuracy"],
-                "mean_iou": metrics["mean_iou"],
-                "seconds": seconds,
-            }
+            _epoch_entry(
+                len(history) + 1, train_loss, seconds, model, test, loss_fn, config, device
+            )
         )
         clock["start"] = time.perf_counter()
 
