@@ -8,10 +8,12 @@ the same initialisation -- every conv filter a unit-normalised Gaussian):
   output channel; the classifier and BN's scale and shift Euclidean.
 - ``"bsgd"``: balanced SGD; every parameter Euclidean.
 
-Loss: pixel-wise cross-entropy :math:`-\sum_p w_{y_p}\log\operatorname{softmax}(z_p)_{y_p} /
-\sum_p w_{y_p}` over the labelled pixels (``ignore_index``, CamVid's void, left out), with class
-weights :math:`w` by median-frequency balancing of the training labels (default for CamVid;
-optional for digit scenes) or none.
+Loss: the one the training set defines (:func:`.build.loss_for` asks
+:meth:`~riemann_dnn.data.SegmentationSet.cross_entropy_loss` for it), pixel-wise cross-entropy
+:math:`-\sum_p w_{y_p}\log\operatorname{softmax}(z_p)_{y_p} / \sum_p w_{y_p}` over the labelled
+pixels (``ignore_index``, CamVid's void, left out), with class weights :math:`w` by
+median-frequency balancing of the training labels (CamVid's own; optional for digit scenes) or
+none.
 
 :func:`train_segmentation` writes, into its output directory, ``checkpoint.pt`` after every
 epoch (model, optimizer, epoch, metrics history, random-generator states; a ``resume`` continues
@@ -23,7 +25,7 @@ held-out training scenes, and writes ``comparison.json/.md/.png``.
 One idea a module:
 
 - :mod:`.config`: :class:`SegmentationConfig`, every setting of a run, validated;
-- :mod:`.build`: the data, the held-out split, the model, the optimizer, the class weights;
+- :mod:`.build`: the data and its loss, the held-out split, the model, the optimizer;
 - :mod:`.metrics`: confusion matrix, global / class-average accuracy and mIoU, evaluation;
 - :mod:`.checkpoint`: ``checkpoint.pt`` with the random-generator states, resume checks;
 - :mod:`.train`: :func:`train_segmentation`, the torch loop and the pymanopt door;

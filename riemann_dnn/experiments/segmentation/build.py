@@ -4,12 +4,13 @@ split of the training set), its model (unit-norm filters from the run's seed), i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...data import SegmentationSet, load_camvid, load_digit_scenes, median_frequency_weights
+from ...data import SegmentationSet, load_camvid, load_digit_scenes
 from ...optim import RiemannianSGD, param_groups
 from ...problems.segnet import SegNet, SegNetBasic
 from .config import SegmentationConfig
@@ -20,6 +21,7 @@ __all__ = [
     "build_optimizer",
     "parameter_groups",
     "class_weights_for",
+    "loss_for",
     "split_holdout",
 ]
 
@@ -96,21 +98,24 @@ def parameter_groups(model: nn.Module, config: SegmentationConfig) -> list[dict[
     ]
 
 
+def loss_for(config: SegmentationConfig, train: SegmentationSet) -> nn.CrossEntropyLoss:
+    """The training loss: the one ``train`` defines
+    (:meth:`~riemann_dnn.data.SegmentationSet.cross_entropy_loss`: its ``ignore_index`` left
+    out, its own class weighting unless ``config.class_weights`` overrides it)."""
+    return train.cross_entropy_loss(config.loss_class_weights)
+
+
 def class_weights_for(config: SegmentationConfig, train: SegmentationSet) -> torch.Tensor | None:
-    """Class weights of the loss: median-frequency of ``train``'s labels, or ``None``."""
-    rule = config.class_weights
-    if rule == "auto":
-        rule = "median" if config.camvid_root is not None else "none"
-    if rule == "none":
-        return None
-    return median_frequency_weights(train.labels, train.num_classes, train.ignore_index)
+    """Class weights of the loss (:func:`loss_for`): median-frequency of ``train``'s labels, or
+    ``None``; ``"auto"`` takes ``train``'s own ``class_weighting``."""
+    return train.loss_weights(config.loss_class_weights)
 
 
 def split_holdout(
     train: SegmentationSet, holdout: float | int, seed: int = 0
 ) -> tuple[SegmentationSet, SegmentationSet]:
     """Split ``train`` at random into ``(fit, held_out)``; ``holdout`` is a fraction in (0, 1)
-    or a count of images."""
+    or a count of images; both keep ``train``'s classes and loss."""
     n = len(train)
     count = int(round(holdout * n)) if isinstance(holdout, float) else int(holdout)
     if not 0 < count < n:
@@ -121,13 +126,12 @@ def split_holdout(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
     def subset(index: torch.Tensor, suffix: str) -> SegmentationSet:
-        return SegmentationSet(
-            train.images[index],
-            train.labels[index],
-            train.num_classes,
-            train.ignore_index,
-            train.class_names,
-            f"{train.name}-{suffix}",
+        # replace keeps everything else of ``train``, its own loss (class weighting) included
+        return replace(
+            train,
+            images=train.images[index],
+            labels=train.labels[index],
+            name=f"{train.name}-{suffix}",
         )
 
     return subset(order[count:], "fit"), subset(order[:count], "holdout")

@@ -30,8 +30,8 @@ class SegmentationConfig:
         kernel: conv size (default 7 for SegNet-Basic, 3 for SegNet).
         batch_size, lr, momentum, weight_decay: of :class:`~riemann_dnn.optim.RiemannianSGD`.
         retraction: of the oblique manifold (default its own, ``"normalize"``).
-        class_weights: ``"auto"`` (median frequency for CamVid, none for digit scenes),
-            ``"median"`` or ``"none"``.
+        class_weights: ``"auto"`` (the training set's own: median frequency for CamVid,
+            none for digit scenes), ``"median"`` or ``"none"``.
         seed: seeds the initialisation and the order of the training images.
         data_seed: seeds the digit scenes (the same scenes for every run seed).
         train_scenes, test_scenes, canvas: size of the digit-scene benchmark.
@@ -107,6 +107,12 @@ class SegmentationConfig:
     def name(self) -> str:
         """Short run name, e.g. ``"un-seed0"``."""
         return f"{self.method}-seed{self.seed}"
+
+    @property
+    def loss_class_weights(self) -> str | None:
+        """``class_weights`` as :meth:`~riemann_dnn.data.SegmentationSet.cross_entropy_loss`
+        takes it: ``"auto"`` (the data set's own), ``"median_frequency"`` or ``None``."""
+        return {"auto": "auto", "median": "median_frequency", "none": None}[self.class_weights]
 
     @property
     def camvid_root(self) -> str | None:

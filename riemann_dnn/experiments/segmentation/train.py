@@ -28,8 +28,8 @@ from .. import distributed
 from .build import (
     build_model,
     build_optimizer,
-    class_weights_for,
     load_segmentation_data,
+    loss_for,
     parameter_groups,
 )
 from .checkpoint import (
@@ -121,11 +121,7 @@ def train_segmentation(
 
     model = build_model(config, train.in_channels, train.num_classes).to(device)
     optimizer, constrained = build_optimizer(model, config)
-    weights = class_weights_for(config, train)
-    ignore = -100 if train.ignore_index is None else train.ignore_index
-    loss_fn = nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device), ignore_index=ignore
-    )
+    loss_fn = loss_for(config, train).to(device)
     shuffle = _shuffle_generator(config.seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -235,7 +231,9 @@ def train_segmentation(
             "num_classes": train.num_classes,
             "class_names": list(train.class_names),
             "ignore_index": train.ignore_index,
-            "class_weights": None if weights is None else [float(w) for w in weights],
+            "class_weights": (
+                None if loss_fn.weight is None else [float(w) for w in loss_fn.weight.cpu()]
+            ),
         },
         "parameters": {
             "oblique": constrained,
