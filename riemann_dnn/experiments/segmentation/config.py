@@ -3,10 +3,11 @@ names of the methods and models it may choose."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from ..records import strict
 
 __all__ = ["SEGMENTATION_METHODS", "SEGMENTATION_MODELS", "SegmentationConfig"]
 
@@ -119,8 +120,9 @@ class SegmentationConfig:
         return self.data.split(":", 1)[1] if self.data.startswith("camvid:") else None
 
     def to_json(self) -> dict[str, Any]:
-        """The configuration as plain JSON values (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The configuration as plain JSON values (tuples become lists), as
+        :func:`~riemann_dnn.experiments.records.write_json` writes it."""
+        return strict(asdict(self))
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> SegmentationConfig:

@@ -5,7 +5,6 @@ few test images, in a fixed colour map)."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ...data import BACKGROUND_LABEL, CAMVID_CLASSES, SegmentationSet
+from ..records import figure, write_json, write_text
 from .config import SEGMENTATION_METHODS
 from .metrics import predict
 
@@ -76,44 +76,43 @@ def plot_predictions(
     """Figure-2-style PNG: columns are test images; rows the input, the ground truth and each
     entry of ``predictions`` (row label -> (N, H, W) class ids), in a fixed colour map with a
     legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     palette = palette_for(class_names, ignore_index)
     n = images.shape[0]
     rows = [("input", None), ("ground truth", labels)] + list(predictions.items())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 1.9 * len(rows) + 0.7), squeeze=False)
-    for r, (name, ids) in enumerate(rows):
-        for j in range(n):
-            ax = axes[r][j]
-            if ids is None:
-                img = images[j].permute(1, 2, 0).numpy()
-                ax.imshow(
-                    img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1),
-                    cmap="gray" if img.shape[-1] == 1 else None,
-                    vmin=0,
-                    vmax=1,
-                )
-            else:
-                ax.imshow(_colourise(ids[j], palette, ignore_index), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, fontsize=10)
-    handles = [Patch(color=palette[k], label=class_names[k]) for k in range(len(class_names))]
-    if ignore_index is not None:
-        handles.append(Patch(color=palette[-1], label="void (ignored)"))
-    fig.legend(
-        handles=handles, loc="lower center", ncol=min(len(handles), 12), fontsize=8, frameon=False
-    )
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97 if title else 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    layout = {"dpi": 110, "rect": (0, 0.06, 1, 0.97 if title else 1)}  # room for the legend
+    size = (1.9 * n, 1.9 * len(rows) + 0.7)
+    with figure(path, len(rows), n, figsize=size, squeeze=False, **layout) as (fig, axes):
+        for r, (name, ids) in enumerate(rows):
+            for j in range(n):
+                ax = axes[r][j]
+                if ids is None:
+                    img = images[j].permute(1, 2, 0).numpy()
+                    ax.imshow(
+                        img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1),
+                        cmap="gray" if img.shape[-1] == 1 else None,
+                        vmin=0,
+                        vmax=1,
+                    )
+                else:
+                    ax.imshow(_colourise(ids[j], palette, ignore_index), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(name, fontsize=10)
+        handles = [Patch(color=palette[k], label=class_names[k]) for k in range(len(class_names))]
+        if ignore_index is not None:
+            handles.append(Patch(color=palette[-1], label="void (ignored)"))
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=min(len(handles), 12),
+            fontsize=8,
+            frameon=False,
+        )
+        if title:
+            fig.suptitle(title, fontsize=11)
 
 
 def _pct(x: float | None) -> str:
@@ -150,7 +149,7 @@ def write_run_report(
         files["png"] = str(png)
     files["json"] = str(out / "metrics.json")
     files["markdown"] = str(out / "metrics.md")
-    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    write_json(out / "metrics.json", record)
     config, final, data = record["config"], record["final"], record["data"]
     base = record["baseline_majority"]
     lines = [
@@ -201,7 +200,7 @@ def write_run_report(
         )
     if "png" in files:
         lines += ["", "![predictions](predictions.png)"]
-    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "metrics.md", "\n".join(lines) + "\n")
 
 
 def write_comparison(
@@ -236,7 +235,7 @@ def write_comparison(
         "markdown": str(out / "comparison.md"),
         "png": str(png),
     }
-    (out / "comparison.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "comparison.json", summary)
     base = summary["baseline_majority"]
     lines = [
         f"# UN vs B-SGD: {summary['config']['model']} on {summary['data']['train']}",
@@ -293,4 +292,4 @@ def write_comparison(
         "![comparison](comparison.png)",
         "",
     ]
-    (out / "comparison.md").write_text("\n".join(lines))
+    write_text(out / "comparison.md", "\n".join(lines))
