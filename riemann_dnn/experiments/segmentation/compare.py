@@ -115,6 +115,32 @@ def _describe(record: dict[str, Any]) -> str:
     )
 
 
+def _selection_tasks(
+    configs: Sequence[SegmentationConfig],
+    grid: Sequence[float],
+    epochs: int,
+    out_dir: str | Path,
+    device: str | torch.device,
+    resume: bool,
+    progress: bool,
+) -> list[tuple]:
+    """The held-out runs of a learning-rate selection, for :func:`_run_task`: each config (a
+    method) with each rate of ``grid`` for ``epochs`` epochs, into
+    ``out_dir/<method>-lr<rate>``, on the ``"selection"`` data."""
+    return [
+        (
+            replace(config, lr=float(lr), epochs=epochs),
+            Path(out_dir) / f"{config.method}-lr{lr:g}",
+            "selection",
+            device,
+            resume,
+            progress,
+        )
+        for config in configs
+        for lr in grid
+    ]
+
+
 def _choose(
     method: str,
     grid: Sequence[float],
@@ -170,17 +196,7 @@ def select_learning_rate(
         raise ValueError("candidates must hold at least one learning rate")
     fit, held = split_holdout(train, holdout, seed=config.data_seed)
     epochs = epochs or config.epochs
-    tasks = [
-        (
-            replace(config, lr=float(lr), epochs=epochs),
-            Path(out_dir) / f"{config.method}-lr{lr:g}",
-            "selection",
-            device,
-            resume,
-            progress,
-        )
-        for lr in candidates
-    ]
+    tasks = _selection_tasks([config], candidates, epochs, out_dir, device, resume, progress)
     records = _run_tasks(tasks, {"selection": (fit, held)}, None, None, _describe)
     return _choose(config.method, candidates, records, len(fit), len(held), epochs)
 
@@ -234,18 +250,10 @@ def compare_methods(
         if len(grid) > 1:
             fit, held = data_sets["selection"]
             epochs = selection_epochs or base.epochs
-            tasks = [
-                (
-                    replace(base, method=m, seed=seeds[0], lr=lr, epochs=epochs),
-                    out / "selection" / f"{m}-lr{lr:g}",
-                    "selection",
-                    device,
-                    resume,
-                    progress,
-                )
-                for m in methods
-                for lr in grid
-            ]
+            configs = [replace(base, method=m, seed=seeds[0]) for m in methods]
+            tasks = _selection_tasks(
+                configs, grid, epochs, out / "selection", device, resume, progress
+            )
             records = _run_tasks(tasks, data_sets, pool, log, _describe)
             for i, method in enumerate(methods):
                 selections[method] = _choose(
