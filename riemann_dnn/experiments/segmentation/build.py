@@ -1,6 +1,7 @@
 """What one segmentation run is built from: its data (digit scenes or CamVid, and a held-out
 split of the training set), its model (unit-norm filters from the run's seed), its optimizer
-(UN: BN-fed convs on the oblique manifold; B-SGD: all Euclidean) and its class weights."""
+(UN: BN-fed convs on the oblique manifold; B-SGD: all Euclidean) and its loss, the one its
+training set defines."""
 
 from __future__ import annotations
 
