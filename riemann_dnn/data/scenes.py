@@ -77,7 +77,9 @@ def make_digit_scenes(
     Returns:
         A :class:`SegmentationSet` with images (N, 1, canvas, canvas) float32 in [0, 1] (the
         uint8 intensities / 255), labels (N, canvas, canvas) int64 in 0-10, ``num_classes=11``,
-        ``ignore_index=None`` and ``class_names`` :data:`DIGIT_SCENE_CLASSES`.
+        ``ignore_index=None``, ``class_names`` :data:`DIGIT_SCENE_CLASSES` and
+        ``class_weighting=None``: its own loss (``cross_entropy_loss(class_weights="auto")``)
+        is the unweighted cross-entropy over every pixel.
     """
     digits = _as_numpy(images, "images")
     classes = _as_numpy(labels, "labels")
@@ -153,6 +155,7 @@ def make_digit_scenes(
         ignore_index=None,
         class_names=DIGIT_SCENE_CLASSES,
         name=name,
+        class_weighting=None,  # every pixel labelled, the loss unweighted
     )
 
 

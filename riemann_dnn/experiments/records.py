@@ -70,10 +70,19 @@ def read_json(path: str | Path) -> Any:
 
 
 @contextmanager
-def figure(path: str | Path, *args: Any, dpi: int = 120, **subplots: Any) -> Iterator[tuple]:
+def figure(
+    path: str | Path,
+    *args: Any,
+    dpi: int = 120,
+    rect: tuple[float, float, float, float] | None = None,
+    **subplots: Any,
+) -> Iterator[tuple]:
     """``with figure(path, nrows, ncols, figsize=...) as (fig, axes):`` draws on a new
     ``plt.subplots`` figure (headless ``Agg`` backend), then lays it out, saves it to
-    ``path`` (atomically) and closes it."""
+    ``path`` (atomically) and closes it.
+
+    ``rect`` (left, bottom, right, top in figure coordinates, default the whole figure) is
+    where ``tight_layout`` fits the axes, e.g. to leave room for a figure legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +93,7 @@ def figure(path: str | Path, *args: Any, dpi: int = 120, **subplots: Any) -> Ite
     fig, axes = plt.subplots(*args, **subplots)
     try:
         yield fig, axes
-        fig.tight_layout()
+        fig.tight_layout(rect=rect)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
         fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
