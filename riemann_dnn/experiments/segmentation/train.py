@@ -3,7 +3,7 @@
 - ``door="torch"``: a training loop with :class:`~riemann_dnn.optim.RiemannianSGD`, a
   checkpoint after every epoch and an exact resume; under ``torchrun`` one model trained
   data-parallel on every process.
-- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.problems.module_problem.ModuleProblem`
+- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.solvers.ModuleProblem`
   solved by :class:`~riemann_dnn.solvers.StochasticGradient` with a fixed step; no resume.
 
 Both evaluate the test set after every epoch, and both end in the same record and reports
