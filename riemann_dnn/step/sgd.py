@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds._array import Array
+from ..manifolds import Array
 
 __all__ = ["SGDHyperparameters", "riemannian_sgd_step"]
 
