@@ -12,7 +12,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel
+from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel, working_dtype
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
@@ -25,9 +25,6 @@ __all__ = [
     "filter_rates",
     "FILTER_RATES",
 ]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 class NonFiniteGradientError(FloatingPointError):
     """A gradient holds NaN or inf; the weights were left untouched."""
@@ -338,9 +335,10 @@ class RiemannianSGD(Optimizer):
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
                 buf = state_dict["state"].get(index, {}).get("momentum_buffer")
-                if param.dtype in _LOW_PRECISION and isinstance(buf, torch.Tensor):
+                work = working_dtype(param.dtype)
+                if work != param.dtype and isinstance(buf, torch.Tensor):
                     self.state[param]["momentum_buffer"] = buf.to(
-                        device=param.device, dtype=torch.float32, copy=True
+                        device=param.device, dtype=work, copy=True
                     )
 
     # -- stepping -------------------------------------------------------------------------
@@ -757,8 +755,9 @@ def manifold_spec(manifold: Any) -> str:
 
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor in its working precision (float32 at least)."""
-    return tensor.float() if tensor.dtype in _LOW_PRECISION else tensor
+    """The tensor in its working precision (:func:`~riemann_dnn.manifolds.working_dtype`)."""
+    work = working_dtype(tensor.dtype)
+    return tensor if work == tensor.dtype else tensor.to(work)
 
 
 def _is_euclidean_group(group: dict[str, Any]) -> bool:

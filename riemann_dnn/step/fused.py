@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..manifolds import Oblique, Sphere
+from ..manifolds import Oblique, Sphere, working_dtype
 from .sgd import SGDHyperparameters
 
 __all__ = ["unit_norm_axis", "sphere_sgd_step_"]
@@ -108,9 +108,6 @@ def sphere_sgd_step_(
     return m
 
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
 def _row_rates(lr: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> float | torch.Tensor:
     """The rates ``lr`` (1-D, one per block of consecutive rows) as a float or a tensor
     broadcastable against ``x``'s per-row inner products."""
@@ -147,7 +144,7 @@ def oblique_sgd_eager_(
     hp = SGDHyperparameters(0.0, momentum, dampening, nesterov, weight_decay)
     bufs = momentum_buffers if momentum != 0 else [None] * len(points)
     for x, g, m in zip(points, grads, bufs):
-        work = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        work = working_dtype(x.dtype)
         xw, gw = x.to(work), g.to(work)
         # max |g| over a row is inf/NaN iff the row has a non-finite entry
         bad = ~torch.isfinite(g.abs().amax(-1))
