@@ -7,7 +7,7 @@ retraction by name (``retraction=...``) and torch support (points stay on their 
 
 from . import _array
 from ._array import working_dtype
-from .base import EmbeddedManifold
+from .base import TRANSPORTS, EmbeddedManifold
 from .euclidean import Euclidean
 from .grassmann import Grassmann
 from .oblique import Oblique, filter_matrix
@@ -31,4 +31,5 @@ __all__ = [
     "Grassmann",
     "Product",
     "filter_matrix",
+    "TRANSPORTS",
 ]
