@@ -12,7 +12,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
-from ..manifolds import Euclidean, Grassmann, Oblique, Stiefel, working_dtype
+from ..manifolds import working_dtype
 from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
 from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
@@ -25,6 +25,7 @@ __all__ = [
     "filter_rates",
     "FILTER_RATES",
 ]
+
 
 class NonFiniteGradientError(FloatingPointError):
     """A gradient holds NaN or inf; the weights were left untouched."""
@@ -894,7 +895,7 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
         point = view(params[i])
         buf = bufs[i]
         stacked = isinstance(view, functools.partial)
-        if stacked and type(geometry.manifold) not in _STACKABLE:
+        if stacked and not _broadcasts_over_copies(geometry.manifold):
             new_point, new_buf = _step_each_copy(
                 geometry.manifold, point, view(grads[i]), None if buf is None else view(buf), hp
             )
@@ -938,9 +939,10 @@ def _store_buffer(new_buf, param, view):
     return storage
 
 
-# Manifolds whose formulas broadcast over a leading stack axis (Sphere does not: its
-# norms run over the whole array). Exact types: a subclass may change the formulas.
-_STACKABLE = (Oblique, Stiefel, Grassmann, Euclidean)
+def _broadcasts_over_copies(manifold) -> bool:
+    """Whether the manifold's formulas broadcast over a leading stack axis (its declared
+    ``broadcasts_over_copies``; Sphere's do not: its norms run over the whole array)."""
+    return getattr(manifold, "broadcasts_over_copies", False)
 
 
 def _stack_spheres(device: torch.device) -> bool:
@@ -996,7 +998,7 @@ def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
         axis = unit_norm_axis(geometry.manifold)
         if axis is not None and param.dtype in (torch.float32, torch.float64):
             spheres[(param.device, param.dtype, geometry.key, axis)].append(i)
-        elif type(geometry.manifold) in _STACKABLE:
+        elif _broadcasts_over_copies(geometry.manifold):
             buckets[(param.device, param.dtype, geometry.key)].append(i)
         else:
             _single_tensor_step(params, grads, bufs, geometries, [i], hp)

@@ -23,26 +23,23 @@ from __future__ import annotations
 
 import torch
 
-from ..manifolds import Oblique, Sphere, working_dtype
+from ..manifolds import working_dtype
 from .sgd import SGDHyperparameters
 
 __all__ = ["unit_norm_axis", "sphere_sgd_step_"]
 
 
 def unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
-    """The axis along which points of ``manifold`` have unit norm when its step can take
-    :func:`sphere_sgd_step_` (Sphere/Oblique, normalize retraction, projection
-    transport); else ``None``."""
+    """The axis along which points of ``manifold`` have unit norm (the manifold's declared
+    :attr:`~riemann_dnn.manifolds.EmbeddedManifold.unit_norm_axis`) when its step can take
+    :func:`sphere_sgd_step_`: with the ``"normalize"`` retraction and projection transport;
+    else ``None``."""
     if (
         getattr(manifold, "retraction_name", None) != "normalize"
         or getattr(manifold, "transport_name", "projection") != "projection"
     ):
         return None
-    if type(manifold) is Oblique:
-        return -1 if manifold.unit == "rows" else -2
-    if type(manifold) is Sphere:
-        return tuple(range(-len(manifold.point_shape), 0))
-    return None
+    return getattr(manifold, "unit_norm_axis", None)
 
 
 def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:

@@ -23,9 +23,10 @@ On ``Euclidean`` it is plain (momentum) SGD.
 
 The functions here are pure (they return new arrays) and accept numpy arrays or torch
 tensors; applied to a stack of same-shaped points (leading batch axis) they update every
-point at once on the manifolds whose formulas broadcast over leading axes (Euclidean,
-Oblique, Stiefel, Grassmann -- not Sphere, whose norms run over the whole array), which is
-how the optimizer's foreach path batches its work.
+point at once on the manifolds whose formulas broadcast over leading axes (those that
+declare ``broadcasts_over_copies``: Euclidean, Oblique, Stiefel, Grassmann -- not Sphere,
+whose norms run over the whole array), which is how the optimizer's foreach path batches
+its work.
 """
 
 from __future__ import annotations
