@@ -13,7 +13,13 @@ from torch.optim import Optimizer
 from torch.optim.sgd import sgd as _torch_sgd
 
 from ..manifolds import working_dtype
-from ..step import SGDHyperparameters, riemannian_sgd_step, sphere_sgd_step_, unit_norm_axis
+from ..step import (
+    SGDHyperparameters,
+    check_sgd_hyperparameters,
+    riemannian_sgd_step,
+    sphere_sgd_step_,
+    unit_norm_axis,
+)
 from ..step.native import PreparedStep, native_available, oblique_sgd_
 from .geometry import Geometry, resolve_geometry
 
@@ -45,23 +51,14 @@ def _check_hyperparameters(group: dict[str, Any], where: str, *, defaults: bool 
     if defaults and isinstance(lr, torch.Tensor) and lr.ndim == 1:
         copies = lr.shape[0]
     _check_lr(lr, copies, where)
-    for name in ("momentum", "dampening", "weight_decay"):
-        value = group[name]
-        if not (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value >= 0
-        ):
-            raise ValueError(
-                f"RiemannianSGD: {name} must be a finite number >= 0, got {value!r}{where}"
-            )
-    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-        raise ValueError(
-            f"RiemannianSGD: Nesterov momentum needs momentum > 0 and dampening 0, got "
-            f"momentum={group['momentum']!r}, dampening={group['dampening']!r}{where}; pass "
-            f"momentum=0.9 (say) or nesterov=False"
-        )
+    check_sgd_hyperparameters(
+        "RiemannianSGD",
+        group["momentum"],
+        group["dampening"],
+        group["weight_decay"],
+        group["nesterov"],
+        where=where,
+    )
 
 
 def _check_lr(lr: Any, copies: int | None, where: str) -> None:

@@ -74,6 +74,7 @@ from ..optim.schedulers import BoldDriver
 from ..step import (
     SGDHyperparameters,
     StepSizeRule,
+    check_sgd_hyperparameters,
     make_step_size,
     riemannian_sgd_step,
 )
@@ -324,17 +325,20 @@ class StochasticGradient(Optimizer):
                 "step_size", step_size, f"one of {_RULE_NAMES}, a StepSizeRule or a callable"
             )
         self.step_size = step_size
-        self.momentum = _number("momentum", momentum, 0, 1, high_open=True)
-        self.dampening = _number("dampening", dampening, 0, 1)
-        self.weight_decay = _number("weight_decay", weight_decay, 0)
         if not isinstance(nesterov, bool):
             raise _option_error("nesterov", nesterov, "a bool")
-        if nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError(
-                "StochasticGradient: option nesterov=True needs momentum > 0 and dampening = 0, "
-                f"got momentum={momentum!r}, dampening={dampening!r}"
-            )
-        self.nesterov = nesterov
+        check_sgd_hyperparameters(
+            "StochasticGradient",
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            option=True,
+            momentum_below=1,
+            dampening_at_most=1,
+        )
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.weight_decay, self.nesterov = float(weight_decay), nesterov
         self.check_period = _int_at_least("check_period", check_period, 1)
         if check_samples is not None:
             check_samples = _int_at_least("check_samples", check_samples, 1)
