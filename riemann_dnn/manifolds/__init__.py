@@ -15,9 +15,10 @@ from .product import Product
 from .sphere import Sphere
 from .stiefel import Stiefel
 
-#: What every manifold method takes and returns: a ``numpy.ndarray`` or a ``torch.Tensor``
-#: (any device, any floating dtype; a list of them on a ``Product``). An alias of
-#: ``typing.Any`` for type checkers; methods return the kind, dtype and device they got.
+#: The arrays every manifold method takes and returns, a ``numpy.ndarray`` or a
+#: ``torch.Tensor`` (any device, any floating dtype; a list of them on a ``Product``). An
+#: alias of ``typing.Any`` for type checkers; methods return the kind, dtype and device they
+#: got.
 Array = _array.Array
 
 __all__ = [

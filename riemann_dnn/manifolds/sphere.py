@@ -176,7 +176,7 @@ class Sphere(EmbeddedManifold):
     def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
         r"""Carry a tangent vector at ``point_a`` to ``point_b``: :math:`P_Y(V)`
         (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
-        :func:`sphere_transport_along_geodesic`), per :attr:`transport_name`."""
+        :func:`sphere_transport_along_geodesic`), per :attr:`~riemann_dnn.manifolds.EmbeddedManifold.transport_name`."""
         if self._transport == "parallel":
             return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)
         return self.projection(point_b, tangent_vector_a)
