@@ -15,11 +15,12 @@ import array_api_compat
 import numpy as np
 import torch
 
-Array = Any  # numpy.ndarray | torch.Tensor
+Array = Any  # numpy.ndarray | torch.Tensor; public as riemann_dnn.manifolds.Array
 Generator = Any  # numpy.random.Generator | torch.Generator | int | None
 
 __all__ = [
     "Array",
+    "working_dtype",
     "namespace",
     "is_torch",
     "to_float",
@@ -37,6 +38,18 @@ __all__ = [
 ]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def working_dtype(dtype: Any) -> Any:
+    """The dtype in which arrays of ``dtype`` are computed: float32 for float16 and
+    bfloat16 (norms, orthonormalisations and accumulated momentum lose too many digits in
+    half precision), ``dtype`` itself otherwise.
+
+    The one low-precision rule: the manifolds' normalisations, the shared SGD step of
+    :class:`~riemann_dnn.optim.RiemannianSGD` (points stepped, momentum kept in this dtype)
+    and its fused kernels all follow it; results are stored back in ``dtype``.
+    """
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def namespace(*arrays: Array):
@@ -82,7 +95,7 @@ def to_float(value: Array) -> float:
 def _working(array: Array) -> Array:
     """``array`` in at least float32, so norms of half-precision data stay accurate."""
     if is_torch(array) and array.dtype in _LOW_PRECISION:
-        return array.float()
+        return array.to(working_dtype(array.dtype))
     return array
 
 

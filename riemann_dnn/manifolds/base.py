@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Any, ClassVar
@@ -18,7 +19,24 @@ from ._array import (
     to_float,
 )
 
-__all__ = ["EmbeddedManifold"]
+__all__ = ["EmbeddedManifold", "TRANSPORTS"]
+
+#: The vector transports a manifold can be built with (``transport=...``): ``"projection"``
+#: (:math:`P_y(v)`, the default) or ``"parallel"`` (parallel transport along the geodesic
+#: from ``x`` to ``y``); each manifold's :attr:`~EmbeddedManifold.transports` says which of
+#: them it has.
+TRANSPORTS = ("projection", "parallel")
+
+
+def check_transport(owner: str, transport: str) -> str:
+    """``transport`` if it names one of :data:`TRANSPORTS`, else a ``ValueError``."""
+    if transport not in TRANSPORTS:
+        raise ValueError(
+            f"{owner}: unknown transport {transport!r}; choose one of {list(TRANSPORTS)} "
+            f"('parallel' = parallel transport along the geodesic)"
+        )
+    return transport
+
 
 # Methods whose array arguments must be of one kind (numpy or torch), for torch on one
 # device, and of the manifold's point shape (leading stack axes allowed). Checked once at the
@@ -79,13 +97,26 @@ class EmbeddedManifold(RiemannianSubmanifold):
     (``inner_product``, ``norm``, ``dist``) return Python floats, as pymanopt's optimizers
     expect.
 
+    Each manifold also declares the facts that the optimizers read instead of testing its
+    class (:attr:`unit_norm_axis`, :attr:`broadcasts_over_copies`, :attr:`transports`,
+    :attr:`transport_name`); ``tests/manifolds/test_declared_facts.py`` checks each claim.
+    A subclass that changes the formulas a fact describes must change the fact too.
+
     Attributes:
         retractions: the available retractions, each mapped to its order of agreement with
             the exponential map: ``d(R_x(tv), exp_x(tv)) = O(t^(order + 1))``.
+        broadcasts_over_copies: whether the point-valued formulas (projection, retractions,
+            ``exp``, transport, gradient conversion) applied to a stack of points -- arrays
+            with a leading axis of copies, shape ``(n, *point_shape)`` -- give the stack of
+            the per-copy results, so that one call steps many copies (the optimizer's
+            stacked paths). ``False`` where a formula reduces over the whole array (e.g. the
+            norm of :class:`~riemann_dnn.manifolds.Sphere`).
     """
 
     retractions: ClassVar[dict[str, float]] = {}
     default_retraction: ClassVar[str] = ""
+    broadcasts_over_copies: ClassVar[bool] = False
+    _transport: str = "projection"
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -125,6 +156,43 @@ class EmbeddedManifold(RiemannianSubmanifold):
     def retraction_order(self) -> float:
         """Order of agreement of the chosen retraction with ``exp`` (``inf`` for ``exp``)."""
         return self.retractions[self._retraction_name]
+
+    @property
+    def unit_norm_axis(self) -> int | tuple[int, ...] | None:
+        r"""The axis (or axes) along which every point has unit norm, the manifold being the
+        product of those unit spheres with the sphere's formulas along it (projection
+        :math:`v - \langle x, v\rangle x`, retraction ``"normalize"``
+        :math:`(x + u)/\|x + u\|`): what the fused sphere step
+        (:func:`riemann_dnn.step.sphere_sgd_step_`) relies on. ``None``: no such claim."""
+        return None
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The vector transports this manifold can be built with (see :data:`TRANSPORTS`);
+        ``("projection",)`` unless it has a parallel transport."""
+        return ("projection",)
+
+    @property
+    def transport_name(self) -> str:
+        """The vector transport :meth:`transport` applies: one of :attr:`transports`."""
+        return self._transport
+
+    def with_transport(self, transport: str) -> EmbeddedManifold:
+        """A copy of this manifold whose :meth:`transport` is ``transport`` (one of
+        :attr:`transports`), e.g. ``Oblique(64, 784, unit="rows",
+        retraction="exp").with_transport("parallel")``."""
+        clone = copy.copy(self)
+        clone._transport = self._checked_transport(transport)
+        return clone
+
+    def _checked_transport(self, transport: str) -> str:
+        check_transport(type(self).__name__, transport)
+        if transport not in self.transports:
+            raise ValueError(
+                f"{type(self).__name__}: transport {transport!r} is not available on {self}; "
+                f"choose one of {list(self.transports)}"
+            )
+        return transport
 
     # -- metric ---------------------------------------------------------------------------
     def inner_product(self, point: Array, tangent_vector_a: Array, tangent_vector_b: Array):
@@ -210,7 +278,8 @@ class EmbeddedManifold(RiemannianSubmanifold):
             )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}<{self}, retraction={self._retraction_name!r}>"
+        transport = "" if self._transport == "projection" else f", transport={self._transport!r}"
+        return f"{type(self).__name__}<{self}, retraction={self._retraction_name!r}{transport}>"
 
 
 for _name in _SAME_KIND_METHODS:  # the base's own methods and those it inherits from pymanopt

@@ -24,6 +24,7 @@ class Euclidean(EmbeddedManifold):
 
     retractions = {"exp": INF}
     default_retraction = "exp"
+    broadcasts_over_copies = True
 
     def __init__(self, *shape: int, retraction: str | None = None):
         if len(shape) == 0:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 from ._array import Array, namespace, polar_factor, qr_unique, to_float, transpose
-from .base import INF, EmbeddedManifold
-from .sphere import check_transport, sphere_transport_along_geodesic
+from .base import INF, TRANSPORTS, EmbeddedManifold, check_transport
+from .sphere import sphere_transport_along_geodesic
 from .stiefel import _orthonormality_error
 
 __all__ = ["Grassmann"]
@@ -45,6 +44,7 @@ class Grassmann(EmbeddedManifold):
 
     retractions = {"polar": 2, "qr": 2, "exp": INF}
     default_retraction = "polar"
+    broadcasts_over_copies = True
 
     def __init__(
         self,
@@ -75,15 +75,9 @@ class Grassmann(EmbeddedManifold):
         return transport
 
     @property
-    def transport_name(self) -> str:
-        """The vector transport :meth:`transport` applies: ``"projection"`` or ``"parallel"``."""
-        return self._transport
-
-    def with_transport(self, transport: str) -> Grassmann:
-        """A copy of this manifold whose :meth:`transport` is ``transport``."""
-        clone = copy.copy(self)
-        clone._transport = self._checked_transport(transport)
-        return clone
+    def transports(self) -> tuple[str, ...]:
+        """``("projection", "parallel")`` for lines (``p = 1``), else ``("projection",)``."""
+        return TRANSPORTS if self._p == 1 else ("projection",)
 
     def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
         r""":math:`P_Y(V)` (``"projection"``), or for lines (``"parallel"``) the sphere's parallel
@@ -146,14 +140,6 @@ class Grassmann(EmbeddedManifold):
 
     def _to_manifold(self, ambient: Array) -> Array:
         return qr_unique(ambient)
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        return (
-            text
-            if self._transport == "projection"
-            else (f"{text[:-1]}, transport={self._transport!r}>")
-        )
 
     def constraint_violation(self, point: Array) -> float:
         r""":math:`\max|X^TX - I|` (the basis must be orthonormal)."""

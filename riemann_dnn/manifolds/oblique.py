@@ -20,7 +20,8 @@ class Oblique(Sphere):
     ``unit="columns"`` (default, pymanopt's convention): :math:`\operatorname{diag}(X^TX) = 1`,
     each of the ``n`` columns on :math:`S^{m-1}`. ``unit="rows"`` (the paper's, Manopt's
     ``obliquefactory(..., true)``): :math:`\operatorname{diag}(XX^T) = 1`, each of the ``m``
-    rows -- one filter of a layer -- on :math:`S^{n-1}`. Points have shape ``(m, n)``.
+    rows -- one filter of a layer -- on :math:`S^{n-1}`. Points have shape ``(m, n)``;
+    the formulas broadcast over leading axes (stacks of points: a copy per leading index).
 
     With unit rows and :math:`w_i` the rows of :math:`X`:
 
@@ -34,6 +35,8 @@ class Oblique(Sphere):
         unit: ``"columns"`` or ``"rows"``.
         retraction: ``"normalize"`` or ``"exp"``.
     """
+
+    broadcasts_over_copies = True
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from pymanopt.manifolds.manifold import Manifold
 from pymanopt.manifolds.product import _ProductTangentVector
 
 from ._array import Generator, is_torch, resolve_generator
+from .base import check_transport
 
 __all__ = ["Product"]
 
@@ -22,10 +23,17 @@ class Product(_PymanoptProduct):
     with one array per factor; every operation acts factor-wise, and inner products add.
     With riemann_dnn factors the arrays may be numpy or torch (any device).
 
+    The declared facts of :class:`~riemann_dnn.manifolds.EmbeddedManifold` derive from the
+    factors (a factor without them, e.g. a pymanopt manifold, counts as broadcasting over
+    nothing and as having projection transport only).
+
     Example::
 
         Product([Oblique(64, 784, unit="rows"), Oblique(64, 32, unit="rows"), Euclidean(10, 32)])
     """
+
+    #: Points are lists of arrays, not one array with unit-norm axes.
+    unit_norm_axis = None
 
     def __init__(self, manifolds: Sequence[Manifold]):
         manifolds = list(manifolds)
@@ -37,6 +45,39 @@ class Product(_PymanoptProduct):
                     f"Product: factor {index} is a {type(manifold).__name__}, not a manifold"
                 )
         super().__init__(manifolds)
+
+    @property
+    def broadcasts_over_copies(self) -> bool:
+        """Whether every factor's formulas broadcast over a leading axis of copies (each
+        array of a point then holds a stack of that factor's points)."""
+        return all(getattr(m, "broadcasts_over_copies", False) for m in self.manifolds)
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The transports every factor can be built with."""
+        each = [getattr(m, "transports", ("projection",)) for m in self.manifolds]
+        return tuple(t for t in each[0] if all(t in other for other in each[1:]))
+
+    @property
+    def transport_name(self) -> str:
+        """The factors' transport when they share one, else ``"mixed"``."""
+        names = {getattr(m, "transport_name", "projection") for m in self.manifolds}
+        return names.pop() if len(names) == 1 else "mixed"
+
+    def with_transport(self, transport: str) -> Product:
+        """The product of the factors built with ``transport`` (one of :attr:`transports`)."""
+        check_transport("Product", transport)
+        if transport not in self.transports:
+            raise ValueError(
+                f"Product: transport {transport!r} is not available on every factor; choose "
+                f"one of {list(self.transports)}"
+            )
+        return Product(
+            [
+                m.with_transport(transport) if hasattr(m, "with_transport") else m
+                for m in self.manifolds
+            ]
+        )
 
     def random_point(
         self, *, device: Any = None, dtype: Any = None, generator: Generator = None

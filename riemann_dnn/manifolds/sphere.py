@@ -8,30 +8,14 @@ all call them.
 
 from __future__ import annotations
 
-import copy
 import math
 
 from ._array import Array, namespace, normalize, to_float
-from .base import INF, EmbeddedManifold
+from .base import INF, TRANSPORTS, EmbeddedManifold, check_transport
 
-__all__ = ["Sphere", "TRANSPORTS"]
+__all__ = ["Sphere", "TRANSPORTS", "check_transport"]
 
 Axis = int | tuple[int, ...] | None
-
-#: The vector transports a manifold can be built with (``transport=...``): ``"projection"``
-#: (:math:`P_y(v)`, the default) or ``"parallel"`` (parallel transport along the geodesic
-#: from ``x`` to ``y``; spheres, oblique and ``Grassmann(n, 1)`` only).
-TRANSPORTS = ("projection", "parallel")
-
-
-def check_transport(owner: str, transport: str) -> str:
-    """``transport`` if it names one of :data:`TRANSPORTS`, else a ``ValueError``."""
-    if transport not in TRANSPORTS:
-        raise ValueError(
-            f"{owner}: unknown transport {transport!r}; choose one of {list(TRANSPORTS)} "
-            f"('parallel' = parallel transport along the geodesic)"
-        )
-    return transport
 
 
 def _dot(a: Array, b: Array, axis: Axis) -> Array:
@@ -130,13 +114,13 @@ class Sphere(EmbeddedManifold):
     ``"projection"`` (default, :math:`P_Y(V)`) or ``"parallel"``, parallel transport along the
     geodesic from :math:`X` to :math:`Y` (with ``"exp"``: the exponential map and parallel
     transport of momentum, Cho & Lee 2017's SGD-G). Choose it with ``transport=...`` or
-    :meth:`with_transport` (``Oblique`` inherits both behaviours).
+    :meth:`~riemann_dnn.manifolds.EmbeddedManifold.with_transport` (``Oblique`` inherits
+    both behaviours).
     """
 
     retractions = {"normalize": 2, "exp": INF}
     default_retraction = "normalize"
     _axis: Axis = None
-    _transport: str = "projection"
 
     def __init__(self, *shape: int, retraction: str | None = None, transport: str = "projection"):
         if len(shape) == 0:
@@ -147,19 +131,18 @@ class Sphere(EmbeddedManifold):
         super().__init__(
             f"Sphere manifold of {dims} arrays", math.prod(shape) - 1, shape, retraction
         )
-        self._transport = check_transport(type(self).__name__, transport)
+        self._transport = self._checked_transport(transport)
 
     @property
-    def transport_name(self) -> str:
-        """The vector transport :meth:`transport` applies: ``"projection"`` or ``"parallel"``."""
-        return self._transport
+    def unit_norm_axis(self) -> int | tuple[int, ...]:
+        """Every axis (the whole array is one unit sphere); for ``Oblique``, the axis of
+        its unit rows (-1) or columns (-2)."""
+        return tuple(range(-len(self._shape), 0)) if self._axis is None else self._axis
 
-    def with_transport(self, transport: str) -> Sphere:
-        """A copy of this manifold whose :meth:`transport` is ``transport`` (e.g.
-        ``Oblique(64, 784, unit="rows", retraction="exp").with_transport("parallel")``)."""
-        clone = copy.copy(self)
-        clone._transport = check_transport(type(self).__name__, transport)
-        return clone
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """``("projection", "parallel")``."""
+        return TRANSPORTS
 
     @property
     def typical_dist(self) -> float:
@@ -193,7 +176,7 @@ class Sphere(EmbeddedManifold):
     def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
         r"""Carry a tangent vector at ``point_a`` to ``point_b``: :math:`P_Y(V)`
         (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
-        :func:`sphere_transport_along_geodesic`), per :attr:`transport_name`."""
+        :func:`sphere_transport_along_geodesic`), per :attr:`~riemann_dnn.manifolds.EmbeddedManifold.transport_name`."""
         if self._transport == "parallel":
             return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)
         return self.projection(point_b, tangent_vector_a)
@@ -203,14 +186,6 @@ class Sphere(EmbeddedManifold):
 
     def _to_manifold(self, ambient: Array) -> Array:
         return normalize(ambient, self._axis)
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        return (
-            text
-            if self._transport == "projection"
-            else (f"{text[:-1]}, transport={self._transport!r}>")
-        )
 
     def constraint_violation(self, point: Array) -> float:
         """Largest :math:`|\\,\\|x\\| - 1|` over the spheres."""

@@ -44,7 +44,7 @@ import torch
 from pymanopt.manifolds import Product as _PymanoptProduct
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds._array import Array
+from ..manifolds import Array
 
 __all__ = ["FiniteSumProblem"]
 

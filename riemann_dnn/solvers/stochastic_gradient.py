@@ -64,6 +64,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -74,6 +75,7 @@ from ..optim.schedulers import BoldDriver
 from ..step import (
     SGDHyperparameters,
     StepSizeRule,
+    check_sgd_hyperparameters,
     make_step_size,
     riemannian_sgd_step,
 )
@@ -220,6 +222,31 @@ class _PointState:
         self.point, self.buffer = state["point"], state["buffer"]
 
 
+@dataclass
+class _Run:
+    """The state of one :meth:`StochasticGradient.run`: the problem, the iterate and its
+    momentum, the counters and the outputs."""
+
+    problem: FiniteSumProblem
+    point: Any
+    sampler: _Sampler
+    check_indices: Any
+    rule: Callable[[int], float] | None  # None: the bold driver sets the rate
+    hp: SGDHyperparameters
+    buffer: Any = None
+    bold: BoldDriver | None = None
+    snapshot: _PointState = field(default_factory=lambda: _PointState(None, None))
+    printer: Any = None
+    bar: Any = None
+    start_time: float = 0.0
+    iteration: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # in the current epoch
+    batches: list = field(default_factory=list)  # the current epoch's batches still to come
+    step_size: float = 0.0
+    stats: dict = field(default_factory=dict)  # the last check's statistics
+
+
 def _is_finite(value: float) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -324,17 +351,20 @@ class StochasticGradient(Optimizer):
                 "step_size", step_size, f"one of {_RULE_NAMES}, a StepSizeRule or a callable"
             )
         self.step_size = step_size
-        self.momentum = _number("momentum", momentum, 0, 1, high_open=True)
-        self.dampening = _number("dampening", dampening, 0, 1)
-        self.weight_decay = _number("weight_decay", weight_decay, 0)
         if not isinstance(nesterov, bool):
             raise _option_error("nesterov", nesterov, "a bool")
-        if nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError(
-                "StochasticGradient: option nesterov=True needs momentum > 0 and dampening = 0, "
-                f"got momentum={momentum!r}, dampening={dampening!r}"
-            )
-        self.nesterov = nesterov
+        check_sgd_hyperparameters(
+            "StochasticGradient",
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            option=True,
+            momentum_below=1,
+            dampening_at_most=1,
+        )
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.weight_decay, self.nesterov = float(weight_decay), nesterov
         self.check_period = _int_at_least("check_period", check_period, 1)
         if check_samples is not None:
             check_samples = _int_at_least("check_samples", check_samples, 1)
@@ -441,6 +471,29 @@ class StochasticGradient(Optimizer):
         ``stopping_criterion``, ``time``, ``cost_evaluations`` (batch gradients computed),
         ``step_size`` (the last one) and ``log``.
         """
+        run = self._setup(problem, initial_point)
+        self._start_output(run)
+        reason = self._check(run)
+        if run.rule is None:
+            self._start_bold_driver(run)
+        while reason is None:
+            reason = self._stop_reason(
+                start_time=run.start_time,
+                iteration=run.iteration,
+                epoch=run.epoch,
+                gradient_norm=run.stats.get("gradient_norm", math.inf),
+                step_size=run.step_size,
+            )
+            if reason is not None:
+                break
+            self._iterate(run)
+            if run.iteration % self.check_period == 0:
+                reason = self._check(run)
+        return self._finish(run, reason)
+
+    def _setup(self, problem: FiniteSumProblem, initial_point: Any) -> _Run:
+        """Check the problem and the initial point; draw (from ``seed``, in this order) the
+        initial point and the check subset; build the step-size rule."""
         if not isinstance(problem, FiniteSumProblem):
             raise TypeError(
                 "StochasticGradient.run: problem must be a riemann_dnn.solvers."
@@ -471,10 +524,6 @@ class StochasticGradient(Optimizer):
             check_indices = problem.as_indices(
                 np.sort(rng.choice(problem.num_samples, self.check_samples, replace=False))
             )
-
-        rule = self._make_rule()
-        bold: BoldDriver | None = None
-        state = _PointState(None, None)  # what the bold driver snapshots and restores
         hp = SGDHyperparameters(
             lr=0.0,
             momentum=self.momentum,
@@ -482,14 +531,15 @@ class StochasticGradient(Optimizer):
             nesterov=self.nesterov,
             weight_decay=self.weight_decay,
         )
+        return _Run(problem, point, sampler, check_indices, self._make_rule(), hp)
 
+    def _start_output(self, run: _Run) -> None:
+        """Start the log, the printed table and the progress bar; then the clock."""
         self._initialize_log(optimizer_parameters=self._parameters())
-        logging = self._log_verbosity >= 1
-        if logging:
+        if self._log_verbosity >= 1:
             self._log["epochs"] = defaultdict(list)
         if self._log_verbosity >= 2:
             self._log["step_sizes"] = []
-
         if self._verbosity >= 1:
             print("Optimizing...")
         if self._verbosity >= 2:
@@ -497,7 +547,7 @@ class StochasticGradient(Optimizer):
                 4,
                 len(str(int(self._max_iterations))) if math.isfinite(self._max_iterations) else 9,
             )
-            column_printer = printer.ColumnPrinter(
+            run.printer = printer.ColumnPrinter(
                 columns=[
                     ("Iteration", f"{width}d"),
                     ("Epoch", "5d"),
@@ -508,134 +558,139 @@ class StochasticGradient(Optimizer):
                 ]
             )
         else:
-            column_printer = printer.VoidPrinter()
-        column_printer.print_header()
-        bar = None
+            run.printer = printer.VoidPrinter()
+        run.printer.print_header()
         if self._verbosity >= 1 and self.progress_bar and sys.stdout.isatty():
             from tqdm import tqdm
 
             total = self._max_iterations
             if not math.isfinite(total) and math.isfinite(self.max_epochs):
-                total = self.max_epochs * sampler.batches_per_epoch
-            bar = tqdm(total=int(total) if math.isfinite(total) else None, leave=False)
+                total = self.max_epochs * run.sampler.batches_per_epoch
+            run.bar = tqdm(total=int(total) if math.isfinite(total) else None, leave=False)
+        run.start_time = time.time()
+        run.step_size = self.initial_step_size if run.rule is None else run.rule(0)
 
-        start_time = time.time()
-        iteration, epoch, batches_done = 0, 0, 0
-        buffer = None
-        step_size = self.initial_step_size if rule is None else rule(0)
-        stats: dict = {}
+    def _check(self, run: _Run) -> str | None:
+        """Statistics at the current point (printed, logged, passed to the callback);
+        returns a stop reason from the callback or a non-finite cost."""
+        problem, manifold, point = run.problem, run.problem.manifold, run.point
+        with problem.evaluating():
+            cost, egrad = problem.cost_and_euclidean_gradient_on(point, run.check_indices)
+        rgrad = manifold.euclidean_to_riemannian_gradient(point, egrad)
+        gradient_norm = float(manifold.norm(point, rgrad))
+        stats = run.stats
+        stats.clear()
+        stats.update(
+            iteration=run.iteration,
+            epoch=run.epoch + run.batches_done / run.sampler.batches_per_epoch,
+            time=time.time() - run.start_time,
+            cost=cost,
+            gradient_norm=gradient_norm,
+            step_size=run.step_size,
+        )
+        run.printer.print_row(
+            [run.iteration, run.epoch, cost, gradient_norm, run.step_size, stats["time"]]
+        )
+        self._add_log_entry(
+            iteration=run.iteration,
+            point=point,
+            cost=cost,
+            gradient_norm=gradient_norm,
+            step_size=run.step_size,
+            epoch=stats["epoch"],
+        )
+        if self.callback is not None and self.callback(run.iteration, point, dict(stats)):
+            return (
+                f"Terminated - callback requested a stop after {run.iteration} iterations, "
+                f"{stats['time']:.2f} seconds."
+            )
+        if not math.isfinite(cost) and run.rule is not None:
+            return (
+                f"Terminated - non-finite cost ({cost}) after {run.iteration} iterations, "
+                f"{stats['time']:.2f} seconds."
+            )
+        return None
 
-        def check() -> str | None:
-            """Statistics at the current point; returns a stop reason from the callback."""
-            with problem.evaluating():
-                cost, egrad = problem.cost_and_euclidean_gradient_on(point, check_indices)
-            rgrad = manifold.euclidean_to_riemannian_gradient(point, egrad)
-            gradient_norm = float(manifold.norm(point, rgrad))
-            stats.clear()
-            stats.update(
-                iteration=iteration,
-                epoch=epoch + batches_done / sampler.batches_per_epoch,
-                time=time.time() - start_time,
-                cost=cost,
-                gradient_norm=gradient_norm,
-                step_size=step_size,
-            )
-            column_printer.print_row(
-                [iteration, epoch, cost, gradient_norm, step_size, stats["time"]]
-            )
-            self._add_log_entry(
-                iteration=iteration,
-                point=point,
-                cost=cost,
-                gradient_norm=gradient_norm,
-                step_size=step_size,
-                epoch=stats["epoch"],
-            )
-            if self.callback is not None and self.callback(iteration, point, dict(stats)):
-                return (
-                    f"Terminated - callback requested a stop after {iteration} iterations, "
-                    f"{stats['time']:.2f} seconds."
-                )
-            if not math.isfinite(cost) and rule is not None:
-                return (
-                    f"Terminated - non-finite cost ({cost}) after {iteration} iterations, "
-                    f"{stats['time']:.2f} seconds."
-                )
-            return None
+    def _start_bold_driver(self, run: _Run) -> None:
+        """The bold driver, from the initial check's cost; it snapshots ``run.snapshot``."""
+        run.snapshot.point, run.snapshot.buffer = run.point, run.buffer
+        run.bold = BoldDriver(
+            None,
+            run.snapshot,
+            lr=self.initial_step_size,
+            increase=self.bold_driver_increase,
+            decrease=self.bold_driver_decrease,
+            initial_loss=run.stats["cost"],
+        )
 
-        reason = check()
-        if rule is None:
-            state.point, state.buffer = point, buffer
-            bold = BoldDriver(
-                None,
-                state,
-                lr=self.initial_step_size,
-                increase=self.bold_driver_increase,
-                decrease=self.bold_driver_decrease,
-                initial_loss=stats["cost"],
-            )
-        batches: list = []
-        while reason is None:
-            reason = self._stop_reason(
-                start_time=start_time,
-                iteration=iteration,
-                epoch=epoch,
-                gradient_norm=stats.get("gradient_norm", math.inf),
-                step_size=step_size,
-            )
-            if reason is not None:
-                break
-            if not batches:
-                batches = sampler.epoch()
-            indices = batches.pop(0)
-            step_size = bold.lr if bold is not None else rule(iteration)
-            egrad = problem.euclidean_gradient_on(point, indices)
-            point, buffer = _step(manifold, point, egrad, buffer, hp._replace(lr=step_size))
-            iteration += 1
-            batches_done += 1
-            if self._log_verbosity >= 2:
-                self._log["step_sizes"].append(step_size)
-            if bar is not None:
-                bar.update(1)
-            epoch_done = batches_done == sampler.batches_per_epoch
-            if epoch_done:
-                epoch += 1
-                batches_done = 0
-                epoch_cost, accepted = None, None
-                if bold is not None:
-                    epoch_cost = problem.cost_on(point, check_indices)
-                    state.point, state.buffer = point, buffer
-                    accepted = bold.step(epoch_cost)
-                    point, buffer = state.point, state.buffer
-                    step_size = bold.lr
-                if logging:
-                    entry = self._log["epochs"]
-                    entry["epoch"].append(epoch)
-                    entry["iteration"].append(iteration)
-                    entry["time"].append(time.time() - start_time)
-                    entry["cost"].append(epoch_cost)
-                    entry["step_size"].append(step_size)
-                    entry["accepted"].append(accepted)
-                    entry["point"].append(point)
-            if iteration % self.check_period == 0:
-                reason = check()
-        if bar is not None:
-            bar.close()
-        if stats.get("iteration") != iteration:
-            check()
+    def _iterate(self, run: _Run) -> None:
+        """One iteration: the next batch, its gradient and the step; then the end of the
+        epoch when this was its last batch."""
+        if not run.batches:
+            run.batches = run.sampler.epoch()
+        indices = run.batches.pop(0)
+        run.step_size = run.bold.lr if run.bold is not None else run.rule(run.iteration)
+        egrad = run.problem.euclidean_gradient_on(run.point, indices)
+        run.point, run.buffer = _step(
+            run.problem.manifold,
+            run.point,
+            egrad,
+            run.buffer,
+            run.hp._replace(lr=run.step_size),
+        )
+        run.iteration += 1
+        run.batches_done += 1
+        if self._log_verbosity >= 2:
+            self._log["step_sizes"].append(run.step_size)
+        if run.bar is not None:
+            run.bar.update(1)
+        if run.batches_done == run.sampler.batches_per_epoch:
+            self._end_epoch(run)
+
+    def _end_epoch(self, run: _Run) -> None:
+        """Count the epoch; the bold driver's verdict on it (its cost on the check subset);
+        the epoch's log entry."""
+        run.epoch += 1
+        run.batches_done = 0
+        epoch_cost, accepted = None, None
+        if run.bold is not None:
+            epoch_cost = run.problem.cost_on(run.point, run.check_indices)
+            run.snapshot.point, run.snapshot.buffer = run.point, run.buffer
+            accepted = run.bold.step(epoch_cost)
+            run.point, run.buffer = run.snapshot.point, run.snapshot.buffer
+            run.step_size = run.bold.lr
+        if self._log_verbosity >= 1:
+            entry = self._log["epochs"]
+            entry["epoch"].append(run.epoch)
+            entry["iteration"].append(run.iteration)
+            entry["time"].append(time.time() - run.start_time)
+            entry["cost"].append(epoch_cost)
+            entry["step_size"].append(run.step_size)
+            entry["accepted"].append(accepted)
+            entry["point"].append(run.point)
+
+    def _finish(self, run: _Run, reason: str) -> OptimizerResult:
+        """Close the bar, check the final point (unless just checked), print the summary
+        and return the result."""
+        if run.bar is not None:
+            run.bar.close()
+        if run.stats.get("iteration") != run.iteration:
+            self._check(run)
+        stats = run.stats
         if self._verbosity >= 1:
             print(reason)
             print(
                 f"Final cost {stats['cost']:.6e}, gradient norm {stats['gradient_norm']:.3e}, "
-                f"{iteration} iterations, {epoch} epochs, {time.time() - start_time:.2f} s"
+                f"{run.iteration} iterations, {run.epoch} epochs, "
+                f"{time.time() - run.start_time:.2f} s"
             )
         return self._return_result(
-            start_time=start_time,
-            point=point,
+            start_time=run.start_time,
+            point=run.point,
             cost=stats["cost"],
-            iterations=iteration,
+            iterations=run.iteration,
             stopping_criterion=reason,
-            cost_evaluations=iteration,
-            step_size=step_size,
+            cost_evaluations=run.iteration,
+            step_size=run.step_size,
             gradient_norm=stats["gradient_norm"],
         )

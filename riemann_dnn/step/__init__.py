@@ -3,7 +3,7 @@
 :class:`riemann_dnn.solvers.StochasticGradient` (pymanopt)."""
 
 from .fused import sphere_sgd_step_, unit_norm_axis
-from .sgd import SGDHyperparameters, riemannian_sgd_step
+from .sgd import SGDHyperparameters, check_sgd_hyperparameters, riemannian_sgd_step
 from .step_size import (
     DecayStepSize,
     FixedStepSize,
@@ -14,6 +14,7 @@ from .step_size import (
 
 __all__ = [
     "SGDHyperparameters",
+    "check_sgd_hyperparameters",
     "riemannian_sgd_step",
     "sphere_sgd_step_",
     "unit_norm_axis",

@@ -23,26 +23,23 @@ from __future__ import annotations
 
 import torch
 
-from ..manifolds import Oblique, Sphere
+from ..manifolds import working_dtype
 from .sgd import SGDHyperparameters
 
 __all__ = ["unit_norm_axis", "sphere_sgd_step_"]
 
 
 def unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
-    """The axis along which points of ``manifold`` have unit norm when its step can take
-    :func:`sphere_sgd_step_` (Sphere/Oblique, normalize retraction, projection
-    transport); else ``None``."""
+    """The axis along which points of ``manifold`` have unit norm (the manifold's declared
+    :attr:`~riemann_dnn.manifolds.EmbeddedManifold.unit_norm_axis`) when its step can take
+    :func:`sphere_sgd_step_`: with the ``"normalize"`` retraction and projection transport;
+    else ``None``."""
     if (
         getattr(manifold, "retraction_name", None) != "normalize"
         or getattr(manifold, "transport_name", "projection") != "projection"
     ):
         return None
-    if type(manifold) is Oblique:
-        return -1 if manifold.unit == "rows" else -2
-    if type(manifold) is Sphere:
-        return tuple(range(-len(manifold.point_shape), 0))
-    return None
+    return getattr(manifold, "unit_norm_axis", None)
 
 
 def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
@@ -108,9 +105,6 @@ def sphere_sgd_step_(
     return m
 
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
 def _row_rates(lr: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> float | torch.Tensor:
     """The rates ``lr`` (1-D, one per block of consecutive rows) as a float or a tensor
     broadcastable against ``x``'s per-row inner products."""
@@ -147,7 +141,7 @@ def oblique_sgd_eager_(
     hp = SGDHyperparameters(0.0, momentum, dampening, nesterov, weight_decay)
     bufs = momentum_buffers if momentum != 0 else [None] * len(points)
     for x, g, m in zip(points, grads, bufs):
-        work = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        work = working_dtype(x.dtype)
         xw, gw = x.to(work), g.to(work)
         # max |g| over a row is inf/NaN iff the row has a non-finite entry
         bad = ~torch.isfinite(g.abs().amax(-1))

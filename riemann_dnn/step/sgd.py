@@ -23,20 +23,23 @@ On ``Euclidean`` it is plain (momentum) SGD.
 
 The functions here are pure (they return new arrays) and accept numpy arrays or torch
 tensors; applied to a stack of same-shaped points (leading batch axis) they update every
-point at once on the manifolds whose formulas broadcast over leading axes (Euclidean,
-Oblique, Stiefel, Grassmann -- not Sphere, whose norms run over the whole array), which is
-how the optimizer's foreach path batches its work.
+point at once on the manifolds whose formulas broadcast over leading axes (those that
+declare ``broadcasts_over_copies``: Euclidean, Oblique, Stiefel, Grassmann -- not Sphere,
+whose norms run over the whole array), which is how the optimizer's foreach path batches
+its work.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from numbers import Real
+from typing import Any, NamedTuple
 
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds._array import Array
+from ..manifolds import Array
 
-__all__ = ["SGDHyperparameters", "riemannian_sgd_step"]
+__all__ = ["SGDHyperparameters", "check_sgd_hyperparameters", "riemannian_sgd_step"]
 
 
 class SGDHyperparameters(NamedTuple):
@@ -47,6 +50,56 @@ class SGDHyperparameters(NamedTuple):
     dampening: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+
+
+def _expected_number(value: Any, low: float, high: float, high_open: bool) -> str | None:
+    """``None`` when ``value`` is a finite real number in ``[low, high]`` (``[low, high)``
+    with ``high_open``), else what was expected."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and value >= low and (value < high if high_open else value <= high):
+        return None
+    bound = "" if high == math.inf else f" and {'<' if high_open else '<='} {high}"
+    return f"a finite number >= {low}{bound}"
+
+
+def check_sgd_hyperparameters(
+    owner: str,
+    momentum: Any,
+    dampening: Any,
+    weight_decay: Any,
+    nesterov: Any,
+    *,
+    where: str = "",
+    option: bool = False,
+    momentum_below: float = math.inf,
+    dampening_at_most: float = math.inf,
+) -> None:
+    """Raise ``ValueError`` naming the first bad hyper-parameter of the step: ``momentum``,
+    ``dampening`` and ``weight_decay`` must be finite real numbers >= 0 (momentum
+    ``< momentum_below``, dampening ``<= dampening_at_most``), and Nesterov momentum needs
+    momentum > 0 and dampening 0. The checks of :class:`~riemann_dnn.optim.RiemannianSGD`
+    (no upper bounds, as ``torch.optim.SGD``) and of
+    :class:`~riemann_dnn.solvers.StochasticGradient` (momentum < 1, dampening <= 1).
+
+    The message reads ``"{owner}: {name} must be ..., got {value!r}{where}"`` (``"option
+    {name}"`` with ``option``).
+    """
+    label = "option " if option else ""
+    limits = {
+        "momentum": (momentum, momentum_below, True),
+        "dampening": (dampening, dampening_at_most, False),
+        "weight_decay": (weight_decay, math.inf, False),
+    }
+    for name, (value, high, high_open) in limits.items():
+        expected = _expected_number(value, 0, high, high_open)
+        if expected is not None:
+            raise ValueError(f"{owner}: {label}{name} must be {expected}, got {value!r}{where}")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(
+            f"{owner}: {label}nesterov=True needs momentum > 0 and dampening 0, got "
+            f"momentum={momentum!r}, dampening={dampening!r}{where}; pass momentum=0.9 (say) "
+            f"or nesterov=False"
+        )
 
 
 def riemannian_sgd_step(

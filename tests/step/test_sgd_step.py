@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from riemann_dnn.manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel
-from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
+from riemann_dnn.step import SGDHyperparameters, check_sgd_hyperparameters, riemannian_sgd_step
 
 
 def _rownormalize(a: np.ndarray) -> np.ndarray:
@@ -174,3 +174,28 @@ def test_stacked_step_equals_per_point_steps(name, make):
         xi, mi = riemannian_sgd_step(manifold, xi, gs[1][i], mi, hp)
         err = max(np.abs(x[i] - xi).max(), np.abs(m[i] - mi).max())
         assert err < 1e-12, f"{name}: stacked step differs from point {i}'s by {err:.3g}"
+
+
+@pytest.mark.parametrize(
+    "values, bounds, pattern",
+    [
+        ((-0.5, 0, 0, False), {}, r"^O: momentum must be a finite number >= 0, got -0\.5 here$"),
+        ((0.9, float("nan"), 0, False), {}, r"dampening .* got nan"),
+        ((0.9, 0, -1, False), {}, r"weight_decay .* got -1"),
+        ((True, 0, 0, False), {}, r"momentum .* got True"),
+        ((1.0, 0, 0, False), {"momentum_below": 1}, r"momentum must be .* >= 0 and < 1"),
+        ((0.5, 2, 0, False), {"dampening_at_most": 1}, r"dampening must be .* and <= 1"),
+        ((0, 0, 0, True), {}, r"nesterov=True needs momentum > 0 .* momentum=0,"),
+        ((0.9, 0.1, 0, True), {}, r"nesterov=True .* dampening=0\.1 here"),
+    ],
+)
+def test_bad_hyperparameters_are_named(values, bounds, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        check_sgd_hyperparameters("O", *values, where=" here", **bounds)
+
+
+def test_good_hyperparameters_pass_both_owners_bounds():
+    check_sgd_hyperparameters("O", 5.0, 3, 0.1, False)  # torch.optim.SGD's: no upper bounds
+    check_sgd_hyperparameters("O", np.float32(0.9), 0, 0, True, momentum_below=1)
+    with pytest.raises(ValueError, match="^O: option momentum"):
+        check_sgd_hyperparameters("O", 5.0, 0, 0, False, option=True, momentum_below=1)

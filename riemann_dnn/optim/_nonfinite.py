@@ -1,0 +1,136 @@
+"""Non-finite gradients in :class:`~riemann_dnn.optim.RiemannianSGD`: the checks (one fused
+pass per device and dtype), the per-copy masks of stacked groups and the errors raised.
+
+``nonfinite="raise"`` raises :class:`NonFiniteGradientError` before any weight moves (the
+row-fused kernel checks its own rows as it reads them and leaves bad rows untouched);
+``nonfinite="skip"`` checks every gradient first and skips the step (per copy in groups
+with copies: the bad copies' weights and momentum are saved, stepped with zero gradient,
+and put back).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from ..params import Geometry
+from ._functional import takes_row_kernel
+from ._group import Group, is_euclidean_group
+
+__all__ = ["NonFiniteGradientError"]
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient holds NaN or inf; the weights were left untouched."""
+
+
+def gradients_are_finite(groups: list[Group]) -> bool:
+    """Whether every gradient in ``groups`` is finite: one fused pass over the
+    gradients per (device, dtype) and one host synchronisation per device."""
+    buckets: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for group in groups:
+        for param in group["params"]:
+            grad = param.grad
+            if grad is not None and not grad.is_sparse:
+                buckets[(grad.device, grad.dtype)].append(grad)
+    if not torch.compiler.is_compiling():
+        try:
+            found: dict[torch.device, torch.Tensor] = {}
+            for (device, _), grads in buckets.items():
+                if device not in found:
+                    found[device] = torch.zeros(1, device=device)
+                # GradScaler's kernel: sets found to 1 if any entry is inf/NaN (and
+                # multiplies the gradients by 1, which changes no value)
+                torch._amp_foreach_non_finite_check_and_unscale_(
+                    grads, found[device], torch.ones(1, device=device)
+                )
+            return not any(bool(flag) for flag in found.values())
+        except (RuntimeError, NotImplementedError):  # a backend without that kernel
+            pass
+    # max |g| is inf or NaN iff g has a non-finite entry (and never overflows)
+    return all(
+        bool(torch.stack(torch._foreach_norm(grads, ord=math.inf)).isfinite().all())
+        for grads in buckets.values()
+    )
+
+
+def bad_copies(groups: list[Group]) -> torch.Tensor | None:
+    """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies."""
+    bad = None
+    for group in groups:
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            flags = ~torch.isfinite(param.grad.reshape(param.shape[0], -1)).all(1)
+            bad = flags if bad is None else bad | flags.to(bad.device)
+    return bad
+
+
+def raise_nonfinite(param_groups: list[Group], detail: str = "") -> None:
+    """Raise :class:`NonFiniteGradientError` naming every parameter whose gradient holds
+    NaN/inf (``detail``: e.g. the bad copies)."""
+    bad = [
+        f"group {gi} parameter {pi} (shape {tuple(p.shape)})"
+        for gi, g in enumerate(param_groups)
+        for pi, p in enumerate(g["params"])
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+    ]
+    raise NonFiniteGradientError(
+        f"non-finite gradient in {', '.join(bad)}{detail}; the weights were not changed. "
+        f"Lower the learning rate, check the loss, or pass nonfinite='skip' to skip such "
+        f"steps"
+    )
+
+
+def raise_rows() -> None:
+    """Raise :class:`NonFiniteGradientError` after the row-fused kernel left rows untouched."""
+    raise NonFiniteGradientError(
+        "non-finite gradient in some rows: those rows were left untouched, the other "
+        "weights were stepped (no weight holds NaN/inf or left its manifold). Lower the "
+        "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole"
+    )
+
+
+def eager_checked(
+    groups: list[Group], geometry: Callable[[torch.Tensor, Group], Geometry]
+) -> list[Group]:
+    """``groups`` restricted to the parameters that the row-fused kernel does not step
+    (it checks its own rows)."""
+    out = []
+    for group in groups:
+        if (
+            group["foreach"] is False
+            or group["fused"] is False
+            or (group["foreach"] is None and torch.compiler.is_compiling())
+        ):
+            out.append(group)
+            continue
+        rest = [
+            p
+            for p in group["params"]
+            if p.grad is None
+            or is_euclidean_group(group)
+            or not takes_row_kernel(p, geometry(p, group))
+        ]
+        out.append({**group, "params": rest})
+    return out
+
+
+def freeze_copies(groups: list[Group], state: dict, bad: torch.Tensor) -> list:
+    """Zero the bad copies' gradients and save their weights and momentum, to be put
+    back after the step (a step with zero gradient still renormalises)."""
+    kept = []
+    for group in groups:
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            mask = bad.to(param.device)
+            param.grad[mask] = 0
+            kept.append((param, (mask, param[mask].clone())))
+            buf = state[param].get("momentum_buffer")
+            if buf is not None:
+                kept.append((buf, (mask, buf[mask].clone())))
+    return kept
