@@ -405,7 +405,9 @@ def train_archbn_run(
     :func:`~.protocol.train_runs`'s), and every rank returns it.
     """
     from ..optim import BoldDriver
-    from .protocol import _Checkpoint, _splits, _stop_reason, _write_json, run_path
+    from .protocol import _stop_reason
+    from .runs import _splits, write_record
+    from .training import _Checkpoint
 
     launch = current_launch()
     protocol, amp = config.protocol, config.amp
@@ -560,7 +562,7 @@ def train_archbn_run(
         "rank": launch.rank,
     }
     if launch.is_main:
-        _write_json(run_path(Path(out_dir), config), record)
+        write_record(Path(out_dir), config, record)
         checkpoint.remove()
     barrier()
     return record

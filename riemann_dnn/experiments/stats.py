@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["paired_comparison", "bootstrap_ci", "holm"]
+__all__ = ["paired_comparison", "bootstrap_ci", "holm", "welch_t_test"]
 
 
 def bootstrap_ci(
@@ -108,3 +108,13 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted.tolist()
+
+
+def welch_t_test(a: list[float], b: list[float]) -> dict[str, float]:
+    """Welch's unequal-variance t-test of mean(a) vs mean(b) (two-sided p-value)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return {"t": math.nan, "p_value": math.nan}
+    result = stats.ttest_ind(a, b, equal_var=False)
+    return {"t": float(result.statistic), "p_value": float(result.pvalue)}

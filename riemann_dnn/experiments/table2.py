@@ -32,12 +32,11 @@ from .protocol import (
     MNISTTensors,
     Protocol,
     RunConfig,
-    _write_json,
     load_finished,
     progress_total,
-    run_path,
     train_runs,
     welch_t_test,
+    write_record,
 )
 
 __all__ = [
@@ -314,7 +313,7 @@ def reproduce_table2(
         for record in (r for share in gathered for r in share if r is not None):
             config = next(c for c in configs if c.run_hash == record["config"]["run_hash"])
             if load_finished(out_dir, config) is None:
-                _write_json(run_path(out_dir, config), record)
+                write_record(out_dir, config, record)
     records = [load_finished(out_dir, c) for c in configs]
     missing = [c.name for c, r in zip(configs, records) if r is None]
     if missing:

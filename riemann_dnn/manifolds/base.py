@@ -111,11 +111,18 @@ class EmbeddedManifold(RiemannianSubmanifold):
             the per-copy results, so that one call steps many copies (the optimizer's
             stacked paths). ``False`` where a formula reduces over the whole array (e.g. the
             norm of :class:`~riemann_dnn.manifolds.Sphere`).
+        is_flat: the manifold is the whole space (:class:`~riemann_dnn.manifolds.Euclidean`):
+            projection is the identity and a step is the plain SGD step.
+        orthonormal_columns: points are matrices with orthonormal columns
+            (:class:`~riemann_dnn.manifolds.Stiefel`, :class:`~riemann_dnn.manifolds.Grassmann`),
+            so a weight whose filters (rows) are to be orthonormal is the point's transpose.
     """
 
     retractions: ClassVar[dict[str, float]] = {}
     default_retraction: ClassVar[str] = ""
     broadcasts_over_copies: ClassVar[bool] = False
+    is_flat: ClassVar[bool] = False
+    orthonormal_columns: ClassVar[bool] = False
     _transport: str = "projection"
 
     def __init_subclass__(cls, **kwargs: Any):

@@ -24,6 +24,7 @@ class Euclidean(EmbeddedManifold):
 
     retractions = {"exp": INF}
     default_retraction = "exp"
+    is_flat = True
     broadcasts_over_copies = True
 
     def __init__(self, *shape: int, retraction: str | None = None):

@@ -44,6 +44,7 @@ class Grassmann(EmbeddedManifold):
 
     retractions = {"polar": 2, "qr": 2, "exp": INF}
     default_retraction = "polar"
+    orthonormal_columns = True
     broadcasts_over_copies = True
 
     def __init__(

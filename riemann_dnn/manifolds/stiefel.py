@@ -53,6 +53,7 @@ class Stiefel(EmbeddedManifold):
 
     retractions = {"qr": 1, "polar": 2, "cayley": 1, "exp": INF}
     default_retraction = "qr"
+    orthonormal_columns = True
     broadcasts_over_copies = True
 
     def __init__(self, n: int, p: int, *, k: int = 1, retraction: str | None = None):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds import Euclidean, Grassmann, Oblique, Sphere, Stiefel, filter_matrix
+from ..manifolds import TRANSPORTS, Euclidean, Grassmann, Oblique, Sphere, Stiefel, filter_matrix
 
 __all__ = [
     "Geometry",
@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
-_TRANSPORT_NAMES = ("projection", "parallel")
 
 
 def split_retraction(spec: str | None) -> tuple[str | None, str]:
@@ -54,10 +53,10 @@ def split_retraction(spec: str | None) -> tuple[str | None, str]:
     if spec is None or "+" not in spec:
         return spec, "projection"
     retraction, _, transport = spec.partition("+")
-    if transport not in _TRANSPORT_NAMES:
+    if transport not in TRANSPORTS:
         raise ValueError(
             f"retraction {spec!r}: unknown vector transport {transport!r} after '+'; use "
-            f"one of {list(_TRANSPORT_NAMES)}, e.g. 'exp+parallel'"
+            f"one of {list(TRANSPORTS)}, e.g. 'exp+parallel'"
         )
     return retraction or None, transport
 
@@ -95,7 +94,7 @@ class Geometry:
 
     @property
     def is_euclidean(self) -> bool:
-        return isinstance(self.manifold, Euclidean)
+        return getattr(self.manifold, "is_flat", False)
 
     @property
     def key(self) -> tuple:
@@ -179,7 +178,7 @@ def resolve_geometry(
     if len(shape) >= 2:
         out, rest = tuple(filter_matrix(param.detach()).shape)
         views = [((out, rest), _filters), ((out, rest, 1), _filters_as_columns)]
-        if isinstance(spec, (Stiefel, Grassmann)):  # orthonormal rows: W^T is the point
+        if getattr(spec, "orthonormal_columns", False):  # orthonormal rows: W^T is the point
             views.append(((rest, out), _filters_transposed))
         for view_shape, view in views:
             if point_shape == view_shape:

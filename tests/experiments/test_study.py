@@ -13,11 +13,11 @@ from riemann_dnn.experiments.protocol import (
     PROTOCOLS,
     Protocol,
     RunConfig,
-    _extensions,
     _stop_check,
     build_ensemble,
     candidate_grid,
 )
+from riemann_dnn.experiments.selection import _extensions
 from riemann_dnn.experiments.study import StudyPlan, reproduce_study
 from riemann_dnn.models import ArchBN, ConvArchBN
 from riemann_dnn.optim import RiemannianSGD

@@ -173,3 +173,26 @@ def test_transports_declared():
     assert [m.transport_name for m in spheres.manifolds] == ["parallel", "parallel"]
     with pytest.raises(ValueError, match="every factor"):
         Product([Oblique(3, 4), Stiefel(4, 2)]).with_transport("parallel")
+
+
+# -- is_flat, orthonormal_columns -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_is_flat_and_orthonormal_columns_are_true_of_the_points(case):
+    manifold = case.build()
+    if is_list(_point(manifold, 0)):
+        pytest.skip("a product declares no such fact")
+    point = _point(manifold, 0)
+    vector = _gaussian(tuple(point.shape), 1)
+    if getattr(manifold, "is_flat", False):
+        assert gap(manifold.projection(point, vector), vector) == 0
+    if getattr(manifold, "orthonormal_columns", False):
+        gram = point.transpose(-1, -2) @ point
+        assert float((gram - torch.eye(gram.shape[-1], dtype=gram.dtype)).abs().max()) < 1e-12
+
+
+def test_flat_and_orthonormal_columns_declared():
+    assert Euclidean(3, 2).is_flat and not Oblique(3, 2).is_flat
+    assert Stiefel(4, 2).orthonormal_columns and Grassmann(4, 2).orthonormal_columns
+    assert not any(m.orthonormal_columns for m in (Oblique(3, 2), Sphere(3), Euclidean(3)))

@@ -1,0 +1,236 @@
+"""Learning-rate selection (the protocol's stage (a)): every run's candidates (a rate, a pair
+of rates, or a rate and a weight decay) are copies of one ensemble, trained on the run's
+selection images and scored on its selection-validation images; the grid is extended while
+a run's chosen rate is on its edge (``Protocol.lr_extend``)."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Protocol, RunConfig
+from .methods import METHODS
+from .training import (
+    _Checkpoint,
+    _ensemble_state,
+    _errors_on,
+    _estimated_bn,
+    _restore_ensemble,
+    _train_epoch,
+    build_ensemble,
+)
+
+__all__ = ["candidate_grid", "select_rates"]
+
+
+def candidate_grid(
+    method: str, protocol: Protocol, rates: tuple[float, ...] | None = None
+) -> list[dict[str, float]]:
+    """The learning-rate candidates of ``method``: ``{"lr": r}`` for each rate; with split
+    rates ``{"lr", "other_lr"}`` over rates x rates; with weight decay ``{"lr",
+    "weight_decay"}`` over rates x ``protocol.weight_decays``."""
+    rates = tuple(protocol.lr_candidates if rates is None else rates)
+    spec = METHODS[method]
+    if spec.split_rates:
+        return [{"lr": r, "other_lr": q} for r in rates for q in rates]
+    if spec.weight_decay:
+        return [{"lr": r, "weight_decay": w} for r in rates for w in protocol.weight_decays]
+    return [{"lr": r} for r in rates]
+
+
+def _score_candidates(
+    configs,
+    candidates,
+    data,
+    splits,
+    device,
+    progress,
+    checkpoint: _Checkpoint | None = None,
+    stage: str = "select0",
+) -> list[list[dict]]:
+    """Train every run's candidates (``candidates[r]``: dicts of :func:`candidate_grid`, the
+    same number per run; ``None`` pads) as copies of one ensemble on its selection images and
+    score them on its selection validation images (resuming from ``checkpoint``)."""
+    checkpoint = checkpoint or _Checkpoint(None, configs)
+    done = checkpoint.get(stage)
+    if done is not None and "scored" in done:
+        progress(configs[0].protocol.selection_epochs)
+        return done["scored"]
+    protocol = configs[0].protocol
+    copies = len(candidates[0])
+    flat = [c or {"lr": 0.0} for cands in candidates for c in cands]
+    ens = build_ensemble(configs, copies, data.train_x.shape[1], device)
+    # float32 tensors, copied into the optimizer's float64 rates (as the protocol always did)
+    lr = torch.tensor([c["lr"] for c in flat])
+    other = (
+        torch.tensor([c.get("other_lr", c["lr"]) for c in flat])
+        if any("other_lr" in c for c in flat)
+        else None
+    )
+    ens.set_lr(lr, other)
+    if any("weight_decay" in c for c in flat):
+        ens.set_weight_decay(torch.tensor([c.get("weight_decay", 0.0) for c in flat]))
+    generators = [torch.Generator().manual_seed(c.seed + 1) for c in configs]
+    pools = torch.stack([s["selection_train"] for s in splits]).to(device)
+    val = torch.stack([s["selection_val"] for s in splits]).to(device)
+    first_loss, last_loss = None, None
+    finite = torch.ones(ens.size, dtype=torch.bool)
+    start = 0
+    if done is not None:  # an interrupted round: its state after epoch ``done["epoch"]``
+        _restore_ensemble(ens, generators, done)
+        start, first_loss, last_loss, finite = (
+            done["epoch"],
+            done["first_loss"],
+            done["last_loss"],
+            done["finite"],
+        )
+        lr, other = done["lr"], done["other"]
+        progress(start)
+    for epoch in range(start, protocol.selection_epochs):
+        loss, _ = _train_epoch(ens, data, pools, generators, copies, protocol)
+        loss_t = torch.tensor(loss)
+        finite &= torch.isfinite(loss_t)
+        lr[~finite] = 0  # stop moving diverged members
+        if other is not None:
+            other[~finite] = 0
+        ens.set_lr(lr, other)
+        first_loss = loss_t if first_loss is None else first_loss
+        last_loss = loss_t
+        checkpoint.put(
+            stage,
+            _ensemble_state(
+                ens,
+                generators,
+                epoch=epoch + 1,
+                first_loss=first_loss,
+                last_loss=last_loss,
+                finite=finite,
+                lr=lr,
+                other=other,
+            ),
+        )
+        progress(1)
+    with _estimated_bn(ens, data, pools, copies, protocol):
+        val_error = _errors_on(ens, data, val, copies)
+    scored = []
+    for r, cands in enumerate(candidates):
+        row = []
+        for c, cand in enumerate(cands):
+            if cand is None:
+                continue
+            m = r * copies + c
+            diverged = not bool(finite[m]) or not float(last_loss[m]) < float(first_loss[m])
+            row.append(
+                {
+                    **cand,
+                    "val_error": val_error[m],
+                    "diverged": diverged,
+                    "first_loss": float(first_loss[m]),
+                    "last_loss": float(last_loss[m]),
+                }
+            )
+        scored.append(row)
+    checkpoint.put(stage, {"scored": scored})
+    return scored
+
+
+def _best(candidates: list[dict]) -> dict:
+    usable = [c for c in candidates if not c["diverged"]] or candidates
+    return min(usable, key=lambda c: c["val_error"])
+
+
+def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[dict]:
+    """New candidates for a run whose chosen rate (either rate, with split rates) is the
+    smallest or largest tried, one ``lr_extend_factor`` step beyond it (at most
+    ``lr_extend`` steps each way; ``steps`` counts them)."""
+    protocol = config.protocol
+    best = _best(candidates)
+    new = []
+    for key in ("lr", "other_lr"):
+        if key not in best:
+            continue
+        tried = sorted({c[key] for c in candidates})
+        for side, edge, factor in (
+            ("low", tried[0], 1 / protocol.lr_extend_factor),
+            ("high", tried[-1], protocol.lr_extend_factor),
+        ):
+            if best[key] != edge or len(tried) < 2 or steps[(key, side)] >= protocol.lr_extend:
+                continue
+            steps[(key, side)] += 1
+            value = edge * factor
+            seen = set()
+            for c in candidates:  # the new value with every tried value of the other keys
+                cand = {
+                    **{k: v for k, v in c.items() if k in ("lr", "other_lr", "weight_decay")},
+                    key: value,
+                }
+                marker = tuple(sorted(cand.items()))
+                if marker not in seen:
+                    seen.add(marker)
+                    new.append(cand)
+    return new
+
+
+def select_rates(
+    configs, data, splits, device, progress, checkpoint: _Checkpoint | None = None
+) -> list[dict]:
+    protocol = configs[0].protocol
+    grid = candidate_grid(configs[0].method, protocol)
+    scored = _score_candidates(
+        configs,
+        [list(grid) for _ in configs],
+        data,
+        splits,
+        device,
+        progress,
+        checkpoint,
+        "select0",
+    )
+    rounds = 0
+    steps = [
+        dict.fromkeys([(k, s) for k in ("lr", "other_lr") for s in ("low", "high")], 0)
+        for _ in configs
+    ]
+    while protocol.lr_extend:
+        new = [_extensions(c, scored[r], steps[r]) for r, c in enumerate(configs)]
+        todo = [r for r, n in enumerate(new) if n]
+        if not todo:
+            break
+        width = max(len(new[r]) for r in todo)
+        padded = [new[r] + [None] * (width - len(new[r])) for r in todo]
+        rounds += 1
+        more = _score_candidates(
+            [configs[r] for r in todo],
+            padded,
+            data,
+            [splits[r] for r in todo],
+            device,
+            progress,
+            checkpoint,
+            f"select{rounds}",
+        )
+        for r, row in zip(todo, more):
+            scored[r] += row
+    selections = []
+    for candidates in scored:
+        best = _best(candidates)
+        chosen = {k: best[k] for k in ("lr", "other_lr", "weight_decay") if k in best}
+        selections.append(
+            {
+                "candidates": candidates,
+                "chosen_lr": best["lr"],
+                "chosen": chosen,
+                "all_diverged": not any(not c["diverged"] for c in candidates),
+                "interior": not _at_edge(candidates, best),
+            }
+        )
+    return selections
+
+
+def _at_edge(candidates: list[dict], best: dict) -> bool:
+    """Whether the chosen rate (either rate) is the smallest or largest tried."""
+    for key in ("lr", "other_lr"):
+        if key in best:
+            tried = [c[key] for c in candidates]
+            if best[key] in (min(tried), max(tried)):
+                return True
+    return False
