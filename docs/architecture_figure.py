@@ -30,7 +30,13 @@ BOXES = [
     (3, 0, 1.9, "params/", "which weight on which manifold"),
     (3, 2.05, 1.9, "models/", "ArchBN, ConvArchBN, SegNet"),
     (3, 4.1, 1.9, "data/", "IDX, MNIST, scenes, CamVid"),
-    (4, 0, 6, "experiments/", "config, methods, records, pool, protocol; table2, study, segmentation/, ..."),
+    (
+        4,
+        0,
+        6,
+        "experiments/",
+        "config, methods, records, pool, protocol; table2, study, segmentation/, ...",
+    ),
     (5, 0, 6, "cli/", "riemann-dnn: one options module, thin subcommands"),
 ]
 
