@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..experiments.methods import SEGMENTATION_METHOD_NAMES
 from .options import (
     UsageError,
     add_amp,
@@ -48,7 +49,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--method",
         nargs="+",
-        choices=["un", "bsgd"],
+        choices=list(SEGMENTATION_METHOD_NAMES),
         default=["un"],
         help="un (oblique filters) or bsgd (Euclidean); both for a comparison",
     )

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Method", "METHODS", "TABLE2_METHODS", "method_colour", "method_label"]
+__all__ = [
+    "Method",
+    "METHODS",
+    "TABLE2_METHODS",
+    "SEGMENTATION_METHOD_NAMES",
+    "method_colour",
+    "method_label",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ METHODS = {
 
 #: The methods of the paper's Table 2 (the other ones are the study's controls).
 TABLE2_METHODS = ("un", "bsgd", "sgd")
+
+#: The methods segmentation trains (SegNet's filters on the oblique manifold, or not).
+SEGMENTATION_METHOD_NAMES = ("un", "bsgd")
 
 
 def _known(name: str) -> Method:

@@ -5,6 +5,8 @@ a run's chosen rate is on its edge (``Protocol.lr_extend``)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .config import Protocol, RunConfig
@@ -19,7 +21,7 @@ from .training import (
     build_ensemble,
 )
 
-__all__ = ["candidate_grid", "select_rates"]
+__all__ = ["candidate_grid", "select_rates", "best_candidate"]
 
 
 def candidate_grid(
@@ -133,9 +135,20 @@ def _score_candidates(
     return scored
 
 
+def best_candidate(candidates: list[dict], score: str, *, maximize: bool = False) -> dict | None:
+    """The one rule every experiment selects by: among the candidates that did not diverge
+    and have a finite ``score``, the one with the lowest (``maximize``: highest) ``score``;
+    ``None`` if there is none."""
+    usable = [c for c in candidates if not c["diverged"] and math.isfinite(float(c[score]))]
+    if not usable:
+        return None
+    return (max if maximize else min)(usable, key=lambda c: c[score])
+
+
 def _best(candidates: list[dict]) -> dict:
-    usable = [c for c in candidates if not c["diverged"]] or candidates
-    return min(usable, key=lambda c: c["val_error"])
+    """The run's choice: the best by selection-validation error, or (every candidate
+    diverged) the lowest error of all."""
+    return best_candidate(candidates, "val_error") or min(candidates, key=lambda c: c["val_error"])
 
 
 def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[dict]:

@@ -17,6 +17,7 @@ import torch
 
 from ...data import SegmentationSet
 from ...optim import NonFiniteGradientError
+from ..selection import best_candidate
 from .build import load_segmentation_data, split_holdout
 from .checkpoint import load_trained_model
 from .config import SEGMENTATION_METHODS, SegmentationConfig
@@ -156,13 +157,12 @@ def _choose(
         for key in ("mean_iou", "global_accuracy", "class_accuracy"):
             entry[key] = final.get(key, float("nan"))
         candidates.append(entry)
-    usable = [c for c in candidates if not c["diverged"] and math.isfinite(c["mean_iou"])]
-    if not usable:
+    best = best_candidate(candidates, "mean_iou", maximize=True)
+    if best is None:
         raise RuntimeError(
             f"every learning rate of {list(grid)} diverged for method "
             f"{method!r}; try smaller rates"
         )
-    best = max(usable, key=lambda c: c["mean_iou"])
     return {
         "chosen_lr": best["lr"],
         "candidates": candidates,

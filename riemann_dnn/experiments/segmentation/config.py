@@ -7,12 +7,16 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..methods import METHODS, SEGMENTATION_METHOD_NAMES
 from ..records import strict
 
 __all__ = ["SEGMENTATION_METHODS", "SEGMENTATION_MODELS", "SegmentationConfig"]
 
-SEGMENTATION_METHODS: dict[str, str] = {"un": "UN", "bsgd": "B-SGD"}
-"""Training methods and their labels in reports."""
+SEGMENTATION_METHODS: dict[str, str] = {
+    name: METHODS[name].label for name in SEGMENTATION_METHOD_NAMES
+}
+"""The methods of the one registry (:mod:`..methods`) that segmentation trains, with their
+labels in reports."""
 
 SEGMENTATION_MODELS: tuple[str, ...] = ("segnet-basic", "segnet")
 
