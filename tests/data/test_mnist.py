@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+import riemann_dnn.data.download as download_module
 import riemann_dnn.data.idx as idx_module
-import riemann_dnn.data.mnist as mnist_module
 from riemann_dnn.data import (
     MNIST,
     MNISTError,
@@ -373,7 +373,7 @@ def test_download_network_failure_gives_clear_error(
     def offline(url: str, timeout: float) -> None:
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(mnist_module, "_fetch", offline)
+    monkeypatch.setattr(download_module, "_fetch", offline)
     with pytest.raises(MNISTError, match="(?s)name resolution.*Check the network connection"):
         download_mnist(tmp_path / "cache", progress=False)
 
@@ -382,12 +382,12 @@ def test_load_with_download_fetches_into_the_cache(
     tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mirror, md5, arrays = _mirror(tmp_path)
-    real_download = mnist_module.download_mnist
+    real_download = download_module.download_mnist
 
     def fake_download(cache_dir: Path | None = None) -> Path:
         return real_download(cache_dir, mirrors=[mirror], md5=md5, progress=False)
 
-    monkeypatch.setattr(mnist_module, "download_mnist", fake_download)
+    monkeypatch.setattr(download_module, "download_mnist", fake_download)
     data = load_mnist(download=True)
     assert data.source == str(isolated_env.resolve())
     np.testing.assert_array_equal(data.test_labels, arrays[MNIST_FILES[3]])
