@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from ..experiments.config import PROTOCOLS, STUDY_ARCHS
+from .options import (
+    add_data,
+    add_device,
+    add_jobs,
+    add_threads,
+    check_data,
+    check_device,
+    prepare_out,
+    set_command,
+)
 
 
 def add_parser(targets) -> None:
@@ -19,26 +30,13 @@ def add_parser(targets) -> None:
     study.add_argument(
         "--quick", action="store_true", help="the same study at a scale of a few minutes"
     )
-    study.add_argument(
-        "--data-dir",
-        default=None,
-        help="directory with IDX-format MNIST-layout image/label files (else "
-        "$RIEMANN_DNN_DATA, the cache, or the embedded 5k/1k subset)",
-    )
-    study.add_argument("--source", choices=["auto", "full", "embedded"], default="auto")
+    add_data(study)
     study.add_argument("--out", default=None, help="output directory (results/study)")
-    study.add_argument(
-        "--jobs", type=int, default=None, help="worker processes (default: one per CPU core)"
-    )
-    study.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads per training process (1; recorded per run)",
-    )
+    add_jobs(study, None, "worker processes (default: one per CPU core); no number depends on it")
+    add_threads(study)
     study.add_argument(
         "--protocol",
-        choices=["study", "paper-sum"],
+        choices=list(PROTOCOLS),
         default="study",
         help="study (default: mean loss, extended half-decade grid, stopping "
         "rules on accepted epochs) or paper-sum (the paper's grid with the "
@@ -47,8 +45,8 @@ def add_parser(targets) -> None:
     study.add_argument(
         "--archs",
         nargs="+",
-        choices=["mlp", "conv", "segnet"],
-        default=["mlp", "conv", "segnet"],
+        choices=list(STUDY_ARCHS),
+        default=list(STUDY_ARCHS),
         help="architectures to run (all)",
     )
     study.add_argument(
@@ -58,23 +56,21 @@ def add_parser(targets) -> None:
         help="the MLP on the study's 10,000 training images (default) or at "
         "the paper's scale (50,000, 25-60 epochs; ~3x the time)",
     )
-    study.add_argument("--device", default="cpu")
+    add_device(study)
     study.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: report the runs already finished in --out",
     )
-    study.set_defaults(handler=run_study)
+    set_command(study, run_study)
 
 
 def run_study(args: argparse.Namespace) -> int:
     from ..experiments.study import reproduce_study
 
-    if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    out = Path(args.out or ("results/study-quick" if args.quick else "results/study"))
+    check_device(args.device)
+    check_data(args.data_dir, args.source)
+    out = prepare_out(args.out or ("results/study-quick" if args.quick else "results/study"))
     result = reproduce_study(
         out,
         quick=args.quick,

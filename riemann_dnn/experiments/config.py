@@ -15,10 +15,22 @@ from typing import Any
 
 from .methods import METHODS
 
-__all__ = ["Protocol", "HALF_DECADES", "PROTOCOLS", "quick_protocol", "RunConfig", "ARCH_NAMES"]
+__all__ = [
+    "Protocol",
+    "HALF_DECADES",
+    "PROTOCOLS",
+    "quick_protocol",
+    "RunConfig",
+    "ARCH_NAMES",
+    "STUDY_ARCHS",
+]
 
 #: The architectures a run can train (:data:`.protocol.ARCHS` maps them to the models).
 ARCH_NAMES = ("mlp", "conv")
+
+#: The architectures of the study (``archs`` of :func:`.study.study_plan`): the two above on
+#: MNIST and SegNet-Basic on digit scenes.
+STUDY_ARCHS = ("mlp", "conv", "segnet")
 
 
 @dataclass(frozen=True)

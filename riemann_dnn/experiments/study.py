@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import PROTOCOLS, Protocol
+from .config import PROTOCOLS, STUDY_ARCHS, Protocol
 from .methods import METHODS
 from .protocol import MNISTTensors, load_finished
 from .stats import holm, paired_comparison
@@ -121,10 +121,6 @@ class StudyPlan:
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
-
-
-#: The architectures of the study (``archs`` of :func:`study_plan`).
-STUDY_ARCHS = ("mlp", "conv", "segnet")
 
 
 def study_plan(

@@ -1,5 +1,7 @@
 """``reproduce study`` and the named protocols of ``reproduce table2`` (parsing only)."""
 
+import pytest
+
 from riemann_dnn.cli.main import build_parser, main
 from riemann_dnn.cli.reproduce import _protocol
 from riemann_dnn.experiments.protocol import PROTOCOLS, Protocol, quick_protocol
@@ -28,5 +30,23 @@ def test_study_parses_and_rejects_bad_jobs(capsys):
         ["reproduce", "study", "--quick", "--jobs", "2", "--data-dir", "/somewhere", "--out", "x"]
     )
     assert (args.quick, args.jobs, args.threads, args.protocol) == (True, 2, 1, "study")
-    assert main(["reproduce", "study", "--quick", "--jobs", "0"]) == 2
-    assert "--jobs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "study", "--quick", "--jobs", "0"])
+    assert exit_.value.code == 2
+    assert "--jobs: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_study_refuses_a_bad_device_data_dir_or_out_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    for option, value, message in (
+        ("--device", "nonsense", "--device nonsense: not a torch device"),
+        ("--data-dir", str(tmp_path / "missing"), "no MNIST IDX files there"),
+    ):
+        assert main(["reproduce", "study", "--quick", option, value, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # refused before creating anything
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert main(["reproduce", "study", "--quick", "--out", str(afile)]) == 2
+    assert "is a file; give a directory" in capsys.readouterr().err
