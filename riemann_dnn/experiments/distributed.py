@@ -27,6 +27,7 @@ processes, on one host or many (its rendezvous), and sets ``RANK``, ``WORLD_SIZE
 from __future__ import annotations
 
 import datetime
+import gc
 import math
 import os
 import time
@@ -137,9 +138,15 @@ def launch_from_env(device: str = "cpu") -> Launch:
 
 
 def shutdown() -> None:
-    """Leave the process group (a no-op without one)."""
+    """Leave the process group (a no-op without one).
+
+    Objects that still hold the group (DDP wrappers of finished runs, in reference cycles)
+    are collected first: gloo's worker threads must not outlive the group holding tensors
+    until interpreter exit, where freeing them aborts the process (SIGABRT, "terminate
+    called without an active exception"; pytorch/pytorch#179291)."""
     global _LAUNCH
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _LAUNCH = None
 

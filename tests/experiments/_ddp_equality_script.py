@@ -37,4 +37,5 @@ for step in range(5):
     optimizer.step()
 if launch.is_main:
     torch.save(raw.state_dict(), sys.argv[1])
+del model, optimizer  # nothing may hold the process group past shutdown
 distributed.shutdown()
