@@ -15,7 +15,6 @@ __all__ = [
     "TABLE2_METHODS",
     "SEGMENTATION_METHOD_NAMES",
     "method_colour",
-    "method_label",
 ]
 
 
@@ -57,11 +56,6 @@ def _known(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]
-
-
-def method_label(name: str) -> str:
-    """The report label of method ``name``."""
-    return _known(name).label
 
 
 def method_colour(name: str) -> str:

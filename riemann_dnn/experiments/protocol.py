@@ -102,6 +102,22 @@ def _stop_check(protocol: Protocol, epoch: int, curves: dict) -> str | None:
     return _stop_reason(protocol, epoch, curves["train_error"][-1], kept)
 
 
+def _record_epoch(curves, active, epoch, protocol, loss, train_error, val_error, rates):
+    """Append the epoch to each active run's curves; the ``(run, reason)`` of those that stop."""
+    stopping = []
+    for r, c in enumerate(curves):
+        if not active[r]:
+            continue
+        c["train_loss"].append(loss[r])
+        c["train_error"].append(train_error[r])
+        c["val_error"].append(val_error[r])
+        c["lr"].append(float(rates[r]))
+        reason = _stop_check(protocol, epoch, c)
+        if reason is not None:
+            stopping.append((r, reason))
+    return stopping
+
+
 def _filter_norms(ens: Ensemble, config: RunConfig, run: int) -> list[float]:
     """Mean filter norm of each BN-fed layer of ensemble member ``run``."""
     names = ARCHS[config.arch].scale_invariant_names(config.depth)
@@ -187,23 +203,14 @@ def train_runs(
         for r in range(len(configs)):
             if active[r]:
                 curves[r]["accepted"].append(bool(accepted[r]))
-        with _estimated_bn(ens, data, pools, 1, protocol):
+        with _estimated_bn(ens, data, pools, 1, protocol):  # one estimate for both errors
             val_error = _errors_on(ens, data, val_pools, 1)
-        stopping = []
-        for r in range(len(configs)):
-            if not active[r]:
-                continue
-            c = curves[r]
-            c["train_loss"].append(loss[r])
-            c["train_error"].append(train_error[r])
-            c["val_error"].append(val_error[r])
-            c["lr"].append(float(driver.rates[r]))
-            reason = _stop_check(protocol, epoch, c)
-            if reason is not None:
-                stopping.append((r, reason))
-        if stopping:
-            with _estimated_bn(ens, data, pools, 1, protocol):
+            stopping = _record_epoch(
+                curves, active, epoch, protocol, loss, train_error, val_error, driver.rates
+            )
+            if stopping:
                 test_error = ens.errors(data.test_x, data.test_y, shared_input=True).tolist()
+        if stopping:
             done = torch.zeros(len(configs), dtype=torch.bool)
             for r, reason in stopping:
                 active[r] = False
