@@ -8,6 +8,7 @@ from .options import (
     UsageError,
     add_data,
     add_device,
+    add_out,
     add_threads,
     check_data,
     check_device,
@@ -95,11 +96,10 @@ def add_parser(subparsers) -> None:
     )
     add_data(parser)
     add_threads(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="output directory (default results/bench-retractions, "
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    add_out(
+        parser,
+        "output directory (default results/bench-retractions, "
         "results/bench-retractions-full with --full)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

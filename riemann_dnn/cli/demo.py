@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_device, check_device, set_command
+from .options import add_device, check_device, nonnegative_int, set_command
 
 
 def add_parser(subparsers) -> None:
@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
         "backend, and print the result.",
     )
     add_device(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     set_command(parser, run)
 
 

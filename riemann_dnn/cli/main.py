@@ -3,8 +3,10 @@
 Each subcommand lives in its own module of this package and registers itself through
 ``add_parser(subparsers)``; its handler receives the parsed arguments and returns an exit code.
 Shared options and the checks made before any work are in :mod:`.options`. Every refusal is one
-line on stderr, ``riemann-dnn COMMAND: error: ...``, exit status 2 (``RIEMANN_DNN_DEBUG=1``
-shows the traceback instead).
+line on stderr, ``riemann-dnn COMMAND: error: ...``, exit status 2; a file that cannot be
+written during the work (disk full, ...) is one line naming it and the reason, exit status 1
+(``RIEMANN_DNN_DEBUG=1`` shows the traceback instead of either); Ctrl-C exits with 130. The
+output directory a command locked is released in every case.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..experiments.records import WriteError
 from . import bench, demo, reproduce, segment, symmetry
-from .options import Parser, UsageError
+from .options import Parser, UsageError, command_session
 
 _SUBCOMMANDS = [reproduce, demo, symmetry, segment, bench]
 
@@ -40,8 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     command = getattr(args, "command_name", f"riemann-dnn {args.command}")
+    line = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.handler(args) or 0)
+        with command_session(command, line, wait=getattr(args, "wait", False)):
+            return int(args.handler(args) or 0)
+    except WriteError as err:
+        if os.environ.get("RIEMANN_DNN_DEBUG"):
+            raise
+        print(
+            f"{command}: error: {err} (RIEMANN_DNN_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
+        return 1
     except UsageError as err:
         if os.environ.get("RIEMANN_DNN_DEBUG"):
             raise

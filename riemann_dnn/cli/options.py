@@ -9,9 +9,12 @@ option, the value and the fix) and exit status 2, before any data is trained on.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,16 @@ __all__ = [
     "positive_int",
     "nonnegative_int",
     "positive_float",
+    "nonnegative_float",
+    "fraction",
+    "open_fraction",
+    "float_at_least",
     "add_threads",
     "add_device",
+    "add_out",
+    "available_cores",
+    "check_jobs",
+    "command_session",
     "add_data",
     "add_jobs",
     "set_command",
@@ -31,6 +42,7 @@ __all__ = [
     "check_unique",
     "check_data",
     "check_retraction",
+    "check_batch",
     "use_threads",
     "add_amp",
     "check_launch",
@@ -82,6 +94,60 @@ def positive_float(text: str) -> float:
     return value
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the platform has one,
+    else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _threads(text: str) -> int:
+    value = _integer(text, 1)
+    cores = available_cores()
+    if value > cores:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than the {cores} CPU core(s) this process may use; give at most "
+            f"{cores} (more threads than cores only slow every run down)"
+        )
+    return value
+
+
+def _float(text: str, what: str, inside) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not inside(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    return _float(text, "a finite number >= 0", lambda v: 0 <= v < float("inf"))
+
+
+def fraction(text: str) -> float:
+    """argparse type: a float in [0, 1) (a momentum, a decay)."""
+    return _float(text, "a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a float in (0, 1) (a share of the data)."""
+    return _float(text, "a number in (0, 1)", lambda v: 0 < v < 1)
+
+
+def float_at_least(minimum: float):
+    """argparse type: a finite float >= ``minimum``."""
+
+    def parse(text: str) -> float:
+        return _float(text, f"a finite number >= {minimum:g}", lambda v: minimum <= v < math.inf)
+
+    return parse
+
+
 def set_command(parser: argparse.ArgumentParser, handler) -> None:
     """Register ``handler`` and the command's full name (for its error lines)."""
     parser.set_defaults(handler=handler, command_name=parser.prog)
@@ -90,10 +156,11 @@ def set_command(parser: argparse.ArgumentParser, handler) -> None:
 def add_threads(parser, default: int = 1) -> None:
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=_threads,
         default=default,
-        help=f"torch intra-op threads of each training process (default {default}); fixed and "
-        "recorded, so results do not depend on --jobs or the core count",
+        help=f"torch intra-op threads of each training process (default {default}; at most "
+        "the cores available); fixed and recorded, so results do not depend on --jobs or "
+        "the core count",
     )
 
 
@@ -113,7 +180,23 @@ def add_amp(parser) -> None:
 
 
 def add_jobs(parser, default: int | None, help_text: str) -> None:
-    parser.add_argument("--jobs", type=positive_int, default=default, help=help_text)
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=default,
+        help=f"{help_text}; more than the cores available over --threads is capped, with a notice",
+    )
+
+
+def add_out(parser, help_text: str = "output directory") -> None:
+    """``--out DIR`` and ``--wait``: a run locks its output directory while it writes there
+    (:func:`prepare_out`); a second run into it is refused, or with ``--wait`` waits."""
+    parser.add_argument("--out", default=None, help=help_text)
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run holds --out, wait for it to finish instead of refusing",
+    )
 
 
 def add_data(parser, *, source: bool = True) -> None:
@@ -161,10 +244,81 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
+def check_jobs(jobs: int | None, threads: int = 1, option: str = "--jobs") -> int:
+    """The number of worker processes to start: ``jobs`` (None: as many as fit), capped at
+    the cores available divided by ``threads`` (and by the processes of a ``torchrun``
+    launch on this host) so workers never outnumber cores; a cap given ``jobs`` is told in
+    one line on stderr."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = available_cores()
+    limit = max(1, cores // (threads * local))
+    if jobs is None:
+        return limit
+    if jobs > limit:
+        launch = f" shared by {local} torchrun processes" if local > 1 else ""
+        print(
+            f"{_SESSION['command']}: {option} {jobs} capped at {limit} ({cores} CPU core(s)"
+            f"{launch}, --threads {threads} each)",
+            file=sys.stderr,
+        )
+        return limit
+    return jobs
+
+
+# -- the command in progress: its name, --wait, and the output directories it locked ----------
+_SESSION: dict[str, Any] = {"command": "riemann-dnn", "line": None, "wait": False, "held": []}
+
+
+@contextlib.contextmanager
+def command_session(command: str, argv: Sequence[str], wait: bool = False) -> Iterator[None]:
+    """Run one command: :func:`prepare_out` locks its output directories for it (``wait``:
+    wait for another run's lock instead of refusing), and they are released when it ends,
+    however it ends (the process's exit, even by ``kill -9``, releases them too)."""
+    for lock in _SESSION["held"]:  # left by a handler called outside a session
+        lock.release()
+    _SESSION.update(command=command, line=" ".join(["riemann-dnn", *argv]), wait=wait, held=[])
+    try:
+        yield
+    finally:
+        held, _SESSION["held"] = _SESSION["held"], []
+        _SESSION.update(command="riemann-dnn", line=None, wait=False)
+        for lock in reversed(held):
+            lock.release()
+
+
+def _lock_out(out: Path, option: str) -> None:
+    """Lock ``out`` for the command in progress (:mod:`riemann_dnn.experiments.lock`), then
+    remove the temporary files a killed run may have left there. Under ``torchrun`` only
+    rank 0 locks (the other ranks write into the same directory by design)."""
+    from ..experiments.lock import OutputLockedError, describe_holder, lock_output
+    from ..experiments.records import remove_temporaries
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+
+    def waiting(holder: dict) -> None:
+        print(
+            f"{_SESSION['command']}: {option} {out} is in use by {describe_holder(holder)}; "
+            "waiting for it to finish (Ctrl-C to give up)",
+            file=sys.stderr,
+        )
+
+    try:
+        lock = lock_output(out, command=_SESSION["line"], wait=_SESSION["wait"], on_wait=waiting)
+    except OutputLockedError as err:
+        raise UsageError(
+            f"{option} {out}: in use by {describe_holder(err.holder)}; wait for it to "
+            f"finish (--wait), or give another {option}"
+        ) from None
+    _SESSION["held"].append(lock)
+    remove_temporaries(out)
+
+
 def prepare_out(path: str | Path, option: str = "--out") -> Path:
-    """Create the output directory and prove it writable (a temporary file is written and
-    removed); :class:`UsageError` naming the path when it is a file, under a file or not
-    writable."""
+    """Create the output directory, prove it writable (a temporary file is written and
+    removed) and lock it for the command in progress (:func:`command_session`; released when
+    the command ends); :class:`UsageError` naming the path when it is a file, under a file,
+    not writable, or in use by another run (named by its pid, command and start time)."""
     out = Path(path)
     for parent in (out, *out.parents):
         if parent.exists() and not parent.is_dir():
@@ -180,6 +334,7 @@ def prepare_out(path: str | Path, option: str = "--out") -> Path:
             f"{option} {out}: cannot write there ({err.strerror or err}); give a "
             f"writable directory"
         ) from None
+    _lock_out(out, option)
     return out
 
 
@@ -272,6 +427,40 @@ def check_launch(batch_size: int | None = None, option: str = "--batch-size") ->
             f"this torchrun launch; give {option} >= {world}"
         )
     return world
+
+
+def check_batch(option: str, batch: int, protocol, images: int, source) -> None:
+    """:class:`UsageError` unless the MNIST protocol ``protocol`` (a
+    :class:`~riemann_dnn.experiments.config.Protocol`) fits ``images`` training images and
+    every epoch of its training stages (rate selection, training) has minibatches of
+    ``batch`` (given as ``option``) of at least 2 images, which BatchNorm needs to train."""
+    try:
+        stages = protocol.training_sets(images)
+    except ValueError as err:
+        raise UsageError(f"MNIST data ({source}): {err}") from None
+    if batch < 2:
+        raise UsageError(
+            f"{option} {batch}: BatchNorm cannot train on one image per minibatch; give "
+            f"{option} >= 2"
+        )
+    for stage, size in stages.items():
+        what = f"the {size} images {_TRAINING_STAGES[stage]} ({source})"
+        if batch > size:
+            raise UsageError(
+                f"{option} {batch}: more than {what}, so an epoch would be one step; give at "
+                f"most {size}"
+            )
+        if size % batch == 1:
+            raise UsageError(
+                f"{option} {batch}: an epoch over {what} would end with a minibatch of one "
+                f"image, on which BatchNorm cannot train; give another size"
+            )
+
+
+_TRAINING_STAGES = {
+    "selection_train": "each learning-rate candidate trains on",
+    "train": "a run trains on after the rate selection",
+}
 
 
 def use_threads(threads: int) -> None:

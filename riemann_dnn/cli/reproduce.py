@@ -13,12 +13,16 @@ from .options import (
     add_data,
     add_device,
     add_jobs,
+    add_out,
     add_threads,
+    check_batch,
     check_data,
     check_device,
+    check_jobs,
     check_launch,
     check_retraction,
     check_unique,
+    nonnegative_int,
     positive_float,
     positive_int,
     prepare_out,
@@ -93,10 +97,10 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     )
     data = parser.add_argument_group("data and execution")
     add_data(data)
-    data.add_argument("--out", default=None, help="output directory")
+    add_out(data)
     add_device(data)
     add_threads(data)
-    data.add_argument("--seed", type=int, default=0, help="seed of the first run")
+    data.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the first run")
     data.add_argument(
         "--constraint",
         choices=["oblique", "stiefel", "grassmann"],
@@ -139,11 +143,17 @@ def _protocol(args):
     )
 
 
-def _check_common(args) -> None:
-    """The checks every protocol command makes before loading or training anything."""
+def _check_common(args, protocol, batch_sizes: list[int] | None = None) -> None:
+    """The checks every protocol command makes before loading or training anything; caps
+    ``args.jobs`` at the cores available."""
     check_device(args.device)
     check_retraction(args.constraint, args.retraction)
-    check_data(args.data_dir, args.source)
+    mnist = check_data(args.data_dir, args.source)
+    option = "--batch-sizes" if batch_sizes else "--batch-size"
+    for batch in batch_sizes or [protocol.batch_size]:
+        check_batch(option, batch, protocol, len(mnist.train_labels), mnist.source)
+    if hasattr(args, "jobs"):
+        args.jobs = check_jobs(args.jobs, args.threads)
 
 
 def _default_out(base: str, args) -> str:
@@ -225,7 +235,7 @@ def run_table2(args: argparse.Namespace) -> int:
     methods = check_unique("--methods", args.methods)
     protocol = _protocol(args)
     check_launch()
-    _check_common(args)
+    _check_common(args, protocol)
     out = prepare_out(_default_out("results/table2", args))
     distributed.launch_from_env(args.device)
     try:
@@ -267,13 +277,14 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     from ..experiments.sensitivity import batch_reduction_study
     from ..experiments.table2 import TableMismatchError
 
+    protocol = _protocol(args)
     options = dict(
         batch_sizes=check_unique("--batch-sizes", args.batch_sizes),
         reductions=check_unique("--reductions", args.reductions),
         depths=check_unique("--depths", args.depths),
         methods=check_unique("--methods", args.methods),
         runs=args.runs,
-        protocol=_protocol(args),
+        protocol=protocol,
         seed=args.seed,
         data_dir=args.data_dir,
         source=args.source,
@@ -289,7 +300,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             "yet; run it without torchrun, or shard its batch sizes by hand "
             "with reproduce table2 --batch-size under torchrun"
         )
-    _check_common(args)
+    _check_common(args, protocol, options["batch_sizes"])
+    options["jobs"] = args.jobs
     out = prepare_out(_default_out("results/sensitivity", args))
     try:
         batch_reduction_study(out, **options)
@@ -322,7 +334,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     protocol = _protocol(args)
     world = check_launch(protocol.batch_size)
-    _check_common(args)
+    _check_common(args, protocol)
     out = prepare_out(_default_out(f"results/archbn-depth{args.depth}-{args.method}", args))
     single_model = distributed.under_torchrun() or args.amp != "off"
     launch = distributed.launch_from_env(args.device)

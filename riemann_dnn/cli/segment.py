@@ -8,6 +8,8 @@ into ``--out`` (``runs/``, ``selection/``, ``comparison.{json,md,png}``).
 from __future__ import annotations
 
 import argparse
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from ..experiments.methods import SEGMENTATION_METHOD_NAMES
@@ -16,11 +18,17 @@ from .options import (
     add_amp,
     add_device,
     add_jobs,
+    add_out,
     add_threads,
     check_data,
     check_device,
+    check_jobs,
     check_launch,
     check_unique,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    open_fraction,
     positive_float,
     positive_int,
     prepare_out,
@@ -81,8 +89,10 @@ def add_parser(subparsers) -> None:
         default=[0.1],
         help="learning rate; several values: chosen per method by held-out mIoU",
     )
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--momentum", type=fraction, default=0.9, help="momentum in [0, 1) (0.9)")
+    parser.add_argument(
+        "--weight-decay", type=nonnegative_float, default=0.0, help="weight decay >= 0 (0)"
+    )
     parser.add_argument(
         "--class-weights",
         choices=["auto", "median", "none"],
@@ -91,7 +101,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=nonnegative_int,
         nargs="+",
         default=[0],
         help="seed(s) of the initialisation and the training order",
@@ -106,7 +116,7 @@ def add_parser(subparsers) -> None:
     add_device(parser)
     add_amp(parser)
     add_threads(parser)
-    parser.add_argument("--out", default=None, help="output directory (default results/segment)")
+    add_out(parser, "output directory (default results/segment)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint(s) in --out"
     )
@@ -116,7 +126,10 @@ def add_parser(subparsers) -> None:
     scenes.add_argument("--test-scenes", type=positive_int, default=500)
     scenes.add_argument("--canvas", type=positive_int, default=64)
     scenes.add_argument(
-        "--data-seed", type=int, default=0, help="seed of the scenes (the same for every --seed)"
+        "--data-seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of the scenes (the same for every --seed)",
     )
     scenes.add_argument(
         "--data-dir",
@@ -127,7 +140,7 @@ def add_parser(subparsers) -> None:
     camvid = parser.add_argument_group("CamVid (--data camvid:DIR)")
     camvid.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         default=None,
@@ -135,7 +148,10 @@ def add_parser(subparsers) -> None:
     )
     selection = parser.add_argument_group("learning-rate selection (several --lr)")
     selection.add_argument(
-        "--holdout", type=float, default=0.2, help="fraction of the training images held out (0.2)"
+        "--holdout",
+        type=open_fraction,
+        default=0.2,
+        help="fraction of the training images held out, in (0, 1) (0.2)",
     )
     selection.add_argument(
         "--selection-epochs",
@@ -150,6 +166,67 @@ def add_parser(subparsers) -> None:
         "(--threads torch threads each); 2 with --threads 1 on 2 cores",
     )
     set_command(parser, run)
+
+
+def _dry_run(base, args, *, select: bool) -> None:
+    """Build the scenes, the model and one forward pass at a tiny scale (a few ms), so that a
+    canvas, kernel or depth the data or the model cannot take is refused before any work,
+    by the same code that would fail later; and check the batch fits the training scenes."""
+    import torch
+
+    from ..data import load_digit_scenes
+    from ..experiments.segmentation import build_model
+
+    if base.camvid_root is None:
+        try:
+            with warnings.catch_warnings():  # the command warns about the data itself
+                warnings.simplefilter("ignore")
+                load_digit_scenes(
+                    args.data_dir, train_scenes=1, test_scenes=1, canvas=base.canvas, seed=0
+                )
+        except ValueError as err:
+            raise UsageError(f"--canvas {base.canvas}: {err}") from None
+        shape, n = (1, base.canvas, base.canvas), base.train_scenes
+    else:
+        shape, n = ((3, *base.size) if base.size else None), None
+    layout = " ".join(
+        f"--{name} {value}"
+        for name, value in (("model", base.model), ("depth", base.depth), ("kernel", base.kernel))
+        if value is not None
+    )
+    try:
+        model = build_model(replace(base, width=1), shape[0] if shape else 3, 2)
+    except ValueError as err:
+        raise UsageError(f"{layout}: {err}") from None
+    if shape is not None:
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, *shape))
+        except RuntimeError:
+            given = (
+                f"--canvas {base.canvas}"
+                if base.camvid_root is None
+                else f"--size {' '.join(map(str, base.size))}"
+            )
+            raise UsageError(
+                f"{given}: too small for the 2x2 poolings of {layout}; give a larger "
+                f"{given.split()[0]} or a smaller --depth"
+            ) from None
+    if n is None:
+        return
+    held = round(args.holdout * n) if select else 0
+    if select and not 0 < held < n:
+        raise UsageError(
+            f"--holdout {args.holdout}: holds out {held} of the {n} training scenes; give a "
+            f"fraction that leaves at least one scene on each side"
+        )
+    fit = n - held
+    if base.batch_size > fit:
+        raise UsageError(
+            f"--batch-size {base.batch_size}: more than the {fit} scenes each run trains on "
+            f"(--train-scenes {n}{f' less --holdout {args.holdout}' if select else ''}); give "
+            f"at most {fit}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,12 +275,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if base.camvid_root is None:
         check_data(args.data_dir)
+        if args.size:
+            raise UsageError(
+                f"--size {' '.join(map(str, args.size))}: resizes CamVid images; digit scenes "
+                "are --canvas pixels square, so drop --size or give --data camvid:DIR"
+            )
     elif not Path(base.camvid_root).is_dir():
         raise UsageError(
             f"--data {args.data}: {base.camvid_root} is not a directory; give "
             f"camvid:DIR with DIR holding train/ trainannot/ test/ testannot/"
         )
     comparison = len(args.method) > 1 or len(args.seed) > 1 or len(args.lr) > 1
+    if args.resume and args.door == "pymanopt":
+        raise UsageError(
+            "--resume: --door pymanopt trains all epochs in one solver call and keeps no "
+            "checkpoint; drop --resume, or use --door torch"
+        )
+    _dry_run(base, args, select=len(args.lr) > 1)
+    args.jobs = check_jobs(args.jobs, args.threads)
     if distributed.under_torchrun():
         check_launch(args.batch_size)
         if comparison:

@@ -6,12 +6,16 @@ import argparse
 
 from ..experiments.config import PROTOCOLS, STUDY_ARCHS
 from .options import (
+    UsageError,
     add_data,
     add_device,
     add_jobs,
+    add_out,
     add_threads,
     check_data,
     check_device,
+    check_jobs,
+    check_unique,
     prepare_out,
     set_command,
 )
@@ -31,7 +35,7 @@ def add_parser(targets) -> None:
         "--quick", action="store_true", help="the same study at a scale of a few minutes"
     )
     add_data(study)
-    study.add_argument("--out", default=None, help="output directory (results/study)")
+    add_out(study, "output directory (results/study)")
     add_jobs(study, None, "worker processes (default: one per CPU core); no number depends on it")
     add_threads(study)
     study.add_argument(
@@ -66,16 +70,30 @@ def add_parser(targets) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from ..experiments.study import reproduce_study
+    from ..experiments.study import reproduce_study, study_plan
 
+    archs = tuple(check_unique("--archs", args.archs))
     check_device(args.device)
-    check_data(args.data_dir, args.source)
+    mnist = check_data(args.data_dir, args.source)
+    plan = study_plan(args.quick, args.protocol, archs=archs, mlp_scale=args.mlp_scale)
+    for arch, protocol in (("mlp", plan.mlp_protocol), ("conv", plan.conv_protocol)):
+        if arch in archs:
+            try:
+                protocol.training_sets(len(mnist.train_labels))
+            except ValueError as err:
+                raise UsageError(
+                    f"--archs {arch}: the study's {arch} protocol needs more training images "
+                    f"than {mnist.source} has ({err}); give full MNIST (--data-dir or "
+                    f"$RIEMANN_DNN_DATA){'' if args.quick else ', or --quick'}"
+                ) from None
+    args.jobs = check_jobs(args.jobs, args.threads)
     out = prepare_out(args.out or ("results/study-quick" if args.quick else "results/study"))
     result = reproduce_study(
         out,
+        plan=plan,
         quick=args.quick,
         protocol=args.protocol,
-        archs=tuple(args.archs),
+        archs=archs,
         mlp_scale=args.mlp_scale,
         data_dir=args.data_dir,
         source=args.source,

@@ -9,9 +9,12 @@ from .options import (
     UsageError,
     add_data,
     add_device,
+    add_out,
     add_threads,
     check_data,
     check_device,
+    float_at_least,
+    nonnegative_int,
     positive_float,
     positive_int,
     prepare_out,
@@ -32,11 +35,11 @@ def add_parser(subparsers) -> None:
         "the same minibatches and plot how far apart the copies get. Writes symmetry.json, "
         "symmetry.md and symmetry.png.",
     )
-    parser.add_argument("--out", default=None, help="output directory (default results/symmetry)")
+    add_out(parser, "output directory (default results/symmetry)")
     parser.add_argument(
         "--depth", type=positive_int, default=2, help="ArchBN depth (2; the paper also 4)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     add_data(parser)
     parser.add_argument(
         "--steps", type=positive_int, default=300, help="training steps per copy (300)"
@@ -52,9 +55,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--alpha-spread",
-        type=positive_float,
+        type=float_at_least(1),
         default=10.0,
-        help="factors are log-uniform in [1/S, S] (10)",
+        help="factors are log-uniform in [1/S, S], S >= 1 (10)",
     )
     parser.add_argument(
         "--check-batch",
@@ -71,7 +74,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--bn-eps",
-        type=float,
+        type=positive_float,
         default=1e-5,
         help="BatchNorm eps of the trained network (PyTorch's 1e-5); the checks "
         "are also made with a negligible eps (exact symmetry)",
@@ -108,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
                 f"{option} {value}: more than the {len(mnist.train_labels)} "
                 f"training images of {mnist.source}; give at most that"
             )
+    for option, value in (("--check-batch", args.check_batch), ("--batch-size", args.batch_size)):
+        if value < 2:
+            raise UsageError(
+                f"{option} {value}: BatchNorm cannot train on one image per batch; give "
+                f"{option} >= 2"
+            )
+    train_images = args.train_images or min(10_000, len(mnist.train_labels))  # run_symmetry's
+    if args.batch_size > train_images:
+        raise UsageError(
+            f"--batch-size {args.batch_size}: more than the {train_images} training images the "
+            f"trajectories draw from; give at most {train_images} (or more --train-images)"
+        )
     out = prepare_out(args.out or "results/symmetry")
     torch.set_num_threads(args.threads)
     print("invariance checks (float32 and float64, two BatchNorm eps) ...", file=sys.stderr)

@@ -99,6 +99,21 @@ class Protocol:
             raise ValueError(f"validation size {size} does not fit {num_images} training images")
         return size
 
+    def training_sets(self, num_images: int) -> dict[str, int]:
+        """The number of images each stage of a run trains on, of ``num_images`` training
+        images: ``{"selection_train": ..., "train": ...}`` (the sizes of the subsets
+        :mod:`.runs` draws; the rest are held out for validation)."""
+        train = num_images - self.validation_size(num_images)
+        if self.train_images is not None:
+            if self.train_images > train:
+                raise ValueError(
+                    f"train_images={self.train_images} exceeds the {train} training images "
+                    "left after validation"
+                )
+            train = self.train_images
+        selection = max(0, min(self.selection_train, num_images - self.selection_val))
+        return {"selection_train": selection, "train": train}
+
 
 #: The half-decade rate grid of the study's protocol (mean loss): 10^0 ... 10^-2.
 HALF_DECADES = tuple(10 ** (-k / 2) for k in range(5))

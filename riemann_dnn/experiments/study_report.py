@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
+
+from .records import figure, write_json, write_text
 
 __all__ = ["write_study", "study_markdown", "plot_study"]
 
@@ -13,8 +14,8 @@ __all__ = ["write_study", "study_markdown", "plot_study"]
 def write_study(result: dict, out_dir: Path) -> None:
     """Write the three files into ``out_dir`` and print where."""
     out_dir = Path(out_dir)
-    (out_dir / "study.json").write_text(json.dumps(result, indent=1))
-    (out_dir / "study.md").write_text(study_markdown(result))
+    write_json(out_dir / "study.json", result)
+    write_text(out_dir / "study.md", study_markdown(result))
     plot_study(result, out_dir / "study.png")
 
 
@@ -103,30 +104,25 @@ def study_markdown(result: dict) -> str:
 
 def plot_study(result: dict, path: Path) -> None:
     """Each comparison's mean difference with its bootstrap CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     comparisons = result["comparisons"]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(comparisons), 4) + 1.5))
-    ys = list(range(len(comparisons)))[::-1]
-    for y, c in zip(ys, comparisons):
-        colour = "C3" if c.get("p_holm", 1) < 0.05 else "C0"
-        ax.errorbar(
-            [c["mean_diff"]],
-            [y],
-            xerr=[[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]],
-            fmt="o",
-            color=colour,
-            capsize=3,
+    with figure(path, figsize=(8, 0.35 * max(len(comparisons), 4) + 1.5), dpi=120) as (_, ax):
+        ys = list(range(len(comparisons)))[::-1]
+        for y, c in zip(ys, comparisons):
+            colour = "C3" if c.get("p_holm", 1) < 0.05 else "C0"
+            ax.errorbar(
+                [c["mean_diff"]],
+                [y],
+                xerr=[[c["mean_diff"] - c["ci_low"]], [c["ci_high"] - c["mean_diff"]]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
+        ax.axvline(0, color="k", linewidth=0.8)
+        ax.set_yticks(
+            ys,
+            [f"{c['arch']} d{c['depth']}: {c['a']} − {c['b']} (n={c['n']})" for c in comparisons],
         )
-    ax.axvline(0, color="k", linewidth=0.8)
-    ax.set_yticks(
-        ys, [f"{c['arch']} d{c['depth']}: {c['a']} − {c['b']} (n={c['n']})" for c in comparisons]
-    )
-    ax.set_xlabel("mean paired difference in test error (95 % bootstrap CI; red: Holm p < 0.05)")
-    ax.set_title("Does the symmetry-invariant update help?")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.set_xlabel(
+            "mean paired difference in test error (95 % bootstrap CI; red: Holm p < 0.05)"
+        )
+        ax.set_title("Does the symmetry-invariant update help?")

@@ -16,6 +16,7 @@ from ..models import ArchBN, ConvArchBN
 from .config import ARCH_NAMES, RunConfig
 from .ensemble import Ensemble
 from .methods import METHODS
+from .records import save_torch
 from .runs import MNISTTensors
 
 __all__ = ["ARCHS", "build_ensemble"]
@@ -155,10 +156,7 @@ class _Checkpoint:
         self.stages[stage] = value
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(self.stages, tmp)
-        tmp.replace(self.path)
+        save_torch(self.path, self.stages)
 
     def remove(self) -> None:
         if self.path is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..records import save_torch
 from .build import build_model
 from .config import SegmentationConfig
 
@@ -97,7 +98,8 @@ def save_checkpoint(
     rng: dict[str, Any],
 ) -> None:
     """Write the checkpoint of ``config``'s run after ``epoch`` epochs (``optimizer``: its
-    state dict; ``rng``: :func:`rng_states`), atomically: a temporary file, then a rename."""
+    state dict; ``rng``: :func:`rng_states`), atomically
+    (:func:`~riemann_dnn.experiments.records.save_torch`)."""
     payload = {
         "version": _CHECKPOINT_VERSION,
         "config": config.to_json(),
@@ -107,9 +109,7 @@ def save_checkpoint(
         "history": history,
         "rng": rng,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch(path, payload)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

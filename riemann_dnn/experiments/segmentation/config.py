@@ -105,6 +105,8 @@ class SegmentationConfig:
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
         if self.size is not None:
             object.__setattr__(self, "size", tuple(int(s) for s in self.size))
 

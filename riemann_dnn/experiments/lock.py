@@ -1,0 +1,148 @@
+"""One run at a time per output directory.
+
+:func:`lock_output` takes an exclusive ``flock`` on ``<folder>/.riemann-dnn.lock`` and writes
+the holder (pid, host, command, start time) into it. A second run into the same folder is
+refused with :class:`OutputLockedError`, which names the holder, or waits (``wait=True``).
+The kernel releases a ``flock`` when its process exits, however it exits (normal exit,
+Ctrl-C, ``kill -9``), so the lock never goes stale: a lock file left behind by a killed run
+blocks nobody. The file itself stays in place on release (removing it would let a waiter and
+a newcomer lock two different files).
+
+>>> with lock_output("results/table2", command="riemann-dnn reproduce table2"):  # doctest: +SKIP
+...     ...  # write into results/table2; a second run is refused meanwhile
+
+Needs :func:`fcntl.flock` (Linux, macOS); where it is missing, :func:`lock_output` locks
+nothing (:data:`LOCKS_AVAILABLE` is False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = [
+    "LOCK_FILE",
+    "LOCKS_AVAILABLE",
+    "OutputLock",
+    "OutputLockedError",
+    "describe_holder",
+    "lock_output",
+]
+
+#: The lock file of an output directory.
+LOCK_FILE = ".riemann-dnn.lock"
+
+#: Whether this platform can lock (``fcntl.flock``).
+LOCKS_AVAILABLE = fcntl is not None
+
+
+class OutputLockedError(RuntimeError):
+    """The output directory is locked by another run; ``holder`` is what it wrote (pid,
+    host, command, started), empty when it could not be read."""
+
+    def __init__(self, folder: Path, holder: dict):
+        self.folder, self.holder = folder, holder
+        super().__init__(f"{folder} is in use by {describe_holder(holder)}")
+
+
+def describe_holder(holder: dict) -> str:
+    """``pid 123 on host (riemann-dnn reproduce table2 ..., started 2025-01-31 12:00:00)``."""
+    if not holder.get("pid"):
+        return "another run (its pid could not be read)"
+    return (
+        f"pid {holder['pid']} on {holder.get('host', '?')} "
+        f"({holder.get('command', '?')}, started {holder.get('started', '?')})"
+    )
+
+
+class OutputLock:
+    """A held lock of :func:`lock_output`; :meth:`release` (or leaving its ``with`` block)
+    gives it up. The process's exit releases it too."""
+
+    def __init__(self, folder: Path, fd: int | None):
+        self.folder, self._fd = folder, fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # no holder: a reader racing the next one sees nobody
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock_output(
+    folder: str | Path,
+    *,
+    command: str | None = None,
+    wait: bool = False,
+    on_wait: Callable[[dict], None] | None = None,
+) -> OutputLock:
+    """Lock ``folder`` (created if missing) for this process and write the holder into its
+    lock file: ``{"pid", "host", "command", "started"}`` (``command`` defaults to this
+    process's command line). When another process holds it: raise
+    :class:`OutputLockedError` naming the holder, or with ``wait`` call ``on_wait(holder)``
+    and block until it is released (Ctrl-C interrupts the wait)."""
+    folder = Path(folder)
+    if not LOCKS_AVAILABLE:  # pragma: no cover - Windows
+        return OutputLock(folder, None)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not _try_lock(fd):
+            holder = _read_holder(fd)
+            if not wait:
+                raise OutputLockedError(folder, holder)
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return OutputLock(folder, fd)
