@@ -272,8 +272,10 @@ _SESSION: dict[str, Any] = {"command": "riemann-dnn", "line": None, "wait": Fals
 @contextlib.contextmanager
 def command_session(command: str, argv: Sequence[str], wait: bool = False) -> Iterator[None]:
     """Run one command: :func:`prepare_out` locks its output directories for it (``wait``:
-    wait for another run's lock instead of refusing), and they are released when it ends,
-    however it ends (the process's exit, even by ``kill -9``, releases them too)."""
+    wait for another run's lock instead of refusing). When it ends, however it ends, the
+    temporary files of interrupted writes are removed from them and they are released (the
+    process's exit, even by ``kill -9``, releases them too; the next run into the directory
+    removes what such a run left)."""
     for lock in _SESSION["held"]:  # left by a handler called outside a session
         lock.release()
     _SESSION.update(command=command, line=" ".join(["riemann-dnn", *argv]), wait=wait, held=[])
@@ -282,7 +284,8 @@ def command_session(command: str, argv: Sequence[str], wait: bool = False) -> It
     finally:
         held, _SESSION["held"] = _SESSION["held"], []
         _SESSION.update(command="riemann-dnn", line=None, wait=False)
-        for lock in reversed(held):
+        for lock in reversed(held):  # a write error or Ctrl-C may have left temporaries
+            _remove_temporaries(lock.folder)
             lock.release()
 
 
@@ -291,7 +294,6 @@ def _lock_out(out: Path, option: str) -> None:
     remove the temporary files a killed run may have left there. Under ``torchrun`` only
     rank 0 locks (the other ranks write into the same directory by design)."""
     from ..experiments.lock import OutputLockedError, describe_holder, lock_output
-    from ..experiments.records import remove_temporaries
 
     if os.environ.get("RANK", "0") != "0":
         return
@@ -311,7 +313,13 @@ def _lock_out(out: Path, option: str) -> None:
             f"finish (--wait), or give another {option}"
         ) from None
     _SESSION["held"].append(lock)
-    remove_temporaries(out)
+    _remove_temporaries(out)
+
+
+def _remove_temporaries(folder: Path) -> None:
+    from ..experiments.records import remove_temporaries
+
+    remove_temporaries(folder)
 
 
 def prepare_out(path: str | Path, option: str = "--out") -> Path:
