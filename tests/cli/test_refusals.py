@@ -206,6 +206,177 @@ CASES = [
     ),
 ]
 
+STUDY = ["reproduce", "study", "--quick"]
+DEMO = ["demo"]
+
+# Every option of every command, each bad value: (command, its options, what the line names).
+# A command's "--out {out}" is added (but for demo), so any refusal after the output directory
+# is made shows as a changed file.
+BAD_OPTIONS = {
+    "table2": (
+        TABLE2,
+        [
+            (["--runs", "0"], "--runs"),
+            (["--depths", "0"], "--depths"),
+            (["--methods", "bogus"], "--methods"),
+            (["--batch-size", "0"], "--batch-size"),
+            (["--batch-size", "1"], "--batch-size 1: BatchNorm"),
+            (["--batch-size", "100000"], "--batch-size 100000: more than the 1000 images"),
+            (["--batch-size", "999"], "--batch-size 999: an epoch over the 1000 images"),
+            (["--loss-reduction", "bogus"], "--loss-reduction"),
+            (["--min-epochs", "0"], "--min-epochs"),
+            (["--selection-epochs", "0"], "--selection-epochs"),
+            (["--lr-candidates", "0"], "--lr-candidates"),
+            (["--lr-candidates", "nan"], "--lr-candidates"),
+            (["--lr-candidates", "0.1", "0.1"], "--lr-candidates"),
+            (["--source", "bogus"], "--source"),
+            (["--seed", "-1"], "--seed"),
+            (["--constraint", "bogus"], "--constraint"),
+            (["--protocol", "bogus"], "--protocol"),
+            (["--threads", "999"], "--threads: 999 is more than the"),
+            (["--jobs", "-2"], "--jobs"),
+        ],
+    ),
+    "sensitivity": (
+        SENSITIVITY,
+        [
+            (["--batch-sizes", "0"], "--batch-sizes"),
+            (["--batch-sizes", "10", "2000"], "--batch-sizes 2000: more than the 1000"),
+            (["--reductions", "bogus"], "--reductions"),
+            (["--reductions", "sum", "sum"], "--reductions"),
+            (["--methods", "bsgd-wd"], "--methods"),
+            (["--runs", "0"], "--runs"),
+            (["--threads", "999"], "--threads"),
+        ],
+    ),
+    "train": (
+        TRAIN,
+        [
+            (["--depth", "0"], "--depth"),
+            (["--method", "bogus"], "--method"),
+            (["--amp", "bogus"], "--amp"),
+            (["--batch-size", "100000"], "--batch-size 100000"),
+            (["--seed", "-3"], "--seed"),
+            (["--retraction", "bogus"], "--retraction bogus"),
+        ],
+    ),
+    "study": (
+        STUDY,
+        [
+            (["--archs", "bogus"], "--archs"),
+            (["--archs", "mlp", "mlp"], "--archs mlp mlp"),
+            (["--mlp-scale", "bogus"], "--mlp-scale"),
+            (["--protocol", "bogus"], "--protocol"),
+            (["--jobs", "0"], "--jobs"),
+            (["--threads", "999"], "--threads"),
+            (["--source", "embedded", "--data-dir", "{tmp}"], "--source embedded --data-dir"),
+            (["--device", "bogus"], "--device bogus"),
+        ],
+    ),
+    "study-full": (
+        ["reproduce", "study", "--source", "embedded", "--archs", "mlp"],
+        [([], "--archs mlp: the study's mlp protocol needs more training images")],
+    ),
+    "symmetry": (
+        SYMMETRY,
+        [
+            (["--depth", "0"], "--depth"),
+            (["--seed", "-1"], "--seed"),
+            (["--steps", "0"], "--steps"),
+            (["--copies", "1"], "--copies 1"),
+            (["--lr", "0"], "--lr"),
+            (["--batch-size", "1"], "--batch-size 1: BatchNorm"),
+            (["--batch-size", "20000"], "--batch-size 20000: more than the 10000"),
+            (["--train-images", "100", "--batch-size", "200"], "--batch-size 200"),
+            (["--alpha-spread", "0.5"], "--alpha-spread"),
+            (["--alpha-spread", "inf"], "--alpha-spread"),
+            (["--check-batch", "1"], "--check-batch 1"),
+            (["--check-batch", "70000"], "--check-batch 70000"),
+            (["--train-images", "0"], "--train-images"),
+            (["--train-images", "70000"], "--train-images 70000"),
+            (["--bn-eps", "0"], "--bn-eps"),
+            (["--bn-eps", "-1e-5"], "--bn-eps"),
+            (["--dtype", "float16"], "--dtype"),
+            (["--source", "bogus"], "--source"),
+            (["--threads", "999"], "--threads"),
+        ],
+    ),
+    "segment": (
+        SEGMENT,
+        [
+            (["--model", "unet"], "--model"),
+            (["--data", "bogus"], "data="),
+            (["--data", "camvid:{tmp}/nowhere"], "--data camvid:"),
+            (["--method", "sgd"], "--method"),
+            (["--epochs", "0"], "--epochs"),
+            (["--width", "0"], "--width"),
+            (["--depth", "0"], "--depth"),
+            (["--depth", "9"], "--canvas 64: too small"),
+            (["--model", "segnet", "--depth", "6"], "--model segnet --depth 6"),
+            (["--kernel", "4"], "--kernel 4"),
+            (["--canvas", "8"], "--canvas 8"),
+            (["--canvas", "28", "--depth", "5"], "--canvas 28: too small"),
+            (["--batch-size", "0"], "--batch-size"),
+            (["--batch-size", "17"], "--batch-size 17: more than the 16 scenes"),
+            (["--batch-size", "14", "--lr", "0.1", "0.01"], "--batch-size 14: more than the 13"),
+            (["--lr", "0"], "--lr"),
+            (["--lr", "0.1", "0.1"], "--lr"),
+            (["--momentum", "1.5"], "--momentum"),
+            (["--momentum", "-0.1"], "--momentum"),
+            (["--weight-decay", "-1"], "--weight-decay"),
+            (["--class-weights", "bogus"], "--class-weights"),
+            (["--seed", "-1"], "--seed"),
+            (["--seed", "1", "1"], "--seed"),
+            (["--door", "bogus"], "--door"),
+            (["--door", "pymanopt", "--resume"], "--resume: --door pymanopt"),
+            (["--amp", "fp8"], "--amp"),
+            (["--threads", "999"], "--threads"),
+            (["--train-scenes", "0"], "--train-scenes"),
+            (["--test-scenes", "0"], "--test-scenes"),
+            (["--data-seed", "-1"], "--data-seed"),
+            (["--data-dir", "{tmp}/nowhere"], "--data-dir"),
+            (["--size", "10", "10"], "--size 10 10"),
+            (["--size", "0", "10"], "--size"),
+            (["--holdout", "1.5", "--lr", "0.1", "0.01"], "--holdout"),
+            (["--holdout", "0", "--lr", "0.1", "0.01"], "--holdout"),
+            (["--holdout", "0.01", "--lr", "0.1", "0.01"], "--holdout 0.01: holds out 0"),
+            (["--selection-epochs", "0"], "--selection-epochs"),
+        ],
+    ),
+    "bench": (
+        BENCH,
+        [
+            (["--sizes", "8x16", "8x16"], "--sizes"),
+            (["--sizes", "0x16"], "--sizes 0x16"),
+            (["--dtypes", "float16"], "--dtypes"),
+            (["--dtypes", "float32", "float32"], "--dtypes"),
+            (["--steps", "-1"], "--steps"),
+            (["--drift-sizes", "x"], "--drift-sizes x"),
+            (["--order-size", "8"], "--order-size 8"),
+            (["--manifolds", "sphere"], "--manifolds"),
+            (["--manifolds", "oblique", "oblique"], "--manifolds"),
+            (["--budget", "0"], "--budget"),
+            (["--archbn-runs", "0"], "--archbn-runs"),
+            (["--archbn", "--data-dir", "{tmp}/nowhere"], "--data-dir"),
+            (["--seed", "-1"], "--seed"),
+            (["--threads", "999"], "--threads"),
+            (["--device", "bogus"], "--device bogus"),
+        ],
+    ),
+    "demo": (DEMO, [(["--seed", "-1"], "--seed"), (["--device", "bogus"], "--device bogus")]),
+}
+CASES += [
+    pytest.param(
+        f"{command}{' '.join(extra)}",
+        base + extra + ([] if command == "demo" else ["--out", "{out}"]),
+        {},
+        names,
+        id=f"{command}{'-'.join([''] + extra)}",
+    )
+    for command, (base, bad) in BAD_OPTIONS.items()
+    for extra, names in bad
+]
+
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {
@@ -277,3 +448,42 @@ def test_debug_variable_shows_the_traceback(tmp_path):
         timeout=120,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "threads", "local", "expected", "notice"),
+    [
+        (None, 1, 1, 4, False),  # as many as fit
+        (3, 1, 1, 3, False),
+        (999, 1, 1, 4, True),
+        (4, 2, 1, 2, True),  # workers x threads never outnumber the cores
+        (None, 4, 1, 1, False),
+        (None, 1, 2, 2, False),  # two torchrun processes on this host share its cores
+        (3, 1, 2, 2, True),
+    ],
+)
+def test_jobs_are_capped_at_the_cores_with_a_one_line_notice(
+    jobs, threads, local, expected, notice, monkeypatch, capsys
+):
+    from riemann_dnn.cli import options
+
+    monkeypatch.setattr(options, "available_cores", lambda: 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    assert options.check_jobs(jobs, threads) == expected
+    err = capsys.readouterr().err
+    if notice:
+        assert err.count("\n") == 1 and f"--jobs {jobs} capped at {expected} (4 CPU" in err, err
+    else:
+        assert err == ""
+
+
+def test_threads_above_the_cores_are_refused_and_at_most_them_accepted(monkeypatch):
+    from riemann_dnn.cli import options
+
+    monkeypatch.setattr(options, "available_cores", lambda: 3)
+    parser = options.Parser(prog="p")
+    options.add_threads(parser)
+    assert parser.parse_args(["--threads", "3"]).threads == 3
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--threads", "4"])
+    assert info.value.code == 2
