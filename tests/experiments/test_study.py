@@ -17,6 +17,7 @@ from riemann_dnn.experiments.protocol import (
     build_ensemble,
     candidate_grid,
 )
+from riemann_dnn.experiments.records import strict
 from riemann_dnn.experiments.selection import _extensions
 from riemann_dnn.experiments.study import StudyPlan, reproduce_study
 from riemann_dnn.models import ArchBN, ConvArchBN
@@ -213,8 +214,8 @@ def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
     result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
     for name in ("study.json", "study.md", "study.png"):
         assert (tmp_path / name).stat().st_size > 0
-    saved = json.loads((tmp_path / "study.json").read_text())
-    assert saved["comparisons"] == json.loads(json.dumps(result["comparisons"]))
+    saved = json.loads((tmp_path / "study.json").read_text())  # strict JSON: "nan" strings
+    assert saved["comparisons"] == json.loads(json.dumps(strict(result["comparisons"])))
     keys = {
         "arch",
         "depth",
