@@ -5,8 +5,9 @@ the holder (pid, host, command, start time) into it. A second run into the same 
 refused with :class:`OutputLockedError`, which names the holder, or waits (``wait=True``).
 The kernel releases a ``flock`` when its process exits, however it exits (normal exit,
 Ctrl-C, ``kill -9``), so the lock never goes stale: a lock file left behind by a killed run
-blocks nobody. The file itself stays in place on release (removing it would let a waiter and
-a newcomer lock two different files).
+blocks nobody. A release removes the file while still holding it; a locker checks, once it
+holds a lock, that the file it locked is still the one at the path (else it tries again), so
+a waiter and a newcomer never hold two different files.
 
 >>> with lock_output("results/table2", command="riemann-dnn reproduce table2"):  # doctest: +SKIP
 ...     ...  # write into results/table2; a second run is refused meanwhile
@@ -77,14 +78,14 @@ class OutputLock:
         return self._fd is not None
 
     def release(self) -> None:
+        """Remove the lock file (while still holding it), then unlock."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # no holder: a reader racing the next one sees nobody
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            (self.folder / LOCK_FILE).unlink(missing_ok=True)
         finally:
-            os.close(fd)
+            os.close(fd)  # closing the last descriptor unlocks
 
     def __enter__(self) -> OutputLock:
         return self
@@ -125,15 +126,26 @@ def lock_output(
     if not LOCKS_AVAILABLE:  # pragma: no cover - Windows
         return OutputLock(folder, None)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    path = folder / LOCK_FILE
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _try_lock(fd):
+                holder = _read_holder(fd)
+                if not wait:
+                    raise OutputLockedError(folder, holder)
+                if on_wait is not None and not told:
+                    on_wait(holder)
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed it as we waited: lock the one at the path now
     try:
-        if not _try_lock(fd):
-            holder = _read_holder(fd)
-            if not wait:
-                raise OutputLockedError(folder, holder)
-            if on_wait is not None:
-                on_wait(holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -146,3 +158,12 @@ def lock_output(
         os.close(fd)
         raise
     return OutputLock(folder, fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
