@@ -18,6 +18,7 @@ nothing (:data:`LOCKS_AVAILABLE` is False).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -145,18 +146,15 @@ def lock_output(
             os.close(fd)
             raise
         os.close(fd)  # the holder removed it as we waited: lock the one at the path now
-    try:
-        me = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    with contextlib.suppress(OSError):  # on a full disk the lock holds, unnamed
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
-    except BaseException:
-        os.close(fd)
-        raise
     return OutputLock(folder, fd)
 
 
