@@ -1213,4 +1213,4 @@ def analyze(
             src.name, tuple(src.param.shape), kind, groups, src.axis, norms, path, reason
         )
     order = [n for n, _ in model.named_parameters()]
-    return {n: result[n] for n in order if n in result}, used, used
+    return {n: result[n] for n in order if n in result}, used

@@ -1,0 +1,185 @@
+r"""The numerical check of a claimed symmetry, and the small batch it runs on.
+
+A weight's claim is checked by rescaling what the claim says may be rescaled -- each filter
+by its own factor (``"filter"``), each group of filters by one factor (``"group"``), the
+whole weight by one factor (``"tensor"``) -- and measuring the relative change of the
+model's output in training mode,
+
+.. math:: \frac{\max |f(\tilde W) - f(W)|}{\max |f(W)|},
+
+with factors :math:`2^u`, :math:`|u| \in [\tfrac12, 1]` (so every factor is at least
+:math:`\sqrt 2` away from 1), dropout masks and running statistics held fixed.
+A normalization's ``eps`` makes the invariance approximate (about ``eps / variance``, which
+on a small batch can reach 1e-3): while measuring, every module's float ``eps`` attribute
+(BatchNorm, GroupNorm, LayerNorm, weight-standardized convs, ...) is set to 1e-12, unless
+that makes the output non-finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from .propagation import Symmetry, filter_axis, unwrap_model
+
+__all__ = ["example_batch", "per_filter", "measure_changes", "scale_factors"]
+
+_FIRST_LAYERS = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.Embedding,
+)
+_SIDES = {1: (64, 256, 1024, 16), 2: (32, 28, 64, 224, 128, 16, 8, 96, 299, 256), 3: (16, 32, 8)}
+
+
+def _candidates(layer: nn.Module, generator: torch.Generator, dtype, device):
+    if isinstance(layer, nn.Embedding):
+        yield (torch.randint(0, layer.num_embeddings, (4, 16), generator=generator),)
+        return
+    if isinstance(layer, nn.Linear):
+        yield (torch.randn(8, layer.in_features, generator=generator, dtype=dtype),)
+        return
+    d = layer.weight.ndim - 2
+    for side in _SIDES[d]:
+        yield (torch.randn(4, layer.in_channels, *[side] * d, generator=generator, dtype=dtype),)
+
+
+def example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """A small random batch ``model`` runs on, built from its first layer (in module order):
+    a conv's ``(4, in_channels, side, side)`` with the first side that runs of 32, 28, 64,
+    224, 128, 16, 8, 96, 299, 256 (1-d and 3-d convs alike); a linear layer's ``(8, in_features)``; an embedding's ``(4, 16)`` token ids.
+
+    Raises:
+        ValueError: no such layer, or no candidate runs; pass ``example_input=...``.
+    """
+    inner = unwrap_model(model)
+    layer = next((m for m in inner.modules() if isinstance(m, _FIRST_LAYERS)), None)
+    name = type(inner).__name__
+    if layer is None:
+        raise ValueError(
+            f"{name} has no conv, linear or embedding layer to build an input from; pass "
+            f"example_input=... (a batch the model runs on)"
+        )
+    weight = layer.weight
+    generator = torch.Generator().manual_seed(0)
+    errors = []
+    for args in _candidates(layer, generator, weight.dtype, weight.device):
+        args = tuple(a.to(weight.device) for a in args)
+        try:
+            _outputs(inner, args, {})
+            return args
+        except Exception as err:  # noqa: BLE001 - any failure: the next candidate
+            errors.append(f"{tuple(args[0].shape)}: {type(err).__name__}")
+    raise ValueError(
+        f"could not build an input for {name} from its first layer "
+        f"{type(layer).__name__} (tried {'; '.join(errors)}); pass example_input=... (a "
+        f"batch the model runs on)"
+    )
+
+
+def _outputs(model: nn.Module, args: tuple, overrides: dict, seed: int = 0) -> torch.Tensor:
+    """The model's output tensors, flattened and joined, in training mode with
+    ``overrides`` for some parameters; buffers, modes and the RNG are left as they were."""
+    params = dict(model.named_parameters())
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            out = torch.func.functional_call(model, {**params, **buffers, **overrides}, args)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in leaves])
+
+
+_NEGLIGIBLE_EPS = 1e-12
+
+
+@contextmanager
+def _negligible_eps(model: nn.Module) -> Iterator[None]:
+    saved = [(m, m.eps) for m in model.modules() if type(getattr(m, "eps", None)) is float]
+    try:
+        for module, _ in saved:
+            module.eps = _NEGLIGIBLE_EPS
+        yield
+    finally:
+        for module, eps in saved:
+            module.eps = eps
+
+
+def scale_factors(
+    shape: Sequence[int], axis: int, groups: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Factors broadcastable to ``shape``: ``groups`` values along ``axis``, each repeated
+    over ``shape[axis] / groups`` consecutive filters (``groups = shape[axis]``: one per
+    filter; 1: one for the whole weight). Each is :math:`2^u`, :math:`|u|` in [1/2, 1]."""
+    n = shape[axis] if shape else 1
+    u = 0.5 + 0.5 * torch.rand(groups, generator=generator, dtype=torch.float64)
+    sign = torch.where(torch.rand(groups, generator=generator) < 0.5, -1.0, 1.0)
+    factors = (2.0 ** (u * sign.to(torch.float64))).repeat_interleave(n // groups)
+    view = [1] * len(shape)
+    if view:
+        view[axis] = n
+    return factors.view(view)
+
+
+def measure_changes(
+    model: nn.Module,
+    inputs: Any,
+    plan: Mapping[str, Symmetry],
+    *,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """``{name: relative output change}`` when each weight of ``plan`` is rescaled as its
+    :class:`Symmetry` says (per filter, per group of filters, as a whole; a ``"none"``
+    entry per filter), in training mode, one forward pass per weight."""
+    inner = unwrap_model(model)
+    named = dict(model.named_parameters())
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    with _negligible_eps(inner):
+        reference = _outputs(inner, args, {})
+        if bool(torch.isfinite(reference).all()):
+            return _changes(inner, named, args, reference, plan, generator)
+    return _changes(inner, named, args, _outputs(inner, args, {}), plan, generator)
+
+
+def _changes(inner, named, args, reference, plan, generator) -> dict[str, float]:
+    inner_names = {id(p): n for n, p in inner.named_parameters()}
+    scale = reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+    changes = {}
+    for name, symmetry in plan.items():
+        weight = named[name]
+        groups = symmetry.groups if symmetry.kind != "none" else symmetry.filters
+        factors = scale_factors(weight.shape, symmetry.axis, groups, generator)
+        scaled = weight.detach() * factors.to(device=weight.device, dtype=weight.dtype)
+        out = _outputs(inner, args, {inner_names[id(weight)]: scaled})
+        change = (out - reference).abs().max() / scale
+        changes[name] = float(change) if torch.isfinite(change) else math.inf
+    return changes
+
+
+def per_filter(model: nn.Module, names: Sequence[str]) -> dict[str, Symmetry]:
+    """A per-filter plan for ``names`` (filters along each layer's own axis)."""
+    params = dict(model.named_parameters())
+    axes = filter_axis(unwrap_model(model))
+    plan = {}
+    for name in names:
+        p = params[name]
+        axis = axes.get(id(p), 0) if p.ndim >= 2 else 0
+        n = p.shape[axis] if p.ndim else 1
+        plan[name] = Symmetry(name, tuple(p.shape), "filter", n, axis)
+    return plan
