@@ -193,8 +193,8 @@ def verify_scale_invariance(
     group, as a whole); neither: the claims :func:`find_symmetries` makes on ``inputs``.
 
     Returns ``{name: max |f(scaled) - f| / max |f|}``; with ``raise_on_failure`` a change
-    above ``rtol`` raises ``ValueError`` naming the weight. Factors are :math:`2^u`,
-    :math:`|u| \\in [1/2, 1]`.
+    above ``rtol`` raises ``ValueError`` naming the weight. Factors are between 1/2 and 2
+    (:func:`riemann_dnn.params.verification.scale_factors`).
     """
     params = dict(model.named_parameters())
     if symmetries is None:

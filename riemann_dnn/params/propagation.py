@@ -297,17 +297,22 @@ _STRUCTURAL = set(
     "pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle get:T "
     "get:mT index_select unfold repeat_interleave ".split()
 )
+_SHAPED_LIKE = {"expand_as", "view_as", "reshape_as", "type_as"}
 _JOIN = {"cat", "concat", "concatenate", "stack", "hstack", "vstack"}
 
 
 def _structural(op: _Op, s: int):
     x = op.args[0]
     st = op.state(x, s)
+    if op.name in _SHAPED_LIKE:  # the other tensor gives only its shape or dtype
+        if st is None:
+            return [None for _ in op.outputs]
+    elif st is not None:
+        for value in pytree.tree_leaves((op.args[1:], op.kwargs)):
+            if isinstance(value, torch.Tensor) and op.state(value, s) is not None:
+                raise _Unsupported(f"{op.label} indexed by a scaled tensor")
     if st is None or isinstance(st, _Taint):
         return None
-    for value in pytree.tree_leaves((op.args[1:], op.kwargs)):
-        if isinstance(value, torch.Tensor) and op.state(value, s) is not None:
-            raise _Unsupported(f"{op.label} indexed by a scaled tensor")
     if op.name in _CASTS:
         return _same(op, s, st)
     ids = _apply(op, _full(st.ids, x.shape), x)
@@ -961,7 +966,7 @@ class _Tracker(TorchFunctionMode):
                 states = rule(op, s) if rule is not None else None
             except _Unsupported as err:
                 states = [_Taint(str(err))] * len(op.outputs)
-            except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            except Exception as err:  # noqa: BLE001 - a call no rule follows: tainted
                 states = [_Taint(f"{op.label} (not followed: {type(err).__name__})")] * len(
                     op.outputs
                 )

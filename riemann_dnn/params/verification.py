@@ -7,8 +7,8 @@ model's output in training mode,
 
 .. math:: \frac{\max |f(\tilde W) - f(W)|}{\max |f(W)|},
 
-with factors :math:`2^u`, :math:`|u| \in [\tfrac12, 1]` (so every factor is at least
-:math:`\sqrt 2` away from 1), dropout masks and running statistics held fixed.
+with factors between 1/2 and 2 that differ from group to group by at least
+:math:`2^{2/(G-1)}` (:func:`scale_factors`), dropout masks and running statistics held fixed.
 A normalization's ``eps`` makes the invariance approximate (about ``eps / variance``, which
 on a small batch can reach 1e-3): while measuring, every module's float ``eps`` attribute
 (BatchNorm, GroupNorm, LayerNorm, weight-standardized convs, ...) is set to 1e-12, unless
@@ -124,13 +124,18 @@ def _negligible_eps(model: nn.Module) -> Iterator[None]:
 def scale_factors(
     shape: Sequence[int], axis: int, groups: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Factors broadcastable to ``shape``: ``groups`` values along ``axis``, each repeated
+    r"""Factors broadcastable to ``shape``: ``groups`` values along ``axis``, each repeated
     over ``shape[axis] / groups`` consecutive filters (``groups = shape[axis]``: one per
-    filter; 1: one for the whole weight). Each is :math:`2^u`, :math:`|u|` in [1/2, 1]."""
+    filter; 1: one for the whole weight). They are :math:`2^{u_i}` with the :math:`u_i`
+    evenly spaced in [-1, 1] in random order (so two groups' factors differ by at least
+    :math:`2^{2/(G-1)}`), or :math:`u = \pm 1` for one group."""
     n = shape[axis] if shape else 1
-    u = 0.5 + 0.5 * torch.rand(groups, generator=generator, dtype=torch.float64)
-    sign = torch.where(torch.rand(groups, generator=generator) < 0.5, -1.0, 1.0)
-    factors = (2.0 ** (u * sign.to(torch.float64))).repeat_interleave(n // groups)
+    if groups == 1:
+        u = torch.where(torch.rand(1, generator=generator) < 0.5, -1.0, 1.0).double()
+    else:
+        u = torch.linspace(-1, 1, groups, dtype=torch.float64)
+        u = u[torch.randperm(groups, generator=generator)]
+    factors = (2.0**u).repeat_interleave(n // groups)
     view = [1] * len(shape)
     if view:
         view[axis] = n
