@@ -362,7 +362,7 @@ def _join(op: _Op, s: int):
     if has_key:
         key_out = _compress(func(keys, dim) if op.name not in ("hstack", "vstack") else func(keys))
     first = scaled[0]
-    return [_Scaled(_compress(ids_out), key_out, first.power, _trail(first, op.name))]
+    return [_Scaled(_compress(ids_out), key_out, first.power, _trail(first, op.label))]
 
 
 def _setitem(op: _Op, s: int):
@@ -447,10 +447,10 @@ def _arith(op: _Op, s: int):
             if sa.power != sb.power:
                 raise _Unsupported(f"{op.label} adds different powers of one scale")
             op.source(s).union(sa.ids, sb.ids, op.label)
-            return [_Scaled(sa.ids, _combine(sa.key, sb.key), sa.power, _trail(sa, name))]
+            return [_Scaled(sa.ids, _combine(sa.key, sb.key), sa.power, _trail(sa, op.label))]
         st, other = (sa, b) if sa is not None else (sb, a)
         key = _combine(st.key if st.key is not None else torch.zeros(()), _pattern(other))
-        return [_Scaled(st.ids, key, st.power, _trail(st, "add"))]
+        return [_Scaled(st.ids, key, st.power, _trail(st, op.label))]
     if name in _MUL:
         if sa is not None and sb is not None:
             if sa.key is not None or sb.key is not None:
@@ -494,7 +494,7 @@ def _homogeneous(op: _Op, s: int):
             raise _Unsupported(f"{op.label} with a scaled parameter")
     if op.name == "threshold" and _arg(op.args, op.kwargs, 1, "threshold") != 0:
         raise _Unsupported(f"{op.label} with a nonzero threshold")
-    step = op.name if op.name.startswith(("dropout", "feature")) else None
+    step = op.label if op.name.startswith(("dropout", "feature")) else None
     return _same(op, s, st, offset_ok=False, step=step)
 
 
@@ -536,7 +536,7 @@ def _pool(op: _Op, s: int):
                     _compress(ids),
                     None if key is None else _compress(key),
                     st.power,
-                    _trail(st, op.name),
+                    _trail(st, op.label),
                 )
             )
     return out

@@ -740,7 +740,7 @@ class Layers(nn.Module):
         wn = torch.nn.utils.parametrizations.weight_norm
         self.up = nn.ConvTranspose2d(3, width, 4, 2, 1, bias=False)
         self.bn_up = nn.BatchNorm2d(width)
-        self.conv = nn.Conv2d(width, width, 3, 1, 1, bias=True)
+        self.conv = nn.Conv2d(width, width, 3, 1, 1, bias=False)
         self.drop = nn.Dropout2d(0.2)
         self.bn = nn.BatchNorm2d(width)
         self.dw = nn.Conv2d(width, width, 3, 1, 1, groups=width, bias=False)

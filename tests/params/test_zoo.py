@@ -19,7 +19,7 @@ from riemann_dnn.params import find_symmetries, verify_scale_invariance
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(family: str, dtype: str):
     factory, shape = FAMILIES[family]
     torch.manual_seed(0)
