@@ -143,7 +143,8 @@ def param_groups(
     symmetries, _ = analyze(model, batch, trace=trace)
     if check is not None:
         claimed = {n: s for n, s in symmetries.items() if s.invariant}
-        symmetries = _refuse(symmetries, measure_changes(model, check, claimed), rtol)
+        changes = measure_changes(model, check, claimed, rtol=rtol)
+        symmetries = _refuse(symmetries, changes, rtol)
     by_spec: dict[Any, tuple[Any, list]] = {}
     free = []
     for name, param in model.named_parameters():

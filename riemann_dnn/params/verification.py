@@ -148,36 +148,76 @@ def measure_changes(
     plan: Mapping[str, Symmetry],
     *,
     generator: torch.Generator | None = None,
+    rtol: float | None = None,
 ) -> dict[str, float]:
     """``{name: relative output change}`` when each weight of ``plan`` is rescaled as its
     :class:`Symmetry` says (per filter, per group of filters, as a whole; a ``"none"``
-    entry per filter), in training mode, one forward pass per weight. The factors come
-    from ``generator`` (default: a new one seeded with 0), never from the global RNG."""
+    entry per filter), in training mode. The factors come from ``generator`` (default: a
+    new one seeded with 0), never from the global RNG.
+
+    Without ``rtol``: one forward pass per weight. With ``rtol`` (a pass/fail check): the
+    weights are first rescaled all together, each by its own factors, and only a set whose
+    joint change exceeds ``rtol`` is split in halves and checked again; a weight that
+    passes gets the change of the set it passed in (an output invariant under each
+    rescaling is invariant under all of them together, and random factors make a chance
+    cancellation of non-invariant changes vanishingly unlikely). Two forward passes when
+    every claim holds."""
     inner = unwrap_model(model)
     named = dict(model.named_parameters())
     if generator is None:  # deterministic, and the global RNG is left alone
         generator = torch.Generator().manual_seed(0)
     args = inputs if isinstance(inputs, tuple) else (inputs,)
+    run = _Rescaled(inner, named, args, plan, generator)
     with _negligible_eps(inner):
-        reference = _outputs(inner, args, {})
-        if bool(torch.isfinite(reference).all()):
-            return _changes(inner, named, args, reference, plan, generator)
-    return _changes(inner, named, args, _outputs(inner, args, {}), plan, generator)
+        if run.start():
+            return run.changes(rtol)
+    run.start()
+    return run.changes(rtol)
 
 
-def _changes(inner, named, args, reference, plan, generator) -> dict[str, float]:
-    inner_names = {id(p): n for n, p in inner.named_parameters()}
-    scale = reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
-    changes = {}
-    for name, symmetry in plan.items():
-        weight = named[name]
-        groups = symmetry.groups if symmetry.kind != "none" else symmetry.filters
-        factors = scale_factors(weight.shape, symmetry.axis, groups, generator)
-        scaled = weight.detach() * factors.to(device=weight.device, dtype=weight.dtype)
-        out = _outputs(inner, args, {inner_names[id(weight)]: scaled})
-        change = (out - reference).abs().max() / scale
-        changes[name] = float(change) if torch.isfinite(change) else math.inf
-    return changes
+class _Rescaled:
+    """Output changes of a model under rescalings of some of its weights."""
+
+    def __init__(self, inner, named, args, plan, generator):
+        self.inner, self.args = inner, args
+        names = {id(p): n for n, p in inner.named_parameters()}
+        self.scaled = {}
+        for name, symmetry in plan.items():
+            weight = named[name]
+            groups = symmetry.groups if symmetry.kind != "none" else symmetry.filters
+            factors = scale_factors(weight.shape, symmetry.axis, groups, generator)
+            value = weight.detach() * factors.to(device=weight.device, dtype=weight.dtype)
+            self.scaled[name] = (names[id(weight)], value)
+
+    def start(self) -> bool:
+        """The reference output; ``False`` if it is not finite."""
+        self.reference = _outputs(self.inner, self.args, {})
+        self.scale = self.reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+        return bool(torch.isfinite(self.reference).all())
+
+    def change(self, names: Sequence[str]) -> float:
+        out = _outputs(self.inner, self.args, dict(self.scaled[n] for n in names))
+        change = (out - self.reference).abs().max() / self.scale
+        return float(change) if torch.isfinite(change) else math.inf
+
+    def changes(self, rtol: float | None) -> dict[str, float]:
+        names = list(self.scaled)
+        if rtol is None:
+            return {n: self.change([n]) for n in names}
+        result: dict[str, float] = {}
+        self._split(names, rtol, result)
+        return {n: result[n] for n in names}
+
+    def _split(self, names: list[str], rtol: float, result: dict[str, float]) -> None:
+        if not names:
+            return
+        change = self.change(names)
+        if change <= rtol or len(names) == 1:
+            result.update(dict.fromkeys(names, change))
+            return
+        half = len(names) // 2
+        self._split(names[:half], rtol, result)
+        self._split(names[half:], rtol, result)
 
 
 def per_filter(model: nn.Module, names: Sequence[str]) -> dict[str, Symmetry]:
