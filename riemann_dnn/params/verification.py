@@ -10,9 +10,11 @@ model's output in training mode,
 with factors between 1/2 and 2 that differ from group to group by at least
 :math:`2^{2/(G-1)}` (:func:`scale_factors`), dropout masks and running statistics held fixed.
 A normalization's ``eps`` makes the invariance approximate (about ``eps / variance``, which
-on a small batch can reach 1e-3): while measuring, every module's float ``eps`` attribute
-(BatchNorm, GroupNorm, LayerNorm, weight-standardized convs, ...) is set to 1e-12, unless
-that makes the output non-finite.
+on a small batch can reach 1e-3), and float32 rounding, amplified by channels of tiny
+variance, adds noise: so the model is run in float64 (parameters, buffers and inputs cast
+for the measurement) with every module's float ``eps`` attribute (BatchNorm, GroupNorm,
+LayerNorm, weight-standardized convs, ...) set to 1e-12; a model that does not run so, or
+whose output is then not finite, is measured as it is.
 """
 
 from __future__ import annotations
@@ -88,11 +90,22 @@ def example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _outputs(model: nn.Module, args: tuple, overrides: dict, seed: int = 0) -> torch.Tensor:
+def _cast(value: Any, dtype: torch.dtype | None) -> Any:
+    if dtype is None or not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        return value
+    return value.to(dtype)
+
+
+def _outputs(
+    model: nn.Module, args: tuple, overrides: dict, seed: int = 0, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The model's output tensors, flattened and joined, in training mode with
-    ``overrides`` for some parameters; buffers, modes and the RNG are left as they were."""
-    params = dict(model.named_parameters())
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    ``overrides`` for some parameters (and every floating parameter, buffer and input in
+    ``dtype``, if given); buffers, modes and the RNG are left as they were."""
+    params = {k: _cast(v, dtype) for k, v in model.named_parameters()}
+    buffers = {k: _cast(v.clone(), dtype) for k, v in model.named_buffers()}
+    overrides = {k: _cast(v, dtype) for k, v in overrides.items()}
+    args = tuple(_cast(a, dtype) for a in args)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.train()
@@ -169,9 +182,9 @@ def measure_changes(
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     run = _Rescaled(inner, named, args, plan, generator)
     with _negligible_eps(inner):
-        if run.start():
+        if run.start(torch.float64):
             return run.changes(rtol)
-    run.start()
+    run.start(None)
     return run.changes(rtol)
 
 
@@ -186,17 +199,28 @@ class _Rescaled:
             weight = named[name]
             groups = symmetry.groups if symmetry.kind != "none" else symmetry.filters
             factors = scale_factors(weight.shape, symmetry.axis, groups, generator)
-            value = weight.detach() * factors.to(device=weight.device, dtype=weight.dtype)
-            self.scaled[name] = (names[id(weight)], value)
+            value = weight.detach().double() * factors.to(weight.device)
+            self.scaled[name] = (names[id(weight)], value, weight.dtype)
 
-    def start(self) -> bool:
-        """The reference output; ``False`` if it is not finite."""
-        self.reference = _outputs(self.inner, self.args, {})
+    def start(self, dtype: torch.dtype | None) -> bool:
+        """The reference output in ``dtype`` (None: the model's own); ``False`` if the model
+        does not run in ``dtype`` or its output is not finite."""
+        self.dtype = dtype
+        try:
+            self.reference = _outputs(self.inner, self.args, {}, dtype=dtype)
+        except (RuntimeError, TypeError):
+            if dtype is None:
+                raise
+            return False
         self.scale = self.reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
         return bool(torch.isfinite(self.reference).all())
 
     def change(self, names: Sequence[str]) -> float:
-        out = _outputs(self.inner, self.args, dict(self.scaled[n] for n in names))
+        overrides = {
+            key: value.to(self.dtype or dtype)
+            for key, value, dtype in (self.scaled[n] for n in names)
+        }
+        out = _outputs(self.inner, self.args, overrides, dtype=self.dtype)
         change = (out - self.reference).abs().max() / self.scale
         return float(change) if torch.isfinite(change) else math.inf
 
