@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, demo, reproduce, segment, symmetry
+from . import bench, byom, demo, reproduce, segment, symmetry
 from .options import Parser, UsageError
 
-_SUBCOMMANDS = [reproduce, demo, symmetry, segment, bench]
+_SUBCOMMANDS = [reproduce, demo, symmetry, byom, segment, bench]
 
 
 def build_parser() -> Parser:

@@ -158,10 +158,12 @@ class _Source:
         differ = a != b
         if not bool(differ.any()):
             return
-        pairs = torch.stack([a[differ], b[differ]], 1).unique(dim=0).tolist()
+        base = self.n + 2  # pairs coded as one number: unique() in 1-d is fast
+        codes = ((a[differ] + 1) * base + (b[differ] + 1)).unique().long().tolist()
         pin = self.n
-        for x, y in pairs:
-            x, y = (pin if x < 0 else int(x)), (pin if y < 0 else int(y))
+        for code in codes:
+            x, y = code // base - 1, code % base - 1
+            x, y = (pin if x < 0 else x), (pin if y < 0 else y)
             if pin in (x, y) and not self.pinned:
                 self.pinned = f"{where} mixes its scale with unscaled values"
             rx, ry = self.find(x), self.find(y)
@@ -212,9 +214,13 @@ def _combine(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | N
         return b
     if b is None:
         return a
+    shape = torch.broadcast_tensors(a, b)[0].shape  # (broadcast_shapes imports torch._refs)
+    for t in (a, b):  # a class per element already: the sum's classes are the same
+        if tuple(t.shape) == tuple(shape) and t.numel() > 1:
+            if t.reshape(-1).unique().numel() == t.numel():
+                return t
     a, b = torch.broadcast_tensors(a, b)
-    pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-    _, inverse = pairs.unique(dim=0, return_inverse=True)
+    _, inverse = (a.reshape(-1) * (b.max() + 1) + b.reshape(-1)).unique(return_inverse=True)
     return _compress(inverse.to(torch.float64).view(a.shape))
 
 
