@@ -38,13 +38,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (3)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (3)")
     parser.add_argument("--width", type=positive_int, default=None, help="base width (16)")
-    parser.add_argument("--train-images", type=positive_int, default=None, help="(10,000)")
+    parser.add_argument("--train-images", type=positive_int, default=None, help="(5,000)")
     parser.add_argument(
         "--validation-images", type=positive_int, default=None, help="held out (2,000)"
     )
     parser.add_argument("--test-images", type=positive_int, default=None, help="(10,000)")
     parser.add_argument(
-        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.01 0.03 0.1 0.3)"
+        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.03 0.1 0.3)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=None, help="(100)")
     parser.add_argument("--out", default=None, help="output directory (results/byom[-quick])")

@@ -152,13 +152,13 @@ class ByomConfig:
     archs: tuple[str, ...] = tuple(ARCHS)
     methods: tuple[str, ...] = METHODS
     width: int = 16
-    train_images: int = 10_000
+    train_images: int = 5_000
     validation_images: int = 2_000
     test_images: int = 10_000
     epochs: int = 3
     batch_size: int = 100
     momentum: float = 0.9
-    lr_candidates: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    lr_candidates: tuple[float, ...] = (0.03, 0.1, 0.3)
     seeds: int = 3
     data_dir: str | None = None
     source: str = "auto"

@@ -12,9 +12,9 @@ with factors between 1/2 and 2 that differ from group to group by at least
 A normalization's ``eps`` makes the invariance approximate (about ``eps / variance``, which
 on a small batch can reach 1e-3), and float32 rounding, amplified by channels of tiny
 variance, adds noise: so the model is run in float64 (parameters, buffers and inputs cast
-for the measurement) with every module's float ``eps`` attribute (BatchNorm, GroupNorm,
-LayerNorm, weight-standardized convs, ...) set to 1e-12; a model that does not run so, or
-whose output is then not finite, is measured as it is.
+for the measurement) with the ``eps`` of every batch, instance, group and layer norm call
+(modules', weight standardization's) set to 1e-12; a model that does not run so, or whose
+output is then not finite, is measured as it is.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .propagation import Symmetry, filter_axis, unwrap_model
 
@@ -120,18 +122,38 @@ def _outputs(
 
 
 _NEGLIGIBLE_EPS = 1e-12
+# the position of ``eps`` among the arguments of each normalization
+_EPS_AT = {
+    F.batch_norm: 7,
+    torch.batch_norm: 7,
+    F.instance_norm: 7,
+    torch.instance_norm: 7,
+    F.group_norm: 4,
+    torch.group_norm: 4,
+    F.layer_norm: 4,
+    torch.layer_norm: 4,
+}
+
+
+class _NegligibleEps(TorchFunctionMode):
+    """Every batch, instance, group and layer norm called with ``eps = 1e-12``, whether the
+    eps is a module's attribute or written in the call (weight standardization)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        at = _EPS_AT.get(func)
+        if at is not None:
+            if len(args) > at:
+                args = args[:at] + (_NEGLIGIBLE_EPS,) + args[at + 1 :]
+            else:
+                kwargs["eps"] = _NEGLIGIBLE_EPS
+        return func(*args, **kwargs)
 
 
 @contextmanager
 def _negligible_eps(model: nn.Module) -> Iterator[None]:
-    saved = [(m, m.eps) for m in model.modules() if type(getattr(m, "eps", None)) is float]
-    try:
-        for module, _ in saved:
-            module.eps = _NEGLIGIBLE_EPS
+    with _NegligibleEps():
         yield
-    finally:
-        for module, eps in saved:
-            module.eps = eps
 
 
 def scale_factors(
