@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--archs", nargs="+", choices=list(ARCHS), default=None)
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (3)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (3)")
-    parser.add_argument("--width", type=positive_int, default=None, help="base width (16)")
+    parser.add_argument("--width", type=positive_int, default=None, help="base width (8)")
     parser.add_argument("--train-images", type=positive_int, default=None, help="(5,000)")
     parser.add_argument(
         "--validation-images", type=positive_int, default=None, help="held out (2,000)"

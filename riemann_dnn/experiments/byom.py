@@ -151,7 +151,7 @@ class ByomConfig:
 
     archs: tuple[str, ...] = tuple(ARCHS)
     methods: tuple[str, ...] = METHODS
-    width: int = 16
+    width: int = 8
     train_images: int = 5_000
     validation_images: int = 2_000
     test_images: int = 10_000
