@@ -25,7 +25,7 @@ as ``G`` rows of a contiguous reshape, each a block of ``out / G`` consecutive f
 one unit sphere (GroupNorm's symmetry: the oblique manifold over row-blocks);
 ``"oblique:groups=1"`` is the whole weight as one unit row (the sphere, stepped by the same
 row kernel as oblique filters). ``"stiefel:groups=G"`` and ``"grassmann:groups=G"`` put
-the same ``(G, numel / G)`` row matrix on those manifolds. :func:`param_groups` names each
+the same ``(G, numel / G)`` row matrix on those manifolds. :func:`~riemann_dnn.params.param_groups` names each
 weight's manifold this way.
 
 The group's ``"retraction"`` may also name the vector transport after a ``+``:

@@ -14,7 +14,7 @@ produces, weight_norm's direction with ``dim=None``)       sphere, as one unit r
 
 Detection is :func:`~riemann_dnn.params.find_symmetries` (the scale of each filter followed
 through one forward pass); every claim is then checked by rescaling and measuring the
-output (:mod:`riemann_dnn.params.verification`), and a weight that fails stays Euclidean,
+output (``riemann_dnn.params.verification``), and a weight that fails stays Euclidean,
 with a warning naming it.
 """
 
@@ -119,7 +119,7 @@ def param_groups(
     ``"grassmann"``, ...: those manifolds on the same rows), applied to each symmetry's
     rows: ``"oblique"`` for a per-filter weight, ``"oblique:groups=G"`` for one per group of
     filters, ``"oblique:groups=1"`` for a whole-tensor one (see
-    :mod:`riemann_dnn.params.geometry`). A manifold object, ``"sphere"`` or a name with
+    ``riemann_dnn.params.geometry``). A manifold object, ``"sphere"`` or a name with
     ``:groups=`` is given to every constrained weight as is. ``hyperparameters`` (e.g.
     ``lr``) go into the constrained groups; each group carries ``"names"``.
 
@@ -190,12 +190,12 @@ def verify_scale_invariance(
     mode (BatchNorm on batch statistics; running statistics, modes and the RNG untouched).
 
     ``names``: rescale each filter (along the layer's filter axis) of these weights by its
-    own factor; ``symmetries``: rescale as each :class:`Symmetry` says (per filter, per
-    group, as a whole); neither: the claims :func:`find_symmetries` makes on ``inputs``.
+    own factor; ``symmetries``: rescale as each :class:`~riemann_dnn.params.Symmetry` says (per filter, per
+    group, as a whole); neither: the claims :func:`~riemann_dnn.params.find_symmetries` makes on ``inputs``.
 
     Returns ``{name: max |f(scaled) - f| / max |f|}``; with ``raise_on_failure`` a change
     above ``rtol`` raises ``ValueError`` naming the weight. Factors are between 1/2 and 2
-    (:func:`riemann_dnn.params.verification.scale_factors`).
+    (``riemann_dnn.params.verification.scale_factors``).
     """
     params = dict(model.named_parameters())
     if symmetries is None:
@@ -219,7 +219,7 @@ def verify_scale_invariance(
 
 @dataclass(frozen=True)
 class Explanation:
-    """What :func:`explain` found: a row per weight.
+    """What :func:`~riemann_dnn.params.explain` found: a row per weight.
 
     Attributes:
         symmetries: ``{name: Symmetry}``, in ``named_parameters()`` order (refused claims
@@ -303,7 +303,7 @@ def explain(
     the normalization that removes its scale and the path there (or the op that keeps it),
     and the measured output change when it is rescaled as claimed (``verify``; weights
     with no claim are rescaled per filter, to show that they matter). A claim whose change
-    exceeds ``rtol`` is shown refused, as :func:`param_groups` would refuse it.
+    exceeds ``rtol`` is shown refused, as :func:`~riemann_dnn.params.param_groups` would refuse it.
 
     ``print(explain(model, x))`` prints the table; ``.rows()`` gives it as dicts.
     """

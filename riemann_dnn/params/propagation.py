@@ -67,7 +67,7 @@ class Symmetry:
     Attributes:
         name: the parameter's name in the model.
         shape: its shape.
-        kind: ``"filter"``, ``"group"``, ``"tensor"`` or ``"none"`` (see :data:`KINDS`).
+        kind: ``"filter"``, ``"group"``, ``"tensor"`` or ``"none"`` (see :data:`~riemann_dnn.params.KINDS`).
         groups: the number of unit-norm rows of its manifold: the filters (``"filter"``),
             the groups (``"group"``), 1 (``"tensor"``); 0 for ``"none"``.
         axis: the weight's axis that holds the filters (the layer's output channels): 0,
@@ -99,7 +99,7 @@ class Symmetry:
     @property
     def manifold(self) -> str:
         """The param-group manifold of this weight (see
-        :mod:`riemann_dnn.params.geometry`): ``"oblique"`` (one unit row per filter),
+        ``riemann_dnn.params.geometry``): ``"oblique"`` (one unit row per filter),
         ``"oblique:groups=G"`` (a unit row per group of filters), ``"oblique:groups=1"``
         (the whole weight one unit row: the sphere) or ``"euclidean"``. Filters along dim 1
         (``ConvTranspose``) are no rows of a view: such weights take the whole-tensor
@@ -1200,7 +1200,7 @@ def find_symmetries(model: nn.Module, inputs: Any, *, trace: str = "auto") -> di
 def analyze(
     model: nn.Module, inputs: Any, *, trace: str = "auto"
 ) -> tuple[dict[str, Symmetry], str]:
-    """:func:`find_symmetries` and the path taken, ``"fx"`` or ``"hooks"``."""
+    """:func:`~riemann_dnn.params.find_symmetries` and the path taken, ``"fx"`` or ``"hooks"``."""
     if trace not in ("auto", "fx", "hooks"):
         raise ValueError(f"trace must be 'auto', 'fx' or 'hooks', got {trace!r}")
     inner = unwrap_model(model)

@@ -8,7 +8,7 @@ model's output in training mode,
 .. math:: \frac{\max |f(\tilde W) - f(W)|}{\max |f(W)|},
 
 with factors between 1/2 and 2 that differ from group to group by at least
-:math:`2^{2/(G-1)}` (:func:`scale_factors`), dropout masks and running statistics held fixed.
+:math:`2^{2/(G-1)}` (``scale_factors``), dropout masks and running statistics held fixed.
 A normalization's ``eps`` makes the invariance approximate (about ``eps / variance``, which
 on a small batch can reach 1e-3), and float32 rounding, amplified by channels of tiny
 variance, adds noise: so the model is run in float64 (parameters, buffers and inputs cast
@@ -186,7 +186,7 @@ def measure_changes(
     rtol: float | None = None,
 ) -> dict[str, float]:
     """``{name: relative output change}`` when each weight of ``plan`` is rescaled as its
-    :class:`Symmetry` says (per filter, per group of filters, as a whole; a ``"none"``
+    :class:`~riemann_dnn.params.Symmetry` says (per filter, per group of filters, as a whole; a ``"none"``
     entry per filter), in training mode. The factors come from ``generator`` (default: a
     new one seeded with 0), never from the global RNG.
 

@@ -1,8 +1,8 @@
 """Any model's symmetries, weight by weight: ``riemann-dnn symmetry --model module:factory``.
 
-:func:`load_factory` imports ``package.module:factory``; :func:`explain_model` builds the
+``load_factory`` imports ``package.module:factory``; ``explain_model`` builds the
 model, runs :func:`riemann_dnn.params.explain` on a random batch (of ``input_shape``, else
-the one :func:`riemann_dnn.params.example_batch` builds) and :func:`write_explanation`
+the one :func:`riemann_dnn.params.example_batch` builds) and ``write_explanation``
 writes the table as ``explain.json`` and ``explain.md``.
 """
 
