@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--test-images", type=positive_int, default=None, help="(10,000)")
     parser.add_argument(
-        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.03 0.1 0.3)"
+        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.03 0.1 0.3 1)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=None, help="(100)")
     parser.add_argument("--out", default=None, help="output directory (results/byom[-quick])")

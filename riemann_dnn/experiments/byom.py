@@ -158,7 +158,7 @@ class ByomConfig:
     epochs: int = 3
     batch_size: int = 100
     momentum: float = 0.9
-    lr_candidates: tuple[float, ...] = (0.03, 0.1, 0.3)
+    lr_candidates: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     seeds: int = 3
     data_dir: str | None = None
     source: str = "auto"
