@@ -319,6 +319,8 @@ def _structural(op: _Op, s: int):
                 raise _Unsupported(f"{op.label} indexed by a scaled tensor")
     if st is None or isinstance(st, _Taint):
         return None
+    if any(not t.is_floating_point() for t in op.outputs):
+        raise _Unsupported(f"{op.label}: a non-floating dtype rounds the scale away")
     if op.name in _CASTS:
         return _same(op, s, st)
     ids = _apply(op, _full(st.ids, x.shape), x)
@@ -498,8 +500,10 @@ def _homogeneous(op: _Op, s: int):
     for value in pytree.tree_leaves((op.args[1:], op.kwargs)):
         if isinstance(value, torch.Tensor) and op.state(value, s) is not None:
             raise _Unsupported(f"{op.label} with a scaled parameter")
-    if op.name == "threshold" and _arg(op.args, op.kwargs, 1, "threshold") != 0:
-        raise _Unsupported(f"{op.label} with a nonzero threshold")
+    if op.name == "threshold" and (
+        _arg(op.args, op.kwargs, 1, "threshold") != 0 or _arg(op.args, op.kwargs, 2, "value") != 0
+    ):
+        raise _Unsupported(f"{op.label} with a nonzero threshold or value")
     step = op.label if op.name.startswith(("dropout", "feature")) else None
     return _same(op, s, st, offset_ok=False, step=step)
 
@@ -521,8 +525,8 @@ def _pool(op: _Op, s: int):
     )
     op.source(s).union(flat[:, :1], flat, op.label)
     key = st.key
-    if key is not None and "unpool" in op.name:
-        raise _Unsupported(f"{op.label} fills zeros beside an offset")
+    if key is not None and ("unpool" in op.name or op.name.startswith("lp_pool")):
+        raise _Unsupported(f"{op.label} on a scaled tensor with an offset")
     if key is not None:
         padded = op.name.startswith("avg_pool") and _arg(
             op.args, op.kwargs, 3, "padding", 0
