@@ -13,7 +13,7 @@ A normalization's ``eps`` makes the invariance approximate (about ``eps / varian
 on a small batch can reach 1e-3), and float32 rounding, amplified by channels of tiny
 variance, adds noise: so the model is run in float64 (parameters, buffers and inputs cast
 for the measurement) with the ``eps`` of every batch, instance, group and layer norm call
-(modules', weight standardization's) set to 1e-12; a model that does not run so, or whose
+(modules', weight standardization's) set to 1e-30 (far below any batch variance); a model that does not run so, or whose
 output is then not finite, is measured as it is.
 """
 
@@ -121,7 +121,7 @@ def _outputs(
     return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in leaves])
 
 
-_NEGLIGIBLE_EPS = 1e-12
+_NEGLIGIBLE_EPS = 1e-30
 # the position of ``eps`` among the arguments of each normalization
 _EPS_AT = {
     F.batch_norm: 7,
@@ -136,7 +136,7 @@ _EPS_AT = {
 
 
 class _NegligibleEps(TorchFunctionMode):
-    """Every batch, instance, group and layer norm called with ``eps = 1e-12``, whether the
+    """Every batch, instance, group and layer norm called with ``eps = 1e-30``, whether the
     eps is a module's attribute or written in the call (weight standardization)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
