@@ -731,7 +731,6 @@ def _matmul(op: _Op, s: int):
         return None
     if a.ndim < 2 or b.ndim < 2:
         raise _Unsupported(f"{op.label} with a vector")
-    out = op.outputs[0]
     st, t, axis = (sa, a, -1) if sa is not None else (sb, b, -2)
     _pure(st, op)
     ids = _full(st.ids, t.shape)
@@ -739,7 +738,7 @@ def _matmul(op: _Op, s: int):
     flat = moved.reshape(-1, t.shape[axis])
     op.source(s).union(flat[:, :1], flat, op.label)
     ids = ids.narrow(axis, 0, 1)
-    return [_Scaled(_compress(ids), None, st.power, _trail(st, "matmul"))] * len([out])
+    return [_Scaled(_compress(ids), None, st.power, _trail(st, op.label))]
 
 
 # normalizations: remove the scale when it is one per normalized slice
