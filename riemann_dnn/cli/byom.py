@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument("--archs", nargs="+", choices=list(ARCHS), default=None)
-    parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (3)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (2)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (3)")
     parser.add_argument("--width", type=positive_int, default=None, help="base width (8)")
     parser.add_argument("--train-images", type=positive_int, default=None, help="(5,000)")
@@ -44,9 +44,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--test-images", type=positive_int, default=None, help="(10,000)")
     parser.add_argument(
-        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.03 0.1 0.3 1)"
+        "--lr-candidates", type=positive_float, nargs="+", default=None, help="(0.01 0.03 0.1 0.3)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="(100)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="(50)")
     parser.add_argument("--out", default=None, help="output directory (results/byom[-quick])")
     add_data(parser)
     add_threads(parser)

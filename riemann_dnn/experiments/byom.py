@@ -15,7 +15,8 @@ groups ``param_groups(model)`` finds and checks; ``sgd``: torch.optim.SGD, momen
 every parameter): the learning rate is chosen from ``lr_candidates`` by the validation
 error after ``epochs`` epochs of seed 0 (validation images held out of the training set);
 then ``seeds`` runs with that rate, each reporting its test error (the MNIST test set) and
-its training loss per epoch. Minibatches of ``batch_size``, reshuffled each epoch; the
+its training loss per epoch. A run whose loss or gradient becomes non-finite is stopped and
+counted as diverged (error ``nan``); diverged candidates are never chosen. Minibatches of ``batch_size``, reshuffled each epoch; the
 same data, initial weights and minibatch order for both methods of a seed.
 """
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import as_tensors, load_mnist
-from ..optim import RiemannianSGD
+from ..optim import NonFiniteGradientError, RiemannianSGD
 from ..params import param_groups
 from .records import figure, write_json, write_text
 
@@ -156,10 +157,10 @@ class ByomConfig:
     validation_images: int = 2_000
     test_images: int = 10_000
     epochs: int = 3
-    batch_size: int = 100
+    batch_size: int = 50
     momentum: float = 0.9
-    lr_candidates: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
-    seeds: int = 3
+    lr_candidates: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    seeds: int = 2
     data_dir: str | None = None
     source: str = "auto"
 
@@ -237,7 +238,7 @@ def train_one(
             if g["manifold"] != "euclidean"
         ]
     generator = torch.Generator().manual_seed(seed)
-    losses, start = [], time.perf_counter()
+    losses, start, diverged = [], time.perf_counter(), False
     for _ in range(config.epochs):
         order = torch.randperm(len(y), generator=generator)
         total = 0.0
@@ -245,16 +246,24 @@ def train_one(
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
-            optimizer.step()
+            try:
+                optimizer.step()
+            except NonFiniteGradientError:
+                diverged = True
             total += float(loss.detach()) * len(batch)
-        losses.append(total / len(y))
-    error = _error(model, *evaluate)
+            if diverged or not math.isfinite(total):
+                break
+        losses.append(total / len(y) if not diverged else math.nan)
+        if diverged or not math.isfinite(losses[-1]):
+            diverged = True
+            break
     return {
         "arch": arch,
         "method": method,
         "lr": lr,
         "seed": seed,
-        "error": error if math.isfinite(losses[-1]) else math.nan,
+        "error": math.nan if diverged else _error(model, *evaluate),
+        "diverged": diverged,
         "train_loss": losses,
         "seconds": time.perf_counter() - start,
         "constrained": constrained,

@@ -78,3 +78,11 @@ def test_cli_quick_options_are_checked(tmp_path, capsys):
         ]
     )
     assert code == 2 and "more than the 5000 training images" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_blows_up_is_counted_as_diverged():
+    x = torch.rand(200, 1, 28, 28)
+    y = torch.randint(0, 10, (200,))
+    for method in ("rsgd", "sgd"):
+        row = train_one(_tiny(), "resnet-gn-ws", method, 1e12, 0, (x, y), (x, y))
+        assert row["diverged"] and row["error"] != row["error"], (method, row)  # nan
