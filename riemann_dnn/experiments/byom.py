@@ -370,6 +370,7 @@ def _plot(result: dict, path: Path) -> Path:
                         epochs, row["train_loss"], color=color, marker="o", label=label, alpha=0.8
                     )
             ax.set_title(arch)
+            ax.set_xticks(range(1, result["config"]["epochs"] + 1))
             ax.set_xlabel("epoch")
             ax.set_ylabel("training loss")
             ax.set_yscale("log")
