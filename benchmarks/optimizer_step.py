@@ -20,6 +20,12 @@ Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
   ``RiemannianSGD`` with each BN-fed weight a ``ManifoldParameter`` on ``geoopt.Sphere`` of
   shape ``(out, in*k*k)`` (geoopt's sphere is the last axis: one unit-norm row per filter).
 
+A table for each kind of symmetry ``param_groups`` finds: ``RiemannianSGD.step`` on the
+groups it builds for four 64x64x7x7 convs followed by BatchNorm (per filter), GroupNorm(32)
+(per group: ``"oblique:groups=32"``), a channels-last LayerNorm (whole tensor:
+``"oblique:groups=1"``) or weight standardization (per filter), per constrained element and
+against the BatchNorm row: every kind takes the same row-fused kernel.
+
 The headline table (first; ``--headline-only`` for it alone) times, on ``archbn-d4`` and
 ``segnet-vgg16`` with 1 and 2 threads (``--headline-threads``), ``RiemannianSGD``'s default
 path (on the CPU: the native row-fused kernel, :mod:`riemann_dnn.step.native`, one C call
@@ -390,6 +396,101 @@ def _markdown(step_rows, iteration_rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- each kind of symmetry param_groups finds, stepped by the row kernel -------------------------
+KINDS = {  # model: four 64x64x7x7 convs, each followed by ...
+    "batchnorm": "BatchNorm2d: per filter, 'oblique' (the baseline)",
+    "groupnorm": "GroupNorm(32): per group of 2 filters, 'oblique:groups=32'",
+    "layernorm": "channels-last LayerNorm: whole tensor, 'oblique:groups=1'",
+    "ws": "weight standardization (StdConv2d) + ReLU: per filter, 'oblique'",
+}
+
+
+class _StdConv2d(nn.Conv2d):
+    def forward(self, x):
+        w = self.weight.reshape(1, self.out_channels, -1)
+        w = torch.nn.functional.batch_norm(w, None, None, training=True, momentum=0.0, eps=1e-6)
+        return self._conv_forward(x, w.reshape_as(self.weight), None)
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _kind_model(kind: str) -> nn.Module:
+    layers = []
+    for _ in range(4):
+        conv = (_StdConv2d if kind == "ws" else nn.Conv2d)(64, 64, 7, padding=3, bias=False)
+        norm = {
+            "batchnorm": lambda: nn.BatchNorm2d(64),
+            "groupnorm": lambda: nn.GroupNorm(32, 64),
+            "layernorm": lambda: _LayerNorm2d(64),
+            "ws": nn.ReLU,
+        }[kind]()
+        layers += [conv, norm]
+    return nn.Sequential(*layers)
+
+
+def measure_symmetry_kinds(repeats: int, inner: int, device: torch.device) -> list[dict]:
+    """``RiemannianSGD.step`` on the groups ``param_groups`` finds in four-conv models whose
+    weights are invariant per filter (BatchNorm; weight standardization), per group of
+    filters (GroupNorm) and as a whole (LayerNorm), against ``SGD(foreach=True)`` on the same
+    parameters; the cost per constrained element, and its ratio to the BatchNorm row."""
+    rows = []
+    for momentum in (0.0, 0.9):
+        samplers, elements, manifolds = {}, {}, {}
+        for kind in KINDS:
+            torch.manual_seed(0)
+            model = _kind_model(kind).to(device)
+            groups = param_groups(model, example_input=torch.randn(2, 64, 8, 8, device=device))
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            constrained = [g for g in groups if g["manifold"] != "euclidean"]
+            manifolds[kind] = sorted({g["manifold"] for g in constrained})
+            elements[kind] = sum(p.numel() for g in constrained for p in g["params"])
+            samplers[("RSGD", kind)] = RiemannianSGD(groups, lr=LR, momentum=momentum).step
+            twin = _kind_model(kind).to(device)  # SGD on its own copy: no shared tensors
+            for p in twin.parameters():
+                p.grad = torch.randn_like(p)
+            sgd = torch.optim.SGD(twin.parameters(), lr=LR, momentum=momentum, foreach=True)
+            samplers[("SGD", kind)] = sgd.step
+        times = _interleaved(samplers, repeats, inner, device)
+        medians = {key: statistics.median(ts) for key, ts in times.items()}
+        for kind in KINDS:
+            step = medians[("RSGD", kind)]
+            rows.append(
+                {
+                    "kind": kind,
+                    "model": KINDS[kind],
+                    "manifolds": manifolds[kind],
+                    "momentum": momentum,
+                    "constrained_elements": elements[kind],
+                    "us_per_step": 1e6 * step,
+                    "ns_per_constrained_element": 1e9 * step / elements[kind],
+                    "ratio_to_batchnorm": step / medians[("RSGD", "batchnorm")],
+                    "ratio_to_sgd_foreach": step / medians[("SGD", kind)],
+                }
+            )
+    return rows
+
+
+def _kinds_markdown(rows) -> str:
+    lines = [
+        "",
+        "## Each kind of symmetry (param_groups on four 64x64x7x7 convs)",
+        "",
+        "| followed by | manifold | momentum | us/step | ns/element | / BatchNorm row | / SGD(foreach) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {', '.join(r['manifolds'])} | {r['momentum']} | "
+            f"{r['us_per_step']:.1f} | {r['ns_per_constrained_element']:.3f} | "
+            f"{r['ratio_to_batchnorm']:.2f} | {r['ratio_to_sgd_foreach']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -452,8 +553,9 @@ def main(argv=None) -> None:
         else []
     )
     torch.set_num_threads(max(1, args.threads))
-    step_rows, iteration_rows = [], []
+    step_rows, iteration_rows, kind_rows = [], [], []
     if not args.headline_only:
+        kind_rows = measure_symmetry_kinds(args.repeats, args.inner, device)
         step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
         iteration_rows = measure_iterations(
             args.depths, max(1, args.repeats // 2), args.inner, device
@@ -480,12 +582,13 @@ def main(argv=None) -> None:
                 "steps": step_rows,
                 "iterations": iteration_rows,
                 "headline": headline_rows,
+                "symmetry_kinds": kind_rows,
                 "native_first_call": first_call,
             },
             indent=2,
         )
     )
-    markdown = _markdown(step_rows, iteration_rows, meta)
+    markdown = _markdown(step_rows, iteration_rows, meta) + _kinds_markdown(kind_rows)
     if headline_rows:
         markdown += "\n" + _headline_markdown(headline_rows, first_call)
     md_path.write_text(markdown)
