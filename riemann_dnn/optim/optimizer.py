@@ -60,7 +60,11 @@ class PreparedKernel(Protocol):
     def __call__(self, grads: Any, groups: list[Group], state: TrackedState) -> int:
         """Step in place with the groups' current hyper-parameters and rates; new state
         tensors enter ``state`` here. Returns the number of rows (points) left untouched
-        because their update was zero or not finite."""
+        because their update was zero or not finite.
+
+        A kernel may also offer ``step_checked(grads, groups, state) -> int | None``: check
+        every gradient and step in one call, ``None`` (nothing written) when one is not
+        finite; the base uses it when one kernel steps every group."""
 
 
 class RiemannianOptimizer(Optimizer):
@@ -448,11 +452,18 @@ class RiemannianOptimizer(Optimizer):
             if grads is None:
                 return None
             calls.append((members, kernel, grads, member_groups))
-        if not all(kernel.all_finite(grads) for _, kernel, grads, _ in calls):
-            return "nonfinite"
         bad = 0
-        for _, kernel, grads, member_groups in calls:
-            bad += kernel(grads, member_groups, state)
+        if len(calls) == 1 and hasattr(calls[0][1], "step_checked"):  # check and step at once
+            _, kernel, grads, member_groups = calls[0]
+            found = kernel.step_checked(grads, member_groups, state)
+            if found is None:
+                return "nonfinite"
+            bad += found
+        else:
+            if not all(kernel.all_finite(grads) for _, kernel, grads, _ in calls):
+                return "nonfinite"
+            for _, kernel, grads, member_groups in calls:
+                bad += kernel(grads, member_groups, state)
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"

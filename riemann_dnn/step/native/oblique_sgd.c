@@ -38,8 +38,11 @@ typedef struct {
 /* Sums use 32-byte vectors of T (GCC/Clang vector extensions, lowered to what the CPU
    has) with several accumulators, enough independent chains to hide the FMA latency; the
    summation order is fixed by n alone, so results depend on nothing but the row. */
-typedef float vf32 __attribute__((vector_size(32)));
-typedef double vf64 __attribute__((vector_size(32)));
+#ifndef RDNN_VECTOR_BYTES
+#define RDNN_VECTOR_BYTES 32
+#endif
+typedef float vf32 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
+typedef double vf64 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
 #define VLOAD(V, p)                                                                        \
     ({                                                                                     \
         V v_;                                                                              \
@@ -51,11 +54,15 @@ typedef double vf64 __attribute__((vector_size(32)));
         __typeof__(v) v_ = (v);                                                            \
         memcpy((p), &v_, sizeof v_);                                                       \
     } while (0)
+/* the lanes of a vector summed by a pairwise tree (log2 K dependent adds, not K) */
 #define HSUM(K, x)                                                                         \
     ({                                                                                     \
-        double t_ = 0;                                                                     \
-        for (int k_ = 0; k_ < (K); k_++) t_ += (x)[k_];                                    \
-        t_;                                                                                \
+        __typeof__(x) v_ = (x);                                                            \
+        __typeof__(v_[0]) a_[K];                                                           \
+        memcpy(a_, &v_, sizeof v_);                                                        \
+        for (int w_ = (K) / 2; w_ > 0; w_ /= 2)                                            \
+            for (int k_ = 0; k_ < w_; k_++) a_[k_] += a_[k_ + w_];                         \
+        (double)a_[0];                                                                     \
     })
 
 /* The three sums <w, g>, <w, w>, <g, g> in double, from any precision (the slow path for
@@ -72,113 +79,58 @@ typedef double vf64 __attribute__((vector_size(32)));
     }
 DEFINE_SUMS_DOUBLE(sums_double_f32, float)
 
-/* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
-   left untouched. mbuf, vbuf: scratch rows of length n. */
-#define DEFINE_ROW(NAME, T, V)                                                             \
-    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
-                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
-        enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
-        const double sg = p->sign, wd = p->weight_decay;                                   \
-        V cs[U], qs[U], gs[U];                                                             \
-        for (int u = 0; u < U; u++) cs[u] = qs[u] = gs[u] = (V){0};                        \
-        int64_t i = 0;                                                                     \
-        for (; i + U * K <= n; i += U * K)                                                 \
-            for (int u = 0; u < U; u++) {                                                  \
-                V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);              \
-                cs[u] += wv * gv;                                                          \
-                qs[u] += wv * wv;                                                          \
-                gs[u] += gv * gv;                                                          \
-            }                                                                              \
-        for (; i + K <= n; i += K) {                                                       \
-            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
-            cs[0] += wv * gv;                                                              \
-            qs[0] += wv * wv;                                                              \
-            gs[0] += gv * gv;                                                              \
-        }                                                                                  \
-        double c0 = 0, ww = 0, g0 = 0;                                                     \
-        for (; i < n; i++) {                                                               \
-            c0 += (double)w[i] * g[i];                                                     \
-            ww += (double)w[i] * w[i];                                                     \
-            g0 += (double)g[i] * g[i];                                                     \
-        }                                                                                  \
-        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
-        ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                                  \
-        g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                                  \
-        if (!isfinite(c0 + ww + g0)) {                                                     \
-            if (sizeof(T) == 8) return 0;                                                  \
-            double sums[3];                                                                \
-            sums_double_f32((const float *)w, (const float *)g, n, sums);                  \
-            c0 = sums[0], ww = sums[1], g0 = sums[2];                                      \
-            if (!isfinite(c0 + ww + g0)) return 0;                                         \
-        }                                                                                  \
-        /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
-        const double c = sg * c0 + wd * ww, gg = g0 + 2 * sg * wd * c0 + wd * wd * ww;     \
-        const T sgT = (T)sg, wdT = (T)wd;                                                  \
-        if (p->momentum == 0) {                                                            \
-            /* x = a w - b g', scaled so that neither coefficient exceeds 1 */              \
-            double a = 1 + lr * c, b = lr;                                                 \
-            double s = fmax(1.0, fmax(fabs(a), fabs(b)));                                  \
-            a /= s;                                                                        \
-            b /= s;                                                                        \
-            double big = a * a * ww + b * b * gg;                                          \
-            double nn = big - 2 * a * b * c;                                               \
-            /* where a w and b g' nearly cancel, rounding the written row in T would move \
-               its norm off 1 by eps_T sqrt(big / nn): form the row in T, sum its squares */ \
-            if (!(nn > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                       \
-                const T aT = (T)a, bT = (T)b;                                              \
-                double ns = 0;                                                             \
-                for (int64_t k = 0; k < n; k++) {                                          \
-                    vbuf[k] = aT * w[k] - bT * (sgT * g[k] + wdT * w[k]);                  \
-                    ns += (double)vbuf[k] * vbuf[k];                                       \
-                }                                                                          \
-                if (!(ns > 0) || !isfinite(ns)) return 0;                                  \
-                const T invT = (T)(1 / sqrt(ns));                                          \
-                _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = vbuf[k] * invT; \
-                return 1;                                                                  \
-            }                                                                              \
-            if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
-            const double inv = 1 / sqrt(nn);                                               \
-            const T A = (T)(a * inv), B = (T)(b * inv);                                    \
-            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                          \
-                T gk = sgT * g[k] + wdT * w[k];                                            \
-                w[k] = A * w[k] - B * gk;                                                  \
-            }                                                                              \
-            return 1;                                                                      \
-        }                                                                                  \
-        /* v = (w - lr d) / max(1, lr); w' = v / |v|; m' = m - <w', m> w' */               \
+/* The momentum step of one row once c = <w, g'> is known (see DEFINE_ROW), specialised at
+   compile time on the flags, so that each case runs only its own arithmetic:
+     v = (w - lr d) / max(1, lr);  w' = v / |v|;  m' = m - <w', m> w'
+   returns 1 when stepped, 0 when left untouched (|v| zero or not finite). */
+#define DEFINE_MOMENTUM(NAME, T, V)                                                        \
+    static inline __attribute__((always_inline)) int NAME##_body(                          \
+        T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
+        double lr, double c, T *restrict mbuf, T *restrict vbuf, const int first,          \
+        const int nesterov, const int has_wd, const int neg, const int big) {              \
+        enum { K = sizeof(V) / sizeof(T) };                                                \
         const T cT = (T)c, mu = (T)p->momentum, keep = (T)(1 - p->dampening);              \
-        const double s = fmax(1.0, lr);                                                    \
+        const T wdT = (T)p->weight_decay;                                                  \
+        const double s = big ? lr : 1.0; /* big: lr > 1 */                                 \
         const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
-        const int first = p->first, nesterov = p->nesterov;                                \
-        V vs[2] = {(V){0}, (V){0}}, ms[2] = {(V){0}, (V){0}};                              \
-        i = 0;                                                                             \
-        for (; i + K <= n; i += K) {                                                       \
-            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
-            V gi = sgT * gv + wdT * wv;                                                    \
-            V ri = gi - cT * wv, mi = ri;                                                  \
-            if (!first) mi = mu * VLOAD(V, m + i) + keep * ri;                             \
-            V di = nesterov ? ri + mu * mi : mi;                                           \
-            V vi = ws * wv - ls * di;                                                      \
-            VSTORE(mbuf + i, mi);                                                          \
-            VSTORE(vbuf + i, vi);                                                          \
-            const int u = (int)((i / K) & 1);                                              \
-            vs[u] += vi * vi;                                                              \
-            ms[u] += vi * mi;                                                              \
+        V vs0 = (V){0}, vs1 = (V){0}, ms0 = (V){0}, ms1 = (V){0};                          \
+        int64_t i = 0;                                                                     \
+        for (; i + 2 * K <= n; i += 2 * K) {                                               \
+            for (int u = 0; u < 2; u++) {                                                  \
+                const int64_t j = i + u * K;                                               \
+                V wv = VLOAD(V, w + j), gi = VLOAD(V, g + j);                              \
+                if (neg) gi = -gi;                                                         \
+                if (has_wd) gi += wdT * wv;                                                \
+                V ri = gi - cT * wv, mi = ri;                                              \
+                if (!first) mi = mu * VLOAD(V, m + j) + keep * ri;                         \
+                V di = nesterov ? ri + mu * mi : mi;                                       \
+                V vi = big ? ws * wv - ls * di : wv - ls * di;                             \
+                VSTORE(mbuf + j, mi);                                                      \
+                VSTORE(vbuf + j, vi);                                                      \
+                if (u == 0) {                                                              \
+                    vs0 += vi * vi;                                                        \
+                    ms0 += vi * mi;                                                        \
+                } else {                                                                   \
+                    vs1 += vi * vi;                                                        \
+                    ms1 += vi * mi;                                                        \
+                }                                                                          \
+            }                                                                              \
         }                                                                                  \
         double vv = 0, vm = 0;                                                             \
         for (; i < n; i++) {                                                               \
-            T gi = sgT * g[i] + wdT * w[i];                                                \
+            T gi = neg ? -g[i] : g[i];                                                     \
+            if (has_wd) gi += wdT * w[i];                                                  \
             T ri = gi - cT * w[i];                                                         \
             T mi = first ? ri : mu * m[i] + keep * ri;                                     \
             T di = nesterov ? ri + mu * mi : mi;                                           \
-            T vi = ws * w[i] - ls * di;                                                    \
+            T vi = big ? ws * w[i] - ls * di : w[i] - ls * di;                             \
             mbuf[i] = mi;                                                                  \
             vbuf[i] = vi;                                                                  \
             vv += (double)vi * vi;                                                         \
             vm += (double)vi * mi;                                                         \
         }                                                                                  \
-        vv += HSUM(K, vs[0] + vs[1]);                                                      \
-        vm += HSUM(K, ms[0] + ms[1]);                                                      \
+        vv += HSUM(K, vs0 + vs1);                                                          \
+        vm += HSUM(K, ms0 + ms1);                                                          \
         if (!isfinite(vv + vm)) { /* float overflow: redo in double */                     \
             vv = vm = 0;                                                                   \
             for (int64_t k = 0; k < n; k++) {                                              \
@@ -195,10 +147,120 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
             m[k] = mbuf[k] - xmT * xk;                                                     \
         }                                                                                  \
         return 1;                                                                          \
+    }                                                                                      \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, double c, T *restrict mbuf,              \
+                    T *restrict vbuf) {                                                    \
+        const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
+        const int neg = p->sign < 0, big = lr > 1;                                         \
+        if (neg || big || nest) /* the rarer cases: one generic body */                    \
+            return NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, first, nest, wd, neg,     \
+                               big);                                                       \
+        if (first)                                                                         \
+            return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 1, 0, 0)       \
+                      : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 0, 0, 0);      \
+        return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 1, 0, 0)           \
+                  : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 0, 0, 0);          \
     }
 
-DEFINE_ROW(row_f32, float, vf32)
-DEFINE_ROW(row_f64, double, vf64)
+DEFINE_MOMENTUM(momentum_f32, float, vf32)
+DEFINE_MOMENTUM(momentum_f64, double, vf64)
+
+/* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
+   left untouched. mbuf, vbuf: scratch rows of length n. With momentum only <w, g> (and
+   <w, w> with weight decay) is summed first: a non-finite gradient or point makes it
+   non-finite (inf * 0 is NaN); without, <w, w> and <g, g> give the update's norm. */
+#define DEFINE_ROW(NAME, T, V, MOMENTUM)                                                   \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
+        const double sg = p->sign, wd = p->weight_decay;                                   \
+        const int all = p->momentum == 0 || wd != 0, squares = p->momentum == 0;           \
+        V cs[U], qs[U], gs[U];                                                             \
+        for (int u = 0; u < U; u++) cs[u] = qs[u] = gs[u] = (V){0};                        \
+        int64_t i = 0;                                                                     \
+        if (squares) {                                                                     \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++) {                                              \
+                    V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);          \
+                    cs[u] += wv * gv;                                                      \
+                    qs[u] += wv * wv;                                                      \
+                    gs[u] += gv * gv;                                                      \
+                }                                                                          \
+        } else if (all) {                                                                  \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++) {                                              \
+                    V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);          \
+                    cs[u] += wv * gv;                                                      \
+                    qs[u] += wv * wv;                                                      \
+                }                                                                          \
+        } else {                                                                           \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++)                                                \
+                    cs[u] += VLOAD(V, w + i + u * K) * VLOAD(V, g + i + u * K);            \
+        }                                                                                  \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            cs[0] += wv * gv;                                                              \
+            if (all) qs[0] += wv * wv;                                                     \
+            if (squares) gs[0] += gv * gv;                                                 \
+        }                                                                                  \
+        double c0 = 0, ww = 0, g0 = 0;                                                     \
+        for (; i < n; i++) {                                                               \
+            c0 += (double)w[i] * g[i];                                                     \
+            ww += (double)w[i] * w[i];                                                     \
+            g0 += (double)g[i] * g[i];                                                     \
+        }                                                                                  \
+        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
+        if (all) ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                         \
+        if (squares) g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                     \
+        if (!isfinite(c0 + ww + g0)) {                                                     \
+            if (sizeof(T) == 8) return 0;                                                  \
+            double sums[3];                                                                \
+            sums_double_f32((const float *)w, (const float *)g, n, sums);                  \
+            c0 = sums[0], ww = sums[1], g0 = sums[2];                                      \
+            if (!isfinite(c0 + ww + g0)) return 0;                                         \
+        }                                                                                  \
+        /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
+        const double c = sg * c0 + wd * ww, gg = g0 + 2 * sg * wd * c0 + wd * wd * ww;     \
+        if (p->momentum != 0) return MOMENTUM(w, g, m, n, p, lr, c, mbuf, vbuf);           \
+        const T sgT = (T)sg, wdT = (T)wd;                                                  \
+        /* x = a w - b g' (|x|^2 in double: no overflow short of lr |g| ~ 1e150) */         \
+        double a = 1 + lr * c, b = lr;                                                     \
+        double big = a * a * ww + b * b * gg;                                              \
+        double nn = big - 2 * a * b * c;                                                   \
+        /* where a w and b g' nearly cancel, rounding the written row in T would move its  \
+           norm off 1 by eps_T sqrt(big / nn): form the row in T (scaled so that neither  \
+           coefficient exceeds 1), sum its squares */                                      \
+        if (!(nn > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                           \
+            const double s = fmax(1.0, fmax(fabs(a), fabs(b)));                            \
+            const T aT = (T)(a / s), bT = (T)(b / s);                                      \
+            double ns = 0;                                                                 \
+            for (int64_t k = 0; k < n; k++) {                                              \
+                vbuf[k] = aT * w[k] - bT * (sgT * g[k] + wdT * w[k]);                      \
+                ns += (double)vbuf[k] * vbuf[k];                                           \
+            }                                                                              \
+            if (!(ns > 0) || !isfinite(ns)) return 0;                                      \
+            const T invT = (T)(1 / sqrt(ns));                                              \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = vbuf[k] * invT;     \
+            return 1;                                                                      \
+        }                                                                                  \
+        if (!(nn > 0) || !isfinite(nn)) return 0;                                          \
+        const double inv = 1 / sqrt(nn);                                                   \
+        const T A = (T)(a * inv), B = (T)(b * inv);                                        \
+        if (sg == 1 && wd == 0) {                                                          \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = A * w[k] - B * g[k]; \
+            return 1;                                                                      \
+        }                                                                                  \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
+            T gk = sgT * g[k] + wdT * w[k];                                                \
+            w[k] = A * w[k] - B * gk;                                                      \
+        }                                                                                  \
+        return 1;                                                                          \
+    }
+
+DEFINE_ROW(row_f32, float, vf32, momentum_f32)
+DEFINE_ROW(row_f64, double, vf64, momentum_f64)
 
 /* A plain (Euclidean) row: torch.optim.SGD's update of w, in its order of roundings (ATen's
    add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), written only
@@ -392,7 +454,7 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
    caller keeps them, e.g. a float64 tensor of one rate per copy). Rows are split among `nthreads`
    threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
    untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
-RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+static int64_t step_all(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
                                   const int8_t *normalize,
                                   void *const *w, const void *const *g, void *const *m,
                                   int dtype, const double *const *lr, const int64_t *rows_per_lr,
@@ -451,22 +513,35 @@ RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const i
     return bad;
 }
 
+RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+                                  const int8_t *normalize,
+                                  void *const *w, const void *const *g, void *const *m,
+                                  int dtype, const double *const *lr, const int64_t *rows_per_lr,
+                                  double momentum, double dampening, int nesterov,
+                                  double weight_decay, int maximize, int first, int nthreads,
+                                  float *found) {
+    return step_all(ntensors, rows, ncols, normalize, w, g, m, dtype, lr, rows_per_lr,
+                    momentum, dampening, nesterov, weight_decay, maximize, first, nthreads,
+                    found);
+}
+
 /* Whether every entry of the `ntensors` arrays g[t] (numel[t] entries of dtype) is finite:
-   one read-only pass (no write-back, unlike GradScaler's kernel), by blocks so that a bad
-   entry ends the scan early. Returns 1 when all are finite, else 0. */
-#define DEFINE_FINITE(NAME, T)                                                             \
+   one read-only pass of the exponent bits (no write-back, unlike GradScaler's kernel), by
+   blocks so that a bad entry ends the scan early. Returns 1 when all are finite, else 0. */
+#define DEFINE_FINITE(NAME, T, U, EXPONENT)                                                \
     static int NAME(const T *restrict g, int64_t n) {                                      \
+        const U *restrict bits = (const U *)g;                                             \
         for (int64_t b = 0; b < n; b += 4096) {                                            \
             const int64_t e = b + 4096 < n ? b + 4096 : n;                                 \
-            T acc = 0;                                                                     \
-            _Pragma("omp simd reduction(+ : acc)") for (int64_t k = b; k < e; k++)         \
-                acc += g[k] - g[k]; /* NaN iff g[k] is not finite */                       \
-            if (acc != 0 || acc != acc) return 0;                                          \
+            U bad = 0; /* an all-ones exponent is inf or NaN; or-ing has no latency chain */ \
+            _Pragma("omp simd reduction(| : bad)") for (int64_t k = b; k < e; k++)         \
+                bad |= (U)((bits[k] & EXPONENT) == EXPONENT);                              \
+            if (bad) return 0;                                                             \
         }                                                                                  \
         return 1;                                                                          \
     }
-DEFINE_FINITE(finite_f32, float)
-DEFINE_FINITE(finite_f64, double)
+DEFINE_FINITE(finite_f32, float, uint32_t, 0x7f800000u)
+DEFINE_FINITE(finite_f64, double, uint64_t, 0x7ff0000000000000ull)
 static int finite_half(const uint16_t *restrict g, int64_t n, uint16_t exponent) {
     uint16_t any = 0;
     for (int64_t k = 0; k < n; k++) any |= (uint16_t)((g[k] & exponent) == exponent);
@@ -482,6 +557,31 @@ RDNN_API int rdnn_all_finite(int64_t ntensors, const int64_t *numel, const void 
         if (!ok) return 0;
     }
     return 1;
+}
+
+/* A prepared step's arguments in one struct (laid out by riemann_dnn.step.native's
+   PreparedStep), so that a call passes one pointer: the caller rewrites only what changes
+   (the gradients' addresses, the hyper-parameters). */
+typedef struct {
+    int64_t ntensors;
+    const int64_t *rows, *ncols, *numel, *rows_per_lr;
+    const int8_t *normalize;
+    void *const *w;
+    const void *const *g;
+    void *const *m;
+    const double *const *lr;
+    float *found;
+    double momentum, dampening, weight_decay;
+    int32_t dtype, nesterov, maximize, first, nthreads, check;
+} rdnn_args;
+
+/* rdnn_oblique_sgd on `a`; with a->check, every gradient is checked first and -2 returned,
+   with nothing written, when one holds inf or NaN. */
+RDNN_API int64_t rdnn_step(const rdnn_args *a) {
+    if (a->check && !rdnn_all_finite(a->ntensors, a->numel, a->g, a->dtype)) return -2;
+    return step_all(a->ntensors, a->rows, a->ncols, a->normalize, a->w, a->g, a->m, a->dtype,
+                    a->lr, a->rows_per_lr, a->momentum, a->dampening, a->nesterov,
+                    a->weight_decay, a->maximize, a->first, a->nthreads, a->found);
 }
 
 RDNN_API int rdnn_has_openmp(void) {
