@@ -263,20 +263,18 @@ DEFINE_ROW(row_f32, float, vf32, momentum_f32)
 DEFINE_ROW(row_f64, double, vf64, momentum_f64)
 
 /* A plain (Euclidean) row: torch.optim.SGD's update of w, in its order of roundings (ATen's
-   add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), written only
-   when the new w and m are finite (else the row is left untouched and 0 returned):
+   add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), in place -- a
+   non-finite result is written as torch writes it (the optimizer checks every gradient
+   first); always returns 1:
      g' = sign g + wd w;  m <- (first) g', else mu m + (1 - tau) g';  d = nesterov ? g' + mu m : m
-     (d = g' without momentum);  w <- w - lr d.
-   mbuf, vbuf: scratch rows of length n. */
+     (d = g' without momentum);  w <- w - lr d. */
 #define DEFINE_PLAIN(NAME, T, FMA)                                                         \
     static inline __attribute__((always_inline)) int NAME##_body(                          \
         T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
-        double lr, T *restrict mbuf, T *restrict vbuf, const int has_wd, const int has_m,  \
-        const int first, const int nesterov) {                                             \
+        double lr, const int has_wd, const int has_m, const int first, const int nesterov) { \
         const T sgT = (T)p->sign, wdT = (T)p->weight_decay, mu = (T)p->momentum;           \
         const T keep = (T)(1 - p->dampening), nlr = (T)(-lr);                              \
-        T bad = 0;                                                                         \
-        _Pragma("omp simd reduction(+ : bad)") for (int64_t k = 0; k < n; k++) {           \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
             T gk = sgT * g[k];                                                             \
             if (has_wd) gk = FMA(wdT, w[k], gk);                                           \
             if (has_m) {                                                                   \
@@ -285,33 +283,29 @@ DEFINE_ROW(row_f64, double, vf64, momentum_f64)
                     T held = mu * m[k];                                                    \
                     mk = FMA(keep, gk, held);                                              \
                 }                                                                          \
-                mbuf[k] = mk;                                                              \
-                bad += mk - mk; /* NaN iff mk is not finite */                             \
+                m[k] = mk;                                                                 \
                 gk = nesterov ? FMA(mu, mk, gk) : mk;                                      \
             }                                                                              \
-            T wk = FMA(nlr, gk, w[k]);                                                     \
-            vbuf[k] = wk;                                                                  \
-            bad += wk - wk;                                                                \
+            w[k] = FMA(nlr, gk, w[k]);                                                     \
         }                                                                                  \
-        if (bad != 0 || bad != bad) return 0;                                              \
-        memcpy(w, vbuf, (size_t)n * sizeof(T));                                            \
-        if (has_m) memcpy(m, mbuf, (size_t)n * sizeof(T));                                 \
         return 1;                                                                          \
     }                                                                                      \
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        (void)mbuf;                                                                        \
+        (void)vbuf;                                                                        \
         const int wd = p->weight_decay != 0;                                               \
         if (p->momentum == 0)                                                              \
-            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 0, 0, 0)             \
-                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 0, 0, 0);            \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0);                        \
         if (p->first)                                                                      \
-            return p->nesterov ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 1)   \
-                               : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 0);  \
+            return p->nesterov ? NAME##_body(w, g, m, n, p, lr, wd, 1, 1, 1)               \
+                               : NAME##_body(w, g, m, n, p, lr, wd, 1, 1, 0);              \
         if (p->nesterov)                                                                   \
-            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 1)             \
-                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 1);            \
-        return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 0)                 \
-                  : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 0);                \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 1, 0, 1)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 0, 1, 0, 1);                        \
+        return wd ? NAME##_body(w, g, m, n, p, lr, 1, 1, 0, 0)                             \
+                  : NAME##_body(w, g, m, n, p, lr, 0, 1, 0, 0);                            \
     }
 
 DEFINE_PLAIN(plain_f32, float, fmaf)
