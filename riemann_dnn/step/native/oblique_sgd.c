@@ -166,14 +166,111 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
 DEFINE_MOMENTUM(momentum_f32, float, vf32)
 DEFINE_MOMENTUM(momentum_f64, double, vf64)
 
+/* The momentum step of one row in two passes and no scratch: the first sums the Gram matrix
+   of (w, g, m) -- <w,w>, <w,g>, <g,g>, and <w,m>, <g,m>, <m,m> after the first step --
+   from which c = <w, g'>, |v|^2 and <v, m'> follow in closed form (v, m' and d are linear
+   in w, g and m); the second writes w' and m' in place, with the arithmetic of
+   DEFINE_MOMENTUM. Returns -1, having written nothing, when a sum is not finite or when
+   |v|^2 is small against its terms (a and d nearly cancel): DEFINE_MOMENTUM's exact path
+   then takes the row. */
+#define DEFINE_MOMENTUM_FAST(NAME, T, V)                                                   \
+    static inline __attribute__((always_inline)) int NAME##_body(                          \
+        T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
+        double lr, const int first, const int nesterov, const int has_wd, const int neg,   \
+        const int big) {                                                                   \
+        enum { K = sizeof(V) / sizeof(T) };                                                \
+        V sww = (V){0}, swg = (V){0}, sgg = (V){0}, swm = (V){0}, sgm = (V){0},            \
+          smm = (V){0};                                                                    \
+        int64_t i = 0;                                                                     \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            sww += wv * wv;                                                                \
+            swg += wv * gv;                                                                \
+            sgg += gv * gv;                                                                \
+            if (!first) {                                                                  \
+                V mv = VLOAD(V, m + i);                                                    \
+                swm += wv * mv;                                                            \
+                sgm += gv * mv;                                                            \
+                smm += mv * mv;                                                            \
+            }                                                                              \
+        }                                                                                  \
+        double ww = HSUM(K, sww), wg = HSUM(K, swg), gg = HSUM(K, sgg), wm = 0, gm = 0,    \
+               mm = 0;                                                                     \
+        if (!first) wm = HSUM(K, swm), gm = HSUM(K, sgm), mm = HSUM(K, smm);               \
+        for (; i < n; i++) {                                                               \
+            ww += (double)w[i] * w[i];                                                     \
+            wg += (double)w[i] * g[i];                                                     \
+            gg += (double)g[i] * g[i];                                                     \
+            if (!first) {                                                                  \
+                wm += (double)w[i] * m[i];                                                 \
+                gm += (double)g[i] * m[i];                                                 \
+                mm += (double)m[i] * m[i];                                                 \
+            }                                                                              \
+        }                                                                                  \
+        if (!isfinite(ww + wg + gg + wm + gm + mm)) return -1;                             \
+        /* coefficients on (w, g, m): g' = sg g + wd w, r = g' - c w, m' = mu m + keep r   \
+           (m' = r first), d = m' (r + mu m' with Nesterov), v = ws w - ls d */            \
+        const double sg = neg ? -1.0 : 1.0, wd = has_wd ? p->weight_decay : 0.0;           \
+        const double mu = p->momentum, keep = 1 - p->dampening;                            \
+        const double c = sg * wg + wd * ww;                                                \
+        const double rw = wd - c, rg = sg;                                                 \
+        const double mw = first ? rw : keep * rw, mg = first ? rg : keep * rg,             \
+                     mmc = first ? 0.0 : mu;                                               \
+        const double dw = nesterov ? rw + mu * mw : mw, dg = nesterov ? rg + mu * mg : mg, \
+                     dm = nesterov ? mu * mmc : mmc;                                       \
+        const double s = big ? lr : 1.0, ws = 1 / s, ls = lr / s;                          \
+        const double vw = ws - ls * dw, vg = -ls * dg, vm_ = -ls * dm;                     \
+        /* G(a, b) = a^T Gram b */                                                         \
+        const double gw_v = vw * ww + vg * wg + vm_ * wm, gg_v = vw * wg + vg * gg + vm_ * gm, \
+                     gm_v = vw * wm + vg * gm + vm_ * mm;                                  \
+        const double vv = vw * gw_v + vg * gg_v + vm_ * gm_v;                              \
+        const double vmp = mw * gw_v + mg * gg_v + mmc * gm_v; /* <v, m'> */               \
+        const double scale = fabs(vw) * sqrt(ww) + fabs(vg) * sqrt(gg) + fabs(vm_) * sqrt(mm); \
+        if (!(vv > 0x1p-6 * scale * scale) || !isfinite(vv + vmp)) return -1;              \
+        const double inv = 1 / sqrt(vv);                                                   \
+        const T invT = (T)inv, xmT = (T)(vmp * inv), cT = (T)c, muT = (T)mu,               \
+                keepT = (T)keep, wdT = (T)wd, wsT = (T)ws, lsT = (T)ls;                    \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
+            T gi = neg ? -g[k] : g[k];                                                     \
+            if (has_wd) gi += wdT * w[k];                                                  \
+            T ri = gi - cT * w[k];                                                         \
+            T mi = first ? ri : muT * m[k] + keepT * ri;                                   \
+            T di = nesterov ? ri + muT * mi : mi;                                          \
+            T vi = big ? wsT * w[k] - lsT * di : w[k] - lsT * di;                          \
+            T xk = vi * invT;                                                              \
+            w[k] = xk;                                                                     \
+            m[k] = mi - xmT * xk;                                                          \
+        }                                                                                  \
+        return 1;                                                                          \
+    }                                                                                      \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr) {                                        \
+        const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
+        const int neg = p->sign < 0, big = lr > 1;                                         \
+        if (neg || big || nest) /* the rarer cases: one generic body */                    \
+            return NAME##_body(w, g, m, n, p, lr, first, nest, wd, neg, big);              \
+        if (first)                                                                         \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 1, 0, 0)                      \
+                      : NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0, 0);                     \
+        return wd ? NAME##_body(w, g, m, n, p, lr, 0, 0, 1, 0, 0)                          \
+                  : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0, 0);                         \
+    }
+
+DEFINE_MOMENTUM_FAST(momentum_fast_f32, float, vf32)
+DEFINE_MOMENTUM_FAST(momentum_fast_f64, double, vf64)
+
 /* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
    left untouched. mbuf, vbuf: scratch rows of length n. With momentum only <w, g> (and
    <w, w> with weight decay) is summed first: a non-finite gradient or point makes it
    non-finite (inf * 0 is NaN); without, <w, w> and <g, g> give the update's norm. */
-#define DEFINE_ROW(NAME, T, V, MOMENTUM)                                                   \
+#define DEFINE_ROW(NAME, T, V, MOMENTUM, FAST)                                             \
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
         enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
+        if (p->momentum != 0) {                                                            \
+            const int stepped = FAST(w, g, m, n, p, lr);                                   \
+            if (stepped >= 0) return stepped;                                              \
+        }                                                                                  \
         const double sg = p->sign, wd = p->weight_decay;                                   \
         const int all = p->momentum == 0 || wd != 0, squares = p->momentum == 0;           \
         V cs[U], qs[U], gs[U];                                                             \
@@ -259,8 +356,8 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
         return 1;                                                                          \
     }
 
-DEFINE_ROW(row_f32, float, vf32, momentum_f32)
-DEFINE_ROW(row_f64, double, vf64, momentum_f64)
+DEFINE_ROW(row_f32, float, vf32, momentum_f32, momentum_fast_f32)
+DEFINE_ROW(row_f64, double, vf64, momentum_f64, momentum_fast_f64)
 
 /* A plain (Euclidean) row: torch.optim.SGD's update of w, in its order of roundings (ATen's
    add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), in place -- a
