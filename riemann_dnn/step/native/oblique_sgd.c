@@ -87,10 +87,10 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
     static inline __attribute__((always_inline)) int NAME##_body(                          \
         T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
         double lr, double c, T *restrict mbuf, T *restrict vbuf, const int first,          \
-        const int nesterov, const int has_wd, const int neg, const int big) {              \
+        const int nesterov, const int has_wd, const int big) {                             \
         enum { K = sizeof(V) / sizeof(T) };                                                \
         const T cT = (T)c, mu = (T)p->momentum, keep = (T)(1 - p->dampening);              \
-        const T wdT = (T)p->weight_decay;                                                  \
+        const T wdT = (T)p->weight_decay, sgT = (T)p->sign;                                \
         const double s = big ? lr : 1.0; /* big: lr > 1 */                                 \
         const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
         V vs0 = (V){0}, vs1 = (V){0}, ms0 = (V){0}, ms1 = (V){0};                          \
@@ -98,8 +98,7 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
         for (; i + 2 * K <= n; i += 2 * K) {                                               \
             for (int u = 0; u < 2; u++) {                                                  \
                 const int64_t j = i + u * K;                                               \
-                V wv = VLOAD(V, w + j), gi = VLOAD(V, g + j);                              \
-                if (neg) gi = -gi;                                                         \
+                V wv = VLOAD(V, w + j), gi = sgT * VLOAD(V, g + j);                        \
                 if (has_wd) gi += wdT * wv;                                                \
                 V ri = gi - cT * wv, mi = ri;                                              \
                 if (!first) mi = mu * VLOAD(V, m + j) + keep * ri;                         \
@@ -118,7 +117,7 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
         }                                                                                  \
         double vv = 0, vm = 0;                                                             \
         for (; i < n; i++) {                                                               \
-            T gi = neg ? -g[i] : g[i];                                                     \
+            T gi = sgT * g[i];                                                             \
             if (has_wd) gi += wdT * w[i];                                                  \
             T ri = gi - cT * w[i];                                                         \
             T mi = first ? ri : mu * m[i] + keep * ri;                                     \
@@ -152,15 +151,14 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
                     const params_t *p, double lr, double c, T *restrict mbuf,              \
                     T *restrict vbuf) {                                                    \
         const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
-        const int neg = p->sign < 0, big = lr > 1;                                         \
-        if (neg || big || nest) /* the rarer cases: one generic body */                    \
-            return NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, first, nest, wd, neg,     \
-                               big);                                                       \
+        const int big = lr > 1; /* maximize: the sign, one code for both */                \
+        if (big || nest) /* the rarer cases: one generic body */                           \
+            return NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, first, nest, wd, big);    \
         if (first)                                                                         \
-            return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 1, 0, 0)       \
-                      : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 0, 0, 0);      \
-        return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 1, 0, 0)           \
-                  : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 0, 0, 0);          \
+            return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 1, 0)          \
+                      : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 0, 0);         \
+        return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 1, 0)              \
+                  : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 0, 0);             \
     }
 
 DEFINE_MOMENTUM(momentum_f32, float, vf32)
@@ -176,8 +174,7 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
 #define DEFINE_MOMENTUM_FAST(NAME, T, V)                                                   \
     static inline __attribute__((always_inline)) int NAME##_body(                          \
         T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
-        double lr, const int first, const int nesterov, const int has_wd, const int neg,   \
-        const int big) {                                                                   \
+        double lr, const int first, const int nesterov, const int has_wd, const int big) { \
         enum { K = sizeof(V) / sizeof(T) };                                                \
         V sww = (V){0}, swg = (V){0}, sgg = (V){0}, swm = (V){0}, sgm = (V){0},            \
           smm = (V){0};                                                                    \
@@ -210,7 +207,7 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
         if (!isfinite(ww + wg + gg + wm + gm + mm)) return -1;                             \
         /* coefficients on (w, g, m): g' = sg g + wd w, r = g' - c w, m' = mu m + keep r   \
            (m' = r first), d = m' (r + mu m' with Nesterov), v = ws w - ls d */            \
-        const double sg = neg ? -1.0 : 1.0, wd = has_wd ? p->weight_decay : 0.0;           \
+        const double sg = p->sign, wd = has_wd ? p->weight_decay : 0.0;                   \
         const double mu = p->momentum, keep = 1 - p->dampening;                            \
         const double c = sg * wg + wd * ww;                                                \
         const double rw = wd - c, rg = sg;                                                 \
@@ -229,9 +226,9 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
         if (!(vv > 0x1p-6 * scale * scale) || !isfinite(vv + vmp)) return -1;              \
         const double inv = 1 / sqrt(vv);                                                   \
         const T invT = (T)inv, xmT = (T)(vmp * inv), cT = (T)c, muT = (T)mu,               \
-                keepT = (T)keep, wdT = (T)wd, wsT = (T)ws, lsT = (T)ls;                    \
+                keepT = (T)keep, wdT = (T)wd, wsT = (T)ws, lsT = (T)ls, sgT = (T)sg;       \
         _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
-            T gi = neg ? -g[k] : g[k];                                                     \
+            T gi = sgT * g[k]; /* sg = -1 when maximizing: exact, and one code for both */   \
             if (has_wd) gi += wdT * w[k];                                                  \
             T ri = gi - cT * w[k];                                                         \
             T mi = first ? ri : muT * m[k] + keepT * ri;                                   \
@@ -246,14 +243,14 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr) {                                        \
         const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
-        const int neg = p->sign < 0, big = lr > 1;                                         \
-        if (neg || big || nest) /* the rarer cases: one generic body */                    \
-            return NAME##_body(w, g, m, n, p, lr, first, nest, wd, neg, big);              \
+        const int big = lr > 1; /* maximize: the sign, one code for both */                \
+        if (big || nest) /* the rarer cases: one generic body */                           \
+            return NAME##_body(w, g, m, n, p, lr, first, nest, wd, big);                   \
         if (first)                                                                         \
-            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 1, 0, 0)                      \
-                      : NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0, 0);                     \
-        return wd ? NAME##_body(w, g, m, n, p, lr, 0, 0, 1, 0, 0)                          \
-                  : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0, 0);                         \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 1, 0)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0);                        \
+        return wd ? NAME##_body(w, g, m, n, p, lr, 0, 0, 1, 0)                             \
+                  : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0);                            \
     }
 
 DEFINE_MOMENTUM_FAST(momentum_fast_f32, float, vf32)
