@@ -13,6 +13,7 @@ from .groups import (
     scale_invariant_weights,
     verify_scale_invariance,
 )
+from .parameter import ManifoldParameter
 from .propagation import KINDS, Symmetry, find_symmetries
 from .verification import example_batch
 
@@ -29,4 +30,5 @@ __all__ = [
     "Geometry",
     "MANIFOLD_NAMES",
     "resolve_geometry",
+    "ManifoldParameter",
 ]

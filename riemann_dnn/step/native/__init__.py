@@ -10,10 +10,17 @@ plain (Euclidean) ones -- so that a whole step of a small network is one C call:
 """
 
 from .build import cache_dir
-from .ops import PreparedStep, native_available, native_unavailable_reason, oblique_sgd_
+from .ops import (
+    NONFINITE,
+    PreparedStep,
+    native_available,
+    native_unavailable_reason,
+    oblique_sgd_,
+)
 
 __all__ = [
     "oblique_sgd_",
+    "NONFINITE",
     "PreparedStep",
     "native_available",
     "native_unavailable_reason",

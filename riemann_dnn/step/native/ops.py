@@ -95,7 +95,7 @@ def _call_native(
         ptr(*[g.data_ptr() for g in grads]),
         ptr(*[b.data_ptr() for b in bufs]) if bufs else None,
         _DTYPE_CODES[points[0].dtype],
-        rates.data_ptr(),
+        ptr(*([rates.data_ptr()] * k)),
         i64(*per_lr),
         momentum,
         dampening,
@@ -317,14 +317,47 @@ def _reset_notice() -> None:
     _NOTICE_GIVEN = False
 
 
+class _Args(ctypes.Structure):
+    """``rdnn_args`` of ``oblique_sgd.c``: a prepared step's arguments."""
+
+    _fields_ = [
+        ("ntensors", ctypes.c_int64),
+        ("rows", ctypes.c_void_p),
+        ("ncols", ctypes.c_void_p),
+        ("numel", ctypes.c_void_p),
+        ("rows_per_lr", ctypes.c_void_p),
+        ("normalize", ctypes.c_void_p),
+        ("w", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("m", ctypes.c_void_p),
+        ("lr", ctypes.c_void_p),
+        ("found", ctypes.c_void_p),
+        ("momentum", ctypes.c_double),
+        ("dampening", ctypes.c_double),
+        ("weight_decay", ctypes.c_double),
+        ("dtype", ctypes.c_int32),
+        ("nesterov", ctypes.c_int32),
+        ("maximize", ctypes.c_int32),
+        ("first", ctypes.c_int32),
+        ("nthreads", ctypes.c_int32),
+        ("check", ctypes.c_int32),
+    ]
+
+
+#: What :meth:`PreparedStep.run` returns when its check found a non-finite gradient.
+NONFINITE = -2
+
+
 class PreparedStep:
     """One native call, prepared once, over fixed tensors: unit-row points (the UN step)
     and plain ones (``torch.optim.SGD``'s step), all of one dtype on the CPU.
 
-    The shapes, pointers and momentum buffers are laid out at construction; a call passes
-    only the gradients' pointers and the hyper-parameters, so that a step costs one C call
-    and no per-tensor Python work beyond reading each gradient's address -- what a small
-    network (ArchBN: 18 tensors, 57k weights) needs to step at ``torch.optim.SGD``'s cost.
+    The shapes, pointers and momentum buffers are laid out at construction, in one argument
+    struct; a step writes only the gradients' addresses and the hyper-parameters into it
+    and makes one C call -- what a small network (ArchBN: 18 tensors, 57k weights) needs to
+    step at ``torch.optim.SGD``'s cost. The kernel reads the rates where they are kept: a
+    float64 CPU tensor (one rate, or one per copy) is read in place, so changing its values
+    costs nothing; a number or another tensor is written into a float64 slot of this object.
     Rows with a non-finite gradient (or update) are left untouched and flagged, as in
     :func:`oblique_sgd_`.
 
@@ -336,7 +369,9 @@ class PreparedStep:
         params: the tensors the points view, whose ``.grad`` :meth:`gradient_pointers`
             reads (default: the points).
         copies: stacked copies: each point's rows are ``copies`` consecutive blocks, block
-            ``k`` stepped with the ``k``-th rate of a tensor ``lr``.
+            ``k`` stepped with the ``k``-th rate of a rate per copy.
+        rate_slots: the number of consecutive points that share each rate (e.g. one slot
+            per param group); default: one rate for all.
     """
 
     def __init__(
@@ -347,6 +382,7 @@ class PreparedStep:
         *,
         params: Sequence[torch.Tensor] | None = None,
         copies: int = 1,
+        rate_slots: Sequence[int] | None = None,
     ):
         library, reason = load()
         if library is None:
@@ -356,6 +392,7 @@ class PreparedStep:
         i64, ptr = ctypes.c_int64 * k, ctypes.c_void_p * k
         self.points = list(points)
         self.momentum_buffers = None if momentum_buffers is None else list(momentum_buffers)
+        self._bumped = self.points + (self.momentum_buffers or [])
         self._k, self._ptr = k, ptr
         self._dtype = _DTYPE_CODES[points[0].dtype]
         rows = [p.shape[0] for p in points]
@@ -364,7 +401,6 @@ class PreparedStep:
             raise ValueError(
                 f"PreparedStep: copies={copies} must divide every point's rows, got rows {rows}"
             )
-        self._per_lr = i64(*[max(r // copies, 1) for r in rows])
         self.copies = copies
         self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
@@ -374,10 +410,40 @@ class PreparedStep:
         )
         self.params = list(points if params is None else params)
         self._addresses = [p.data_ptr() for p in self.params]
+        # the shapes a step depends on: unit rows (a plain point steps elementwise, and a
+        # moved storage is caught by its address)
+        self._checked = [p.shape if v else None for p, v in zip(self.params, normalize)]
         self._grad_ptrs = ptr()
         self._torch_dtype = points[0].dtype
-        self._lr = ctypes.c_double()
         self._found = torch.zeros(1)
+        # the rates: per slot, the points it covers, a float64 slot of its own and what
+        # the kernel reads now (address, count, the object kept alive)
+        sizes = [k] if rate_slots is None else list(rate_slots)
+        if sum(sizes) != k or any(size < 0 for size in sizes):
+            raise ValueError(f"PreparedStep: rate_slots {sizes} must add up to {k} points")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._slots = [range(a, a + n) for a, n in zip(starts, sizes)]
+        self._own = [(ctypes.c_double * copies)() for _ in sizes]
+        self._bound: list[tuple[int, int, object] | None] = [None] * len(sizes)
+        self._rate_ptrs = ptr()
+        self._per_lr = i64()
+        args = self._args = _Args()
+        args.ntensors, args.dtype = k, self._dtype
+        for name, array in (
+            ("rows", self._rows),
+            ("ncols", self._ncols),
+            ("numel", self._numel),
+            ("rows_per_lr", self._per_lr),
+            ("normalize", self._normalize),
+            ("w", self._point_ptrs),
+            ("g", self._grad_ptrs),
+            ("m", self._buffer_ptrs),
+            ("lr", self._rate_ptrs),
+        ):
+            setattr(args, name, None if array is None else ctypes.addressof(array))
+        args.found = None  # the count of rows left untouched is returned
+        self._args_address = ctypes.addressof(args)
+        self._hyper: tuple | None = None
 
     def valid_for(self, params: Sequence[torch.Tensor]) -> bool:
         """Whether ``params`` are the tensors, with the storage, this step was prepared
@@ -387,31 +453,108 @@ class PreparedStep:
         )
 
     def gradient_pointers(self) -> ctypes.Array | None:
-        """The addresses of the parameters' ``.grad``, or ``None`` when one is missing,
-        of another dtype, or not contiguous (then this step cannot run)."""
+        """The addresses of the parameters' ``.grad`` (written into this step's arguments),
+        or ``None`` when this step cannot run: a gradient is missing, sparse, of another
+        dtype, or not contiguous, a parameter's storage moved, or a unit-row parameter's
+        shape changed."""
         ptrs, dtype = self._grad_ptrs, self._torch_dtype
-        for i, param in enumerate(self.params):
-            grad = param.grad
-            if (
-                grad is None
-                or grad.dtype is not dtype
-                or grad.layout is not torch.strided
-                or not grad.is_contiguous()
-            ):
-                return None
-            ptrs[i] = grad.data_ptr()
+        i = 0
+        try:
+            for param, address, shape in zip(self.params, self._addresses, self._checked):
+                grad = param.grad
+                if (
+                    grad is None
+                    or grad.dtype is not dtype
+                    or not grad.is_contiguous()  # raises for sparse gradients
+                    or param.data_ptr() != address
+                    or (shape is not None and grad.shape != shape)
+                ):
+                    return None
+                ptrs[i] = grad.data_ptr()
+                i += 1
+        except RuntimeError:
+            return None
         return ptrs
 
     def all_finite(self, grads: ctypes.Array) -> bool:
         """Whether every gradient entry is finite (one read-only pass; ``grads`` from
-        :meth:`gradient_pointers`): the strict mode's check, before any weight moves."""
+        :meth:`gradient_pointers`): the check before any weight moves."""
         return bool(self._fn.all_finite(self._k, self._numel, grads, self._dtype))
+
+    def bind_rate(self, slot: int, lr: float | torch.Tensor) -> None:
+        """Let the kernel read slot ``slot``'s rate from ``lr``: a float64 contiguous CPU
+        tensor of 1 or ``copies`` rates is read in place (its later values are used as
+        they are); a number or another tensor is copied into the slot's own float64
+        storage (a 0-d or one-element tensor is read with ``float``)."""
+        previous = self._bound[slot]
+        if previous is not None:  # the common cases, cheaply: nothing to re-point
+            if previous[2] is lr and lr.data_ptr() == previous[0]:
+                return
+            if type(lr) is float and previous[1] == 1 and previous[2] is self._own[slot]:
+                self._own[slot][0] = lr
+                return
+        if isinstance(lr, torch.Tensor):
+            count = lr.numel()
+            if count not in (1, self.copies):
+                raise ValueError(
+                    f"PreparedStep: lr has {count} rates; expected 1 or one per copy "
+                    f"({self.copies})"
+                )
+            if lr.dtype is torch.float64 and lr.device.type == "cpu" and lr.is_contiguous():
+                bound = (lr.data_ptr(), count, lr)
+            else:
+                own = self._own[slot]
+                values = [float(lr)] if count == 1 else lr.detach().reshape(-1).tolist()
+                for i, value in enumerate(values):
+                    own[i] = value
+                bound = (ctypes.addressof(own), count, own)
+        else:
+            own = self._own[slot]
+            own[0] = lr
+            bound = (ctypes.addressof(own), 1, own)
+        if previous is None or previous[:2] != bound[:2]:
+            for t in self._slots[slot]:
+                self._rate_ptrs[t] = bound[0]
+                self._per_lr[t] = max(self._rows[t] // bound[1], 1)
+        self._bound[slot] = bound
+
+    def run(
+        self,
+        *,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        first_step: bool = False,
+        check: bool = False,
+    ) -> int:
+        """Step in place with the gradients of the last :meth:`gradient_pointers` and the
+        bound rates (:meth:`bind_rate`). Returns the number of rows left untouched (a
+        non-finite gradient or update), or :data:`NONFINITE` -- nothing written -- when
+        ``check`` and a gradient holds inf or NaN."""
+        args = self._args
+        hyper = (momentum, dampening, weight_decay, nesterov, maximize)
+        if hyper != self._hyper:
+            args.momentum, args.dampening, args.weight_decay = momentum, dampening, weight_decay
+            args.nesterov, args.maximize = nesterov, maximize
+            self._hyper = hyper
+        args.first, args.check, args.nthreads = first_step, check, torch.get_num_threads()
+        bad = self._fn.step(self._args_address)
+        if bad == NONFINITE:
+            return bad
+        if bad < 0:
+            raise RuntimeError(
+                "riemann_dnn: the native kernel rejected its arguments or ran out of memory"
+            )
+        torch.autograd.graph.increment_version(self._bumped)
+        return bad
 
     def __call__(
         self,
         grads: Sequence[torch.Tensor] | ctypes.Array,
         *,
-        lr: float | tuple[float, ...] | torch.Tensor,
+        lr: float | torch.Tensor | Sequence[float | torch.Tensor],
         momentum: float = 0.0,
         dampening: float = 0.0,
         nesterov: bool = False,
@@ -420,51 +563,27 @@ class PreparedStep:
         first_step: bool = False,
     ) -> bool:
         """Step in place with ``grads`` (contiguous tensors of the points' shapes and
-        dtype, or :meth:`gradient_pointers`); returns whether some row was left untouched
-        (a non-finite gradient or update)."""
+        dtype, or :meth:`gradient_pointers`) and ``lr`` (one rate for every slot, or a
+        sequence of one per slot; see :meth:`bind_rate`); returns whether some row was
+        left untouched (a non-finite gradient or update)."""
         if not isinstance(grads, ctypes.Array):
             grads = self._ptr(*[g.data_ptr() for g in grads])
-        if isinstance(lr, torch.Tensor):
-            lr = float(lr) if lr.ndim == 0 else tuple(lr.tolist())
-        if isinstance(lr, tuple):
-            if len(lr) != self.copies:
-                raise ValueError(f"PreparedStep: {len(lr)} rates for {self.copies} copies")
-            rates = (ctypes.c_double * len(lr))(*lr)
+        if grads is not self._grad_ptrs:
+            ctypes.memmove(self._grad_ptrs, grads, ctypes.sizeof(grads))
+        if isinstance(lr, (list, tuple)):
+            if len(lr) != len(self._slots):
+                raise ValueError(f"PreparedStep: {len(lr)} rates for {len(self._slots)} slots")
+            for slot, rate in enumerate(lr):
+                self.bind_rate(slot, rate)
         else:
-            if self.copies != 1:
-                lr = (float(lr),) * self.copies
-                rates = (ctypes.c_double * self.copies)(*lr)
-            else:
-                self._lr.value = lr
-                rates = self._lr
-        found = self._found
-        found.zero_()
-        bad = self._fn(
-            self._k,
-            self._rows,
-            self._ncols,
-            self._normalize,
-            self._point_ptrs,
-            grads,
-            self._buffer_ptrs,
-            self._dtype,
-            ctypes.addressof(rates),
-            self._per_lr,
-            momentum,
-            dampening,
-            int(nesterov),
-            weight_decay,
-            int(maximize),
-            int(first_step),
-            torch.get_num_threads(),
-            found.data_ptr(),
+            for slot in range(len(self._slots)):
+                self.bind_rate(slot, lr)
+        bad = self.run(
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            first_step=first_step,
         )
-        if bad < 0:
-            raise RuntimeError(
-                "riemann_dnn: the native kernel rejected its arguments or ran out of memory"
-            )
-        bumped = (
-            self.points if self.momentum_buffers is None else (self.points + self.momentum_buffers)
-        )
-        torch.autograd.graph.increment_version(bumped)
         return bad > 0
