@@ -10,7 +10,8 @@
  *   u = (w - a m) / max(1, a);   w' = u / |u|;   m <- m - <w', m> w'   (retract, transport)
  *
  * with bias1 = 1 - b1^t and bias2s = sqrt(1 - b2^t) per tensor. The row is read from
- * memory once; the later passes run while it is in cache. Sums are accumulated in float
+ * memory once; the two later passes run while it is in cache (|u| and <u, m> come from
+ * sums of the second pass, unless w and a m nearly cancel). Sums are accumulated in float
  * vectors and redone in double when they overflow; per-row scalars are doubles. A row whose
  * gradient (or point, or resulting update) is not finite is left untouched -- w, m, v and
  * vmax keep their values -- and counted. Per-row arithmetic does not depend on the thread
@@ -79,32 +80,44 @@ typedef struct {
             }                                                                              \
             if (!isfinite(c0 + ww + g0)) return 0;                                         \
         }                                                                                  \
-        /* pass 2: r = s - c w with s = sg g + wd w; m' = b1 m + (1 - b1) r; <r, r> */     \
+        /* pass 2: r = s - c w with s = sg g + wd w; m' = b1 m + (1 - b1) r; <r, r>,      \
+           <w, m'>, <m', m'> */                                                            \
         const double c = sg * c0 + wd * ww;                                                \
         const T sgT = (T)sg, wdT = (T)wd, cT = (T)c;                                       \
         const T b1 = (T)p->beta1, k1 = (T)(1 - p->beta1);                                  \
-        V rs[2] = {(V){0}, (V){0}};                                                        \
+        V rs[2] = {(V){0}, (V){0}}, wms[2] = {(V){0}, (V){0}}, mms[2] = {(V){0}, (V){0}};  \
         i = 0;                                                                             \
         for (; i + K <= n; i += K) {                                                       \
             V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
             V ri = (sgT * gv + wdT * wv) - cT * wv;                                        \
-            VSTORE(mbuf + i, b1 * VLOAD(V, m + i) + k1 * ri);                              \
-            rs[(i / K) & 1] += ri * ri;                                                    \
+            V mi = b1 * VLOAD(V, m + i) + k1 * ri;                                         \
+            VSTORE(mbuf + i, mi);                                                          \
+            const int u = (int)((i / K) & 1);                                              \
+            rs[u] += ri * ri;                                                              \
+            wms[u] += wv * mi;                                                             \
+            mms[u] += mi * mi;                                                             \
         }                                                                                  \
-        double rr = 0;                                                                     \
+        double rr = 0, wm = 0, mm = 0;                                                     \
         for (; i < n; i++) {                                                               \
             T ri = (sgT * g[i] + wdT * w[i]) - cT * w[i];                                  \
-            mbuf[i] = b1 * m[i] + k1 * ri;                                                 \
+            T mi = b1 * m[i] + k1 * ri;                                                    \
+            mbuf[i] = mi;                                                                  \
             rr += (double)ri * ri;                                                         \
+            wm += (double)w[i] * mi;                                                       \
+            mm += (double)mi * mi;                                                         \
         }                                                                                  \
         rr += HSUM(K, rs[0] + rs[1]);                                                      \
-        if (!isfinite(rr)) { /* float overflow: redo in double */                          \
-            rr = 0;                                                                        \
+        wm += HSUM(K, wms[0] + wms[1]);                                                    \
+        mm += HSUM(K, mms[0] + mms[1]);                                                    \
+        if (!isfinite(rr + wm + mm)) { /* float overflow: redo in double */                \
+            rr = wm = mm = 0;                                                              \
             for (int64_t k = 0; k < n; k++) {                                              \
                 T ri = (sgT * g[k] + wdT * w[k]) - cT * w[k];                              \
                 rr += (double)ri * ri;                                                     \
+                wm += (double)w[k] * mbuf[k];                                              \
+                mm += (double)mbuf[k] * mbuf[k];                                           \
             }                                                                              \
-            if (!isfinite(rr)) return 0;                                                   \
+            if (!isfinite(rr + wm + mm)) return 0;                                         \
         }                                                                                  \
         /* the second moment and the row's step a, scaled: u = A w - B m' */               \
         const T vn = (T)(p->beta2 * (double)*v + (1 - p->beta2) * rr);                     \
@@ -112,40 +125,34 @@ typedef struct {
         if (p->amsgrad) vm = *vmax > vn ? *vmax : vn;                                      \
         const double a = lr / bias1 / (sqrt((double)vm) / bias2s + p->eps);                \
         const double s = fmax(1.0, a);                                                     \
-        const T A = (T)(1 / s), B = (T)(a / s);                                            \
-        /* pass 3: u, <u, u>, <u, m'> */                                                   \
-        V us[2] = {(V){0}, (V){0}}, ms[2] = {(V){0}, (V){0}};                              \
-        i = 0;                                                                             \
-        for (; i + K <= n; i += K) {                                                       \
-            V mi = VLOAD(V, mbuf + i);                                                     \
-            V ui = A * VLOAD(V, w + i) - B * mi;                                           \
-            VSTORE(ubuf + i, ui);                                                          \
-            const int u = (int)((i / K) & 1);                                              \
-            us[u] += ui * ui;                                                              \
-            ms[u] += ui * mi;                                                              \
-        }                                                                                  \
-        double uu = 0, um = 0;                                                             \
-        for (; i < n; i++) {                                                               \
-            T ui = A * w[i] - B * mbuf[i];                                                 \
-            ubuf[i] = ui;                                                                  \
-            uu += (double)ui * ui;                                                         \
-            um += (double)ui * mbuf[i];                                                    \
-        }                                                                                  \
-        uu += HSUM(K, us[0] + us[1]);                                                      \
-        um += HSUM(K, ms[0] + ms[1]);                                                      \
-        if (!isfinite(uu + um)) { /* float overflow: redo in double */                     \
+        const double Ad = 1 / s, Bd = a / s;                                               \
+        const T A = (T)Ad, B = (T)Bd;                                                      \
+        /* |u|^2 and <u, m'> from the sums; where A w and B m' nearly cancel, rounding the \
+           written row in T would move its norm off 1: form u in T and sum its squares */  \
+        const double big = Ad * Ad * ww + Bd * Bd * mm;                                    \
+        double uu = big - 2 * Ad * Bd * wm, um = Ad * wm - Bd * mm;                        \
+        if (!(uu > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                           \
             uu = um = 0;                                                                   \
             for (int64_t k = 0; k < n; k++) {                                              \
+                ubuf[k] = A * w[k] - B * mbuf[k];                                          \
                 uu += (double)ubuf[k] * ubuf[k];                                           \
                 um += (double)ubuf[k] * mbuf[k];                                           \
             }                                                                              \
-        }                                                                                  \
-        if (!(uu > 0) || !isfinite(uu + um) || !isfinite((double)vm)) return 0;            \
-        /* pass 4: w' = u / |u|, m <- m' - <w', m'> w' = m' - (<u, m'> / <u, u>) u */       \
-        const T inv = (T)(1 / sqrt(uu)), t = (T)(um / uu);                                 \
-        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
-            w[k] = ubuf[k] * inv;                                                          \
-            m[k] = mbuf[k] - t * ubuf[k];                                                  \
+            if (!(uu > 0) || !isfinite(uu + um) || !isfinite((double)vm)) return 0;       \
+            const T inv = (T)(1 / sqrt(uu)), t = (T)(um / uu);                             \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                          \
+                w[k] = ubuf[k] * inv;                                                      \
+                m[k] = mbuf[k] - t * ubuf[k];                                              \
+            }                                                                              \
+        } else {                                                                           \
+            if (!isfinite(uu + um) || !isfinite((double)vm)) return 0;                     \
+            /* pass 3: w' = u / |u|, m <- m' - <w', m'> w' = m' - (<u, m'> / |u|^2) u */   \
+            const T inv = (T)(1 / sqrt(uu)), t = (T)(um / uu);                             \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                          \
+                const T mk = mbuf[k], uk = A * w[k] - B * mk;                              \
+                w[k] = uk * inv;                                                           \
+                m[k] = mk - t * uk;                                                        \
+            }                                                                              \
         }                                                                                  \
         *v = vn;                                                                           \
         if (p->amsgrad) *vmax = vm;                                                        \
