@@ -1,4 +1,4 @@
-"""Non-finite gradients in :class:`~riemann_dnn.optim.RiemannianSGD`: the checks (one fused
+"""Non-finite gradients in a :class:`~riemann_dnn.optim.RiemannianOptimizer`: the checks (one fused
 pass per device and dtype), the per-copy masks of stacked groups and the errors raised.
 
 ``nonfinite="raise"`` raises :class:`NonFiniteGradientError` before any weight moves (the
@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
 
 import torch
 
-from ..params import Geometry
-from ._functional import takes_row_kernel
-from ._group import Group, is_euclidean_group
+from ._group import Group
 
 __all__ = ["NonFiniteGradientError"]
 
@@ -94,33 +91,10 @@ def raise_rows() -> None:
     )
 
 
-def eager_checked(
-    groups: list[Group], geometry: Callable[[torch.Tensor, Group], Geometry]
-) -> list[Group]:
-    """``groups`` restricted to the parameters that the row-fused kernel does not step
-    (it checks its own rows)."""
-    out = []
-    for group in groups:
-        if (
-            group["foreach"] is False
-            or group["fused"] is False
-            or (group["foreach"] is None and torch.compiler.is_compiling())
-        ):
-            out.append(group)
-            continue
-        rest = [
-            p
-            for p in group["params"]
-            if p.grad is None
-            or is_euclidean_group(group)
-            or not takes_row_kernel(p, geometry(p, group))
-        ]
-        out.append({**group, "params": rest})
-    return out
-
-
-def freeze_copies(groups: list[Group], state: dict, bad: torch.Tensor) -> list:
-    """Zero the bad copies' gradients and save their weights and momentum, to be put
+def freeze_copies(
+    groups: list[Group], state: dict, bad: torch.Tensor, state_tensors: tuple[str, ...]
+) -> list:
+    """Zero the bad copies' gradients and save their weights and state tensors, to be put
     back after the step (a step with zero gradient still renormalises)."""
     kept = []
     for group in groups:
@@ -130,7 +104,9 @@ def freeze_copies(groups: list[Group], state: dict, bad: torch.Tensor) -> list:
             mask = bad.to(param.device)
             param.grad[mask] = 0
             kept.append((param, (mask, param[mask].clone())))
-            buf = state[param].get("momentum_buffer")
-            if buf is not None:
-                kept.append((buf, (mask, buf[mask].clone())))
+            entry = state.get(param, {})
+            for key in state_tensors:
+                tensor = entry.get(key)
+                if isinstance(tensor, torch.Tensor) and tensor.shape[:1] == param.shape[:1]:
+                    kept.append((tensor, (mask, tensor[mask].clone())))
     return kept

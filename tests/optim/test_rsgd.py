@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from riemann_dnn.manifolds import Oblique, Sphere, Stiefel
-from riemann_dnn.optim import NonFiniteGradientError, RiemannianSGD, _functional
+from riemann_dnn.optim import NonFiniteGradientError, RiemannianSGD, rsgd
 from riemann_dnn.step.native import native_available
 
 
@@ -164,7 +164,7 @@ def _make_params(dtype, seed=0):
 @pytest.mark.parametrize("hyper", HYPER, ids=["momentum_wd", "nesterov", "dampening", "plain"])
 def test_foreach_and_single_tensor_paths_agree(dtype, tol, hyper, stack, monkeypatch):
     # the fused sphere kernel stacks same-shaped tensors on accelerators; force it here too
-    monkeypatch.setattr(_functional, "_stack_spheres", lambda device: stack)
+    monkeypatch.setattr(rsgd, "_stack_spheres", lambda device: stack)
     runs = {}
     for foreach in (True, False):
         params = _make_params(dtype)
