@@ -1,36 +1,529 @@
-"""``RiemannianAdam``: Adam with each parameter on its manifold, and its functional form
-:func:`riemannian_adam`, as ``torch.optim.adam`` holds ``Adam`` and ``adam``.
+r"""``RiemannianAdam``: Adam with each parameter on its manifold, and its functional form
+:func:`riemannian_adam`, as ``torch/optim/adam.py`` holds ``Adam`` and ``adam``.
 
 The step is Bécigneul & Ganea's (ICLR 2019), written once in :mod:`riemann_dnn.step.adam`.
 Parameters are split by geometry: Euclidean ones take ``torch.optim.Adam``'s own kernels
 (so they equal ``torch.optim.Adam``/``AdamW`` bit for bit, flag for flag); unit-norm ones
 (oblique rows, spheres) on the CPU take the row-fused kernel
 (:func:`riemann_dnn.step.native.oblique_adam_`) or, elsewhere, the in-place sphere kernel;
-the rest take the shared reference step, one call per parameter.
+the rest take the shared reference step, one call per parameter. What every Riemannian
+optimizer shares (groups naming manifolds, placement, stacked copies, non-finite
+gradients, state dicts, the prepared-kernel cache) is
+:class:`~riemann_dnn.optim.RiemannianOptimizer`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+from collections.abc import Hashable, Iterable
+from typing import Any, Literal
 
 import torch
 from torch.optim.adam import adam as _torch_adam
+from torch.optim.optimizer import _get_scalar_dtype, _to_scalar
 
 from ..manifolds import working_dtype
 from ..params import Geometry
 from ..step.adam import (
     AdamHyperparameters,
     AdamState,
+    check_adam_hyperparameters,
     riemannian_adam_step,
+    second_moment_axes,
     sphere_adam_step_,
 )
 from ..step.fused import unit_norm_axis
-from ..step.native import oblique_adam_
+from ..step.native import PreparedAdamRows, adam_native_available, oblique_adam_
+from ._functional import ROW_KERNEL_DTYPES, SPHERE_KERNEL_DTYPES, rate_for
+from ._group import Group, is_euclidean_group, scalar_rate
+from ._nonfinite import gradients_are_finite
+from .optimizer import RiemannianOptimizer
 
-__all__ = ["riemannian_adam"]
+__all__ = ["RiemannianAdam", "RiemannianAdamW", "riemannian_adam"]
 
-#: The dtypes the row-fused kernel takes (it steps half points in float32 itself).
-ROW_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+class RiemannianAdam(RiemannianOptimizer):
+    r"""Riemannian Adam (Bécigneul & Ganea, ICLR 2019), with amsgrad and decoupled weight
+    decay (AdamW).
+
+    Each param group names the manifold its parameters live on (``"manifold"``: e.g.
+    ``"oblique"`` -- every filter, i.e. row of the weight viewed as ``(out, -1)``, of unit
+    norm -- ``"sphere"``, ``"stiefel"``, or a manifold object; default: the manifold a
+    :class:`~riemann_dnn.params.ManifoldParameter` carries, else Euclidean). For a
+    parameter :math:`x` with gradient :math:`g` (:math:`-g` with ``maximize``), at step
+    :math:`t`:
+
+    .. math::
+
+        r = P_x(g + \omega x),\quad m \leftarrow eta_1 m + (1-eta_1) r,\quad
+        v \leftarrow eta_2 v + (1-eta_2) \langle r, r
+angle_x,\
+        x \leftarrow R_x\Big(-rac{\lambda}{1-eta_1^t}\,
+        rac{m}{\sqrt{\hat v}/\sqrt{1-eta_2^t} + \epsilon}\Big),\quad
+        m \leftarrow \mathcal{T}_{x	o x^+}(m)
+
+    with :math:`\hat v = v` (or its running maximum with ``amsgrad``). The first moment
+    lives in the tangent space and is carried to the new point by the manifold's vector
+    transport; the second moment is one value per component of the manifold -- per
+    filter (row) on ``"oblique"``, per point on spheres and Stiefel -- and elementwise on
+    Euclidean parameters, which follow ``torch.optim.Adam`` (``AdamW`` with
+    ``decoupled_weight_decay``) bit for bit. See :mod:`riemann_dnn.step.adam` for the
+    formulas and for what decoupled weight decay means on a manifold (nothing, on the
+    fixed-norm ones: the norm it would shrink is fixed by the constraint).
+
+    Groups, stacked copies (``"copies": n``, a rate per copy), non-finite gradients and
+    state dicts are those of :class:`~riemann_dnn.optim.RiemannianOptimizer`. The state of
+    a constrained parameter holds ``exp_avg`` (parameter-shaped) and ``exp_avg_sq`` (and
+    ``max_exp_avg_sq``) with one value per component: shape ``(out, 1)`` for an oblique
+    weight with ``out`` filters; float32 for half-precision parameters.
+
+    Args:
+        params: parameters or param groups (dicts with ``"params"`` and optionally
+            ``"manifold"``, ``"retraction"``, ``"copies"`` and any hyper-parameter below).
+        lr: the learning rate: a number or a one-element tensor, or in groups with copies
+            a tensor of one rate per copy.
+        betas, eps, weight_decay, amsgrad, maximize: as in ``torch.optim.Adam``.
+        decoupled_weight_decay: AdamW's decay, :math:`x \leftarrow x(1 - \lambda\omega)`
+            on Euclidean parameters (:class:`RiemannianAdamW` sets it).
+        manifold, retraction, copies: defaults for groups that set none.
+        foreach, fused: ``torch.optim.Adam``'s flags, for the Euclidean parameters (same
+            kernels, same numbers). For unit-norm parameters (``"oblique"``, ``"sphere"``
+            with the normalize retraction) on the CPU the default is the row-fused native
+            kernel (:func:`riemann_dnn.step.native.oblique_adam_`, compiled at first use;
+            the eager kernel with one notice where no C compiler is found); ``fused=False``
+            takes the in-place torch kernel, ``foreach=False`` the reference step.
+        nonfinite, project_initial: see :class:`~riemann_dnn.optim.RiemannianOptimizer`.
+
+    Example::
+
+        groups = riemann_dnn.params.param_groups(model)  # BN-fed weights -> "oblique"
+        opt = RiemannianAdam(groups, lr=1e-3)
+    """
+
+    name = "RiemannianAdam"
+    state_tensors = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        manifold: Any = None,
+        retraction: str | None = None,
+        copies: int | None = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        nonfinite: Literal["raise", "skip"] = "raise",
+        project_initial: bool = True,
+    ):
+        if fused and foreach:
+            raise RuntimeError(f"{self.name}: `fused` and `foreach` cannot be `True` together.")
+        if isinstance(betas, (tuple, list)) and len(betas) == 2:
+            betas = tuple(map(_to_scalar, betas))
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            manifold=manifold,
+            retraction=retraction,
+            copies=copies,
+            foreach=foreach,
+            fused=fused,
+        )
+        super().__init__(params, defaults, nonfinite=nonfinite, project_initial=project_initial)
+
+    # -- the base's hooks -----------------------------------------------------------------
+    def _check_hyperparameters(self, group: Group, where: str) -> None:
+        lr, betas, foreach = group["lr"], group["betas"], group["foreach"]
+        if isinstance(lr, torch.Tensor) and lr.numel() == 1 and foreach:
+            raise ValueError(
+                f"{self.name}: lr as a Tensor is not supported for capturable=False and "
+                f"foreach=True{where}; pass a float lr, or foreach=None"
+            )
+        if isinstance(betas, (tuple, list)) and len(betas) == 2:
+            tensors = [isinstance(b, torch.Tensor) for b in betas]
+            if any(tensors) and not all(tensors):
+                raise ValueError(
+                    f"{self.name}: betas must be either both floats or both Tensors, got "
+                    f"{betas!r}{where}"
+                )
+            if all(tensors):
+                if foreach:
+                    raise ValueError(
+                        f"{self.name}: betas[0] as a Tensor is not supported for "
+                        f"capturable=False and foreach=True{where}; pass floats"
+                    )
+                if any(b.numel() != 1 for b in betas):
+                    raise ValueError(f"{self.name}: Tensor betas must be 1-element{where}")
+                betas = tuple(float(b) for b in betas)
+        check_adam_hyperparameters(
+            self.name, betas, group["eps"], group["weight_decay"], where=where
+        )
+
+    def _step_group(self, group: Group, found: torch.Tensor) -> None:
+        params = []
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError(f"{self.name} does not support sparse gradients")
+            params.append(param)
+        if not params:
+            return
+        geometries = self.geometries(params, group)
+        states = [
+            self._state_of(p, None if geometries is None else geometries[i], group)
+            for i, p in enumerate(params)
+        ]
+        riemannian_adam(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            [s["step"] for s in states],
+            geometries,
+            hp=_hyperparameters(group),
+            foreach=group["foreach"],
+            fused=group["fused"],
+            maximize=group["maximize"],
+            found_nonfinite=found,
+        )
+
+    def _state_of(self, param: torch.Tensor, geometry: Geometry | None, group: Group):
+        """The parameter's state, initialised (zero moments) on its first step."""
+        state = self.state[param]
+        if "step" not in state:
+            state.update(_fresh_state(param, geometry, group))
+        elif group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = state["exp_avg_sq"].clone()
+        return state
+
+    def _kernel_key(self, group: Group) -> Hashable | None:
+        """Groups with equal hyper-parameters and flags share one prepared kernel; ``None``
+        where the native kernel cannot run or the group turns it off."""
+        if group["foreach"] is False or group["fused"] is False or not adam_native_available():
+            return None
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr) if lr.numel() == 1 else tuple(lr.tolist())
+        return (
+            lr,
+            tuple(float(b) for b in group["betas"]),
+            group["eps"],
+            group["weight_decay"],
+            group["amsgrad"],
+            group["decoupled_weight_decay"],
+            group["maximize"],
+            group["copies"],
+            group["foreach"],
+            group["fused"],
+        )
+
+    def _prepare_kernel(self, groups: list[Group]) -> _AdamKernel | None:
+        return _AdamKernel.prepare(groups, self.geometry, self.state)
+
+    def _keep_working_precision(self, state_dict: dict[str, Any]) -> None:
+        """As the base, for constrained parameters only: Euclidean ones keep
+        ``torch.optim.Adam``'s state, in the parameter's dtype."""
+        for saved, group in zip(state_dict["param_groups"], self.param_groups):
+            for index, param in zip(saved["params"], group["params"]):
+                dtype = working_dtype(param.dtype)
+                if dtype == param.dtype or _is_euclidean(param, group, self.geometry):
+                    continue
+                entry = state_dict["state"].get(index, {})
+                for key in self.state_tensors:
+                    value = entry.get(key)
+                    if isinstance(value, torch.Tensor) and value.is_floating_point():
+                        self.state[param][key] = value.to(
+                            device=param.device, dtype=dtype, copy=True
+                        )
+
+
+class RiemannianAdamW(RiemannianAdam):
+    """:class:`RiemannianAdam` with decoupled weight decay, default ``weight_decay=1e-2``:
+    what ``torch.optim.AdamW`` is to ``torch.optim.Adam``, so that code written for
+    ``AdamW`` (and its default decay) ports by changing the class name. Its Euclidean
+    parameters equal ``torch.optim.AdamW``'s bit for bit."""
+
+    name = "RiemannianAdamW"
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("decoupled_weight_decay", True)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kwargs)
+
+
+def _hyperparameters(group: Group) -> AdamHyperparameters:
+    """The hyper-parameters of the group's step."""
+    return AdamHyperparameters(
+        scalar_rate(group["lr"]),
+        tuple(group["betas"]),
+        group["eps"],
+        group["weight_decay"],
+        group["amsgrad"],
+        group["decoupled_weight_decay"],
+    )
+
+
+def _is_euclidean(param: torch.Tensor, group: Group, geometry_of) -> bool:
+    return is_euclidean_group(group) or geometry_of(param, group).is_euclidean
+
+
+def _fresh_state(param: torch.Tensor, geometry: Geometry | None, group: Group) -> dict:
+    """Zero state: ``torch.optim.Adam``'s for Euclidean parameters; for constrained ones a
+    parameter-shaped first moment and one second-moment value per component, in the
+    working precision, with the step count on the CPU."""
+    if geometry is None or geometry.is_euclidean:
+        fused = group["fused"]
+        step = (
+            torch.zeros((), dtype=_get_scalar_dtype(is_fused=fused), device=param.device)
+            if fused
+            else torch.tensor(0.0, dtype=_get_scalar_dtype())
+        )
+        zeros = [torch.zeros_like(param, memory_format=torch.preserve_format) for _ in range(3)]
+    else:
+        step = torch.tensor(0.0, dtype=_get_scalar_dtype())
+        dtype = working_dtype(param.dtype)
+        moment = _second_moment_shape(param, geometry)
+        zeros = [
+            torch.zeros(param.shape, dtype=dtype, device=param.device),
+            torch.zeros(moment, dtype=dtype, device=param.device),
+            torch.zeros(moment, dtype=dtype, device=param.device),
+        ]
+    state = {"step": step, "exp_avg": zeros[0], "exp_avg_sq": zeros[1]}
+    if group["amsgrad"]:
+        state["max_exp_avg_sq"] = zeros[2]
+    return state
+
+
+def _second_moment_shape(param: torch.Tensor, geometry: Geometry) -> tuple[int, ...]:
+    """The shape of a constrained parameter's second moment: its point view's shape with
+    the component axes (:func:`~riemann_dnn.step.adam.second_moment_axes`) of size 1."""
+    shape = geometry.view(torch.empty(param.shape, device="meta")).shape
+    axes = second_moment_axes(geometry.manifold)
+    axes = (axes,) if isinstance(axes, int) else axes
+    ndim = len(shape)
+    return tuple(1 if d - ndim in axes else size for d, size in enumerate(shape))
+
+
+def _usable_state(param: torch.Tensor, entry: dict, geometry: Geometry | None, group: Group):
+    """Whether ``entry`` holds the state :func:`_fresh_state` would make (shapes, dtypes,
+    device, contiguous), so that a prepared kernel can step it in place."""
+    fresh = _fresh_state(param.to("meta"), geometry, group)
+    for key, like in fresh.items():
+        value = entry.get(key)
+        if not isinstance(value, torch.Tensor):
+            return False
+        if key == "step":
+            if value.numel() != 1:
+                return False
+            continue
+        if (
+            value.shape != like.shape
+            or value.dtype != like.dtype
+            or value.device != param.device
+            or not value.is_contiguous()
+        ):
+            return False
+    return True
+
+
+class _AdamKernel:
+    """RiemannianAdam's :class:`~riemann_dnn.optim.optimizer.PreparedKernel` over a set of
+    groups: Euclidean parameters through ``torch.optim.Adam``'s functional (the groups'
+    flags), unit-row ones through one call of
+    :class:`~riemann_dnn.step.native.PreparedAdamRows`."""
+
+    def __init__(self, params, euclidean, rows, states, fresh, copies):
+        self.params, self.fresh = params, fresh
+        self.euclidean, self.rows = euclidean, rows  # indices into params
+        self.states = states
+        self.amsgrad = "max_exp_avg_sq" in states[0]
+        self._shapes = [(p.dtype, p.shape, p.data_ptr()) for p in params]
+        self._row_steps = [states[i]["step"] for i in rows]
+        # torch.optim.Adam(fused=True)'s op, called with the lists it would build
+        self._buckets: dict[torch.dtype, list[int]] = {}
+        for i in euclidean:
+            self._buckets.setdefault(params[i].dtype, []).append(i)
+        self._fused_steps = [states[i]["step"] for i in euclidean] + self._row_steps
+        self._found, self._one = torch.zeros(1), torch.ones(1)
+        self._rows = None
+        if rows:
+            points, moments, firsts, maxima = [], [], [], []
+            for i, geometry in rows.items():
+                view = _row_view(params[i], geometry)
+                point = view(params[i])
+                points.append(point.reshape(-1, point.shape[-1]))
+                firsts.append(view(states[i]["exp_avg"]).reshape(points[-1].shape))
+                moments.append(states[i]["exp_avg_sq"].view(-1, 1))
+                if self.amsgrad:
+                    maxima.append(states[i]["max_exp_avg_sq"].view(-1, 1))
+            self._rows = PreparedAdamRows(
+                points, firsts, moments, maxima if self.amsgrad else None, copies=copies or 1
+            )
+            self._grad_ptrs = (ctypes.c_void_p * len(rows))()
+
+    @classmethod
+    def prepare(cls, groups: list[Group], geometry_of, state) -> _AdamKernel | None:
+        copies = groups[0]["copies"]
+        params, euclidean, rows = [], [], {}
+        row_dtype = None
+        for group in groups:
+            if not group["params"] or group["copies"] != copies:
+                return None
+            for param in group["params"]:
+                if param.device.type != "cpu" or not param.is_contiguous():
+                    return None
+                index = len(params)
+                params.append(param)
+                geometry = None if is_euclidean_group(group) else geometry_of(param, group)
+                if geometry is None or geometry.is_euclidean:
+                    euclidean.append(index)
+                    continue
+                if _row_view(param, geometry) is None or row_dtype not in (None, param.dtype):
+                    return None
+                row_dtype = param.dtype
+                rows[index] = geometry
+        geometry_by_index = dict(rows)
+        entries = [state[p] if p in state else {} for p in params]
+        fresh = all("step" not in entry for entry in entries)
+        if fresh:
+            states = [
+                _fresh_state(p, geometry_by_index.get(i), groups[0]) for i, p in enumerate(params)
+            ]
+        else:
+            states = [dict(entry) for entry in entries]
+            for i, (p, entry) in enumerate(zip(params, states)):
+                if not _usable_state(p, entry, geometry_by_index.get(i), groups[0]):
+                    return None
+        return cls(params, euclidean, rows, states, fresh, copies)
+
+    def valid_for(self, groups: list[Group]) -> bool:
+        params = [p for group in groups for p in group["params"]]
+        return (
+            len(params) == len(self.params)
+            and groups[0]["amsgrad"] == self.amsgrad
+            and all(
+                p is q and (p.dtype, p.shape, p.data_ptr()) == s
+                for p, q, s in zip(params, self.params, self._shapes)
+            )
+        )
+
+    def gradient_pointers(self):
+        grads = []
+        for param in self.params:
+            grad = param.grad
+            if grad is None or grad.layout is not torch.strided:
+                return None
+            grads.append(grad)
+        if self._rows is not None:
+            for k, i in enumerate(self.rows):
+                grad = grads[i]
+                if grad.dtype is not self.params[i].dtype or not grad.is_contiguous():
+                    return None
+                self._grad_ptrs[k] = grad.data_ptr()
+        if self.euclidean and not self._euclidean_finite(grads):
+            return None  # torch's kernels do not check: the eager path raises or skips
+        return grads
+
+    def _euclidean_finite(self, grads) -> bool:
+        """Whether the Euclidean parameters' gradients are finite (GradScaler's check, one
+        pass per dtype; the row kernel checks its own rows as it reads them)."""
+        found = self._found
+        found.zero_()
+        for members in self._buckets.values():
+            group = [grads[i] for i in members]
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found, self._one)
+        return not bool(found)
+
+    def all_finite(self, grads) -> bool:
+        return gradients_are_finite([{"params": self.params}])
+
+    def __call__(self, grads, groups: list[Group], state) -> int:
+        group = groups[0]
+        if self.fresh:  # the new state enters the optimizer's state when the step runs
+            for param, entry in zip(self.params, self.states):
+                state[param].update(entry)
+            self.fresh = False
+        hp = _hyperparameters(group)
+        fast = group["fused"] is True and not (isinstance(hp.lr, torch.Tensor) and hp.lr.ndim)
+        if fast:  # as torch.optim.adam._fused_adam, without regrouping the lists each step
+            torch._foreach_add_(self._fused_steps, 1)
+            self._fused_adam(grads, hp, group["maximize"])
+        elif self.euclidean:
+            pick = [self.params[i] for i in self.euclidean]
+            riemannian_adam(
+                pick,
+                [grads[i] for i in self.euclidean],
+                [self.states[i]["exp_avg"] for i in self.euclidean],
+                [self.states[i]["exp_avg_sq"] for i in self.euclidean],
+                [self.states[i]["max_exp_avg_sq"] for i in self.euclidean] if hp.amsgrad else [],
+                [self.states[i]["step"] for i in self.euclidean],
+                None,
+                hp=hp,
+                foreach=group["foreach"],
+                fused=group["fused"],
+                maximize=group["maximize"],
+            )
+        if self._rows is None:
+            return 0
+        if not fast:
+            torch._foreach_add_(self._row_steps, 1)
+        return self._rows(
+            self._grad_ptrs,
+            lr=group["lr"],
+            steps=[float(s) for s in self._row_steps],
+            betas=tuple(float(b) for b in group["betas"]),
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            amsgrad=group["amsgrad"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            maximize=group["maximize"],
+        )
+
+    def _fused_adam(self, grads, hp: AdamHyperparameters, maximize: bool) -> None:
+        """``torch._fused_adam_`` (``_fused_adamw_``) on the Euclidean parameters, one call
+        per dtype, with the arguments ``torch.optim.Adam(fused=True)`` passes."""
+        op = torch._fused_adamw_ if hp.decoupled_weight_decay else torch._fused_adam_
+        for members in self._buckets.values():
+            entries = [self.states[i] for i in members]
+            op(
+                [self.params[i] for i in members],
+                [grads[i] for i in members],
+                [e["exp_avg"] for e in entries],
+                [e["exp_avg_sq"] for e in entries],
+                [e["max_exp_avg_sq"] for e in entries] if hp.amsgrad else [],
+                [e["step"] for e in entries],
+                amsgrad=hp.amsgrad,
+                lr=hp.lr,
+                beta1=_to_scalar(hp.betas[0]),
+                beta2=_to_scalar(hp.betas[1]),
+                weight_decay=hp.weight_decay,
+                eps=hp.eps,
+                maximize=maximize,
+                grad_scale=None,
+                found_inf=None,
+            )
 
 
 def riemannian_adam(
@@ -98,6 +591,7 @@ def riemannian_adam(
         )
     if not constrained:
         return
+    hp = hp._replace(betas=tuple(float(b) for b in hp.betas))  # tensor betas (torch's option)
     for i in constrained:
         state_steps[i] += 1
     rows = []
@@ -129,15 +623,7 @@ def riemannian_adam(
         geometry = geometries[i]
         axis = unit_norm_axis(geometry.manifold)
         point = geometry.view(params[i])
-        if (
-            foreach is not False
-            and axis is not None
-            and params[i].dtype
-            in (
-                torch.float32,
-                torch.float64,
-            )
-        ):
+        if foreach is not False and axis is not None and params[i].dtype in SPHERE_KERNEL_DTYPES:
             sphere_adam_step_(
                 point,
                 geometry.view(grads[i]),
@@ -146,7 +632,7 @@ def riemannian_adam(
                 maxima[i],
                 axis,
                 float(state_steps[i]),
-                hp._replace(lr=_rate_for(hp.lr, point)),
+                rate_for(hp, point),
                 maximize=maximize,
             )
         else:
@@ -199,15 +685,6 @@ def _moment_rows(moment: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return moment.view(*rows.shape[:-1], 1)
 
 
-def _rate_for(lr, point: torch.Tensor):
-    """A rate per copy (shape ``(copies,)``) shaped to broadcast over ``point``
-    ``(copies, ...)`` in the point's working precision; other rates unchanged."""
-    if isinstance(lr, torch.Tensor) and lr.ndim == 1:
-        dtype = working_dtype(point.dtype)
-        return lr.to(device=point.device, dtype=dtype).view(-1, *([1] * (point.ndim - 1)))
-    return lr
-
-
 def _reference_step(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, geometry, hp, maximize
 ) -> None:
@@ -230,7 +707,7 @@ def _reference_step(
             for k in range(point.shape[0])
         ]
     else:
-        pieces = [(point, gradient, moment, exp_avg_sq, max_exp_avg_sq, _rate_for(hp.lr, point))]
+        pieces = [(point, gradient, moment, exp_avg_sq, max_exp_avg_sq, rate_for(hp, point).lr)]
     for x, g, m, v, vmax, lr in pieces:
         new_point, state = riemannian_adam_step(
             manifold,

@@ -91,18 +91,25 @@ def check_adam_hyperparameters(
 ) -> None:
     """Raise ``ValueError`` naming the first bad hyper-parameter: ``betas`` a pair of
     finite numbers in ``[0, 1)``, ``eps`` and ``weight_decay`` finite numbers ``>= 0``
-    (``torch.optim.Adam``'s ranges). The message reads ``"{owner}: {name} must be ...,
-    got {value!r}{where}"``."""
+    (``torch.optim.Adam``'s ranges). The message starts as ``torch.optim.Adam``'s (e.g.
+    ``"{owner}: Invalid beta parameter at index 0: 1.0"``) and says what is expected."""
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}{where}")
     for index, beta in enumerate(betas):
         if not (_finite(beta) and 0 <= beta < 1):
             raise ValueError(
-                f"{owner}: betas[{index}] must be a finite number in [0, 1), got {beta!r}{where}"
+                f"{owner}: Invalid beta parameter at index {index}: {beta!r}{where}; "
+                f"betas[{index}] must be a finite number in [0, 1)"
             )
-    for name, value in (("eps", eps), ("weight_decay", weight_decay)):
+    for name, label, value in (
+        ("eps", "epsilon", eps),
+        ("weight_decay", "weight_decay", weight_decay),
+    ):
         if not (_finite(value) and value >= 0):
-            raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}{where}")
+            raise ValueError(
+                f"{owner}: Invalid {label} value: {value!r}{where}; {name} must be a finite "
+                f"number >= 0"
+            )
 
 
 def _finite(value: Any) -> bool:

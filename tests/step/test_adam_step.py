@@ -189,11 +189,11 @@ def test_a_rate_per_stacked_copy_equals_separate_steps():
 @pytest.mark.parametrize(
     "betas, eps, weight_decay, message",
     [
-        ((1.0, 0.9), 1e-8, 0, r"betas\[0\] must be a finite number in \[0, 1\), got 1.0"),
-        ((0.9, -0.1), 1e-8, 0, r"betas\[1\] must be .* got -0.1"),
+        ((1.0, 0.9), 1e-8, 0, r"Invalid beta parameter at index 0: 1.0; betas\[0\] must be a"),
+        ((0.9, -0.1), 1e-8, 0, r"Invalid beta parameter at index 1: -0.1; .* in \[0, 1\)"),
         ((0.9,), 1e-8, 0, r"betas must be a pair"),
-        ((0.9, 0.99), math.nan, 0, r"eps must be a finite number >= 0, got nan"),
-        ((0.9, 0.99), 1e-8, -1, r"weight_decay must be a finite number >= 0, got -1"),
+        ((0.9, 0.99), math.nan, 0, r"Invalid epsilon value: nan; eps must be a finite number"),
+        ((0.9, 0.99), 1e-8, -1, r"Invalid weight_decay value: -1; weight_decay must be"),
     ],
 )
 def test_bad_hyperparameters_are_named(betas, eps, weight_decay, message):

@@ -11,7 +11,12 @@ plain (Euclidean) ones -- so that a whole step of a small network is one C call:
 (``riemann_dnn::oblique_adam_``, ``oblique_adam.c``).
 """
 
-from .adam_ops import adam_native_available, adam_native_unavailable_reason, oblique_adam_
+from .adam_ops import (
+    PreparedAdamRows,
+    adam_native_available,
+    adam_native_unavailable_reason,
+    oblique_adam_,
+)
 from .build import cache_dir
 from .ops import PreparedStep, native_available, native_unavailable_reason, oblique_sgd_
 
@@ -22,6 +27,7 @@ __all__ = [
     "native_unavailable_reason",
     "cache_dir",
     "oblique_adam_",
+    "PreparedAdamRows",
     "adam_native_available",
     "adam_native_unavailable_reason",
 ]

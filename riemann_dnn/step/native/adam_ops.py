@@ -26,7 +26,12 @@ import torch
 from ..adam import oblique_adam_eager_
 from .build import load_kernel
 
-__all__ = ["oblique_adam_", "adam_native_available", "adam_native_unavailable_reason"]
+__all__ = [
+    "oblique_adam_",
+    "PreparedAdamRows",
+    "adam_native_available",
+    "adam_native_unavailable_reason",
+]
 
 SOURCE = Path(__file__).with_name("oblique_adam.c")
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -354,3 +359,106 @@ def oblique_adam_(
         )
         if flag is not found:
             found.copy_(torch.maximum(found, flag.to(found.device, found.dtype)))
+
+
+class PreparedAdamRows:
+    """:func:`oblique_adam_` laid out once over fixed unit-row tensors of one dtype on the
+    CPU and their state, so that a step costs one C call: shapes and the addresses of the
+    points and state tensors are kept; a call passes the gradients' addresses, the rates,
+    the step counts and the hyper-parameters.
+
+    Args:
+        points: contiguous ``(rows, n)`` views of the parameters (unit rows).
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs: contiguous state of each point, shaped
+            ``(rows, n)``, ``(rows, 1)`` and ``(rows, 1)`` (``max_exp_avg_sqs`` ``None``
+            without amsgrad); float64 for float64 points, else float32.
+        copies: each point's rows are ``copies`` consecutive blocks, block ``k`` stepped
+            with the ``k``-th rate of a tensor ``lr``.
+    """
+
+    def __init__(self, points, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, copies=1):
+        library, reason = _load()
+        if library is None:
+            raise RuntimeError(f"riemann_dnn: the native Adam kernel is unavailable: {reason}")
+        self._fn = library.function
+        k = self._k = len(points)
+        i64 = ctypes.c_int64 * k
+        self._ptr = ctypes.c_void_p * k
+        self._dtype = _DTYPE_CODES[points[0].dtype]
+        rows = [p.shape[0] for p in points]
+        if any(r % copies for r in rows):
+            raise ValueError(
+                f"PreparedAdamRows: copies={copies} must divide every point's rows, got {rows}"
+            )
+        self.copies = copies
+        self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
+        self._per_lr = i64(*[max(r // copies, 1) for r in rows])
+        self._w, self._m = _pointers(points), _pointers(exp_avgs)
+        self._v = _pointers(exp_avg_sqs)
+        self._vmax = None if max_exp_avg_sqs is None else _pointers(max_exp_avg_sqs)
+        self._bias1, self._bias2 = (ctypes.c_double * k)(), (ctypes.c_double * k)()
+        self._rate = ctypes.c_double()
+        self._rates = (ctypes.c_double * copies)()
+        self._found = torch.zeros(1)
+
+    def __call__(
+        self,
+        grads: ctypes.Array,
+        *,
+        lr: float | torch.Tensor,
+        steps: Sequence[float],
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        amsgrad: bool,
+        decoupled_weight_decay: bool,
+        maximize: bool,
+    ) -> int:
+        """Step in place with the gradients at ``grads`` (a ctypes array of addresses, one
+        per point); ``steps[i]`` counts this step of point ``i``. Returns the number of
+        rows left untouched (a non-finite gradient or update)."""
+        beta1, beta2 = betas
+        for i, t in enumerate(steps):
+            self._bias1[i] = 1 - beta1**t
+            self._bias2[i] = (1 - beta2**t) ** 0.5
+        if isinstance(lr, torch.Tensor) and lr.numel() > 1:
+            if lr.dtype == torch.float64 and lr.device.type == "cpu" and lr.is_contiguous():
+                rates = lr.data_ptr()  # read in place
+            else:
+                self._rates[:] = lr.tolist()
+                rates = ctypes.addressof(self._rates)
+        else:
+            self._rate.value = float(lr)
+            if self.copies == 1:
+                rates = ctypes.addressof(self._rate)
+            else:
+                self._rates[:] = [self._rate.value] * self.copies
+                rates = ctypes.addressof(self._rates)
+        bad = self._fn(
+            self._k,
+            self._rows,
+            self._ncols,
+            self._w,
+            grads,
+            self._m,
+            self._v,
+            self._vmax if amsgrad else None,
+            self._dtype,
+            rates,
+            self._per_lr,
+            self._bias1,
+            self._bias2,
+            beta1,
+            beta2,
+            eps,
+            0.0 if decoupled_weight_decay else weight_decay,
+            int(amsgrad),
+            int(maximize),
+            torch.get_num_threads(),
+            None,
+        )
+        if bad < 0:
+            raise RuntimeError(
+                "riemann_dnn: the native Adam kernel rejected its arguments or ran out of memory"
+            )
+        return int(bad)
