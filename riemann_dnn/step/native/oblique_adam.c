@@ -85,17 +85,26 @@ typedef struct {
         const double c = sg * c0 + wd * ww;                                                \
         const T sgT = (T)sg, wdT = (T)wd, cT = (T)c;                                       \
         const T b1 = (T)p->beta1, k1 = (T)(1 - p->beta1);                                  \
-        V rs[2] = {(V){0}, (V){0}}, wms[2] = {(V){0}, (V){0}}, mms[2] = {(V){0}, (V){0}};  \
+        V rs0 = (V){0}, rs1 = (V){0}, wms0 = (V){0}, wms1 = (V){0};                        \
+        V mms0 = (V){0}, mms1 = (V){0};                                                    \
         i = 0;                                                                             \
+        for (; i + 2 * K <= n; i += 2 * K) { /* two independent chains per sum */          \
+            V w0 = VLOAD(V, w + i), g0v = VLOAD(V, g + i);                                 \
+            V w1 = VLOAD(V, w + i + K), g1v = VLOAD(V, g + i + K);                         \
+            V r0 = (sgT * g0v + wdT * w0) - cT * w0, r1 = (sgT * g1v + wdT * w1) - cT * w1;  \
+            V m0 = b1 * VLOAD(V, m + i) + k1 * r0, m1 = b1 * VLOAD(V, m + i + K) + k1 * r1;  \
+            VSTORE(mbuf + i, m0);                                                          \
+            VSTORE(mbuf + i + K, m1);                                                      \
+            rs0 += r0 * r0, rs1 += r1 * r1;                                                \
+            wms0 += w0 * m0, wms1 += w1 * m1;                                              \
+            mms0 += m0 * m0, mms1 += m1 * m1;                                              \
+        }                                                                                  \
         for (; i + K <= n; i += K) {                                                       \
             V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
             V ri = (sgT * gv + wdT * wv) - cT * wv;                                        \
             V mi = b1 * VLOAD(V, m + i) + k1 * ri;                                         \
             VSTORE(mbuf + i, mi);                                                          \
-            const int u = (int)((i / K) & 1);                                              \
-            rs[u] += ri * ri;                                                              \
-            wms[u] += wv * mi;                                                             \
-            mms[u] += mi * mi;                                                             \
+            rs0 += ri * ri, wms0 += wv * mi, mms0 += mi * mi;                              \
         }                                                                                  \
         double rr = 0, wm = 0, mm = 0;                                                     \
         for (; i < n; i++) {                                                               \
@@ -106,9 +115,9 @@ typedef struct {
             wm += (double)w[i] * mi;                                                       \
             mm += (double)mi * mi;                                                         \
         }                                                                                  \
-        rr += HSUM(K, rs[0] + rs[1]);                                                      \
-        wm += HSUM(K, wms[0] + wms[1]);                                                    \
-        mm += HSUM(K, mms[0] + mms[1]);                                                    \
+        rr += HSUM(K, rs0 + rs1);                                                          \
+        wm += HSUM(K, wms0 + wms1);                                                        \
+        mm += HSUM(K, mms0 + mms1);                                                        \
         if (!isfinite(rr + wm + mm)) { /* float overflow: redo in double */                \
             rr = wm = mm = 0;                                                              \
             for (int64_t k = 0; k < n; k++) {                                              \
@@ -174,6 +183,9 @@ static int adam_row_half(void *wv, const void *gv, float *m, float *v, float *vm
 }
 
 static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
+#ifndef PREFETCH
+#define PREFETCH 1024
+#endif
 
 /* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
 static int64_t adam_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
@@ -191,6 +203,17 @@ static int64_t adam_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
         char *vr = (char *)v[t] + (size_t)r * ss;
         char *xr = p->amsgrad ? (char *)vmax[t] + (size_t)r * ss : NULL;
         const double rate = lr[r / rows_per_lr[t]];
+        if (r + 1 < r1) {
+            /* the start of the next row (up to PREFETCH bytes of each array) into L2 while
+               this one is computed; the hardware prefetcher streams the rest */
+            const size_t wb = (size_t)n * es, mb = (size_t)n * ss;
+            const size_t wend = wb < PREFETCH ? wb : PREFETCH, mend = mb < PREFETCH ? mb : PREFETCH;
+            for (size_t o = 0; o < wend; o += 64) {
+                __builtin_prefetch(wr + wb + o, 1, 1);
+                __builtin_prefetch(gr + wb + o, 0, 1);
+            }
+            for (size_t o = 0; o < mend; o += 64) __builtin_prefetch(mr + mb + o, 1, 1);
+        }
         int ok;
         if (dtype == 0) {
             float *s = (float *)scratch;
