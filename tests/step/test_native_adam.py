@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from riemann_dnn.manifolds import Oblique
-from riemann_dnn.step.adam import AdamHyperparameters, oblique_adam_eager_, riemannian_adam_step
+from riemann_dnn.step.adam import (
+    AdamHyperparameters,
+    AdamState,
+    oblique_adam_eager_,
+    riemannian_adam_step,
+)
 from riemann_dnn.step.native import (
     adam_native_available,
     adam_native_unavailable_reason,
@@ -327,3 +332,36 @@ def test_zero_rate_leaves_rows_bit_for_bit():
     _native([x], [torch.randn(5, 9, dtype=torch.float64)], state.tick(), 0.0)
     # (w - 0 m) / |w| rounds, but stays within an ulp or two of the old row
     assert (x - before).abs().max().item() <= 4 * math.ulp(1.0)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", ["gradient-along-rows", "momentum-reversal", "plain"])
+def test_rows_whose_sums_cancel_take_the_explicit_path_and_agree(case, dtype):
+    """The kernel's two-pass path derives <r, r>, <m', m'> and |u|^2 from sums; where they
+    cancel it forms the rows instead. Either way it equals the shared step."""
+    gen = torch.Generator().manual_seed(8)
+    manifold, shape = Oblique(6, 300, unit="rows"), (6, 300)
+    x = manifold.random_point(dtype=torch.float64, generator=gen)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64)
+    m = 0.1 * manifold.projection(x, torch.randn(shape, generator=gen, dtype=torch.float64))
+    v = torch.full((6, 1), 0.5, dtype=torch.float64)
+    if case == "gradient-along-rows":  # r = P_x(g) is 1e-6 of g
+        g = 3.0 * x + 1e-6 * g
+    elif case == "momentum-reversal":  # m' = 0.9 m + 0.1 r is 1e-6 of its parts
+        r = manifold.projection(x, g)
+        m = -(0.1 / 0.9) * r + 1e-6 * m
+    hp = AdamHyperparameters(0.05, (0.9, 0.999), 1e-8, 0.0)
+    expected, state = riemannian_adam_step(
+        manifold, x.clone(), g.clone(), AdamState(m.clone(), v.clone()), 3, hp
+    )
+    point = x.to(dtype)
+    first, second = m.to(dtype), v.to(dtype)
+    oblique_adam_([point], [g.to(dtype)], [first], [second], [], [torch.tensor(3.0)], lr=0.05)
+    tol = 1e-10 if dtype == torch.float64 else 2e-6
+    err = (point.double() - expected).abs().max().item()
+    assert err <= tol, f"{case}: point differs from the shared step by {err:.3g}"
+    verr = ((second.double() - state.exp_avg_sq) / state.exp_avg_sq).abs().max().item()
+    assert verr <= (1e-9 if dtype == torch.float64 else 1e-3), f"second moment: {verr:.3g}"
+    norms = torch.linalg.vector_norm(point.double(), dim=1)
+    assert (norms - 1).abs().max() <= (1e-14 if dtype == torch.float64 else 1e-6)
