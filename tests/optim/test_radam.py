@@ -299,3 +299,30 @@ def test_the_default_cpu_step_is_one_prepared_kernel_call():
     opt.state.clear()  # a cleared state drops the kernel and restarts the moments
     opt.step()
     assert all(float(opt.state[p]["step"]) == 1 for g in groups for p in g["params"])
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(fused=True), dict(foreach=False)], ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_euclidean_is_torch_and_constrained_state_float32(dtype, flags):
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(8, 12, generator=gen).to(dtype).requires_grad_()
+    b = torch.randn(8, generator=gen).to(dtype).requires_grad_()
+    theirs = b.detach().clone().requires_grad_()
+    groups = [{"params": [w], "manifold": "oblique"}, {"params": [b]}]
+    opt = RiemannianAdam(groups, lr=1e-2, amsgrad=True, **flags)
+    reference = torch.optim.Adam([theirs], lr=1e-2, amsgrad=True, **flags)
+    for _ in range(5):
+        w.grad = torch.randn(8, 12, generator=gen).to(dtype)
+        b.grad = torch.randn(8, generator=gen).to(dtype)
+        theirs.grad = b.grad.clone()
+        opt.step()
+        reference.step()
+    assert torch.equal(b, theirs)
+    assert (w.detach().float().norm(dim=1) - 1).abs().max() < 1e-2  # rounded to half
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    opt.load_state_dict(torch.load(buffer, weights_only=True))
+    assert opt.state[w]["exp_avg"].dtype == torch.float32  # the working precision
+    assert opt.state[w]["exp_avg_sq"].shape == (8, 1)
+    assert opt.state[b]["exp_avg"].dtype == dtype  # torch.optim.Adam's
