@@ -56,12 +56,11 @@ class RiemannianAdam(RiemannianOptimizer):
 
     .. math::
 
-        r = P_x(g + \omega x),\quad m \leftarrow eta_1 m + (1-eta_1) r,\quad
-        v \leftarrow eta_2 v + (1-eta_2) \langle r, r
-angle_x,\
-        x \leftarrow R_x\Big(-rac{\lambda}{1-eta_1^t}\,
-        rac{m}{\sqrt{\hat v}/\sqrt{1-eta_2^t} + \epsilon}\Big),\quad
-        m \leftarrow \mathcal{T}_{x	o x^+}(m)
+        r = P_x(g + \omega x),\quad m \leftarrow \beta_1 m + (1-\beta_1) r,\quad
+        v \leftarrow \beta_2 v + (1-\beta_2) \langle r, r\rangle_x,\\
+        x \leftarrow R_x\Big(-\frac{\lambda}{1-\beta_1^t}\,
+        \frac{m}{\sqrt{\hat v}/\sqrt{1-\beta_2^t} + \epsilon}\Big),\quad
+        m \leftarrow \mathcal{T}_{x\to x^+}(m)
 
     with :math:`\hat v = v` (or its running maximum with ``amsgrad``). The first moment
     lives in the tangent space and is carried to the new point by the manifold's vector

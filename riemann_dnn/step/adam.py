@@ -37,7 +37,8 @@ numpy or torch, any manifold with ``projection``/``retraction``/``transport``.
 :func:`sphere_adam_step_` is its in-place special case for unit-norm spheres with the
 ``"normalize"`` retraction and projection transport (the paper's UN weights), and
 :func:`oblique_adam_eager_` runs it on lists of unit-row tensors: the eager kernel behind
-the native op ``riemann_dnn::oblique_adam_`` (:mod:`riemann_dnn.step.native.adam_ops`).
+the native op ``riemann_dnn::oblique_adam_``
+(:func:`riemann_dnn.step.native.oblique_adam_`).
 """
 
 from __future__ import annotations
