@@ -1,16 +1,18 @@
 """Non-finite gradients in a :class:`~riemann_dnn.optim.RiemannianOptimizer`: the checks (one fused
 pass per device and dtype), the per-copy masks of stacked groups and the errors raised.
 
-``nonfinite="raise"`` raises :class:`NonFiniteGradientError` before any weight moves (the
-row-fused kernel checks its own rows as it reads them and leaves bad rows untouched);
-``nonfinite="skip"`` checks every gradient first and skips the step (per copy in groups
-with copies: the bad copies' weights and momentum are saved, stepped with zero gradient,
-and put back).
+Both modes check every gradient before any weight or state moves, on every path:
+``nonfinite="raise"`` then raises :class:`NonFiniteGradientError`, ``nonfinite="skip"``
+skips the step (per copy in groups with copies: the bad copies' weights and state are
+saved, stepped with zero gradient, and put back). Rows whose update is zero or not finite
+although their gradient is finite (a zero filter with zero gradient) keep their value, and
+one warning names them.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 
 import torch
@@ -82,12 +84,30 @@ def raise_nonfinite(param_groups: list[Group], detail: str = "") -> None:
     )
 
 
-def raise_rows() -> None:
-    """Raise :class:`NonFiniteGradientError` after the row-fused kernel left rows untouched."""
-    raise NonFiniteGradientError(
-        "non-finite gradient in some rows: those rows were left untouched, the other "
-        "weights were stepped (no weight holds NaN/inf or left its manifold). Lower the "
-        "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole"
+def warn_degenerate(owner: str, param_groups: list[Group], geometry_of) -> None:
+    """Warn that rows (points) kept their value because their update was zero or not
+    finite, naming the parameters that hold zero or non-finite rows."""
+    named = []
+    for gi, group in enumerate(param_groups):
+        for pi, param in enumerate(group["params"]):
+            if param.grad is None:
+                continue
+            geometry = geometry_of(param, group)
+            if geometry.is_euclidean:
+                continue
+            point = geometry.view(param.detach())
+            rows = point.reshape(-1, point.shape[-1]) if point.ndim > 1 else point.view(1, -1)
+            norms = torch.linalg.vector_norm(rows.float(), dim=-1)
+            count = int((~(norms > 0) | ~torch.isfinite(norms)).sum())
+            if count:
+                named.append(f"group {gi} parameter {pi} (shape {tuple(param.shape)}): {count}")
+    where = f" ({'; '.join(named)} zero or non-finite rows)" if named else ""
+    warnings.warn(
+        f"{owner}: some rows kept their value because their update was zero or not "
+        f"finite{where}; a zero filter with a zero gradient is not on its manifold and does "
+        f"not move. Re-initialise such filters, or rebuild the optimizer to project them",
+        RuntimeWarning,
+        stacklevel=6,  # warn_degenerate, _step_all, step, no_grad, torch's step hooks
     )
 
 

@@ -31,7 +31,7 @@ from ._nonfinite import (
     freeze_copies,
     gradients_are_finite,
     raise_nonfinite,
-    raise_rows,
+    warn_degenerate,
 )
 from ._state import TrackedState
 
@@ -84,11 +84,16 @@ class RiemannianOptimizer(Optimizer):
     (schedulers, ``torch.compile``), or in groups with copies a float64 tensor of one rate
     per copy (which the native kernels read in place each step).
 
-    **Non-finite gradients** (``nonfinite``): ``"raise"`` raises
+    **Non-finite gradients** (``nonfinite``): every gradient is checked before any weight
+    or state moves, on every path; then ``"raise"`` raises
     :class:`NonFiniteGradientError` and ``"skip"`` skips the step (counted in
-    :attr:`skipped_steps`); both check every gradient before any weight or state moves, on
-    every path. In groups with copies the check is per copy: ``"skip"`` leaves the bad
-    copies untouched and steps the others (counted in :attr:`skipped_copies`).
+    :attr:`skipped_steps`), every parameter untouched either way. In groups with copies
+    the check is per copy: ``"skip"`` leaves the bad copies untouched and steps the others
+    (counted in :attr:`skipped_copies`). A row (a point, on manifolds without unit rows)
+    whose update is zero or not finite although its gradient is finite -- a zero filter
+    with a zero gradient, which is not on its manifold -- keeps its value and momentum
+    while everything else steps, and a ``RuntimeWarning`` names the parameter. Sparse
+    gradients are refused before anything moves.
 
     **State.** :meth:`state_dict` stores manifold objects as their description, so that
     ``torch.load(..., weights_only=True)`` reads it; :meth:`load_state_dict` keeps the live
@@ -242,6 +247,25 @@ class RiemannianOptimizer(Optimizer):
             return None
         return [self.geometry(p, group) for p in params]
 
+    def state_tensor(self, param: torch.Tensor, key: str) -> torch.Tensor | None:
+        """``state[param][key]`` in the parameter's working precision and device (a
+        tensor of another dtype, e.g. after the parameter's dtype changed, is converted
+        and stored back), or ``None``; for :meth:`_step_group`."""
+        entry = self.state.get(param)
+        value = None if entry is None else entry.get(key)
+        if not isinstance(value, torch.Tensor):
+            return value
+        dtype = working_dtype(param.dtype)
+        if value.dtype != dtype or value.device != param.device:
+            value = entry[key] = value.to(device=param.device, dtype=dtype)
+        if value.shape != param.shape:
+            raise ValueError(
+                f"{self.name}: state {key!r} has shape {tuple(value.shape)} but its "
+                f"parameter has shape {tuple(param.shape)}; after reshaping a parameter, "
+                f"drop its state (del optimizer.state[param])"
+            )
+        return value
+
     @torch.no_grad()
     def _place_group(self, index: int, group: Group, *, project: bool) -> None:
         if is_euclidean_group(group):
@@ -367,38 +391,30 @@ class RiemannianOptimizer(Optimizer):
 
     def _step_all(self) -> None:
         outcome = self._kernel_step()
-        if outcome is not None:  # the prepared kernels stepped (or skipped) it all
-            if outcome == "skipped":
-                self.skipped_steps += 1
-            elif outcome == "rows" and self.nonfinite == "raise":
-                raise_rows()
-            return
-        self._kernels.clear()  # the eager paths may create or replace state tensors
-        plain = [g for g in self.param_groups if g["copies"] is None]
-        # "skip": every gradient checked first (strict); "raise": the row-fused kernel
-        # checks its rows as it reads them, the other parameters are checked first
-        checked = plain if self.nonfinite == "skip" else self._eager_checked(plain)
-        if checked and not gradients_are_finite(checked):
+        if outcome is None:  # some group takes no kernel: the eager paths, for all
+            self._kernels.clear()  # they may create or replace state tensors
+            _refuse_sparse(self.name, self.param_groups)
+            plain = [g for g in self.param_groups if g["copies"] is None]
+            if plain and not gradients_are_finite(plain):
+                outcome = "nonfinite"
+            else:
+                found = torch.zeros(1)
+                for group in self.param_groups:
+                    self._step_group(group, found)
+                outcome = "rows" if bool(found) else "stepped"
+        if outcome == "nonfinite":
             if self.nonfinite == "raise":
                 raise_nonfinite(self.param_groups)
             self.skipped_steps += 1
-            return
-        found = torch.zeros(1)
-        for group in self.param_groups:
-            self._step_group(group, found)
-        if bool(found) and self.nonfinite == "raise":
-            raise_rows()
+        elif outcome == "rows":
+            warn_degenerate(self.name, self.param_groups, self.geometry)
 
-    def _eager_checked(self, groups: list[Group]) -> list[Group]:
-        """The groups whose gradients are checked before the eager step (default: all)."""
-        return groups
-
-    def _kernel_step(self) -> Literal["stepped", "rows", "skipped"] | None:
+    def _kernel_step(self) -> Literal["stepped", "rows", "nonfinite"] | None:
         """Step every group through the prepared kernels, one per set of groups with equal
         :meth:`_kernel_key`, when all of them qualify. Returns ``None`` (nothing done)
-        when some group does not; ``"skipped"`` (nothing done) with ``nonfinite="skip"``
-        and a non-finite gradient; ``"rows"`` when a kernel left rows untouched; else
-        ``"stepped"``."""
+        when some group does not; ``"nonfinite"`` (nothing done) when a gradient is not
+        finite; ``"rows"`` when a kernel left rows untouched (a zero or non-finite
+        update); else ``"stepped"``."""
         groups = self.param_groups
         if not groups or torch.compiler.is_compiling():
             return None
@@ -432,8 +448,8 @@ class RiemannianOptimizer(Optimizer):
             if grads is None:
                 return None
             calls.append((members, kernel, grads, member_groups))
-        if self.nonfinite == "skip" and not all(k.all_finite(g) for _, k, g, _ in calls):
-            return "skipped"
+        if not all(kernel.all_finite(grads) for _, kernel, grads, _ in calls):
+            return "nonfinite"
         bad = 0
         for _, kernel, grads, member_groups in calls:
             bad += kernel(grads, member_groups, state)
@@ -455,6 +471,18 @@ class RiemannianOptimizer(Optimizer):
             raise_nonfinite(self.param_groups, f" (copies {bad.nonzero().flatten().tolist()})")
         self.skipped_copies += bad.cpu().long()
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
+
+
+def _refuse_sparse(owner: str, groups: list[Group]) -> None:
+    """Raise, before any group steps, when a gradient is sparse."""
+    for gi, group in enumerate(groups):
+        for pi, param in enumerate(group["params"]):
+            if param.grad is not None and param.grad.is_sparse:
+                raise RuntimeError(
+                    f"{owner} does not support sparse gradients (group {gi}, parameter "
+                    f"{pi}, shape {tuple(param.shape)}); nothing was changed. Use dense "
+                    f"gradients, e.g. nn.Embedding(..., sparse=False)"
+                )
 
 
 def _work(tensor: torch.Tensor) -> torch.Tensor:

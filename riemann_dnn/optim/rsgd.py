@@ -36,7 +36,7 @@ from ._functional import (
     takes_row_kernel,
     work,
 )
-from ._group import Group, is_euclidean_group, scalar_rate
+from ._group import Group, scalar_rate
 from ._nonfinite import NonFiniteGradientError
 from ._prepared import row_layout, state_layout
 from .optimizer import RiemannianOptimizer, manifold_spec
@@ -163,38 +163,14 @@ class RiemannianSGD(RiemannianOptimizer):
     def _check_group(self, group: Group, where: str) -> None:
         check_filter_rate(group, where)
 
-    def _eager_checked(self, groups: list[Group]) -> list[Group]:
-        """With ``nonfinite="raise"``: the parameters that the row-fused kernel does not
-        step (it checks its own rows as it reads them)."""
-        out = []
-        for group in groups:
-            if (
-                group["foreach"] is False
-                or group["fused"] is False
-                or (group["foreach"] is None and torch.compiler.is_compiling())
-            ):
-                out.append(group)
-                continue
-            rest = [
-                p
-                for p in group["params"]
-                if p.grad is None
-                or is_euclidean_group(group)
-                or not takes_row_kernel(p, self.geometry(p, group))
-            ]
-            out.append({**group, "params": rest})
-        return out
-
     def _step_group(self, group: Group, found: torch.Tensor) -> None:
         params, grads, bufs = [], [], []
         for param in group["params"]:
             if param.grad is None:
                 continue
-            if param.grad.is_sparse:
-                raise RuntimeError(f"{self.name} does not support sparse gradients")
             params.append(param)
             grads.append(param.grad)
-            bufs.append(self.state[param].get("momentum_buffer"))
+            bufs.append(self.state_tensor(param, "momentum_buffer"))
         if not params:
             return
         if group.get("filter_rate") is not None:
@@ -218,8 +194,8 @@ class RiemannianSGD(RiemannianOptimizer):
                 self.state[param]["momentum_buffer"] = buf
 
     def _kernel_key(self, group: Group) -> Hashable | None:
-        """Groups with equal step hyper-parameters (rates aside) and copies share one
-        native call; ``None`` where the kernel cannot take the group."""
+        """Groups with equal step hyper-parameters and copies share one native call (each
+        reads its own rate); ``None`` where the kernel cannot take the group."""
         if (
             group["foreach"] is False
             or group["fused"] is False
@@ -228,7 +204,6 @@ class RiemannianSGD(RiemannianOptimizer):
         ):
             return None
         return (
-            _rate_key(group["lr"]),
             group["momentum"],
             group["dampening"],
             group["nesterov"],
@@ -248,7 +223,8 @@ class RiemannianSGD(RiemannianOptimizer):
             if found is None:
                 return None
             buffers, first = found
-        return _SGDKernel(params, points, normalize, buffers, first, groups[0]["copies"])
+        slots = [len(group["params"]) for group in groups]
+        return _SGDKernel(params, points, normalize, buffers, first, groups[0]["copies"], slots)
 
 
 def step_hyperparameters(group: Group) -> SGDHyperparameters:
@@ -262,18 +238,11 @@ def step_hyperparameters(group: Group) -> SGDHyperparameters:
     )
 
 
-def _rate_key(lr: Any) -> Hashable:
-    """The group's rate, hashable (a rate per copy as a tuple)."""
-    if isinstance(lr, torch.Tensor):
-        return float(lr) if lr.numel() == 1 else tuple(lr.tolist())
-    return lr
-
-
 class _SGDKernel:
     """:class:`~riemann_dnn.step.native.PreparedStep` over a set of groups: RiemannianSGD's
     :class:`~riemann_dnn.optim.optimizer.PreparedKernel`."""
 
-    def __init__(self, params, points, normalize, buffers, first, copies):
+    def __init__(self, params, points, normalize, buffers, first, copies, slots):
         self.params = params
         self.buffers = buffers
         self.first_step = first
@@ -284,7 +253,9 @@ class _SGDKernel:
             [b.view(x.shape) for b, x in zip(buffers, points)] if buffers else None,
             params=params,
             copies=copies or 1,
+            rate_slots=slots,
         )
+        self._lrs = [0.0] * len(slots)
 
     def valid_for(self, groups: list[Group]) -> bool:
         params = [p for group in groups for p in group["params"]]
@@ -305,9 +276,12 @@ class _SGDKernel:
         if self.first_step:  # new buffers enter the state only when the step runs
             for param, buf in zip(self.params, self.buffers):
                 state[param]["momentum_buffer"] = buf
+        lrs = self._lrs
+        for slot, member in enumerate(groups):
+            lrs[slot] = member["lr"]
         found = self._step(
             grads,
-            lr=group["lr"],
+            lr=lrs,
             momentum=group["momentum"],
             dampening=group["dampening"],
             nesterov=group["nesterov"],
@@ -338,8 +312,11 @@ def riemannian_sgd(
     parameter is Euclidean. With ``copies``, every tensor has a leading axis of copies,
     ``geometries`` view it as a stack of points, and ``hp.lr`` may be a tensor of one rate
     per copy. Unit-row parameters on the CPU take the row-fused kernel
-    (:func:`riemann_dnn.step.native.oblique_sgd_`) unless ``fused`` is ``False``; it
-    leaves rows with a non-finite gradient untouched and sets ``found_nonfinite``."""
+    (:func:`riemann_dnn.step.native.oblique_sgd_`) unless ``fused`` is ``False``.
+
+    On every path, a row (a point, on manifolds without unit rows) whose update is zero
+    or not finite -- a zero filter with zero gradient and momentum, or a non-finite
+    gradient -- keeps its value and momentum, and sets ``found_nonfinite`` to 1."""
     if foreach is None:
         foreach = not torch.compiler.is_compiling()
     if geometries is None:
@@ -364,8 +341,10 @@ def riemannian_sgd(
             grads = list(grads)
             for i in constrained:
                 grads[i] = grads[i].neg()
+        if found_nonfinite is None:
+            found_nonfinite = torch.zeros(1)
         step = _multi_tensor_step if foreach else _single_tensor_step
-        step(params, grads, momentum_buffers, geometries, constrained, hp)
+        step(params, grads, momentum_buffers, geometries, constrained, hp, found_nonfinite)
 
 
 def _row_fused_step(params, grads, bufs, geometries, indices, hp, maximize, found) -> None:
@@ -396,11 +375,15 @@ def _rows(point: torch.Tensor) -> torch.Tensor:
 
 def _euclidean_sgd(params, grads, bufs, indices, hp, foreach, maximize) -> None:
     """Euclidean parameters: the Riemannian step reduces to ``torch.optim.SGD``'s, whose
-    kernels (foreach included) we call directly."""
-    sub_bufs = [bufs[i] for i in indices]
+    kernels (foreach included) we call directly; float16/bfloat16 parameters are stepped
+    in float32 (float32 momentum buffers) and rounded back, as on every path."""
+    half = [i for i in indices if work(params[i]) is not params[i]]
+    indices = [i for i in indices if i not in set(half)]
+    points = [params[i] for i in indices] + [params[i].float() for i in half]
+    sub_bufs = [bufs[i] for i in indices + half]
     _torch_sgd(
-        [params[i] for i in indices],
-        [grads[i] for i in indices],
+        points,
+        [grads[i] for i in indices] + [grads[i].float() for i in half],
         sub_bufs,
         weight_decay=hp.weight_decay,
         momentum=hp.momentum,
@@ -410,13 +393,16 @@ def _euclidean_sgd(params, grads, bufs, indices, hp, foreach, maximize) -> None:
         maximize=maximize,
         foreach=foreach,
     )
-    for i, buf in zip(indices, sub_bufs):
+    for i, buf in zip(indices + half, sub_bufs):
         bufs[i] = buf
+    for i, point in zip(half, points[len(indices) :]):
+        params[i].copy_(point)
 
 
-def _single_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
+def _single_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> None:
     """The readable reference: one call of the shared step per parameter (per copy on
     manifolds whose formulas do not broadcast over a copies axis)."""
+    writes = []
     for i in indices:
         geometry = geometries[i]
         view = geometry.view
@@ -435,8 +421,37 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
                 None if buf is None else view(buf),
                 rate_for(hp, point),
             )
-        point.copy_(new_point)
+        new_point, new_buf = _keep_degenerate(
+            geometry.manifold, stacked, point, new_point, buf, new_buf, view, found
+        )
+        writes.append((point, new_point))
         bufs[i] = store_buffer(new_buf, params[i], view)
+    if writes and torch.compiler.is_compiling() and isinstance(hp.lr, torch.Tensor):
+        # Inductor's CPU backend (torch 2.13) fails with "KeyError: 'bufN'" when a point
+        # normalised by rows with a tensor rate is written into its input in the graph that
+        # computes it (its outer-loop local buffers count the write's ordering dependencies
+        # as reads); computing every new point first and writing them after a graph break
+        # compiles.
+        torch._dynamo.graph_break()
+    for point, new_point in writes:
+        point.copy_(new_point)
+
+
+def _keep_degenerate(manifold, stacked, point, new_point, buf, new_buf, view, found):
+    """``new_point`` and ``new_buf`` where the update is finite; the point's value and
+    momentum (zero on a first step) in each row (or point) where it is not -- the
+    normalize retraction of a zero update is NaN. Sets ``found`` where any is kept."""
+    axis = getattr(manifold, "unit_norm_axis", None)
+    if axis is None:
+        axis = tuple(range(1 if stacked else 0, new_point.ndim))
+    ok = torch.isfinite(new_point).all(dim=axis, keepdim=True)
+    new_point = torch.where(ok, new_point, point.to(new_point.dtype))
+    if new_buf is not None:
+        kept = torch.zeros((), dtype=new_buf.dtype) if buf is None else view(buf)
+        new_buf = torch.where(ok, new_buf, kept.to(device=new_buf.device))
+    flag = (~ok).any().to(device=found.device, dtype=found.dtype)
+    torch.maximum(found, flag, out=found)
+    return new_point, new_buf
 
 
 def _step_each_copy(manifold, point, grad, buf, hp):
@@ -464,7 +479,7 @@ def _stack_spheres(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> None:
+def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp, found) -> None:
     """:func:`~riemann_dnn.step.sphere_sgd_step_` on parameters with equal geometry keys: in place per tensor,
     or on one stack of them (:func:`_stack_spheres`)."""
     view = geometries[members[0]].view
@@ -479,7 +494,12 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
         for i in members:
             buf = bufs[i]
             new_buf = sphere_sgd_step_(
-                view(params[i]), view(grads[i]), None if buf is None else view(buf), axis, hp
+                view(params[i]),
+                view(grads[i]),
+                None if buf is None else view(buf),
+                axis,
+                hp,
+                found=found,
             )
             if buf is None and new_buf is not None:
                 bufs[i] = new_buf.reshape(params[i].shape)  # parameter-shaped
@@ -487,7 +507,8 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
     points = [view(params[i]) for i in members]
     x = torch.stack(points)
     m = torch.stack([view(bufs[i]) for i in members]) if all(have_buf) else None
-    new_buf = sphere_sgd_step_(x, torch.stack([view(grads[i]) for i in members]), m, axis, hp)
+    g = torch.stack([view(grads[i]) for i in members])
+    new_buf = sphere_sgd_step_(x, g, m, axis, hp, found=found)
     torch._foreach_copy_(points, list(x.unbind(0)))
     if m is not None:
         torch._foreach_copy_([view(bufs[i]) for i in members], list(m.unbind(0)))
@@ -496,7 +517,7 @@ def _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp) -> N
             bufs[i] = buf.reshape(params[i].shape)
 
 
-def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
+def _multi_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> None:
     """The fast path. Spheres and oblique filters with the normalize retraction (the
     paper's UN update) in float32/float64 take the fused in-place kernel
     :func:`~riemann_dnn.step.sphere_sgd_step_`, a handful of kernels per tensor (per stack
@@ -513,24 +534,35 @@ def _multi_tensor_step(params, grads, bufs, geometries, indices, hp) -> None:
         elif broadcasts_over_copies(geometry.manifold):
             buckets[(param.device, param.dtype, geometry.key)].append(i)
         else:
-            _single_tensor_step(params, grads, bufs, geometries, [i], hp)
+            _single_tensor_step(params, grads, bufs, geometries, [i], hp, found)
     for (*_, axis), members in spheres.items():
-        _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp)
+        _fused_sphere_steps(params, grads, bufs, geometries, members, axis, hp, found)
     for members in buckets.values():
         have_buf = [bufs[i] is not None for i in members]
         if len(members) == 1 or (any(have_buf) and not all(have_buf)):
-            _single_tensor_step(params, grads, bufs, geometries, members, hp)
+            _single_tensor_step(params, grads, bufs, geometries, members, hp, found)
             continue
         geometry = geometries[members[0]]
         view = geometry.view
         points = [view(params[i]) for i in members]
         stacked_buf = torch.stack([view(bufs[i]) for i in members]) if all(have_buf) else None
+        stacked_points = work(torch.stack(points))
         new_points, new_buf = riemannian_sgd_step(
             geometry.manifold,
-            work(torch.stack(points)),
+            stacked_points,
             work(torch.stack([view(grads[i]) for i in members])),
             stacked_buf,
             hp,
+        )
+        new_points, new_buf = _keep_degenerate(
+            geometry.manifold,
+            True,
+            stacked_points,
+            new_points,
+            stacked_buf,
+            new_buf,
+            lambda tensor: tensor,
+            found,
         )
         torch._foreach_copy_(points, list(new_points.unbind(0)))
         if new_buf is not None:
