@@ -29,15 +29,14 @@ from ..step.adam import (
     AdamHyperparameters,
     AdamState,
     check_adam_hyperparameters,
+    checked_sphere_adam_step_,
     riemannian_adam_step,
     second_moment_axes,
-    sphere_adam_step_,
 )
 from ..step.fused import unit_norm_axis
-from ..step.native import PreparedAdamRows, adam_native_available, oblique_adam_
-from ._functional import ROW_KERNEL_DTYPES, SPHERE_KERNEL_DTYPES, rate_for
+from ..step.native import PreparedAdamRows, adam_native_available, all_finite, oblique_adam_
+from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
-from ._nonfinite import gradients_are_finite
 from .optimizer import RiemannianOptimizer
 
 __all__ = ["RiemannianAdam", "RiemannianAdamW", "riemannian_adam"]
@@ -365,7 +364,6 @@ class _AdamKernel:
         for i in euclidean:
             self._buckets.setdefault(params[i].dtype, []).append(i)
         self._fused_steps = [states[i]["step"] for i in euclidean] + self._row_steps
-        self._found, self._one = torch.zeros(1), torch.ones(1)
         self._rows = None
         if rows:
             points, moments, firsts, maxima = [], [], [], []
@@ -441,22 +439,10 @@ class _AdamKernel:
                 if grad.dtype is not self.params[i].dtype or not grad.is_contiguous():
                     return None
                 self._grad_ptrs[k] = grad.data_ptr()
-        if self.euclidean and not self._euclidean_finite(grads):
-            return None  # torch's kernels do not check: the eager path raises or skips
         return grads
 
-    def _euclidean_finite(self, grads) -> bool:
-        """Whether the Euclidean parameters' gradients are finite (GradScaler's check, one
-        pass per dtype; the row kernel checks its own rows as it reads them)."""
-        found = self._found
-        found.zero_()
-        for members in self._buckets.values():
-            group = [grads[i] for i in members]
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found, self._one)
-        return not bool(found)
-
     def all_finite(self, grads) -> bool:
-        return gradients_are_finite([{"params": self.params}])
+        return all_finite(grads)
 
     def __call__(self, grads, groups: list[Group], state) -> int:
         group = groups[0]
@@ -622,8 +608,8 @@ def riemannian_adam(
         geometry = geometries[i]
         axis = unit_norm_axis(geometry.manifold)
         point = geometry.view(params[i])
-        if foreach is not False and axis is not None and params[i].dtype in SPHERE_KERNEL_DTYPES:
-            sphere_adam_step_(
+        if foreach is not False and axis is not None:
+            kept = checked_sphere_adam_step_(
                 point,
                 geometry.view(grads[i]),
                 geometry.view(exp_avgs[i]),
@@ -635,7 +621,7 @@ def riemannian_adam(
                 maximize=maximize,
             )
         else:
-            _reference_step(
+            kept = _reference_step(
                 params[i],
                 grads[i],
                 exp_avgs[i],
@@ -646,6 +632,8 @@ def riemannian_adam(
                 hp,
                 maximize,
             )
+        if kept and found_nonfinite is not None:
+            found_nonfinite.fill_(1)
 
 
 def _row_view(param: torch.Tensor, geometry: Geometry):
@@ -686,9 +674,10 @@ def _moment_rows(moment: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def _reference_step(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, geometry, hp, maximize
-) -> None:
+) -> bool:
     """The readable reference: the shared step on the parameter's point (per copy on
-    manifolds whose formulas do not broadcast over a copies axis), written back in place."""
+    manifolds whose formulas do not broadcast over a copies axis), written back in place;
+    a point whose new value or state is not finite keeps both (returns ``True`` then)."""
     view, manifold = geometry.view, geometry.manifold
     work = working_dtype(param.dtype)
     point, gradient, moment = view(param), view(grad), view(exp_avg)
@@ -707,6 +696,7 @@ def _reference_step(
         ]
     else:
         pieces = [(point, gradient, moment, exp_avg_sq, max_exp_avg_sq, rate_for(hp, point).lr)]
+    kept = False
     for x, g, m, v, vmax, lr in pieces:
         new_point, state = riemannian_adam_step(
             manifold,
@@ -717,11 +707,21 @@ def _reference_step(
             hp._replace(lr=lr),
             maximize=maximize,
         )
-        x.copy_(new_point)
-        m.copy_(state.exp_avg)
-        v.copy_(state.exp_avg_sq)
-        if vmax is not None:
-            vmax.copy_(state.max_exp_avg_sq)
+        new = (new_point, *state) if vmax is not None else (new_point, *state[:2])
+        old = (x, m, v) if vmax is None else (x, m, v, vmax)
+        # a degenerate sphere (e.g. a zero filter) or point keeps its value and state
+        axis = getattr(manifold, "unit_norm_axis", None)
+        if axis is None:
+            axis = tuple(range(-len(manifold.point_shape), 0))
+        bad = ~torch.isfinite(new_point.abs().amax(dim=axis, keepdim=True))
+        bad |= ~torch.isfinite(new[1].abs().amax(dim=axis, keepdim=True))
+        bad |= ~torch.isfinite(new[2])
+        if bool(bad.any()):
+            kept = True
+            new = [torch.where(bad, o.to(n.dtype), n) for o, n in zip(old, new)]
+        for target, value in zip(old, new):
+            target.copy_(value)
+    return kept
 
 
 def _euclidean_adam_per_copy(

@@ -60,6 +60,7 @@ __all__ = [
     "second_moment_axes",
     "riemannian_adam_step",
     "sphere_adam_step_",
+    "checked_sphere_adam_step_",
     "oblique_adam_eager_",
 ]
 
@@ -248,6 +249,46 @@ def sphere_adam_step_(
     exp_avg.addcmul_(x, _inner(x, exp_avg, axis), value=-1)
 
 
+def checked_sphere_adam_step_(
+    x: torch.Tensor,
+    g: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    max_exp_avg_sq: torch.Tensor | None,
+    axis,
+    step: float,
+    hp: AdamHyperparameters,
+    *,
+    maximize: bool = False,
+) -> bool:
+    """:func:`sphere_adam_step_` in the point's working precision (float32 for half
+    points), keeping every sphere whose gradient or new value is not finite -- e.g. a zero
+    row, which is not on the sphere -- untouched, state included. Returns whether some
+    sphere was kept. The state tensors are in the working precision."""
+    work = working_dtype(x.dtype)
+    xw, gw = x.to(work), g.to(work)
+    if xw is x:
+        xw = xw.clone()  # x keeps the old point until the new spheres are checked
+    state = (
+        (exp_avg, exp_avg_sq) if max_exp_avg_sq is None else (exp_avg, exp_avg_sq, max_exp_avg_sq)
+    )
+    kept = [t.clone() for t in state]
+    # max |g| over a sphere is inf/NaN iff the sphere has a non-finite entry
+    bad = ~torch.isfinite(gw.abs().amax(dim=axis, keepdim=True))
+    if bool(bad.any()):
+        gw = gw.masked_fill(bad, 0)
+    sphere_adam_step_(xw, gw, *state[:2], max_exp_avg_sq, axis, step, hp, maximize=maximize)
+    for t in (xw, exp_avg, exp_avg_sq):
+        bad |= ~torch.isfinite(t.abs().amax(dim=axis, keepdim=True))
+    any_bad = bool(bad.any())
+    if any_bad:
+        xw.copy_(torch.where(bad, x.to(work), xw))
+        for tensor, old in zip(state, kept):
+            tensor.copy_(torch.where(bad, old, tensor))
+    x.copy_(xw)
+    return any_bad
+
+
 def _row_rates(lr: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> float | torch.Tensor:
     """The rates ``lr`` (1-D, one per block of consecutive rows of ``x``) as a float or a
     tensor broadcastable against ``x``'s per-row values."""
@@ -291,23 +332,7 @@ def oblique_adam_eager_(
     )
     maxima = max_exp_avg_sqs if amsgrad else [None] * len(points)
     for x, g, m, v, vmax, step in zip(points, grads, exp_avgs, exp_avg_sqs, maxima, steps):
-        work = working_dtype(x.dtype)
-        xw, gw = x.to(work), g.to(work)
-        if xw is x:
-            xw = xw.clone()  # x keeps the old point until the new rows are checked
-        state = (m, v) if vmax is None else (m, v, vmax)
-        kept = [t.clone() for t in state]
-        # max |g| over a row is inf/NaN iff the row has a non-finite entry
-        bad = ~torch.isfinite(gw.abs().amax(-1))
-        if bool(bad.any()):
-            gw = gw.masked_fill(bad.unsqueeze(-1), 0)
-        rates = _row_rates(lr, x, work)
-        sphere_adam_step_(xw, gw, m, v, vmax, -1, step, hp._replace(lr=rates), maximize=maximize)
-        for t in (xw, m, v):
-            bad |= ~torch.isfinite(t.abs().amax(-1))
-        if bool(bad.any()):
+        rates = _row_rates(lr, x, working_dtype(x.dtype))
+        step_hp = hp._replace(lr=rates)
+        if checked_sphere_adam_step_(x, g, m, v, vmax, -1, step, step_hp, maximize=maximize):
             found_nonfinite.fill_(1)
-            xw[bad] = x[bad].to(work)
-            for tensor, old in zip(state, kept):
-                tensor[bad] = old[bad]
-        x.copy_(xw)

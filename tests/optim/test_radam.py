@@ -256,17 +256,32 @@ def test_a_nonfinite_gradient_moves_nothing(nonfinite, flags, kernel, where):
     else:
         opt.step()
         assert opt.skipped_steps == 1
-    # the row kernel checks its rows as it reads them and steps the other weights (as
-    # RiemannianSGD's): then only the bad row is left untouched
-    on_kernel = kernel and flags.get("foreach") is not False
-    partial = nonfinite == "raise" and where == "oblique" and on_kernel
     for k, p in params.items():
-        if partial and k != "oblique":
-            continue
-        rows = slice(0, 1) if partial else slice(None)
-        assert torch.equal(p.detach()[rows], before[k][rows]), k
-        assert torch.equal(opt.state[p]["exp_avg"][rows], state[k][rows]), k
-        assert torch.isfinite(p).all() and torch.isfinite(opt.state[p]["exp_avg"]).all(), k
+        assert torch.equal(p.detach(), before[k]), k
+        assert torch.equal(opt.state[p]["exp_avg"], state[k]), k
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(fused=False), dict(foreach=False)], ids=_ids)
+def test_a_zero_filter_keeps_its_value_and_state_while_the_rest_steps(flags):
+    """A filter set to zero after the optimizer was built (with a zero gradient, as a
+    scale-invariant loss gives it) has no direction: it keeps its value and state on every
+    path, the rest steps, and a warning names it (issue 19, I)."""
+    params, targets, groups = _product(9, torch.float32)
+    del params["stiefel"], groups[2]
+    opt = RiemannianAdam(groups, lr=0.05, **flags)
+    with torch.no_grad():
+        params["oblique"][2].zero_()  # before the first step: no momentum either
+    _loss(params, targets).backward()
+    params["oblique"].grad[2] = 0
+    before = {k: p.detach().clone() for k, p in params.items()}
+    with pytest.warns(RuntimeWarning, match="kept their value"):
+        opt.step()
+    w = params["oblique"].detach()
+    assert torch.equal(w[2], before["oblique"][2]) and torch.isfinite(w).all()
+    state = opt.state[params["oblique"]]
+    assert not state["exp_avg"][2].any() and not state["exp_avg_sq"][2].any()
+    assert not torch.equal(w[:2], before["oblique"][:2]), "the other filters did not step"
+    assert not torch.equal(params["euclidean"], before["euclidean"])
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from .adam_ops import (
     PreparedAdamRows,
     adam_native_available,
     adam_native_unavailable_reason,
+    all_finite,
     oblique_adam_,
 )
 from .build import cache_dir
@@ -28,6 +29,7 @@ __all__ = [
     "cache_dir",
     "oblique_adam_",
     "PreparedAdamRows",
+    "all_finite",
     "adam_native_available",
     "adam_native_unavailable_reason",
 ]

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from ..adam import oblique_adam_eager_
-from .build import load_kernel
+from .build import load, load_kernel
 
 __all__ = [
     "oblique_adam_",
     "PreparedAdamRows",
+    "all_finite",
     "adam_native_available",
     "adam_native_unavailable_reason",
 ]
@@ -462,3 +463,28 @@ class PreparedAdamRows:
                 "riemann_dnn: the native Adam kernel rejected its arguments or ran out of memory"
             )
         return int(bad)
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether every entry of ``tensors`` is finite: one read-only pass of the native
+    kernels' check (``rdnn_all_finite``, one call per dtype) for contiguous CPU tensors,
+    else torch's (``torch.isfinite`` per tensor). The check a prepared step makes before
+    anything moves."""
+    library, _ = load()
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        if library is None or t.device.type != "cpu" or not t.is_contiguous():
+            if not bool(torch.isfinite(t).all()):
+                return False
+            continue
+        groups.setdefault(t.dtype, []).append(t)
+    for dtype, members in groups.items():
+        if dtype not in _DTYPE_CODES:
+            if not all(bool(torch.isfinite(t).all()) for t in members):
+                return False
+            continue
+        k = len(members)
+        numel = (ctypes.c_int64 * k)(*[t.numel() for t in members])
+        if not library.function.all_finite(k, numel, _pointers(members), _DTYPE_CODES[dtype]):
+            return False
+    return True
