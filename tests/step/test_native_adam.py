@@ -365,3 +365,20 @@ def test_rows_whose_sums_cancel_take_the_explicit_path_and_agree(case, dtype):
     assert verr <= (1e-9 if dtype == torch.float64 else 1e-3), f"second moment: {verr:.3g}"
     norms = torch.linalg.vector_norm(point.double(), dim=1)
     assert (norms - 1).abs().max() <= (1e-14 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("where", [None, "first", "last", "strided"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_all_finite_finds_every_non_finite_entry(dtype, where, bad):
+    from riemann_dnn.step.native import all_finite
+
+    tensors = [torch.ones(3, 5, dtype=dtype), torch.ones(7000, dtype=torch.float32)]
+    tensors.append(torch.ones(4, 6, dtype=dtype).t())  # not contiguous: torch's check
+    if where == "first":
+        tensors[0][1, 2] = bad
+    elif where == "last":
+        tensors[1][-1] = bad
+    elif where == "strided":
+        tensors[2][5, 3] = bad
+    assert all_finite(tensors) is (where is None)
