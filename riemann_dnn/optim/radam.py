@@ -34,7 +34,7 @@ from ..step.adam import (
     second_moment_axes,
 )
 from ..step.fused import unit_norm_axis
-from ..step.native import PreparedAdamRows, adam_native_available, all_finite, oblique_adam_
+from ..step.native import FiniteCheck, PreparedAdamRows, adam_native_available, oblique_adam_
 from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
 from .optimizer import RiemannianOptimizer
@@ -358,6 +358,8 @@ class _AdamKernel:
         self.states = states
         self.amsgrad = "max_exp_avg_sq" in states[0]
         self._shapes = [(p.dtype, p.shape, p.data_ptr()) for p in params]
+        self._finite = FiniteCheck(params)
+        self._grad_ptrs = (ctypes.c_void_p * len(rows))()
         self._row_steps = [states[i]["step"] for i in rows]
         # torch.optim.Adam(fused=True)'s op, called with the lists it would build
         self._buckets: dict[torch.dtype, list[int]] = {}
@@ -378,7 +380,6 @@ class _AdamKernel:
             self._rows = PreparedAdamRows(
                 points, firsts, moments, maxima if self.amsgrad else None, copies=copies or 1
             )
-            self._grad_ptrs = (ctypes.c_void_p * len(rows))()
 
     @classmethod
     def prepare(cls, groups: list[Group], geometry_of, state) -> _AdamKernel | None:
@@ -427,22 +428,20 @@ class _AdamKernel:
         )
 
     def gradient_pointers(self):
-        grads = []
-        for param in self.params:
-            grad = param.grad
-            if grad is None or grad.layout is not torch.strided:
+        grads = [p.grad for p in self.params]
+        if any(g is None or g.layout is not torch.strided for g in grads):
+            return None
+        ptrs = self._grad_ptrs
+        for k, i in enumerate(self.rows):
+            grad = grads[i]
+            if grad.dtype is not self.params[i].dtype or not grad.is_contiguous():
                 return None
-            grads.append(grad)
-        if self._rows is not None:
-            for k, i in enumerate(self.rows):
-                grad = grads[i]
-                if grad.dtype is not self.params[i].dtype or not grad.is_contiguous():
-                    return None
-                self._grad_ptrs[k] = grad.data_ptr()
+            ptrs[k] = grad.data_ptr()
+        self._finite.bind(grads)
         return grads
 
     def all_finite(self, grads) -> bool:
-        return all_finite(grads)
+        return self._finite.check()
 
     def __call__(self, grads, groups: list[Group], state) -> int:
         group = groups[0]

@@ -12,6 +12,7 @@ plain (Euclidean) ones -- so that a whole step of a small network is one C call:
 """
 
 from .adam_ops import (
+    FiniteCheck,
     PreparedAdamRows,
     adam_native_available,
     adam_native_unavailable_reason,
@@ -29,6 +30,7 @@ __all__ = [
     "cache_dir",
     "oblique_adam_",
     "PreparedAdamRows",
+    "FiniteCheck",
     "all_finite",
     "adam_native_available",
     "adam_native_unavailable_reason",

@@ -29,6 +29,7 @@ from .build import load, load_kernel
 __all__ = [
     "oblique_adam_",
     "PreparedAdamRows",
+    "FiniteCheck",
     "all_finite",
     "adam_native_available",
     "adam_native_unavailable_reason",
@@ -488,3 +489,55 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
         if not library.function.all_finite(k, numel, _pointers(members), _DTYPE_CODES[dtype]):
             return False
     return True
+
+
+class FiniteCheck:
+    """:func:`all_finite` laid out once over tensors of fixed shapes and dtypes (e.g. the
+    gradients of a prepared step's parameters): a call passes the tensors' addresses to
+    one native call per dtype; tensors it cannot read that way (not contiguous, another
+    dtype or device) take :func:`all_finite`."""
+
+    def __init__(self, like: Sequence[torch.Tensor]):
+        library, _ = load()
+        self._fn = None if library is None else library.function.all_finite
+        self._buckets = []
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(like):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        for dtype, members in by_dtype.items():
+            k = len(members)
+            numel = (ctypes.c_int64 * k)(*[like[i].numel() for i in members])
+            self._buckets.append((dtype, members, numel, (ctypes.c_void_p * k)()))
+        self._numel = [t.numel() for t in like]
+        native = all(t.device.type == "cpu" and t.dtype in _DTYPE_CODES for t in like)
+        self._native = self._fn is not None and native
+        self._tensors: Sequence[torch.Tensor] = ()
+        self._bound = False
+
+    def bind(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Take ``tensors`` (shaped as at construction) for the next :meth:`check`."""
+        self._tensors = tensors
+        if not self._native:
+            return
+        for dtype, members, numel, ptrs in self._buckets:
+            for k, i in enumerate(members):
+                t = tensors[i]
+                if t.dtype is not dtype or not t.is_contiguous() or t.numel() != numel[k]:
+                    self._tensors, self._bound = tensors, False
+                    return
+                ptrs[k] = t.data_ptr()
+        self._bound = True
+
+    def check(self) -> bool:
+        """Whether every entry of the bound tensors is finite."""
+        if not (self._native and self._bound):
+            return all_finite(self._tensors)
+        return all(
+            self._fn(len(members), numel, ptrs, _DTYPE_CODES[dtype])
+            for dtype, members, numel, ptrs in self._buckets
+        )
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """Whether every entry of ``tensors`` (shaped as at construction) is finite."""
+        self.bind(tensors)
+        return self.check()
