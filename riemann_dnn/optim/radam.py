@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import operator
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal
 
@@ -357,14 +358,26 @@ class _AdamKernel:
         self.euclidean, self.rows = euclidean, rows  # indices into params
         self.states = states
         self.amsgrad = "max_exp_avg_sq" in states[0]
-        self._shapes = [(p.dtype, p.shape, p.data_ptr()) for p in params]
+        self._addresses = [p.data_ptr() for p in params]
+        self._layout = [(p.dtype, p.shape) for p in params]
         self._finite = FiniteCheck(params)
         self._grad_ptrs = (ctypes.c_void_p * len(rows))()
         self._row_steps = [states[i]["step"] for i in rows]
-        # torch.optim.Adam(fused=True)'s op, called with the lists it would build
-        self._buckets: dict[torch.dtype, list[int]] = {}
+        # torch.optim.Adam(fused=True)'s op, called with the lists it would build: per
+        # dtype, the members and their params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+        members: dict[torch.dtype, list[int]] = {}
         for i in euclidean:
-            self._buckets.setdefault(params[i].dtype, []).append(i)
+            members.setdefault(params[i].dtype, []).append(i)
+        self._buckets = [
+            (
+                indices,
+                [params[i] for i in indices],
+                *([states[i][key] for i in indices] for key in ("exp_avg", "exp_avg_sq")),
+                [states[i]["max_exp_avg_sq"] for i in indices] if self.amsgrad else [],
+                [states[i]["step"] for i in indices],
+            )
+            for indices in members.values()
+        ]
         self._fused_steps = [states[i]["step"] for i in euclidean] + self._row_steps
         self._rows = None
         if rows:
@@ -419,12 +432,11 @@ class _AdamKernel:
     def valid_for(self, groups: list[Group]) -> bool:
         params = [p for group in groups for p in group["params"]]
         return (
-            len(params) == len(self.params)
-            and groups[0]["amsgrad"] == self.amsgrad
-            and all(
-                p is q and (p.dtype, p.shape, p.data_ptr()) == s
-                for p, q, s in zip(params, self.params, self._shapes)
-            )
+            groups[0]["amsgrad"] == self.amsgrad
+            and len(params) == len(self.params)
+            and all(map(operator.is_, params, self.params))
+            and [p.data_ptr() for p in params] == self._addresses
+            and [(p.dtype, p.shape) for p in params] == self._layout
         )
 
     def gradient_pointers(self):
@@ -489,19 +501,19 @@ class _AdamKernel:
         """``torch._fused_adam_`` (``_fused_adamw_``) on the Euclidean parameters, one call
         per dtype, with the arguments ``torch.optim.Adam(fused=True)`` passes."""
         op = torch._fused_adamw_ if hp.decoupled_weight_decay else torch._fused_adam_
-        for members in self._buckets.values():
-            entries = [self.states[i] for i in members]
+        beta1, beta2 = _to_scalar(hp.betas[0]), _to_scalar(hp.betas[1])
+        for indices, params, exp_avgs, exp_avg_sqs, maxima, steps in self._buckets:
             op(
-                [self.params[i] for i in members],
-                [grads[i] for i in members],
-                [e["exp_avg"] for e in entries],
-                [e["exp_avg_sq"] for e in entries],
-                [e["max_exp_avg_sq"] for e in entries] if hp.amsgrad else [],
-                [e["step"] for e in entries],
+                params,
+                [grads[i] for i in indices],
+                exp_avgs,
+                exp_avg_sqs,
+                maxima,
+                steps,
                 amsgrad=hp.amsgrad,
                 lr=hp.lr,
-                beta1=_to_scalar(hp.betas[0]),
-                beta2=_to_scalar(hp.betas[1]),
+                beta1=beta1,
+                beta2=beta2,
                 weight_decay=hp.weight_decay,
                 eps=hp.eps,
                 maximize=maximize,
