@@ -341,3 +341,22 @@ def test_half_precision_euclidean_is_torch_and_constrained_state_float32(dtype, 
     assert opt.state[w]["exp_avg"].dtype == torch.float32  # the working precision
     assert opt.state[w]["exp_avg_sq"].shape == (8, 1)
     assert opt.state[b]["exp_avg"].dtype == dtype  # torch.optim.Adam's
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(foreach=False)], ids=_ids)
+def test_manifold_parameters_carry_their_manifold_into_adam(flags):
+    from riemann_dnn.params import ManifoldParameter
+
+    gen = torch.Generator().manual_seed(10)
+    w = ManifoldParameter(torch.randn(6, 2, 3, generator=gen), "oblique")
+    s = ManifoldParameter(torch.randn(8, 3, generator=gen), "stiefel")
+    b = torch.nn.Parameter(torch.randn(6, generator=gen))
+    opt = RiemannianAdam([w, s, b], lr=0.05, **flags)  # one group naming no manifold
+    for _ in range(5):
+        for p in (w, s, b):
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    assert (w.detach().reshape(6, -1).norm(dim=1) - 1).abs().max() < 1e-6
+    assert (s.detach().T @ s.detach() - torch.eye(3)).abs().max() < 1e-5
+    assert opt.state[w]["exp_avg_sq"].shape == (6, 1)
+    assert opt.state[b]["exp_avg_sq"].shape == (6,)
