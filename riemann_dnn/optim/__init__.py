@@ -1,5 +1,5 @@
 """The torch side: :class:`RiemannianOptimizer` (the base of the Riemannian
-``torch.optim.Optimizer`` classes) and :class:`RiemannianSGD`, learning-rate schedules
+``torch.optim.Optimizer`` classes), :class:`RiemannianSGD` and :class:`RiemannianAdam`, learning-rate schedules
 (bold driver, per copy too) and stacked copies of a model.
 
 Which parameter goes on which manifold (:func:`~riemann_dnn.params.param_groups`,
@@ -16,6 +16,7 @@ from ..params import (  # noqa: F401
     verify_scale_invariance,
 )
 from .optimizer import RiemannianOptimizer
+from .radam import RiemannianAdam, RiemannianAdamW, riemannian_adam
 from .rsgd import FILTER_RATES, NonFiniteGradientError, RiemannianSGD, filter_rates, riemannian_sgd
 from .schedulers import BoldDriver, Stateful, StepSizeScheduler
 from .stacked import StackedModules
@@ -24,6 +25,9 @@ __all__ = [
     "RiemannianOptimizer",
     "RiemannianSGD",
     "riemannian_sgd",
+    "RiemannianAdam",
+    "RiemannianAdamW",
+    "riemannian_adam",
     "filter_rates",
     "FILTER_RATES",
     "NonFiniteGradientError",

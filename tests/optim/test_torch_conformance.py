@@ -30,8 +30,13 @@ common_optimizers = pytest.importorskip(
 )
 
 from riemann_dnn.manifolds import Oblique  # noqa: E402
-from riemann_dnn.optim import RiemannianSGD  # noqa: E402
-from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step  # noqa: E402
+from riemann_dnn.optim import RiemannianAdam, RiemannianAdamW, RiemannianSGD  # noqa: E402
+from riemann_dnn.step import (  # noqa: E402
+    AdamHyperparameters,
+    SGDHyperparameters,
+    riemannian_adam_step,
+    riemannian_sgd_step,
+)
 
 DTYPES = [torch.float32, torch.float64]
 STEPS = 5
@@ -52,6 +57,24 @@ def sgd_rule(manifold, point, grad, state: dict, hyper: dict, lr: float):
     return new
 
 
+def adam_rule(manifold, point, grad, state: dict, hyper: dict, lr: float):
+    """The kernel-free RiemannianAdam rule on one oblique point: the shared step
+    (:func:`riemann_dnn.step.riemannian_adam_step`)."""
+    hp = AdamHyperparameters(
+        lr,
+        tuple(float(b) for b in hyper.get("betas", (0.9, 0.999))),
+        hyper.get("eps", 1e-8),
+        hyper.get("weight_decay", 0.0),
+        hyper.get("amsgrad", False),
+        hyper.get("decoupled_weight_decay", False),
+    )
+    state["step"] = state.get("step", 0) + 1
+    new, state["adam"] = riemannian_adam_step(
+        manifold, point, grad, state.get("adam"), state["step"], hp, maximize=hyper.get("maximize")
+    )
+    return new
+
+
 @dataclass(frozen=True)
 class Entry:
     """One of our optimizers against one of torch's.
@@ -60,6 +83,9 @@ class Entry:
     differs from torch's). ``unsupported``: implementation flags ours lacks (inputs setting
     them are skipped). ``rule``: the kernel-free rule for an oblique point, as
     :func:`sgd_rule`. ``defaults``: torch's defaults of the hyper-parameters the rule reads.
+    ``follows_flags``: our Euclidean groups run torch's own kernels, so they equal torch's
+    optimizer built with the same implementation flags (else: its single-tensor
+    reference). ``scheduler_hyper``: the hyper-parameters of the scheduler test.
     """
 
     name: str
@@ -69,6 +95,8 @@ class Entry:
     errors: dict[str, str] = field(default_factory=dict)
     unsupported: tuple[str, ...] = ("differentiable",)
     defaults: dict = field(default_factory=dict)
+    follows_flags: bool = False
+    scheduler_hyper: dict = field(default_factory=lambda: {"lr": 0.05, "momentum": 0.5})
 
     @property
     def info(self):
@@ -87,6 +115,30 @@ TABLE = [
             "got -0.5",
         },
         defaults={"lr": 1e-3},
+    ),
+    Entry(
+        "adam",
+        RiemannianAdam,
+        torch.optim.Adam,
+        adam_rule,
+        errors={
+            "Tensor lr must be 1-element": "tensor lr must be a floating tensor of one element"
+        },
+        defaults={"lr": 1e-3},
+        follows_flags=True,
+        scheduler_hyper={"lr": 0.2},  # Adam moves a filter by about lr per step
+    ),
+    Entry(
+        "adamw",
+        RiemannianAdamW,
+        torch.optim.AdamW,
+        adam_rule,
+        errors={
+            "Tensor lr must be 1-element": "tensor lr must be a floating tensor of one element"
+        },
+        defaults={"lr": 1e-3, "weight_decay": 1e-2, "decoupled_weight_decay": True},
+        follows_flags=True,
+        scheduler_hyper={"lr": 0.2},  # Adam moves a filter by about lr per step
     ),
 ]
 
@@ -140,7 +192,11 @@ def test_euclidean_groups_equal_torch_bit_for_bit(entry, dtype, optim_input):
     # torch's reference path (single tensor): torch's fused CPU kernel rounds some entries
     # differently from it (1 ulp, seen with torch 2.13); ours follows the reference
     reference = {k: v for k, v in optim_input.kwargs.items() if k not in ("fused", "foreach")}
-    ref = entry.theirs(groups(theirs), **_copy_kwargs(reference), foreach=False)
+    if entry.follows_flags:  # ours runs torch's kernels: the same flags, the same numbers
+        reference = _ours_kwargs(entry, optim_input.kwargs)
+    else:
+        reference["foreach"] = False
+    ref = entry.theirs(groups(theirs), **_copy_kwargs(reference))
     gen = torch.Generator().manual_seed(1)
     for step in range(STEPS):
         for a, b in zip(ours, theirs):
@@ -280,7 +336,7 @@ def test_scheduler_inputs_drive_both_alike_and_oblique_goes_downhill(entry, k):
     schedulers = entry.info.scheduler_inputs[k]
     values = _tensors(torch.float64)[:3]
     target = [torch.zeros_like(v) for v in values]
-    hyper = {"lr": 0.05, "momentum": 0.5}
+    hyper = entry.scheduler_hyper
     ours = [v.clone().requires_grad_() for v in values]
     theirs = [v.clone().requires_grad_() for v in values]
     ours_run = _run_with_schedulers(lambda ps: entry.ours(ps, **hyper), schedulers, ours, target)
