@@ -199,9 +199,7 @@ class Sphere(EmbeddedManifold):
         if self._transport == "parallel":
             return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)
         if self._transport == "differentiated":
-            return sphere_differentiated_retraction(
-                point_a, point_b, tangent_vector_a, self._axis
-            )
+            return sphere_differentiated_retraction(point_a, point_b, tangent_vector_a, self._axis)
         return self.projection(point_b, tangent_vector_a)
 
     def pair_mean(self, point_a: Array, point_b: Array) -> Array:

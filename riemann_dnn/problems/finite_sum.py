@@ -99,9 +99,13 @@ class FiniteSumProblem:
         eval_batch_size: evaluate :meth:`cost_on` and :meth:`euclidean_gradient_on` on more
             than this many samples in chunks (weighted by chunk size, exact for a mean
             cost), to bound memory. ``None`` (default): one pass.
+        optimal_cost: the minimum :math:`f^\star` of :math:`f` when it is known (closed
+            forms: :func:`~riemann_dnn.problems.pca_problem`, noiseless
+            :func:`~riemann_dnn.problems.matrix_completion_problem`); solvers then log the
+            optimality gap :math:`f(x) - f^\star`. ``None`` (default): unknown.
 
     Attributes:
-        manifold, backend, data, num_samples.
+        manifold, backend, data, num_samples, optimal_cost.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class FiniteSumProblem:
         backend: Backend = "torch",
         euclidean_gradient: Callable[..., Any] | None = None,
         eval_batch_size: int | None = None,
+        optimal_cost: float | None = None,
     ):
         if not isinstance(manifold, Manifold):
             raise TypeError(
@@ -137,7 +142,17 @@ class FiniteSumProblem:
                 f"FiniteSumProblem: eval_batch_size must be an int >= 1 or None, got "
                 f"{eval_batch_size!r}"
             )
+        if optimal_cost is not None and not (
+            isinstance(optimal_cost, (int, float, np.integer, np.floating))
+            and not isinstance(optimal_cost, bool)
+            and np.isfinite(optimal_cost)
+        ):
+            raise ValueError(
+                f"FiniteSumProblem: optimal_cost must be a finite number or None, got "
+                f"{optimal_cost!r}"
+            )
         self.manifold = manifold
+        self.optimal_cost: float | None = None if optimal_cost is None else float(optimal_cost)
         self.backend: Backend = backend
         self._cost = cost
         self._user_gradient = euclidean_gradient
@@ -193,6 +208,11 @@ class FiniteSumProblem:
                     f"{sorted(map(str, devices))}"
                 )
         return converted
+
+    @property
+    def factors(self) -> list[Manifold] | None:
+        """The factors of a (one-level) ``Product`` manifold, ``None`` for a simple one."""
+        return _factors(self.manifold)
 
     @property
     def data(self) -> Array | tuple[Array, ...]:
