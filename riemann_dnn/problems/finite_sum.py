@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -445,8 +446,10 @@ class FiniteSumProblem:
         r"""A :class:`pymanopt.Problem` for the full mean :math:`f` (all ``N`` samples), so
         deterministic solvers (SteepestDescent, ConjugateGradient, TrustRegions) solve it.
 
-        torch backend: :func:`riemann_dnn.function.torch` (tensors stay on their device;
-        gradient and Hessian-vector products by autograd). numpy backend:
+        torch backend: :func:`riemann_dnn.function.torch` on a copy of the manifold that
+        owns the data's device and dtype (riemann_dnn's manifolds): the random initial point
+        of pymanopt's solvers and every iterate are tensors there, and points elsewhere are
+        refused (gradient and Hessian-vector products by autograd). numpy backend:
         :func:`pymanopt.function.autograd`, or :func:`pymanopt.function.numpy` with the
         user's ``euclidean_gradient`` (then no Hessian: use first-order solvers).
         """
@@ -461,7 +464,12 @@ class FiniteSumProblem:
         if self.backend == "torch":
             from .. import function
 
-            decorator = function.torch(manifold)
+            try:
+                manifold = copy.copy(manifold)
+                decorator = function.torch(manifold, device=self.device, dtype=self.dtype)
+            except ValueError:  # a pymanopt manifold: numpy methods, nothing to own
+                manifold = self.manifold
+                decorator = function.torch(manifold)
         elif user_gradient is None:
             decorator = pymanopt.function.autograd(manifold)
         else:
