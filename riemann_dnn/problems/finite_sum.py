@@ -45,7 +45,7 @@ import torch
 from pymanopt.manifolds import Product as _PymanoptProduct
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds import Array
+from ..manifolds import Array, EmbeddedManifold, Product
 
 __all__ = ["FiniteSumProblem"]
 
@@ -439,7 +439,15 @@ class FiniteSumProblem:
             )
         if generator is None:
             return self.manifold.random_point()
-        return self.manifold.random_point(generator=generator)
+        if isinstance(self.manifold, (EmbeddedManifold, Product)):
+            return self.manifold.random_point(generator=generator)
+        # a pymanopt manifold draws from numpy's global state: seed it for this draw only
+        saved = np.random.get_state()
+        try:
+            np.random.seed(int(generator) % 2**32)
+            return self.manifold.random_point()
+        finally:
+            np.random.set_state(saved)
 
     # -- the full sum as a pymanopt problem -----------------------------------------------
     def full_problem(self) -> pymanopt.Problem:

@@ -137,6 +137,7 @@ class _Run:
     step_size: float = 0.0
     stats: dict = field(default_factory=dict)  # the last check's statistics
     resumed: bool = False
+    identity: dict | None = None  # the checkpoint's identity, computed once
 
     @property
     def passes(self) -> float:
@@ -737,10 +738,12 @@ class FiniteSumSolver(Optimizer):
 
     def _identity(self, run: _Run) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the solver, its options and the
-        problem's size, manifold and data shapes."""
+        problem's size, manifold, data shapes and data sums."""
+        if run.identity is not None:
+            return run.identity
         data = run.problem.data
         arrays = data if isinstance(data, tuple) else (data,)
-        return json.loads(
+        run.identity = json.loads(
             json.dumps(
                 {
                     "solver": self._owner,
@@ -749,9 +752,11 @@ class FiniteSumSolver(Optimizer):
                     "manifold": repr(run.manifold),
                     "num_samples": run.problem.num_samples,
                     "data_shapes": [list(a.shape) for a in arrays],
+                    "data_sums": [_checksum(a) for a in arrays],
                 }
             )
         )
+        return run.identity
 
     def _save_checkpoint(self, run: _Run) -> None:
         """Write the whole state of the run to ``checkpoint``, atomically (a temporary file
@@ -847,6 +852,13 @@ def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any]:
             if a.get(name) != b.get(name):
                 return _first_difference(a.get(name), b.get(name), f"{key}.{name}".lstrip("."))
     return key, a, b
+
+
+def _checksum(array: Any) -> float:
+    """The sum of the entries in float64 (one device synchronisation): tells data apart."""
+    if isinstance(array, torch.Tensor):
+        return float(array.detach().to(torch.float64).sum())
+    return float(np.asarray(array, dtype=np.float64).sum())
 
 
 def _describe(value: Any) -> Any:
