@@ -62,13 +62,14 @@ class BenchConfig:
     completion: dict[str, Any] = field(
         default_factory=lambda: {"num_samples": 5000, "dim": 100, "rank": 5, "oversampling": 4.0}
     )
-    vr_steps: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
+    vr_steps: tuple[float, ...] = (0.1, 0.2, 0.5)
     sgd_steps: tuple[tuple[float, float], ...] = (
+        (0.02, 1.0),
+        (0.05, 1.0),
         (0.1, 1.0),
+        (0.2, 1.0),
         (0.5, 1.0),
-        (1.0, 1.0),
-        (0.5, 5.0),
-        (1.0, 5.0),
+        (0.1, 5.0),
     )
 
     def with_options(self, **options: Any) -> BenchConfig:
