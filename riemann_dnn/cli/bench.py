@@ -121,7 +121,7 @@ def _add_stochastic(targets) -> None:
         "stochastic.md and stochastic.png (optimality gap against passes over the data and "
         "against seconds; test RMSE for matrix completion) into --out. The quick default "
         "(under a minute): smaller problems, 30 passes, each retraction with its own "
-        "transport, the full bench's steps.",
+        "transport, given steps.",
     )
     parser.add_argument(
         "--full",

@@ -194,7 +194,7 @@ class Sphere(EmbeddedManifold):
         r"""Carry a tangent vector at ``point_a`` to ``point_b``: :math:`P_Y(V)`
         (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
         :func:`sphere_transport_along_geodesic`), or the differentiated ``"normalize"``
-        retraction (``"differentiated"``, :func:`sphere_differentiated_retraction`), per
+        retraction (``"differentiated"``, ``sphere_differentiated_retraction``), per
         :attr:`~riemann_dnn.manifolds.EmbeddedManifold.transport_name`."""
         if self._transport == "parallel":
             return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)

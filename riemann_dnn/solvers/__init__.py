@@ -7,11 +7,18 @@
   Sato, Kasai & Mishra 2019, with retraction and vector transport).
 - :class:`RiemannianSRG` -- stochastic recursive gradient (Kasai, Sato & Mishra 2018).
 - :class:`FiniteSumSolver` -- their shared base: options, sampling, the retraction and the
-  vector transport by name, statistics, stopping criteria, log and checkpoints.
+  vector transport by name, statistics, stopping criteria, log and checkpoints;
+  :class:`VarianceReducedSolver` -- what R-SVRG and R-SRG share (epochs from a full gradient).
 """
 
 from .base import FiniteSumSolver
 from .stochastic_gradient import StochasticGradient
-from .variance_reduced import RiemannianSRG, RiemannianSVRG
+from .variance_reduced import RiemannianSRG, RiemannianSVRG, VarianceReducedSolver
 
-__all__ = ["StochasticGradient", "RiemannianSVRG", "RiemannianSRG", "FiniteSumSolver"]
+__all__ = [
+    "StochasticGradient",
+    "RiemannianSVRG",
+    "RiemannianSRG",
+    "FiniteSumSolver",
+    "VarianceReducedSolver",
+]

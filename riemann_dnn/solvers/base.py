@@ -53,7 +53,6 @@ __all__ = ["FiniteSumSolver", "StepSize", "Callback"]
 
 StepSize = str | StepSizeRule | Callable[[int], float]
 Callback = Callable[[int, Any, dict], Any]
-Names = str | Sequence[str | None] | None
 
 _CHECKPOINT_FORMAT = 1
 
@@ -177,10 +176,12 @@ def _restored(value: Any, device: Any) -> Any:
 
 class FiniteSumSolver(Optimizer):
     r"""The base of the stochastic solvers for a :class:`~riemann_dnn.problems.FiniteSumProblem`
-    (see the module docstring); a subclass defines :meth:`_iterate` (one update) and may
-    extend :meth:`_start`, :meth:`_parameters` and :meth:`_end_epoch`.
+    (see the module docstring); a subclass defines ``_iterate`` (one update) and may
+    extend ``_start``, ``_parameters`` and ``_end_epoch``.
 
-    Args (shared by every solver; each subclass adds its own):
+    The options every solver shares (each subclass adds its own):
+
+    Args:
         batch_size: samples per stochastic gradient (capped at :math:`N`).
         max_iterations: stop after this many updates (default 1000, or no limit when a
             finite ``max_epochs`` or ``max_passes`` is given; ``None``: no limit).
@@ -241,8 +242,8 @@ class FiniteSumSolver(Optimizer):
         initial_step_size: float = 0.1,
         step_size_decay: float = 0.1,
         decay_steps: int = 100,
-        retraction: Names = None,
-        transport: Names = None,
+        retraction: str | Sequence[str | None] | None = None,
+        transport: str | Sequence[str | None] | None = None,
         check_period: int = 100,
         check_samples: int | None = 1000,
         min_gradient_norm: float = 0.0,
@@ -370,7 +371,7 @@ class FiniteSumSolver(Optimizer):
             raise self._option_error(name, value, f"a finite number {lo}{hi}")
         return float(value)
 
-    def _names(self, name: str, value: Names) -> str | tuple[str | None, ...] | None:
+    def _names(self, name: str, value: Any) -> str | tuple[str | None, ...] | None:
         if value is None or isinstance(value, str):
             return value
         if isinstance(value, Sequence) and all(v is None or isinstance(v, str) for v in value):

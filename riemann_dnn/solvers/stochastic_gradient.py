@@ -63,14 +63,14 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..optim.schedulers import BoldDriver
 from ..step import SGDHyperparameters, StepSizeRule, check_sgd_hyperparameters, riemannian_sgd_step
-from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver, Names
+from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver
 
 __all__ = ["StochasticGradient"]
 
@@ -114,7 +114,9 @@ class StochasticGradient(FiniteSumSolver):
     ``seed``, verbosity, log, ``checkpoint``). An epoch is :math:`\lceil N/b\rceil`
     iterations.
 
-    Args (besides the shared ones):
+    Its own options, besides the shared ones:
+
+    Args:
         step_size: ``"decay"`` (default, :math:`\lambda_0/(1+\lambda_0\gamma k)`),
             ``"fixed"``, ``"hybrid"`` (decay for ``decay_steps`` iterations, then constant),
             ``"bold_driver"`` (per epoch), a :class:`~riemann_dnn.step.StepSizeRule` or a
@@ -145,8 +147,8 @@ class StochasticGradient(FiniteSumSolver):
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
-        retraction: Names = None,
-        transport: Names = None,
+        retraction: str | Sequence[str | None] | None = None,
+        transport: str | Sequence[str | None] | None = None,
         check_period: int = 100,
         check_samples: int | None = 1000,
         min_gradient_norm: float = 0.0,

@@ -49,13 +49,14 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver, Names, StepSize
+from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver, StepSize
 
-__all__ = ["RiemannianSVRG", "RiemannianSRG"]
+__all__ = ["RiemannianSVRG", "RiemannianSRG", "VarianceReducedSolver"]
 
 
 def _difference(a: Any, b: Any) -> Any:
@@ -65,8 +66,10 @@ def _difference(a: Any, b: Any) -> Any:
     return a - b
 
 
-class _VarianceReduced(FiniteSumSolver):
-    """R-SVRG and R-SRG: epochs of ``inner_iterations`` updates from a full gradient."""
+class VarianceReducedSolver(FiniteSumSolver):
+    """The base of :class:`RiemannianSVRG` and :class:`RiemannianSRG`: epochs of
+    ``inner_iterations`` updates that start from a full gradient, with a fixed step by
+    default (see :class:`~riemann_dnn.solvers.FiniteSumSolver` for the shared options)."""
 
     #: the default ``inner_iterations`` in passes over the data: m = ceil(passes * N / b)
     default_inner_passes: ClassVar[float] = 1.0
@@ -85,8 +88,8 @@ class _VarianceReduced(FiniteSumSolver):
         initial_step_size: float = 0.1,
         step_size_decay: float = 0.1,
         decay_steps: int = 100,
-        retraction: Names = None,
-        transport: Names = None,
+        retraction: str | Sequence[str | None] | None = None,
+        transport: str | Sequence[str | None] | None = None,
         check_period: int = 100,
         check_samples: int | None = None,
         min_gradient_norm: float = 0.0,
@@ -146,7 +149,7 @@ class _VarianceReduced(FiniteSumSolver):
         self._advance(run, run.manifold.retraction(run.point, -run.step_size * direction))
 
 
-class RiemannianSVRG(_VarianceReduced):
+class RiemannianSVRG(VarianceReducedSolver):
     r"""Riemannian SVRG (Zhang, Reddi & Sra 2016; Sato, Kasai & Mishra 2019) for a
     :class:`~riemann_dnn.problems.FiniteSumProblem` on any manifold.
 
@@ -155,7 +158,9 @@ class RiemannianSVRG(_VarianceReduced):
     and ``transport`` by name, statistics, ``seed``, verbosity, log, ``checkpoint``). An
     epoch is one outer loop of ``inner_iterations`` updates.
 
-    Args (besides the shared ones; the defaults differ where noted):
+    Its own options, besides the shared ones (the defaults differ where noted):
+
+    Args:
         batch_size: samples per stochastic gradient (default 10).
         inner_iterations: :math:`m`, updates per snapshot (default
             :math:`\lceil 5N/b\rceil`, RSOpt's ``maxinneriter = 5N`` samples).
@@ -189,7 +194,7 @@ class RiemannianSVRG(_VarianceReduced):
         return self._inner(run)
 
 
-class RiemannianSRG(_VarianceReduced):
+class RiemannianSRG(VarianceReducedSolver):
     r"""Riemannian SRG, the stochastic recursive gradient (Kasai, Sato & Mishra 2018), for a
     :class:`~riemann_dnn.problems.FiniteSumProblem` on any manifold.
 
@@ -197,7 +202,9 @@ class RiemannianSRG(_VarianceReduced):
     for the options every solver shares. An epoch is the full-gradient step and
     ``inner_iterations`` recursive updates.
 
-    Args (besides the shared ones; the defaults differ where noted):
+    Its own options, besides the shared ones (the defaults differ where noted):
+
+    Args:
         batch_size: samples per stochastic gradient (default 10).
         inner_iterations: :math:`m`, recursive updates per epoch (default
             :math:`\lceil N/b\rceil`, RSOpt's ``maxinneriter = N`` samples).

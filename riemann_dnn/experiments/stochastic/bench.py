@@ -4,7 +4,7 @@ transport x seed, with the step size chosen per (problem, solver) by a stated ru
 Rule: over the preset's grid, with the reference retraction and transport (``polar``,
 ``projection``), the step whose median final cost over the seeds is lowest (the lowest
 optimality gap; ties: the first); R-SGD's grid is of decaying steps. A grid of one value is
-no choice: the quick preset uses the steps the full one chose. The chosen step then serves every retraction
+no choice: the quick preset gives its steps. The chosen step then serves every retraction
 and transport. Seeds are paired: seed ``s`` gives every solver the same initial point and
 the same sampling stream.
 

@@ -84,7 +84,7 @@ def _rule(c: dict[str, Any]) -> str:
         f"fixed α ∈ {list(c['vr_steps'])}; (λ0, K in passes) ∈ {[list(s) for s in c['sgd_steps']]}"
     )
     if len(c["vr_steps"]) == 1 and len(c["sgd_steps"]) == 1:
-        return f"given, not chosen ({grids}; the full bench's choices)."
+        return f"given, not chosen ({grids}; --full chooses them on grids)."
     return (
         f"chosen per problem and solver as the lowest median final cost (lowest gap) over "
         f"the grid ({grids}) with the polar retraction and projection transport."
