@@ -58,10 +58,14 @@ def test_the_bench_writes_its_files_and_is_deterministic(tmp_path):
     # paired seeds: every run of one seed starts from the same point
     starts = {r["gap"][0] for r in synthetic["runs"]}
     assert len(starts) == 1
-    # the rule: the chosen step has the lowest final cost of its grid
+    # the rule: the lowest final gap (below 1e-12 counts as equal), then the fewest passes
     for solver, chosen in synthetic["chosen_step"].items():
         grid = [r for r in synthetic["selection"] if r["solver"] == solver]
-        best = min(grid, key=lambda r: r["final_cost"])
+        assert len(grid) == 2
+        best = min(
+            grid,
+            key=lambda r: (max(r["final_gap"], 1e-12), r["passes_to_1e-10"] or float("inf")),
+        )
         assert best["step"] == chosen
     completion = first["problems"]["completion"]["runs"]
     assert all(len(r["test_rmse"]) == len(r["passes"]) for r in completion)

@@ -2,8 +2,10 @@ r"""The runs of ``riemann-dnn bench stochastic``: each problem x solver x retrac
 transport x seed, with the step size chosen per (problem, solver) by a stated rule.
 
 Rule: over the preset's grid, with the reference retraction and transport (``polar``,
-``projection``), the step whose median final cost over the seeds is lowest (the lowest
-optimality gap; ties: the first); R-SGD's grid is of decaying steps. A grid of one value is
+``projection``), the step with the lowest median final optimality gap over the seeds, gaps
+below :math:`10^{-12}` (rounding) counting as equal, then the fewest median passes to
+:math:`10^{-10}` (the lowest final cost when the optimum is unknown; ties: the first);
+R-SGD's grid is of decaying steps. A grid of one value is
 no choice: the quick preset gives its steps. The chosen step then serves every retraction
 and transport. Seeds are paired: seed ``s`` gives every solver the same initial point and
 the same sampling stream.
@@ -177,7 +179,7 @@ def _run(solver, step, retraction, transport, config, problem, seed, metric) -> 
     wall = time.perf_counter() - started
     log = result.log["iterations"]
     passes = [float(p) for p in log["passes"]]
-    gaps = [float(g) for g in log["optimality_gap"]]
+    gaps = [float(g) for g in log.get("optimality_gap", [math.nan] * len(passes))]
     run = {
         "solver": solver,
         "retraction": retraction,
@@ -201,12 +203,23 @@ def _run(solver, step, retraction, transport, config, problem, seed, metric) -> 
     return run
 
 
+def _score(group: list[dict[str, Any]]) -> tuple[float, float]:
+    """A step's rank: its median final gap with gaps below 1e-12 (rounding) counted as equal,
+    then its median passes to 1e-10; the median final cost when the optimum is unknown."""
+    gaps = [r["final_gap"] for r in group]
+    if any(g is None or math.isnan(g) for g in gaps):
+        return float(np.median([r["final_cost"] for r in group])), 0.0
+    reached = [r["passes_to_1e-10"] for r in group]
+    passes = math.inf if None in reached else float(np.median(reached))
+    return max(float(np.median(gaps)), 1e-12), passes
+
+
 def _choose(runs: list[dict[str, Any]]) -> Any:
-    """The step with the lowest median final cost (first on ties)."""
+    """The step of the best :func:`_score` (the first on ties)."""
     by_step: dict[str, list] = {}
     for run in runs:
         by_step.setdefault(repr(run["step"]), []).append(run)
-    best = min(by_step.values(), key=lambda group: np.median([r["final_cost"] for r in group]))
+    best = min(by_step.values(), key=_score)
     step = best[0]["step"]
     return tuple(step) if isinstance(step, list) else step
 

@@ -64,12 +64,13 @@ class BenchConfig:
     )
     vr_steps: tuple[float, ...] = (0.1, 0.2, 0.5)
     sgd_steps: tuple[tuple[float, float], ...] = (
+        (0.005, 1.0),
+        (0.01, 1.0),
         (0.02, 1.0),
         (0.05, 1.0),
         (0.1, 1.0),
         (0.2, 1.0),
         (0.5, 1.0),
-        (0.1, 5.0),
     )
 
     def with_options(self, **options: Any) -> BenchConfig:
