@@ -160,9 +160,7 @@ def plot_stochastic(results: dict[str, Any], path: str | Path) -> Path:
                 style = dict(
                     color=_COLOURS[run["solver"]],
                     linestyle=_STYLES.get(run["retraction"], "-"),
-                    linewidth=1.2,
-                    label=f"{_LABELS[run['solver']]} {run['retraction']}"
-                    + (f"+{run['transport']}" if run["transport"] else ""),
+                    linewidth=1.0,
                 )
                 gaps = np.maximum(np.array(run["gap"]), _FLOOR)
                 row[0].semilogy(run["passes"], gaps, **style)
@@ -173,14 +171,22 @@ def plot_stochastic(results: dict[str, Any], path: str | Path) -> Path:
             row[1].set(xlabel="solve time [s]", ylabel="optimality gap", title=name)
             if name == "completion":
                 row[2].set(xlabel="passes over the data", ylabel="test RMSE", title=name)
-                row[2].legend(fontsize=6, ncol=2)
             else:
                 row[2].axis("off")
-            row[0].legend(fontsize=6, ncol=2)
+            row[0].legend(handles=_legend(), fontsize=7)
         fig.suptitle(
-            f"Optimality gap (floored at {_FLOOR:g}); seed {results['config']['seeds'][0]}"
+            f"Optimality gap (floored at {_FLOOR:g}), seed {results['config']['seeds'][0]}: "
+            "colour = solver, line = retraction (the transports' curves overlap)"
         )
     return Path(path)
+
+
+def _legend() -> list:
+    from matplotlib.lines import Line2D
+
+    solvers = [Line2D([], [], color=c, label=_LABELS[s]) for s, c in _COLOURS.items()]
+    lines = [Line2D([], [], color="black", linestyle=ls, label=r) for r, ls in _STYLES.items()]
+    return solvers + lines
 
 
 def write_stochastic_report(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
