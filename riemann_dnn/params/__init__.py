@@ -3,7 +3,7 @@ following each filter's scale through a forward pass, checked numerically), para
 built from them, and the :class:`Geometry` that views a parameter tensor as a manifold point.
 
 Used by both doors, :class:`riemann_dnn.optim.RiemannianSGD` and
-:class:`riemann_dnn.solvers.ModuleProblem`; imports only :mod:`riemann_dnn.manifolds`."""
+:class:`riemann_dnn.problems.ModuleProblem`; imports only :mod:`riemann_dnn.manifolds`."""
 
 from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
 from .groups import (

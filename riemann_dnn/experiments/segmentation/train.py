@@ -3,7 +3,7 @@
 - ``door="torch"``: a training loop with :class:`~riemann_dnn.optim.RiemannianSGD`, a
   checkpoint after every epoch and an exact resume; under ``torchrun`` one model trained
   data-parallel on every process.
-- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.solvers.ModuleProblem`
+- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.problems.ModuleProblem`
   solved by :class:`~riemann_dnn.solvers.StochasticGradient` with a fixed step; no resume.
 
 Both evaluate the test set after every epoch, and both end in the same record and reports
@@ -295,7 +295,8 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
     epochs and manifolds as the torch door); returns the per-epoch history."""
-    from ...solvers import ModuleProblem, StochasticGradient
+    from ...problems import ModuleProblem
+    from ...solvers import StochasticGradient
 
     problem = ModuleProblem(
         model,
