@@ -301,50 +301,42 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """One run. Without ``torchrun`` (and ``--amp off``): the ensemble path of
-    :func:`~riemann_dnn.experiments.protocol.train_runs`, as always. Under ``torchrun`` (or
-    with ``--amp bf16``): one model, data-parallel over the launch
-    (:func:`~riemann_dnn.experiments.distributed.train_archbn_run`); rank 0 writes."""
+    """One run of the protocol through :func:`~riemann_dnn.experiments.protocol.train_runs`:
+    in this process, or under ``torchrun`` one model data-parallel over the launch (every
+    rank trains, rank 0 writes); with ``--amp bf16`` under autocast either way."""
     import torch
 
     from ..experiments import distributed
+    from ..experiments.methods import METHODS
     from ..experiments.progress import progress_bar, settle
-    from ..experiments.protocol import (
-        METHODS,
-        MNISTTensors,
-        RunConfig,
-        load_finished,
-        train_runs,
-    )
+    from ..experiments.protocol import progress_total, train_runs
     from ..experiments.records import write_json
+    from ..experiments.runs import MNISTTensors, load_finished, run_configs
     from ..experiments.table2 import TableMismatchError, check_table
-    from ..experiments.table2_report import _protocol_words, summarize, write_report
+    from ..experiments.table2_report import protocol_words, summarize, write_report
 
     protocol = _protocol(args)
     world = check_launch(protocol.batch_size)
     _check_common(args)
     out = prepare_out(_default_out(f"results/archbn-depth{args.depth}-{args.method}", args))
-    single_model = distributed.under_torchrun() or args.amp != "off"
     launch = distributed.launch_from_env(args.device)
     try:
         torch.set_num_threads(args.threads)
         data = MNISTTensors.load(args.data_dir, source=args.source, device=launch.device)
-        config = RunConfig(
-            depth=args.depth,
-            method=args.method,
+        (config,) = run_configs(
+            data,
+            depths=[args.depth],
+            methods=[args.method],
+            runs=1,
             seed=args.seed,
             protocol=protocol,
             constraint=args.constraint,
             retraction=args.retraction,
-            data=data.source,
-            data_checksum=data.checksum,
-            device=str(torch.device(args.device)),
-            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+            device=args.device,
             threads=args.threads,
+            amp=args.amp,
             world_size=world,
             rank=launch.rank,
-            amp=args.amp,
-            data_parallel=single_model,
         )
         identity = {k: v for k, v in config.to_json().items() if k != "rank"}
         try:
@@ -353,20 +345,14 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: {err}") from None
         record = distributed.broadcast_object(load_finished(out, config))
         if record is None:
-            selection = protocol.selection_epochs * (
-                len(protocol.lr_candidates) if single_model else 1
-            )
-            planned = selection + protocol.max_epochs
+            planned = progress_total([config])
             with progress_bar(
                 total=planned, desc=config.name, unit="epoch", enabled=launch.is_main
             ) as bar:
-                if single_model:
-                    record = distributed.train_archbn_run(config, data, out, progress=bar.update)
-                else:
-                    (record,) = train_runs(
-                        [config], data, out, device=args.device, progress=bar.update
-                    )
-                settle(bar, planned, selection + record["epochs"])
+                (record,) = train_runs(
+                    [config], data, out, device=launch.device, progress=bar.update
+                )
+                settle(bar, planned, protocol.selection_epochs + record["epochs"])
         elif launch.is_main:
             print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
         if not launch.is_main:
@@ -379,7 +365,7 @@ def run_train(args: argparse.Namespace) -> int:
             world_size=config.world_size,
             title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one "
             f"run (seed {args.seed}) of the "
-            f"{_protocol_words(asdict(protocol)).split(':')[0]}",
+            f"{protocol_words(asdict(protocol)).split(':')[0]}",
         )
         write_report(summary, [record], out, stem="run")
         write_json(out / "run.json", {**record, "summary": summary, "identity": identity})

@@ -15,9 +15,11 @@ Per run (one seed):
 (c) the test error on the test images after the last epoch.
 
 All runs of one (depth, method) are trained together as an :class:`~.ensemble.Ensemble`;
-each run's record is written as JSON the moment the run stops.
+each run's record is written as JSON the moment the run stops. The same code trains one
+model on many processes (``torchrun``, a :class:`~.config.RunConfig` with ``world_size`` > 1:
+each rank takes its slice of every global batch) and under autocast (``amp="bf16"``).
 
-Options beyond the paper (defaults keep its protocol; :data:`PROTOCOLS` names both):
+Options beyond the paper (defaults keep its protocol; :data:`~.config.PROTOCOLS` names both):
 ``lr_extend`` extends the rate grid by factors of ``lr_extend_factor`` while a run's chosen
 rate is the grid's smallest or largest (up to ``lr_extend`` steps each way);
 ``stop_on_accepted`` makes the stopping rules see only accepted epochs (an epoch the bold
@@ -37,46 +39,33 @@ from pathlib import Path
 import torch
 
 from ..optim import BoldDriver
-from .config import HALF_DECADES, PROTOCOLS, Protocol, RunConfig, quick_protocol
+from .config import Protocol, RunConfig
+from .distributed import Launch, barrier, current_launch
 from .ensemble import Ensemble
-from .methods import METHODS, Method
-from .runs import MNISTTensors, _splits, load_finished, run_path, write_record
-from .selection import candidate_grid, select_rates
-from .stats import welch_t_test
+from .methods import METHODS
+from .runs import MNISTTensors, splits_of, write_record
+from .selection import select_rates
 from .training import (
     ARCHS,
-    _Checkpoint,
-    _ensemble_state,
-    _errors_on,
-    _estimated_bn,
-    _restore_ensemble,
-    _train_epoch,
+    Checkpoint,
     build_ensemble,
+    ensemble_epoch,
+    ensemble_state,
+    errors_on,
+    estimated_bn,
+    rate_tensor,
+    restore_ensemble,
+    test_errors,
 )
 
-__all__ = [
-    "Protocol",
-    "Method",
-    "METHODS",
-    "ARCHS",
-    "PROTOCOLS",
-    "HALF_DECADES",
-    "RunConfig",
-    "MNISTTensors",
-    "train_runs",
-    "quick_protocol",
-    "progress_total",
-    "welch_t_test",
-    "run_path",
-    "load_finished",
-    "candidate_grid",
-    "select_rates",
-    "build_ensemble",
-    "write_record",
-]
+__all__ = ["train_runs", "stop_reason", "stop_check", "progress_total"]
 
 
-def _stop_reason(protocol: Protocol, epoch: int, train_error: float, val_errors: list[float]):
+def stop_reason(
+    protocol: Protocol, epoch: int, train_error: float, val_errors: list[float]
+) -> str | None:
+    """The paper's stopping rules after ``epoch`` (see the module docstring): the reason to
+    stop, or ``None``."""
     if epoch >= protocol.max_epochs:
         return "max_epochs"
     if epoch < protocol.min_epochs:
@@ -90,16 +79,16 @@ def _stop_reason(protocol: Protocol, epoch: int, train_error: float, val_errors:
     return None
 
 
-def _stop_check(protocol: Protocol, epoch: int, curves: dict) -> str | None:
+def stop_check(protocol: Protocol, epoch: int, curves: dict) -> str | None:
     """The stopping rules after ``epoch`` for a run with ``curves`` (its per-epoch lists).
     With ``protocol.stop_on_accepted`` an epoch the bold driver undid only counts towards
     ``max_epochs``, and the other rules see the accepted epochs' measurements alone."""
     if not protocol.stop_on_accepted:
-        return _stop_reason(protocol, epoch, curves["train_error"][-1], curves["val_error"])
+        return stop_reason(protocol, epoch, curves["train_error"][-1], curves["val_error"])
     if not curves["accepted"][-1]:
         return "max_epochs" if epoch >= protocol.max_epochs else None
     kept = [v for v, ok in zip(curves["val_error"], curves["accepted"]) if ok]
-    return _stop_reason(protocol, epoch, curves["train_error"][-1], kept)
+    return stop_reason(protocol, epoch, curves["train_error"][-1], kept)
 
 
 def _record_epoch(curves, active, epoch, protocol, loss, train_error, val_error, rates):
@@ -112,7 +101,7 @@ def _record_epoch(curves, active, epoch, protocol, loss, train_error, val_error,
         c["train_error"].append(train_error[r])
         c["val_error"].append(val_error[r])
         c["lr"].append(float(rates[r]))
-        reason = _stop_check(protocol, epoch, c)
+        reason = stop_check(protocol, epoch, c)
         if reason is not None:
             stopping.append((r, reason))
     return stopping
@@ -124,6 +113,21 @@ def _filter_norms(ens: Ensemble, config: RunConfig, run: int) -> list[float]:
     return [float(ens.params[n][run].detach().flatten(1).norm(dim=1).mean()) for n in names]
 
 
+def _launch(configs: list[RunConfig]) -> Launch | None:
+    """The processes that train ``configs`` together: this launch for a data-parallel run
+    (``world_size`` > 1), else ``None`` (this process alone)."""
+    world = configs[0].world_size
+    if world == 1:
+        return None
+    launch = current_launch()
+    if launch.world_size != world:
+        raise ValueError(
+            f"train_runs: the runs are for {world} processes, but this launch has "
+            f"{launch.world_size}; start them under torchrun --nproc-per-node={world}"
+        )
+    return launch
+
+
 def train_runs(
     configs: list[RunConfig],
     data: MNISTTensors,
@@ -133,36 +137,45 @@ def train_runs(
     progress: Callable[[int], None] = lambda n: None,
     world_size: int = 1,
 ) -> list[dict]:
-    """Run the protocol for runs that share depth, method and constraint (different seeds),
-    as one ensemble; write and return each run's record.
+    """Run the protocol for runs that share everything but their seeds, as one ensemble;
+    write and return each run's record.
 
-    ``world_size``: the processes of the launch (a sweep sharded by ``torchrun``), recorded
-    with the rank that trained the runs (``configs[i].rank``); neither changes a number."""
+    Runs with ``world_size`` > 1 (``torchrun ... train archbn``) are trained data-parallel
+    over the current launch (:func:`~.distributed.launch_from_env`, on its device): every
+    rank calls this with the same configs, takes its slice of each global batch, and
+    returns the same records; rank 0 writes them and the checkpoint.
+
+    ``world_size``: the processes of the launch when it shards a sweep (each rank training
+    its own runs), recorded with the rank that trained the runs (``configs[i].rank``);
+    neither changes a number."""
     if not configs:
         return []
     keys = {
         (c.depth, c.method, c.constraint, c.retraction, c.protocol, c.width, c.arch)
+        + (c.amp, c.world_size)
         for c in configs
     }
     if len(keys) != 1:
         raise ValueError("train_runs: configs must differ only in their seeds")
-    protocol, device = configs[0].protocol, torch.device(device)
+    launch = _launch(configs)
+    if launch is not None:
+        device, world_size = launch.device, launch.world_size
+    writes = launch is None or launch.is_main
+    protocol, amp, device = configs[0].protocol, configs[0].amp, torch.device(device)
+    method = METHODS[configs[0].method]
     start = time.perf_counter()
-    checkpoint = _Checkpoint(out_dir, configs)
-    splits = [_splits(c, data.train_x.shape[0]) for c in configs]
-    selections = select_rates(configs, data, splits, device, progress, checkpoint)
+    checkpoint = Checkpoint(out_dir, configs, launch=launch)
+    splits = [splits_of(c, data.train_x.shape[0]) for c in configs]
+    selections = select_rates(configs, data, splits, device, progress, checkpoint, launch=launch)
     selection_seconds = time.perf_counter() - start
 
-    ens = build_ensemble(configs, 1, data.train_x.shape[1], device)
+    ens = build_ensemble(configs, 1, data.train_x.shape[1], device, launch=launch)
     chosen = [s["chosen_lr"] for s in selections]
-    ens.set_lr(
-        torch.tensor(chosen, device=device),
-        torch.tensor([s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections])
-        if METHODS[configs[0].method].split_rates
-        else None,
-    )
-    if METHODS[configs[0].method].weight_decay:
+    others = [s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections]
+    ens.set_lr(rate_tensor(chosen), rate_tensor(others) if method.split_rates else None)
+    if method.weight_decay:
         ens.set_weight_decay(torch.tensor([s["chosen"]["weight_decay"] for s in selections]))
+    # from here on the bold driver alone writes the optimizer's rates
     driver = BoldDriver(
         ens.optimizer,
         ens.stack,
@@ -184,7 +197,7 @@ def train_runs(
     epoch = 0
     saved = checkpoint.get("train")
     if saved is not None:  # resume after the last finished epoch
-        _restore_ensemble(ens, generators, saved)
+        restore_ensemble(ens, generators, saved)
         driver.load_state_dict(saved["driver"])
         epoch, curves, active, records, epoch_seconds = (
             saved["epoch"],
@@ -197,19 +210,21 @@ def train_runs(
     while any(active):
         epoch += 1
         tick = time.perf_counter()
-        loss, train_error = _train_epoch(ens, data, pools, generators, 1, protocol)
+        loss, train_error = ensemble_epoch(
+            ens, data, pools, generators, 1, protocol, amp=amp, launch=launch
+        )
         epoch_seconds.append(time.perf_counter() - tick)
         accepted = driver.step(torch.tensor(loss, dtype=torch.float64))
         for r in range(len(configs)):
             if active[r]:
                 curves[r]["accepted"].append(bool(accepted[r]))
-        with _estimated_bn(ens, data, pools, 1, protocol):  # one estimate for both errors
-            val_error = _errors_on(ens, data, val_pools, 1)
+        with estimated_bn(ens, data, pools, 1, protocol, launch=launch):  # for both errors
+            val_error = errors_on(ens, data, val_pools, 1, launch=launch)
             stopping = _record_epoch(
                 curves, active, epoch, protocol, loss, train_error, val_error, driver.rates
             )
             if stopping:
-                test_error = ens.errors(data.test_x, data.test_y, shared_input=True).tolist()
+                test_error = test_errors(ens, data, launch=launch)
         if stopping:
             done = torch.zeros(len(configs), dtype=torch.bool)
             for r, reason in stopping:
@@ -237,11 +252,12 @@ def train_runs(
                     "world_size": world_size,
                     "rank": configs[r].rank,
                 }
-                write_record(out_dir, configs[r], records[r])
+                if writes:
+                    write_record(out_dir, configs[r], records[r])
             driver.freeze(done)
         checkpoint.put(
             "train",
-            _ensemble_state(
+            ensemble_state(
                 ens,
                 generators,
                 driver=driver.state_dict(),
@@ -254,6 +270,8 @@ def train_runs(
         )
         progress(1)
     checkpoint.remove()
+    if launch is not None:
+        barrier()  # the records are written before any rank returns
     return records
 
 

@@ -106,7 +106,7 @@ def run_retraction_bench(
     )
     protocol = archbn_protocol
     if archbn and protocol is None:
-        from ..protocol import quick_protocol
+        from ..config import quick_protocol
 
         protocol = quick_protocol()
     archbn_units = (
