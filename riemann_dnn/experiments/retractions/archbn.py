@@ -13,7 +13,7 @@ import torch
 from ..records import strict
 
 
-def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
+def train_archbn_variants(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
     """Train ``runs`` seeds of ArchBN (depth 2) per ``(method, constraint, retraction)`` of
     ``variants`` under ``protocol`` (run records in ``out_dir/archbn``, or a temporary
     folder); one row per variant: test errors, mean ± std, chosen rates, epochs, epoch time."""
