@@ -99,9 +99,9 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=int, default=0, help="seed of the first run")
     data.add_argument(
         "--constraint",
-        choices=["oblique", "stiefel", "grassmann"],
         default="oblique",
-        help="manifold of the filters for method 'un'",
+        help="manifold of the filters of the constrained methods (un, un-split): a name of "
+        "riemann_dnn.params.MANIFOLD_NAMES other than euclidean (default oblique)",
     )
     data.add_argument(
         "--retraction",
@@ -139,9 +139,22 @@ def _protocol(args):
     )
 
 
+def constraint_names() -> list[str]:
+    """The manifolds a constrained method's filters can live on: every name of the manifold
+    registry (:data:`riemann_dnn.params.MANIFOLD_NAMES`) but ``euclidean``."""
+    from ..params import MANIFOLD_NAMES
+
+    return [name for name in MANIFOLD_NAMES if name != "euclidean"]
+
+
 def _check_common(args) -> None:
     """The checks every protocol command makes before loading or training anything."""
     check_device(args.device)
+    if args.constraint not in constraint_names():
+        raise UsageError(
+            f"--constraint {args.constraint}: not a manifold for the filters; choose from "
+            f"{', '.join(constraint_names())}"
+        )
     check_retraction(args.constraint, args.retraction)
     check_data(args.data_dir, args.source)
 
