@@ -55,6 +55,7 @@ from .training import (
     estimated_bn,
     rate_tensor,
     restore_ensemble,
+    take_copies,
     test_errors,
 )
 
@@ -113,6 +114,101 @@ def _filter_norms(ens: Ensemble, config: RunConfig, run: int) -> list[float]:
     return [float(ens.params[n][run].detach().flatten(1).norm(dim=1).mean()) for n in names]
 
 
+def _by_run(members: list[int], runs: int, values: list) -> list:
+    """Per-member ``values`` as a list over all ``runs`` (``None`` for runs not in it)."""
+    out: list = [None] * runs
+    for i, r in enumerate(members):
+        out[r] = values[i]
+    return out
+
+
+class _Training:
+    """Stage (b)'s ensemble: one copy per run still training (``members``, run indices),
+    its optimizer, bold driver, generators and image pools. :meth:`keep` drops the runs
+    that stopped: their copies leave the ensemble, so no epoch is spent on them. Every
+    other copy's numbers are unchanged (each copy is computed on its own, and each run
+    draws its batches from its own generator)."""
+
+    def __init__(self, configs, selections, splits, data, device, launch):
+        self.configs, self.selections, self.data = configs, selections, data
+        self.device, self.launch = device, launch
+        self.method = METHODS[configs[0].method]
+        self.all_generators = [torch.Generator().manual_seed(c.seed + 2) for c in configs]
+        self.all_pools = torch.stack([s["train"] for s in splits]).to(device)
+        self.all_val_pools = torch.stack([s["validation"] for s in splits]).to(device)
+        self._build(list(range(len(configs))))
+
+    def _build(self, members: list[int]) -> None:
+        configs, selections = (
+            [self.configs[r] for r in members],
+            [self.selections[r] for r in members],
+        )
+        protocol = configs[0].protocol
+        ens = build_ensemble(
+            configs, 1, self.data.train_x.shape[1], self.device, launch=self.launch
+        )
+        chosen = [s["chosen_lr"] for s in selections]
+        others = [s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections]
+        ens.set_lr(rate_tensor(chosen), rate_tensor(others) if self.method.split_rates else None)
+        if self.method.weight_decay:
+            ens.set_weight_decay(torch.tensor([s["chosen"]["weight_decay"] for s in selections]))
+        # from here on the bold driver alone writes the optimizer's rates
+        self.driver = BoldDriver(
+            ens.optimizer,
+            ens.stack,
+            lr=torch.tensor(chosen, dtype=torch.float64),
+            increase=protocol.increase,
+            decrease=protocol.decrease,
+            copies=len(members),
+        )
+        self.ensemble, self.members = ens, members
+        index = torch.tensor(members, device=self.all_pools.device)
+        self.pools = self.all_pools.index_select(0, index)
+        self.val_pools = self.all_val_pools.index_select(0, index)
+        self.generators = [self.all_generators[r] for r in members]
+
+    def _live(self) -> dict:
+        return {
+            "stack": self.ensemble.stack.state_dict(),
+            "optimizer": self.ensemble.optimizer.state_dict(),
+            "driver": self.driver.state_dict(),
+        }
+
+    def _load(self, state: dict) -> None:
+        self.ensemble.stack.load_state_dict(state["stack"])
+        self.ensemble.optimizer.load_state_dict(state["optimizer"])
+        self.driver.load_state_dict(state["driver"])
+
+    def keep(self, active: list[bool]) -> None:
+        """Drop the copies of the runs that are no longer ``active``."""
+        keep = [i for i, r in enumerate(self.members) if active[r]]
+        if len(keep) == len(self.members) or not keep:
+            return
+        state = take_copies(self._live(), keep, len(self.members))
+        self._build([self.members[i] for i in keep])
+        self._load(state)
+
+    def state(self, **extra) -> dict:
+        """What the checkpoint keeps: :func:`~.training.ensemble_state` with the bold
+        driver and the runs the ensemble holds."""
+        return ensemble_state(
+            self.ensemble,
+            self.generators,
+            driver=self.driver.state_dict(),
+            members=self.members,
+            **extra,
+        )
+
+    def restore(self, saved: dict) -> None:
+        """Back to a checkpoint's :meth:`state` (of every run, for a checkpoint written
+        before runs left the ensemble)."""
+        members = saved.get("members", list(range(len(self.configs))))
+        if members != self.members:
+            self._build(members)
+        restore_ensemble(self.ensemble, self.generators, saved)
+        self.driver.load_state_dict(saved["driver"])
+
+
 def _launch(configs: list[RunConfig]) -> Launch | None:
     """The processes that train ``configs`` together: this launch for a data-parallel run
     (``world_size`` > 1), else ``None`` (this process alone)."""
@@ -162,31 +258,13 @@ def train_runs(
         device, world_size = launch.device, launch.world_size
     writes = launch is None or launch.is_main
     protocol, amp, device = configs[0].protocol, configs[0].amp, torch.device(device)
-    method = METHODS[configs[0].method]
     start = time.perf_counter()
     checkpoint = Checkpoint(out_dir, configs, launch=launch)
     splits = [splits_of(c, data.train_x.shape[0]) for c in configs]
     selections = select_rates(configs, data, splits, device, progress, checkpoint, launch=launch)
     selection_seconds = time.perf_counter() - start
 
-    ens = build_ensemble(configs, 1, data.train_x.shape[1], device, launch=launch)
-    chosen = [s["chosen_lr"] for s in selections]
-    others = [s["chosen"].get("other_lr", s["chosen_lr"]) for s in selections]
-    ens.set_lr(rate_tensor(chosen), rate_tensor(others) if method.split_rates else None)
-    if method.weight_decay:
-        ens.set_weight_decay(torch.tensor([s["chosen"]["weight_decay"] for s in selections]))
-    # from here on the bold driver alone writes the optimizer's rates
-    driver = BoldDriver(
-        ens.optimizer,
-        ens.stack,
-        lr=torch.tensor(chosen, dtype=torch.float64),
-        increase=protocol.increase,
-        decrease=protocol.decrease,
-        copies=len(configs),
-    )
-    generators = [torch.Generator().manual_seed(c.seed + 2) for c in configs]
-    pools = torch.stack([s["train"] for s in splits]).to(device)
-    val_pools = torch.stack([s["validation"] for s in splits]).to(device)
+    training = _Training(configs, selections, splits, data, device, launch)
     curves = [
         {"train_loss": [], "train_error": [], "val_error": [], "lr": [], "accepted": []}
         for _ in configs
@@ -197,8 +275,6 @@ def train_runs(
     epoch = 0
     saved = checkpoint.get("train")
     if saved is not None:  # resume after the last finished epoch
-        restore_ensemble(ens, generators, saved)
-        driver.load_state_dict(saved["driver"])
         epoch, curves, active, records, epoch_seconds = (
             saved["epoch"],
             saved["curves"],
@@ -206,61 +282,62 @@ def train_runs(
             saved["records"],
             saved["epoch_seconds"],
         )
+        training.restore(saved)
+        training.keep(active)
         progress(epoch)
     while any(active):
         epoch += 1
+        ens, members = training.ensemble, training.members
         tick = time.perf_counter()
         loss, train_error = ensemble_epoch(
-            ens, data, pools, generators, 1, protocol, amp=amp, launch=launch
+            ens, data, training.pools, training.generators, 1, protocol, amp=amp, launch=launch
         )
         epoch_seconds.append(time.perf_counter() - tick)
-        accepted = driver.step(torch.tensor(loss, dtype=torch.float64))
-        for r in range(len(configs)):
-            if active[r]:
-                curves[r]["accepted"].append(bool(accepted[r]))
-        with estimated_bn(ens, data, pools, 1, protocol, launch=launch):  # for both errors
-            val_error = errors_on(ens, data, val_pools, 1, launch=launch)
+        accepted = training.driver.step(torch.tensor(loss, dtype=torch.float64))
+        for i, r in enumerate(members):
+            curves[r]["accepted"].append(bool(accepted[i]))
+        with estimated_bn(ens, data, training.pools, 1, protocol, launch=launch):  # both errors
+            val_error = errors_on(ens, data, training.val_pools, 1, launch=launch)
             stopping = _record_epoch(
-                curves, active, epoch, protocol, loss, train_error, val_error, driver.rates
+                curves,
+                active,
+                epoch,
+                protocol,
+                *(_by_run(members, len(configs), v) for v in (loss, train_error, val_error)),
+                _by_run(members, len(configs), training.driver.rates.tolist()),
             )
             if stopping:
-                test_error = test_errors(ens, data, launch=launch)
-        if stopping:
-            done = torch.zeros(len(configs), dtype=torch.bool)
-            for r, reason in stopping:
-                active[r] = False
-                done[r] = True
-                records[r] = {
-                    "config": configs[r].to_json(),
-                    "name": configs[r].name,
-                    "data": data.source,
-                    "selection": selections[r],
-                    "chosen_lr": selections[r]["chosen_lr"],
-                    "chosen": selections[r]["chosen"],
-                    "filter_norms": _filter_norms(ens, configs[r], r),
-                    "epochs": epoch,
-                    "stop_reason": reason,
-                    "curves": curves[r],
-                    "final_val_error": curves[r]["val_error"][-1],
-                    "test_error": test_error[r],
-                    "ensemble_size": len(configs),
-                    "selection_seconds": selection_seconds,
-                    "epoch_seconds": list(epoch_seconds),
-                    "seconds": time.perf_counter() - start,
-                    "device": str(device),
-                    "torch_threads": torch.get_num_threads(),
-                    "world_size": world_size,
-                    "rank": configs[r].rank,
-                }
-                if writes:
-                    write_record(out_dir, configs[r], records[r])
-            driver.freeze(done)
+                test_error = _by_run(members, len(configs), test_errors(ens, data, launch=launch))
+        for r, reason in stopping:
+            active[r] = False
+            records[r] = {
+                "config": configs[r].to_json(),
+                "name": configs[r].name,
+                "data": data.source,
+                "selection": selections[r],
+                "chosen_lr": selections[r]["chosen_lr"],
+                "chosen": selections[r]["chosen"],
+                "filter_norms": _filter_norms(ens, configs[r], members.index(r)),
+                "epochs": epoch,
+                "stop_reason": reason,
+                "curves": curves[r],
+                "final_val_error": curves[r]["val_error"][-1],
+                "test_error": test_error[r],
+                "ensemble_size": len(configs),
+                "selection_seconds": selection_seconds,
+                "epoch_seconds": list(epoch_seconds),
+                "seconds": time.perf_counter() - start,
+                "device": str(device),
+                "torch_threads": torch.get_num_threads(),
+                "world_size": world_size,
+                "rank": configs[r].rank,
+            }
+            if writes:
+                write_record(out_dir, configs[r], records[r])
+        training.keep(active)
         checkpoint.put(
             "train",
-            ensemble_state(
-                ens,
-                generators,
-                driver=driver.state_dict(),
+            training.state(
                 epoch=epoch,
                 curves=curves,
                 active=active,

@@ -32,6 +32,7 @@ __all__ = [
     "ARCHS",
     "build_ensemble",
     "rate_tensor",
+    "rows",
     "ensemble_epoch",
     "errors_on",
     "test_errors",
@@ -39,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "ensemble_state",
     "restore_ensemble",
+    "take_copies",
 ]
 
 #: Architectures: the paper's MLP (:class:`ArchBN`) and its convolutional variant.
@@ -48,6 +50,14 @@ assert tuple(ARCHS) == ARCH_NAMES
 
 def _parallel(launch: Launch | None) -> bool:
     return launch is not None and launch.world_size > 1
+
+
+def rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[index]`` for an index tensor of any shape (rows of ``tensor``), through
+    ``index_select``: the same values, about 5x faster than advanced indexing for the
+    protocol's batches on the CPU."""
+    flat = torch.index_select(tensor, 0, index.reshape(-1).to(tensor.device))
+    return flat.view(*index.shape, *tensor.shape[1:])
 
 
 def _models(configs: list[RunConfig], copies: int, in_features: int, device) -> list[ArchBN]:
@@ -141,8 +151,8 @@ def ensemble_epoch(
 
     def objective(index: torch.Tensor, size: int):
         return ens.objective(
-            data.train_x[index],
-            data.train_y[index],
+            rows(data.train_x, index),
+            rows(data.train_y, index),
             protocol.loss_reduction,
             batch_size=size,
             penalty=rank == 0,
@@ -182,8 +192,8 @@ def errors_on(
     for start in range(0, members.shape[1], chunk):
         index = members[:, start : start + chunk]
         with torch.no_grad():
-            pred = ens.forward(data.train_x[index], train=False).argmax(-1)
-        wrong += (pred != data.train_y[index]).sum(-1).float().cpu()
+            pred = ens.forward(rows(data.train_x, index), train=False).argmax(-1)
+        wrong += (pred != rows(data.train_y, index)).sum(-1).float().cpu()
     if _parallel(launch):
         all_reduce_sum(wrong)
     return (wrong / pools.shape[1]).tolist()
@@ -194,7 +204,7 @@ def test_errors(ens: Ensemble, data: MNISTTensors, *, launch: Launch | None = No
     if not _parallel(launch):
         return ens.errors(data.test_x, data.test_y, shared_input=True).tolist()
     mine = _share(torch.arange(data.test_y.shape[0], device=data.test_y.device), launch, 0)
-    wrong = ens.misclassified(data.test_x[mine], data.test_y[mine], shared_input=True)
+    wrong = ens.misclassified(rows(data.test_x, mine), rows(data.test_y, mine), shared_input=True)
     return (all_reduce_sum(wrong) / data.test_y.shape[0]).tolist()
 
 
@@ -219,7 +229,7 @@ def estimated_bn(
     saved = {k: v.clone() for k, v in ens.buffers.items()}
     members = pools[:, :size].repeat_interleave(copies, dim=0)
     ens.stack.estimate_batchnorm(
-        data.train_x[_share(members[:, s : s + step], launch, 1)]
+        rows(data.train_x, _share(members[:, s : s + step], launch, 1))
         for s in range(0, max(size - step, 0) + 1, step)
     )
     try:
@@ -283,6 +293,25 @@ def ensemble_state(ens: Ensemble, generators: list[torch.Generator], **extra) ->
         "generators": [g.get_state() for g in generators],
         **extra,
     }
+
+
+def take_copies(state: Any, keep: list[int], copies: int) -> Any:
+    """``state`` (nested dicts, lists and tensors, e.g. state dicts of a stack, its optimizer
+    and its bold driver) for the copies ``keep`` of ``copies``: every tensor whose leading
+    axis has ``copies`` entries is indexed along it, a ``"copies"`` count becomes
+    ``len(keep)``, and everything else is kept (the convention of stacked copies, which
+    :class:`~riemann_dnn.optim.BoldDriver` also merges by)."""
+    index = torch.tensor(keep)
+    if isinstance(state, dict):
+        return {
+            k: len(keep) if k == "copies" and v == copies else take_copies(v, keep, copies)
+            for k, v in state.items()
+        }
+    if isinstance(state, (list, tuple)):
+        return type(state)(take_copies(v, keep, copies) for v in state)
+    if isinstance(state, torch.Tensor) and state.ndim >= 1 and state.shape[0] == copies:
+        return state.index_select(0, index.to(state.device))
+    return state
 
 
 def restore_ensemble(ens: Ensemble, generators: list[torch.Generator], state: dict) -> None:
