@@ -258,26 +258,19 @@ def _measure(args) -> None:
     if hasattr(table2, "worker_pool"):
         table2.worker_pool = timed_pool
     else:  # older checkouts start their ProcessPoolExecutor in table2 itself
-        real_executor = table2.ProcessPoolExecutor
 
-        def timed_executor(*a, **k):
-            executor = real_executor(*a, **k)
-            real_enter, real_exit = executor.__enter__, executor.__exit__
-
-            def enter():
+        class TimedExecutor(table2.ProcessPoolExecutor):
+            def __enter__(self):
                 pool_times.append([time.time(), None])
-                return real_enter()
+                return super().__enter__()
 
-            def exit_(*exc):
+            def __exit__(self, *exc):
                 try:
-                    return real_exit(*exc)
+                    return super().__exit__(*exc)
                 finally:
                     pool_times[-1][1] = time.time()
 
-            executor.__enter__, executor.__exit__ = enter, exit_
-            return executor
-
-        table2.ProcessPoolExecutor = timed_executor
+        table2.ProcessPoolExecutor = TimedExecutor
     torch.set_num_threads(1)
     out = Path(args.child_out)
     start, cpu = time.perf_counter(), time.process_time()
