@@ -13,7 +13,9 @@ the same weights and takes the same decisions; rank 0 writes the checkpoint.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -241,13 +243,19 @@ def estimated_bn(
 
 class Checkpoint:
     """An ensemble's progress on disk, written atomically after every epoch, so that a run
-    killed at any moment resumes within one epoch of where it stopped and finishes with the
+    killed at any moment resumes where its last written epoch ended and finishes with the
     records an uninterrupted run writes (the random generators' states are saved too).
 
     One file per ensemble, ``out_dir/checkpoints/<hash of its runs' hashes>.pt``, holding a
     dict of stages: each round of rate selection and the training, either finished
     (their result) or in progress (the ensemble's, optimizer's, bold driver's and
     generators' states). It is removed when the ensemble's records are written.
+
+    :meth:`put` serialises the stages on the calling thread (the state as it is then) and
+    writes the bytes on a background thread, so training goes on while the file is written
+    (and synced). At most one write is in flight: :meth:`put` first waits for the previous
+    one (and raises its error, if any), so a kill loses at most the epoch in progress and,
+    in the moments a write takes after an epoch, that epoch too.
 
     Data-parallel (``launch`` of several ranks), rank 0 alone reads and writes the file and
     sends what it read to the other ranks, so hosts need not share a file system.
@@ -260,6 +268,8 @@ class Checkpoint:
         writes = out_dir is not None and (launch is None or launch.is_main)
         self.path = Path(out_dir) / "checkpoints" / f"{key[:16]}.pt" if writes else None
         self.stages: dict[str, Any] = {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
         if self.path is not None and self.path.exists():
             try:
                 self.stages = torch.load(self.path, weights_only=True)
@@ -272,17 +282,43 @@ class Checkpoint:
         return self.stages.get(stage)
 
     def put(self, stage: str, value: Any) -> None:
+        """Keep ``value`` as ``stage`` and write every stage to the file (in the
+        background)."""
         self.stages[stage] = value
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(self.stages, tmp)
-        tmp.replace(self.path)
+        buffer = io.BytesIO()
+        torch.save(self.stages, buffer)
+        self.flush()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending = self._writer.submit(_write_atomically, self.path, buffer.getbuffer())
+
+    def flush(self) -> None:
+        """Wait for the write in flight; raise its error, if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        """The ensemble's records are written: delete the file (after the last write)."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, data: memoryview) -> None:
+    """``data`` to ``path`` through a temporary file beside it and a rename: a reader (a
+    resume after a kill) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def ensemble_state(ens: Ensemble, generators: list[torch.Generator], **extra) -> dict:
