@@ -24,9 +24,9 @@ TINY_CLI = [
     "--selection-epochs",
     "1",
     "--min-epochs",
-    "2",
+    "1",
     "--max-epochs",
-    "2",
+    "1",
     "--lr-candidates",
     "1e-2",
     "1e-3",
@@ -56,7 +56,7 @@ def test_train_archbn_gives_the_record_of_train_runs_for_every_method(method, em
     """The command's one-run path (which also runs under torchrun, at any world size) is
     ``train_runs``: the same record, weight decay, split rates and filter norms included."""
     protocol = quick_protocol(
-        lr_candidates=(1e-2, 1e-3), selection_epochs=1, min_epochs=2, max_epochs=2
+        lr_candidates=(1e-2, 1e-3), selection_epochs=1, min_epochs=1, max_epochs=1
     )
     configs = run_configs(
         embedded, depths=[2], methods=[method], runs=1, seed=0, protocol=protocol
