@@ -179,6 +179,20 @@ class _Training:
         self.ensemble.optimizer.load_state_dict(state["optimizer"])
         self.driver.load_state_dict(state["driver"])
 
+    def copies(self, positions: list[int]) -> Ensemble:
+        """The ensemble's copies at ``positions`` as an ensemble of their own (the same
+        weights and buffers: each copy evaluates as it would in the whole)."""
+        if positions == list(range(len(self.members))):
+            return self.ensemble
+        configs = [self.configs[self.members[i]] for i in positions]
+        part = build_ensemble(
+            configs, 1, self.data.train_x.shape[1], self.device, launch=self.launch
+        )
+        part.stack.load_state_dict(
+            take_copies(self.ensemble.stack.state_dict(), positions, len(self.members))
+        )
+        return part
+
     def keep(self, active: list[bool]) -> None:
         """Drop the copies of the runs that are no longer ``active``."""
         keep = [i for i, r in enumerate(self.members) if active[r]]
@@ -306,8 +320,10 @@ def train_runs(
                 *(_by_run(members, len(configs), v) for v in (loss, train_error, val_error)),
                 _by_run(members, len(configs), training.driver.rates.tolist()),
             )
-            if stopping:
-                test_error = _by_run(members, len(configs), test_errors(ens, data, launch=launch))
+            if stopping:  # the test error of the runs that stop (theirs only)
+                stops = [members.index(r) for r, _ in stopping]
+                tested = test_errors(training.copies(stops), data, launch=launch)
+                test_error = _by_run([members[i] for i in stops], len(configs), tested)
         for r, reason in stopping:
             active[r] = False
             records[r] = {
