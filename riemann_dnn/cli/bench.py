@@ -73,8 +73,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--manifolds",
         nargs="+",
-        default=["oblique", "stiefel", "grassmann"],
-        choices=["oblique", "stiefel", "grassmann"],
+        default=None,
+        help="manifold families to compare (default: every family of "
+        "riemann_dnn.experiments.retractions.RETRACTIONS)",
     )
     parser.add_argument(
         "--budget",
@@ -233,11 +234,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..experiments.retractions import (
+        RETRACTIONS,
         parse_size,
         retraction_markdown,
         run_retraction_bench,
         write_retraction_report,
     )
+
+    args.manifolds = args.manifolds or list(RETRACTIONS)
+    unknown = [m for m in args.manifolds if m not in RETRACTIONS]
+    if unknown:
+        raise UsageError(
+            f"--manifolds {' '.join(args.manifolds)}: {unknown[0]} has no retractions to "
+            f"compare; choose from {', '.join(RETRACTIONS)}"
+        )
 
     for name, value in (_FULL if args.full else _QUICK).items():
         if getattr(args, name) is None:
