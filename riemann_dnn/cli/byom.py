@@ -44,7 +44,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument("--archs", nargs="+", choices=list(ARCHS), default=None)
     parser.add_argument("--methods", nargs="+", choices=list(BYOM_METHODS), default=None)
-    parser.add_argument("--seeds", type=positive_int, default=None, help="paired seeds per method (5)")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=None, help="paired seeds per method (5)"
+    )
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (6)")
     parser.add_argument("--width", type=positive_int, default=None, help="base width (8)")
     parser.add_argument("--train-images", type=positive_int, default=None, help="(10,000)")
