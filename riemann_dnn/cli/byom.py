@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
         type=positive_float,
         nargs="+",
         default=None,
-        help="the rate grid (10^-2 .. 10^0 by 10^0.5)",
+        help="the rate grid to start from (10^-1.5 10^-1 10^-0.5)",
     )
     parser.add_argument(
         "--lr-extend",

@@ -198,7 +198,7 @@ class ByomConfig:
     batch_size: int = 50
     momentum: float = 0.9
     schedule: str = "constant"
-    lr_candidates: tuple[float, ...] = (0.01, 10**-1.5, 0.1, 10**-0.5, 1.0)
+    lr_candidates: tuple[float, ...] = (10**-1.5, 0.1, 10**-0.5)
     lr_extend: int = 2
     lr_extend_factor: float = 10**0.5
     seeds: int = 5
@@ -448,14 +448,18 @@ def _run_file(folder: Path, task: tuple) -> Path:
 
 
 class _Runner:
-    """Runs tasks ``(arch, method, lr, seed)``: each saved to ``out/runs`` as it ends and
-    read back instead of rerun when its file holds the same run configuration."""
+    """Runs tasks ``(arch, method, lr, seed)`` as they are submitted -- in this process, or on
+    a worker pool -- and hands back each finished one; each is saved to ``out/runs`` as it
+    ends and read back instead of rerun when its file holds the same run configuration."""
 
     def __init__(self, config, out, pool, progress):
         self.config, self.pool, self.progress = config, pool, progress
         self.folder = None if out is None else Path(out) / "runs"
         self.key = config.run_key()
         self.memory: dict[tuple, dict] = {}
+        self.ready: list[tuple] = []  # finished earlier (this run or a previous one)
+        self.queue: list[tuple] = []  # to run in this process
+        self.futures: dict = {}  # running on the pool
 
     def _saved(self, task: tuple) -> dict | None:
         if task in self.memory:
@@ -465,34 +469,40 @@ class _Runner:
         record = read_json(_run_file(self.folder, task))
         return record if record.get("run_key") == self.key else None
 
-    def _done(self, task: tuple, record: dict) -> dict:
+    def _done(self, task: tuple, record: dict) -> tuple[tuple, dict]:
         record["run_key"] = self.key
         self.memory[task] = record
         if self.folder is not None:
             write_json(_run_file(self.folder, task), record)
         self.progress(_describe(record))
-        return record
+        return task, record
 
-    def __call__(self, tasks: list[tuple]) -> list[dict]:
-        results: dict[tuple, dict] = {}
-        todo = []
-        for task in tasks:
-            saved = self._saved(task)
-            if saved is not None:
-                results[task] = saved
-            else:
-                todo.append(task)
-        if self.pool is None:
-            for task in todo:
-                results[task] = self._done(task, _task(task))
+    def submit(self, task: tuple) -> None:
+        saved = self._saved(task)
+        if saved is not None:
+            self.memory[task] = saved
+            self.ready.append(task)
+        elif self.pool is None:
+            self.queue.append(task)
         else:
-            from concurrent.futures import as_completed
+            self.futures[self.pool.submit(_task, task)] = task
 
-            futures = {self.pool.submit(_task, task): task for task in todo}
-            for future in as_completed(futures):
-                results[futures[future]] = self._done(futures[future], future.result())
-        self.memory.update(results)
-        return [results[task] for task in tasks]
+    def next(self) -> tuple[tuple, dict] | None:
+        """A finished ``(task, record)``, waiting for one if need be; ``None`` when
+        nothing is left."""
+        if self.ready:
+            task = self.ready.pop(0)
+            return task, self.memory[task]
+        if self.queue:
+            task = self.queue.pop(0)
+            return self._done(task, _task(task))
+        if self.futures:
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
+            future = min(done, key=lambda f: list(self.futures).index(f))
+            return self._done(self.futures.pop(future), future.result())
+        return None
 
 
 def _describe(record: dict) -> str:
@@ -505,38 +515,61 @@ def _describe(record: dict) -> str:
     )
 
 
-def _select(runner: _Runner, config: ByomConfig, cells: list[tuple[str, str]]) -> dict:
-    """Rate selection for every cell (arch, method): seed 0 on the grid, extended while
-    the best is on its edge; the rounds of all cells run together."""
-    tried: dict[tuple, list[dict]] = {cell: [] for cell in cells}
-    new = {cell: list(config.lr_candidates) for cell in cells}
-    steps: dict[tuple, dict] = {cell: {} for cell in cells}
-    while any(new.values()):
-        tasks = [(*cell, lr, 0) for cell in cells for lr in new[cell]]
-        for task, record in zip(tasks, runner(tasks)):
-            tried[task[:2]].append({"lr": task[2], **record})
-        new = {
-            cell: [
-                c["lr"]
-                for c in grid_extensions(
-                    tried[cell],
-                    steps[cell],
-                    factor=config.lr_extend_factor,
-                    limit=config.lr_extend,
-                )
-            ]
-            for cell in cells
-        }
-    out = {}
-    for cell, candidates in tried.items():
-        candidates.sort(key=lambda c: c["lr"])
+class _Cell:
+    """One (arch, method): rate selection on seed 0 (the grid, extended while the best is
+    on its edge), then the seeds at the chosen rate. Each cell moves on as soon as its own
+    runs end, so the workers stay busy."""
+
+    def __init__(self, cell: tuple[str, str], config: ByomConfig, runner: _Runner):
+        self.cell, self.config, self.runner = cell, config, runner
+        self.tried: list[dict] = []
+        self.steps: dict = {}
+        self.pending: set[tuple] = set()
+        self.chosen: float | None = None
+        self.runs: dict[int, dict] = {}
+        self._try(config.lr_candidates)
+
+    def _submit(self, task: tuple) -> None:
+        self.pending.add(task)
+        self.runner.submit(task)
+
+    def _try(self, rates) -> None:
+        for lr in rates:
+            self._submit((*self.cell, lr, 0))
+
+    def finished(self, task: tuple, record: dict) -> None:
+        self.pending.discard(task)
+        if self.chosen is not None and task[2] == self.chosen:
+            self.runs[task[3]] = record
+        if self.chosen is None:
+            self.tried.append({"lr": task[2], **record})
+            if self.pending:
+                return
+            new = grid_extensions(
+                self.tried,
+                self.steps,
+                factor=self.config.lr_extend_factor,
+                limit=self.config.lr_extend,
+            )
+            if new:
+                self._try(c["lr"] for c in new)
+                return
+            best = best_candidate(self.tried, "val_error")
+            if best is None:
+                return
+            self.chosen = best["lr"]
+            self.runs[0] = self.runner.memory[(*self.cell, self.chosen, 0)]
+            for seed in range(1, self.config.seeds):
+                self._submit((*self.cell, self.chosen, seed))
+
+    def selection(self) -> dict:
+        candidates = sorted(self.tried, key=lambda c: c["lr"])
         best = best_candidate(candidates, "val_error")
-        out[cell] = {
+        return {
             "candidates": candidates,
-            "chosen_lr": None if best is None else best["lr"],
+            "chosen_lr": self.chosen,
             "interior": best is not None and not at_edge(candidates, best),
         }
-    return out
 
 
 def run_byom(
@@ -590,20 +623,14 @@ def run_byom(
 
 
 def _run(config: ByomConfig, cells: list[tuple[str, str]], runner: _Runner) -> dict:
-    selection = _select(runner, config, cells)
-    tasks = [
-        (*cell, s["chosen_lr"], seed)
-        for cell, s in selection.items()
-        if s["chosen_lr"] is not None
-        for seed in range(config.seeds)
-    ]
-    runs = runner(tasks)
+    states = {cell: _Cell(cell, config, runner) for cell in cells}
+    while (finished := runner.next()) is not None:
+        states[finished[0][:2]].finished(*finished)
+    selection = {cell: state.selection() for cell, state in states.items()}
+    runs = [state.runs[seed] for state in states.values() for seed in sorted(state.runs)]
     return {
         "source": runs[0]["data"] if runs else config.source,
-        "selection": [
-            {"arch": a, "method": m, **{k: v for k, v in s.items()}}
-            for (a, m), s in selection.items()
-        ],
+        "selection": [{"arch": a, "method": m, **s} for (a, m), s in selection.items()],
         "runs": runs,
         "summary": _summary(runs, selection),
         "comparisons": _comparisons(runs),

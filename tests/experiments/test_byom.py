@@ -199,22 +199,27 @@ def test_selection_reads_validation_only_extends_the_grid_and_skips_diverged_run
             "diverged": lr > 0.5,
             "val_error": math.nan if lr > 0.5 else val,
             "test_error": math.nan if lr > 0.5 else 1 - val,
-            "history": [],
+            "history": [
+                {"epoch": 1, "train_loss": 1.0, "val_error": val, "angle": 0.1, "filter_norm": 1}
+            ],
             "seconds": 0.0,
             "data": "fake",
+            "constrained": [],
         }
 
     config = _tiny(lr_candidates=(0.1, 1.0), lr_extend=2, methods=("un",))
     runner = byom._Runner(config, None, None, lambda _: None)
     old, byom._task = byom._task, lambda task: fake_train(config, *task, None)
     try:
-        selection = byom._select(runner, config, [("resnet-gn-ws", "un")])
+        result = byom._run(config, [("resnet-gn-ws", "un")], runner)
     finally:
         byom._task = old
+    selection = {(s["arch"], s["method"]): s for s in result["selection"]}
     chosen = selection[("resnet-gn-ws", "un")]
     assert [round(c["lr"], 6) for c in chosen["candidates"]] == [0.01, 0.031623, 0.1, 1.0]
     assert chosen["chosen_lr"] == pytest.approx(0.01) and not chosen["interior"]
     assert chosen["candidates"][-1]["diverged"]
+    assert [(r["lr"], r["seed"]) for r in result["runs"]] == [(chosen["chosen_lr"], 0)]
 
 
 def test_finished_runs_are_read_back_instead_of_rerun(tmp_path, monkeypatch):
