@@ -233,6 +233,18 @@ def test_finished_runs_are_read_back_instead_of_rerun(tmp_path, monkeypatch):
     assert record["run_key"]["epochs"] == 1
 
 
+def test_worker_processes_give_the_numbers_of_one_process():
+    config = _tiny(methods=("un", "sgd"), seeds=2)
+    alone = run_byom(config)
+    pooled = run_byom(config, jobs=2)
+    assert pooled["timing"]["jobs"] == 2
+    key = ("arch", "method", "lr", "seed", "test_error", "val_error")
+    assert [[r[k] for k in key] for r in pooled["runs"]] == [
+        [r[k] for k in key] for r in alone["runs"]
+    ]
+    assert all(r["torch_threads"] == 1 for r in pooled["runs"])
+
+
 def test_comparisons_pair_seeds_and_leave_out_diverged_ones():
     runs = [
         {"arch": "a", "method": m, "seed": s, "diverged": d, "test_error": e}

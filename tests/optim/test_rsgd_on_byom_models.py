@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from riemann_dnn.experiments.byom import ResNetGNWS, StdConv2d
 from riemann_dnn.optim import RiemannianSGD, param_groups, verify_scale_invariance
+from riemann_dnn.step.native import native_available
 
 WS_CONVS = [
     "stem.weight",
@@ -163,6 +164,8 @@ def test_momentum_trajectory_matches_the_hand_reference(path, dtype, lr, tol):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
+    if not path and native_available():  # the default path is the prepared native call
+        assert opt._native._cache
     _reference_momentum_run(reference, batches, lr, 0.9)
     for name, p in model.named_parameters():
         torch.testing.assert_close(
