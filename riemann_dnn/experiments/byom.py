@@ -67,6 +67,7 @@ __all__ = [
     "BYOM_METHODS",
     "COMPARISONS",
     "build_model",
+    "make_optimizer",
     "train_one",
     "run_byom",
     "write_byom",
@@ -284,7 +285,7 @@ def applicable(arch: str, method: str, width: int = 8) -> str:
         return ""
     model = build_model(arch, width, 0)
     groups = invariant_groups(model, torch.rand(2, 1, 28, 28))
-    other = [g["manifold"] for g in groups[:-1] if g["manifold"] != "oblique"]
+    other = [g["manifold"] for g in groups if g["manifold"] not in ("oblique", "euclidean")]
     if other:
         return (
             f"per-filter rates need per-filter symmetries; {arch}'s invariant weights are "

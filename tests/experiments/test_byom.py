@@ -295,4 +295,4 @@ def test_quick_command_runs_every_method(tmp_path):
     assert main(["byom", "--quick", "--source", "embedded", "--out", str(tmp_path)]) == 0
     result = read_json(tmp_path / "byom.json")
     assert {s["method"] for s in result["summary"]} == {"un", "bsgd", "bsgd-elr", "sgd"}
-    assert result["timing"]["wall_seconds"] < 60
+    assert all(s["runs"] == 2 for s in result["summary"])
