@@ -6,7 +6,8 @@ Shared options and the checks made before any work are in :mod:`.options`. Every
 line on stderr, ``riemann-dnn COMMAND: error: ...``, exit status 2; a file that cannot be
 written during the work (disk full, ...) is one line naming it and the reason, exit status 1
 (``RIEMANN_DNN_DEBUG=1`` shows the traceback instead of either); Ctrl-C exits with 130. The
-output directory a command locked is released in every case.
+output directory a command locked is released in every case. The process keeps the memory
+it frees for reuse (:func:`~riemann_dnn.experiments.allocator.retain_freed_memory`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..experiments.allocator import retain_freed_memory
 from ..experiments.records import WriteError
 from . import bench, byom, demo, reproduce, segment, symmetry
 from .options import Parser, UsageError, command_session
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     command = getattr(args, "command_name", f"riemann-dnn {args.command}")
+    retain_freed_memory()  # training loops reuse their freed tensors (no page faults)
     line = list(sys.argv[1:] if argv is None else argv)
     try:
         with command_session(command, line, wait=getattr(args, "wait", False)):

@@ -9,6 +9,8 @@ method) whose workers
 - ignore ``SIGINT``: Ctrl-C goes to the main process, which cancels the queued tasks and
   terminates the workers instead of waiting for them (``shutdown(wait=False,
   cancel_futures=True)`` then ``terminate``), so it exits within about a second;
+- keep freed memory in their heap (:func:`~.allocator.retain_freed_memory`), as the
+  command-line process does;
 - run with a fixed torch intra-op thread count (``threads``, default 1), the same as the
   in-process path, so a run's numbers do not depend on ``--jobs`` or the core count;
 - send warnings to the parent through ``messages`` (a ``multiprocessing`` queue of the
@@ -95,6 +97,9 @@ def _initialize(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     import torch
 
+    from .allocator import retain_freed_memory
+
+    retain_freed_memory()
     torch.set_num_threads(threads)
     _MESSAGES = messages
     if messages is not None:

@@ -57,14 +57,31 @@ def gradients_are_finite(groups: list[Group]) -> bool:
 
 
 def bad_copies(groups: list[Group]) -> torch.Tensor | None:
-    """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies."""
-    bad = None
-    for group in groups:
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            flags = ~torch.isfinite(param.grad.reshape(param.shape[0], -1)).all(1)
-            bad = flags if bad is None else bad | flags.to(bad.device)
+    """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies.
+
+    One summation per gradient: a copy's sum is finite whenever all its entries are (a NaN
+    or inf entry makes it NaN or inf), and only when some sum is not (a bad entry, or an
+    overflow of finite ones) are the gradients checked entry by entry.
+    """
+    grads = [
+        param.grad.reshape(param.shape[0], -1)
+        for group in groups
+        for param in group["params"]
+        if param.grad is not None
+    ]
+    if not grads:
+        return None
+
+    def flag(test) -> torch.Tensor:
+        bad = None
+        for grad in grads:
+            flags = test(grad).to(grads[0].device)
+            bad = flags if bad is None else bad | flags
+        return bad
+
+    bad = flag(lambda grad: ~torch.isfinite(grad.sum(1)))
+    if bool(bad.any()):
+        bad = flag(lambda grad: ~torch.isfinite(grad).all(1))
     return bad
 
 

@@ -152,3 +152,26 @@ def test_zero_filter_is_refused_naming_the_parameter_and_the_row():
     w[2] = 0
     with pytest.raises(ValueError, match=r"param group 0, parameter 0 \(shape \(4, 5\)\).*row 2"):
         RiemannianSGD([{"params": [w.requires_grad_()], "manifold": "oblique"}], lr=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_skip_mode_flags_exactly_the_copies_with_a_bad_entry_not_those_whose_sum_overflows(dtype):
+    """The per-copy check sums each copy's gradient first: a copy of finite entries whose sum
+    overflows to inf must still step, and a copy with one NaN or inf entry must not."""
+    big = torch.finfo(dtype).max
+    weight = torch.zeros(4, 3, 6, dtype=dtype)
+    weight[..., 0] = 1.0  # unit rows
+    weight.requires_grad_()
+    opt = RiemannianSGD(
+        [{"params": [weight], "manifold": "oblique", "copies": 4}],
+        lr=torch.full((4,), 1e-30, dtype=torch.float64),
+        nonfinite="skip",
+    )
+    grad = torch.zeros_like(weight)
+    grad[0, :, 1] = big  # finite entries, sum overflows
+    grad[1, 0, 2] = float("nan")
+    grad[2, 1, 3] = float("inf")
+    grad[3, :, 1] = 1.0
+    weight.grad = grad
+    opt.step()
+    assert opt.skipped_copies.tolist() == [0, 1, 1, 0]
