@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .geometry import split_manifold_name
+from .parameter import ManifoldParameter
 from .propagation import Symmetry, analyze
 from .verification import example_batch, measure_changes, per_filter
 
@@ -110,10 +111,18 @@ def param_groups(
     verify: Any = True,
     trace: str = "auto",
     rtol: float = RTOL,
+    as_parameters: bool = False,
     **hyperparameters: Any,
 ) -> list[dict[str, Any]]:
     """Param groups for :class:`~riemann_dnn.optim.RiemannianSGD`: every scale-invariant
     weight on the manifold of its symmetry, the rest in a last Euclidean group.
+
+    With ``as_parameters=True`` each constrained weight of ``model`` is also replaced, in
+    place, by a :class:`~riemann_dnn.params.ManifoldParameter` on the same storage that
+    carries its manifold and ``retraction`` (every module that shares the weight gets the
+    same new parameter), so that the model holds the constraints:
+    ``RiemannianSGD(model.parameters(), lr=...)`` then finds them without the groups. Do
+    this before building an optimizer on the model's parameters.
 
     ``manifold`` names the manifold family (``"oblique"``: unit rows; ``"stiefel"``,
     ``"grassmann"``, ...: those manifolds on the same rows), applied to each symmetry's
@@ -153,6 +162,8 @@ def param_groups(
             free.append((name, param))
             continue
         spec = _group_spec(manifold, symmetry)
+        if as_parameters:
+            param = _carry_manifold(model, param, spec, retraction)
         key = spec if isinstance(spec, str) else id(spec)
         by_spec.setdefault(key, (spec, []))[1].append((name, param))
     groups = [
@@ -174,6 +185,19 @@ def param_groups(
             }
         )
     return groups
+
+
+def _carry_manifold(
+    model: nn.Module, param: nn.Parameter, spec: Any, retraction: str | None
+) -> ManifoldParameter:
+    """Replace ``param`` wherever ``model`` holds it by a ``ManifoldParameter`` on ``spec``
+    sharing its storage."""
+    carried = ManifoldParameter(param.detach(), spec, param.requires_grad, retraction=retraction)
+    for module in model.modules():
+        for key, value in list(module.named_parameters(recurse=False, remove_duplicate=False)):
+            if value is param:
+                setattr(module, key, carried)
+    return carried
 
 
 def verify_scale_invariance(

@@ -13,15 +13,16 @@ from typing import Any
 import torch
 from pymanopt.manifolds.manifold import Manifold
 
-from .geometry import MANIFOLD_NAMES, resolve_geometry
+from .geometry import MANIFOLD_NAMES, resolve_geometry, split_manifold_name
 
 __all__ = ["ManifoldParameter"]
 
 
 class ManifoldParameter(torch.nn.Parameter):
     r"""A parameter on a manifold: a name (``"oblique"``: every filter -- row of the
-    weight viewed as ``(out, -1)`` -- of unit norm; ``"sphere"``, ``"stiefel"``,
-    ``"grassmann"``, ``"euclidean"``) or a manifold object whose point shape fits the
+    weight viewed as ``(out, -1)`` -- of unit norm; ``"oblique:groups=G"``: ``G`` blocks of
+    consecutive filters, each of unit norm; ``"sphere"``, ``"stiefel"``, ``"grassmann"``,
+    ``"euclidean"``) or a manifold object whose point shape fits the
     tensor or its filter matrix, and optionally a ``retraction`` (e.g. ``"exp"``, or
     ``"exp+parallel"`` to name the transport; ``None``: the manifold's default).
 
@@ -102,7 +103,7 @@ def _rebuild_manifold_parameter(
 def _check_manifold(manifold: Any, retraction: str | None, data: torch.Tensor) -> None:
     """A clear error, now, for a manifold that is unknown or does not fit the tensor."""
     if isinstance(manifold, str):
-        if manifold.lower() not in MANIFOLD_NAMES:
+        if split_manifold_name(manifold.lower())[0] not in MANIFOLD_NAMES:
             raise ValueError(
                 f"ManifoldParameter: unknown manifold {manifold!r}; use one of "
                 f"{MANIFOLD_NAMES} or a riemann_dnn.manifolds object"

@@ -114,3 +114,76 @@ def test_manifold_survives_deepcopy_to_state_dict_and_a_pickled_module():
 def test_bad_manifold_is_refused_naming_it(manifold, shape, error, pattern):
     with pytest.raises(error, match=pattern):
         ManifoldParameter(torch.randn(shape), manifold)
+
+
+class _GroupNormNet(nn.Module):
+    """A per-filter (BatchNorm) and a per-group (GroupNorm) symmetry, and a tied weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, bias=False)
+        self.gn = nn.GroupNorm(2, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv1(x)))
+        x = torch.relu(self.gn(self.conv2(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_param_groups_as_parameters_puts_each_manifold_on_its_weight_in_place():
+    from riemann_dnn.params import param_groups
+
+    torch.manual_seed(0)
+    model = _GroupNormNet()
+    reference = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = param_groups(model, as_parameters=True, retraction="exp")
+    carried = {n: p for n, p in model.named_parameters() if isinstance(p, ManifoldParameter)}
+    assert {n: p.manifold for n, p in carried.items()} == {
+        "conv1.weight": "oblique",
+        "conv2.weight": "oblique:groups=2",
+    }
+    assert all(p.retraction == "exp" for p in carried.values())
+    for name, param in model.named_parameters():  # same values, and the groups hold them
+        assert torch.equal(param.detach(), before[name])
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert {id(p) for p in model.parameters()} == grouped
+    # the model alone now trains as the named groups train an unconverted copy
+    opt = RiemannianSGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt_ref = RiemannianSGD(param_groups(reference, retraction="exp"), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(4, 3, 9, 9, generator=gen)
+        for net, optimizer in ((model, opt), (reference, opt_ref)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7, msg=name)
+    rows = model.conv2.weight.detach().view(2, -1).norm(dim=1)
+    torch.testing.assert_close(rows, torch.ones(2))
+
+
+def test_param_groups_as_parameters_replaces_a_tied_weight_everywhere():
+    from riemann_dnn.params import param_groups
+
+    torch.manual_seed(0)
+    first = nn.Linear(5, 4, bias=False)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(first, nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 4))
+            self.tied = nn.Linear(5, 4, bias=False)
+            self.tied.weight = first.weight  # held by two modules, used by one
+
+        def forward(self, x):
+            return self.net(x)
+
+    model = Tied()
+    param_groups(model, as_parameters=True)
+    assert isinstance(model.net[0].weight, ManifoldParameter)
+    assert model.tied.weight is model.net[0].weight
