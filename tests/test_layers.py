@@ -38,34 +38,17 @@ ALLOWED: dict[str, set[str]] = {
     "function": {"autodiff", "manifolds"},
     "step": {"manifolds"},
     "params": {"manifolds", "step"},
-    "optim": {"manifolds", "step", "params", "_deprecated"},
-    "problems": {"manifolds", "step", "params", "function", "autodiff", "_deprecated"},
+    "optim": {"manifolds", "step", "params"},
+    "problems": {"manifolds", "step", "params", "function", "autodiff"},
     "solvers": {"manifolds", "step", "params", "optim", "problems", "function", "autodiff"},
     "models": {"manifolds"},
     "data": {"manifolds"},
     "experiments": _BELOW_EXPERIMENTS,
     "cli": _BELOW_EXPERIMENTS | {"experiments", "__init__"},
-    # the shims of the old paths (to be deleted with them): import what they point to
-    "_deprecated": set(),
 }
 
-# private names imported across modules that other work in progress removes (each with its
-# owner); empty this as they go. Nothing may be added here.
-PENDING_PRIVATE = {
-    "riemann_dnn/experiments/symmetry/invariance.py: riemann_dnn.experiments.symmetry.updates._one_step",  # noqa: E501
-    "riemann_dnn/experiments/symmetry/trajectories.py: riemann_dnn.experiments.symmetry.updates._METHOD_LABELS",  # noqa: E501
-    "riemann_dnn/experiments/symmetry/trajectories.py: riemann_dnn.experiments.symmetry.updates._optimizer",  # noqa: E501
-    "riemann_dnn/manifolds/grassmann.py: riemann_dnn.manifolds.stiefel._orthonormality_error",
-    "riemann_dnn/solvers/stochastic_gradient.py: riemann_dnn.solvers.problem._factors",
-    # the compatibility shims, deleted with riemann_dnn/_deprecated.py
-    "riemann_dnn/optim/geometry.py: riemann_dnn._deprecated",
-    "riemann_dnn/optim/groups.py: riemann_dnn._deprecated",
-    "riemann_dnn/problems/__init__.py: riemann_dnn._deprecated",
-    "riemann_dnn/problems/archbn.py: riemann_dnn._deprecated",
-    "riemann_dnn/problems/classic.py: riemann_dnn._deprecated",
-    "riemann_dnn/problems/module_problem.py: riemann_dnn._deprecated",
-    "riemann_dnn/problems/segnet.py: riemann_dnn._deprecated",
-}
+# private names imported across modules: none (a crossing name is made public instead).
+PENDING_PRIVATE: set[str] = set()
 
 
 def _part(path: Path) -> str:

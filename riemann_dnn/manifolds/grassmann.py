@@ -7,7 +7,7 @@ import math
 from ._array import Array, namespace, polar_factor, qr_unique, to_float, transpose
 from .base import INF, TRANSPORTS, EmbeddedManifold
 from .sphere import sphere_transport_along_geodesic
-from .stiefel import _orthonormality_error
+from .stiefel import orthonormality_error
 
 __all__ = ["Grassmann"]
 
@@ -166,4 +166,4 @@ class Grassmann(EmbeddedManifold):
 
     def constraint_violation(self, point: Array) -> float:
         r""":math:`\max|X^TX - I|` (the basis must be orthonormal)."""
-        return _orthonormality_error(point, self._p)
+        return orthonormality_error(point, self._p)

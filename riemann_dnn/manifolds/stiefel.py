@@ -17,10 +17,10 @@ from ._array import (
 )
 from .base import INF, EmbeddedManifold
 
-__all__ = ["Stiefel"]
+__all__ = ["Stiefel", "orthonormality_error"]
 
 
-def _orthonormality_error(point: Array, p: int) -> float:
+def orthonormality_error(point: Array, p: int) -> float:
     r""":math:`\max |X^TX - I|` (stacked matrices included)."""
     xp = namespace(point)
     return to_float(xp.max(xp.abs(transpose(point) @ point - eye_like(point, p))))
@@ -113,4 +113,4 @@ class Stiefel(EmbeddedManifold):
 
     def constraint_violation(self, point: Array) -> float:
         r""":math:`\max|X^TX - I|`."""
-        return _orthonormality_error(point, self._p)
+        return orthonormality_error(point, self._p)

@@ -18,7 +18,7 @@ from .rescaling import (
     rescale_filters,
     unit_filters,
 )
-from .updates import _one_step, riemannian_gradient_at_unit_filters, un_step_from_gradient
+from .updates import one_step, riemannian_gradient_at_unit_filters, un_step_from_gradient
 
 __all__ = ["invariance_report"]
 
@@ -110,9 +110,9 @@ def invariance_report(
     table1 = {n: un_step_from_gradient(params[n], grads[n], lr) for n in names}
     table1_t = {n: un_step_from_gradient(params_t[n], grads_t[n], lr) for n in names}
 
-    un, un_t = _one_step(base, x, y, "un", lr), _one_step(rescaled, x, y, "un", lr)
+    un, un_t = one_step(base, x, y, "un", lr), one_step(rescaled, x, y, "un", lr)
     un_diff = _max_abs(dict(un.named_parameters()), dict(un_t.named_parameters()))
-    sgd, sgd_t = _one_step(base, x, y, "bsgd", lr), _one_step(rescaled, x, y, "bsgd", lr)
+    sgd, sgd_t = one_step(base, x, y, "bsgd", lr), one_step(rescaled, x, y, "bsgd", lr)
     sgd_p, sgd_tp, un_p = (dict(m.named_parameters()) for m in (sgd, sgd_t, un))
     sgd_filters = {n: unit_filters(sgd_p[n]) for n in names}
     sgd_filters_t = {n: unit_filters(sgd_tp[n]) for n in names}

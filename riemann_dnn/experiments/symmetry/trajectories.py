@@ -14,7 +14,7 @@ from torch import nn
 from ...manifolds import filter_matrix
 from ...params import scale_invariant_weights
 from .rescaling import random_filter_scales, rescale_filters, unit_filters
-from .updates import _METHOD_LABELS, _optimizer
+from .updates import METHOD_LABELS, method_optimizer
 
 __all__ = ["trajectories"]
 
@@ -58,10 +58,10 @@ def trajectories(
             raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
     if copies < 2:
         raise ValueError(f"copies must be >= 2 to compare trajectories, got {copies}")
-    unknown = [m for m in methods if m not in _METHOD_LABELS]
+    unknown = [m for m in methods if m not in METHOD_LABELS]
     if unknown or not methods:
         raise ValueError(
-            f"methods must be a non-empty subset of {list(_METHOD_LABELS)}, got {list(methods)}"
+            f"methods must be a non-empty subset of {list(METHOD_LABELS)}, got {list(methods)}"
         )
     if batch_size > x.shape[0]:
         raise ValueError(f"batch_size ({batch_size}) exceeds the {x.shape[0]} training images")
@@ -97,7 +97,7 @@ def trajectories(
     }
     for method in methods:
         nets = [copy.deepcopy(m) for m in starts]
-        optimizers = [_optimizer(net, method, lr, x[:batch_size]) for net in nets]
+        optimizers = [method_optimizer(net, method, lr, x[:batch_size]) for net in nets]
         # per step: losses of the copies and distances, kept on the device until the end
         losses: list[torch.Tensor] = []
         distance = {n: [_filter_distance(nets, n)] for n in names}
@@ -119,7 +119,7 @@ def trajectories(
         losses = torch.stack(losses).double().T.cpu().tolist()  # (copies, steps)
         distance = {n: torch.stack(d).cpu().tolist() for n, d in distance.items()}
         record = {
-            "label": _METHOD_LABELS[method],
+            "label": METHOD_LABELS[method],
             "loss": losses,
             "loss_spread": [max(abs(c[i] - losses[0][i]) for c in losses) for i in range(steps)],
             "filter_distance": distance,

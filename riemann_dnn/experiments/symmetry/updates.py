@@ -16,10 +16,16 @@ from ...params import param_groups
 from ...step import SGDHyperparameters, riemannian_sgd_step
 from ..methods import METHODS
 
-__all__ = ["riemannian_gradient_at_unit_filters", "un_step_from_gradient"]
+__all__ = [
+    "METHOD_LABELS",
+    "method_optimizer",
+    "one_step",
+    "riemannian_gradient_at_unit_filters",
+    "un_step_from_gradient",
+]
 
 # the two methods the analysis compares, labelled as everywhere else (experiments.methods)
-_METHOD_LABELS = {name: METHODS[name].label for name in ("bsgd", "un")}
+METHOD_LABELS = {name: METHODS[name].label for name in ("bsgd", "un")}
 
 
 def riemannian_gradient_at_unit_filters(weight: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
@@ -55,17 +61,21 @@ def un_step_from_gradient(weight: torch.Tensor, egrad: torch.Tensor, lr: float) 
     return new_point
 
 
-def _one_step(model: nn.Module, x, y, method: str, lr: float) -> nn.Module:
+def one_step(model: nn.Module, x, y, method: str, lr: float) -> nn.Module:
     """A copy of ``model`` after one training step of ``method`` ("bsgd" or "un")."""
     work = copy.deepcopy(model).train()
-    optimizer = _optimizer(work, method, lr, x)
+    optimizer = method_optimizer(work, method, lr, x)
     optimizer.zero_grad()
     F.cross_entropy(work(x), y).backward()
     optimizer.step()
     return work
 
 
-def _optimizer(model: nn.Module, method: str, lr: float, example_input) -> torch.optim.Optimizer:
+def method_optimizer(
+    model: nn.Module, method: str, lr: float, example_input
+) -> torch.optim.Optimizer:
+    """The optimizer of ``method`` on ``model``: B-SGD (every weight Euclidean) or UN (the
+    BN-fed weights on the oblique manifold, found on ``example_input``)."""
     if method == "bsgd":
         return RiemannianSGD(model.parameters(), lr=lr)  # Euclidean: torch.optim.SGD exactly
     if method == "un":
