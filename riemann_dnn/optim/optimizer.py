@@ -110,9 +110,11 @@ class RiemannianOptimizer(Optimizer):
     - sets ``name`` (used in messages) and ``state_tensors`` (its per-parameter
       state tensors, parameter-shaped, held in the working precision: e.g.
       ``("momentum_buffer",)``);
-    - builds its ``defaults`` (``lr`` and its hyper-parameters; the base adds
-      ``maximize``, ``manifold``, ``retraction``, ``copies``, ``foreach``, ``fused``) and
-      calls ``super().__init__(params, defaults, nonfinite=..., project_initial=...)``;
+    - builds its ``defaults`` (``lr`` and its hyper-parameters) and calls
+      ``super().__init__(params, defaults, **options)``, forwarding the options every
+      optimizer shares as keywords: ``maximize``, ``manifold``, ``retraction``,
+      ``copies``, ``foreach``, ``fused`` (:attr:`base_defaults`, added to every group's
+      defaults), ``nonfinite`` and ``project_initial``;
     - implements ``_check_hyperparameters`` (raise ``ValueError`` naming the bad
       value; the base checks ``lr`` and ``copies``) and optionally ``_check_group``
       (checks of extra group keys);
@@ -148,12 +150,19 @@ class RiemannianOptimizer(Optimizer):
         *,
         nonfinite: Literal["raise", "skip"] = "raise",
         project_initial: bool = True,
+        **options: Any,
     ):
+        for key in options:
+            if key not in self.base_defaults:
+                raise TypeError(
+                    f"{_constructor_owner(type(self))}.__init__() got an unexpected keyword "
+                    f"argument {key!r}"
+                )
         if nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"{self.name}: nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}"
             )
-        defaults = {**self.base_defaults, **defaults}
+        defaults = {**self.base_defaults, **options, **defaults}
         self._check_defaults(defaults)
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
         self._project_initial = project_initial
@@ -482,6 +491,15 @@ class RiemannianOptimizer(Optimizer):
             raise_nonfinite(self.param_groups, f" (copies {bad.nonzero().flatten().tolist()})")
         self.skipped_copies += bad.cpu().long()
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
+
+
+def _constructor_owner(cls: type) -> str:
+    """The class whose ``__init__`` a keyword forwarded to :class:`RiemannianOptimizer`
+    missed, as Python's own message would name it: the subclass nearest the base that
+    defines one (``RiemannianAdam`` for ``RiemannianAdamW``)."""
+    mro = cls.__mro__
+    below = mro[: mro.index(RiemannianOptimizer)]
+    return next((c.__name__ for c in reversed(below) if "__init__" in vars(c)), cls.__name__)
 
 
 def _refuse_sparse(owner: str, groups: list[Group]) -> None:

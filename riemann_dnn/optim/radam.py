@@ -18,7 +18,7 @@ import ctypes
 import functools
 import operator
 from collections.abc import Hashable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.optim.adam import adam as _torch_adam
@@ -113,16 +113,9 @@ class RiemannianAdam(RiemannianOptimizer):
         amsgrad: bool = False,
         *,
         decoupled_weight_decay: bool = False,
-        maximize: bool = False,
-        manifold: Any = None,
-        retraction: str | None = None,
-        copies: int | None = None,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        nonfinite: Literal["raise", "skip"] = "raise",
-        project_initial: bool = True,
+        **options: Any,
     ):
-        if fused and foreach:
+        if options.get("fused") and options.get("foreach"):
             raise RuntimeError(f"{self.name}: `fused` and `foreach` cannot be `True` together.")
         if isinstance(betas, (tuple, list)) and len(betas) == 2:
             betas = tuple(map(_to_scalar, betas))
@@ -133,14 +126,8 @@ class RiemannianAdam(RiemannianOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            manifold=manifold,
-            retraction=retraction,
-            copies=copies,
-            foreach=foreach,
-            fused=fused,
         )
-        super().__init__(params, defaults, nonfinite=nonfinite, project_initial=project_initial)
+        super().__init__(params, defaults, **options)
 
     # -- the base's hooks -----------------------------------------------------------------
     def _check_hyperparameters(self, group: Group, where: str) -> None:
