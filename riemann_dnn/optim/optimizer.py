@@ -154,10 +154,7 @@ class RiemannianOptimizer(Optimizer):
     ):
         for key in options:
             if key not in self.base_defaults:
-                raise TypeError(
-                    f"{_constructor_owner(type(self))}.__init__() got an unexpected keyword "
-                    f"argument {key!r}"
-                )
+                raise unexpected_keyword(type(self), RiemannianOptimizer, key)
         if nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"{self.name}: nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}"
@@ -493,13 +490,14 @@ class RiemannianOptimizer(Optimizer):
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
 
 
-def _constructor_owner(cls: type) -> str:
-    """The class whose ``__init__`` a keyword forwarded to :class:`RiemannianOptimizer`
-    missed, as Python's own message would name it: the subclass nearest the base that
-    defines one (``RiemannianAdam`` for ``RiemannianAdamW``)."""
+def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:
+    """The error for a keyword that ``cls`` forwarded to ``base``'s ``__init__`` and no one
+    takes, worded as Python words it and naming the ``__init__`` whose signature the
+    keyword missed: that of the class nearest ``base`` that defines one (``RiemannianAdam``
+    for ``RiemannianAdamW``)."""
     mro = cls.__mro__
-    below = mro[: mro.index(RiemannianOptimizer)]
-    return next((c.__name__ for c in reversed(below) if "__init__" in vars(c)), cls.__name__)
+    owner = next((c for c in reversed(mro[: mro.index(base)]) if "__init__" in vars(c)), cls)
+    return TypeError(f"{owner.__name__}.__init__() got an unexpected keyword argument {key!r}")
 
 
 def _refuse_sparse(owner: str, groups: list[Group]) -> None:
