@@ -372,7 +372,7 @@ class RiemannianOptimizer(Optimizer):
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
                 dtype = working_dtype(param.dtype)
-                if dtype == param.dtype:
+                if dtype == param.dtype or not self._state_in_working_precision(param, group):
                     continue
                 entry = state_dict["state"].get(index, {})
                 for key in self.state_tensors:
@@ -381,6 +381,11 @@ class RiemannianOptimizer(Optimizer):
                         self.state[param][key] = value.to(
                             device=param.device, dtype=dtype, copy=True
                         )
+
+    def _state_in_working_precision(self, param: torch.Tensor, group: Group) -> bool:
+        """Whether ``param``'s state tensors are kept in the working precision (default:
+        every parameter's; a subclass may keep some in the parameter's dtype)."""
+        return True
 
     # -- stepping -------------------------------------------------------------------------
     @torch.no_grad()
