@@ -110,11 +110,9 @@ class RiemannianOptimizer(Optimizer):
     - sets ``name`` (used in messages) and ``state_tensors`` (its per-parameter
       state tensors, parameter-shaped, held in the working precision: e.g.
       ``("momentum_buffer",)``);
-    - builds its ``defaults`` (``lr`` and its hyper-parameters) and calls
-      ``super().__init__(params, defaults, **options)``, forwarding the options every
-      optimizer shares as keywords: ``maximize``, ``manifold``, ``retraction``,
-      ``copies``, ``foreach``, ``fused`` (:attr:`base_defaults`, added to every group's
-      defaults), ``nonfinite`` and ``project_initial``;
+    - builds its ``defaults`` (``lr`` and its hyper-parameters; the base adds
+      ``maximize``, ``manifold``, ``retraction``, ``copies``, ``foreach``, ``fused``) and
+      calls ``super().__init__(params, defaults, nonfinite=..., project_initial=...)``;
     - implements ``_check_hyperparameters`` (raise ``ValueError`` naming the bad
       value; the base checks ``lr`` and ``copies``) and optionally ``_check_group``
       (checks of extra group keys);
@@ -150,16 +148,12 @@ class RiemannianOptimizer(Optimizer):
         *,
         nonfinite: Literal["raise", "skip"] = "raise",
         project_initial: bool = True,
-        **options: Any,
     ):
-        for key in options:
-            if key not in self.base_defaults:
-                raise unexpected_keyword(type(self), RiemannianOptimizer, key)
         if nonfinite not in NONFINITE_MODES:
             raise ValueError(
                 f"{self.name}: nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}"
             )
-        defaults = {**self.base_defaults, **options, **defaults}
+        defaults = {**self.base_defaults, **defaults}
         self._check_defaults(defaults)
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
         self._project_initial = project_initial

@@ -18,7 +18,7 @@ import ctypes
 import functools
 import operator
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim.adam import adam as _torch_adam
@@ -113,9 +113,16 @@ class RiemannianAdam(RiemannianOptimizer):
         amsgrad: bool = False,
         *,
         decoupled_weight_decay: bool = False,
-        **options: Any,
+        maximize: bool = False,
+        manifold: Any = None,
+        retraction: str | None = None,
+        copies: int | None = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        nonfinite: Literal["raise", "skip"] = "raise",
+        project_initial: bool = True,
     ):
-        if options.get("fused") and options.get("foreach"):
+        if fused and foreach:
             raise RuntimeError(f"{self.name}: `fused` and `foreach` cannot be `True` together.")
         if isinstance(betas, (tuple, list)) and len(betas) == 2:
             betas = tuple(map(_to_scalar, betas))
@@ -126,8 +133,14 @@ class RiemannianAdam(RiemannianOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            manifold=manifold,
+            retraction=retraction,
+            copies=copies,
+            foreach=foreach,
+            fused=fused,
         )
-        super().__init__(params, defaults, **options)
+        super().__init__(params, defaults, nonfinite=nonfinite, project_initial=project_initial)
 
     # -- the base's hooks -----------------------------------------------------------------
     def _check_hyperparameters(self, group: Group, where: str) -> None:

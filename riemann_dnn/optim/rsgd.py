@@ -14,7 +14,7 @@ import functools
 import operator
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim.sgd import sgd as _torch_sgd
@@ -125,7 +125,15 @@ class RiemannianSGD(RiemannianOptimizer):
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
-        **options: Any,
+        *,
+        maximize: bool = False,
+        manifold: Any = None,
+        retraction: str | None = None,
+        copies: int | None = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        nonfinite: Literal["raise", "skip"] = "raise",
+        project_initial: bool = True,
     ):
         defaults = dict(
             lr=lr,
@@ -133,8 +141,14 @@ class RiemannianSGD(RiemannianOptimizer):
             dampening=dampening,
             weight_decay=weight_decay,
             nesterov=nesterov,
+            maximize=maximize,
+            manifold=manifold,
+            retraction=retraction,
+            copies=copies,
+            foreach=foreach,
+            fused=fused,
         )
-        super().__init__(params, defaults, **options)
+        super().__init__(params, defaults, nonfinite=nonfinite, project_initial=project_initial)
 
     # -- the base's hooks -----------------------------------------------------------------
     def _check_hyperparameters(self, group: Group, where: str) -> None:
