@@ -10,6 +10,7 @@ from .options import (
     add_data,
     add_device,
     add_out,
+    add_targets,
     add_threads,
     check_data,
     check_device,
@@ -23,8 +24,7 @@ from .options import (
 
 
 def add_parser(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="performance and accuracy benchmarks")
-    targets = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
+    targets = add_targets(subparsers, "bench", "performance and accuracy benchmarks")
     parser = targets.add_parser(
         "retractions",
         help="time, accuracy and training effect of each retraction",

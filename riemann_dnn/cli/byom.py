@@ -21,6 +21,7 @@ from .options import (
     positive_float,
     positive_int,
     prepare_out,
+    report_written,
     set_command,
     use_threads,
 )
@@ -131,6 +132,5 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     paths = write_byom(result, out)
-    print(paths[1].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths)}")
+    report_written(paths)
     return 0

@@ -46,6 +46,10 @@ __all__ = [
     "use_threads",
     "add_amp",
     "check_launch",
+    "add_targets",
+    "run_options",
+    "result_files",
+    "report_written",
 ]
 
 
@@ -153,6 +157,13 @@ def set_command(parser: argparse.ArgumentParser, handler) -> None:
     parser.set_defaults(handler=handler, command_name=parser.prog)
 
 
+def add_targets(subparsers, name: str, help_text: str, *, dest: str = "target"):
+    """A command with targets (``riemann-dnn NAME TARGET ...``): its subparsers, one of
+    which is required (``dest``, shown as its upper-case metavar)."""
+    parser = subparsers.add_parser(name, help=help_text)
+    return parser.add_subparsers(dest=dest, metavar=dest.upper(), required=True)
+
+
 def add_threads(parser, default: int = 1) -> None:
     parser.add_argument(
         "--threads",
@@ -197,6 +208,32 @@ def add_out(parser, help_text: str = "output directory") -> None:
         action="store_true",
         help="if another run holds --out, wait for it to finish instead of refusing",
     )
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of the shared options a command's runs take (those of :func:`add_data`,
+    :func:`add_device`, :func:`add_jobs` and :func:`add_threads`), by the names the
+    experiments take them: ``data_dir``, ``source``, ``device``, ``jobs``, ``threads``."""
+    return dict(
+        data_dir=args.data_dir,
+        source=args.source,
+        device=args.device,
+        jobs=args.jobs,
+        threads=args.threads,
+    )
+
+
+def result_files(out: Path, stem: str) -> list[Path]:
+    """A command's results in ``out``: ``STEM.json``, ``STEM.md`` and ``STEM.png``."""
+    return [out / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
+
+
+def report_written(paths: Sequence[Path], more: str = "", *, show: bool = True) -> None:
+    """How a command that wrote results ends: the Markdown report among ``paths`` (with
+    ``show``), then one line naming every file written, ``more`` appended."""
+    if show:
+        print(next(p for p in paths if p.suffix == ".md").read_text())
+    print(f"wrote {', '.join(str(p) for p in paths)}{more}")
 
 
 def add_data(parser, *, source: bool = True) -> None:

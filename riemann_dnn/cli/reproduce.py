@@ -14,6 +14,7 @@ from .options import (
     add_device,
     add_jobs,
     add_out,
+    add_targets,
     add_threads,
     check_batch,
     check_data,
@@ -26,6 +27,9 @@ from .options import (
     positive_float,
     positive_int,
     prepare_out,
+    report_written,
+    result_files,
+    run_options,
     set_command,
 )
 
@@ -174,8 +178,7 @@ def _default_out(base: str, args) -> str:
 
 
 def add_parser(subparsers) -> None:
-    reproduce = subparsers.add_parser("reproduce", help="reproduce the paper's results")
-    targets = reproduce.add_subparsers(dest="target", metavar="TARGET", required=True)
+    targets = add_targets(subparsers, "reproduce", "reproduce the paper's results")
     table2 = targets.add_parser(
         "table2",
         help="Table 2: UN vs B-SGD test error of ArchBN on MNIST",
@@ -223,8 +226,7 @@ def add_parser(subparsers) -> None:
 
     study_command.add_parser(targets)
 
-    train = subparsers.add_parser("train", help="train one model")
-    models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
+    models = add_targets(subparsers, "train", "train one model", dest="model")
     archbn = models.add_parser(
         "archbn",
         help="one run of the Table 2 protocol",
@@ -257,31 +259,27 @@ def run_table2(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
-def _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatchError) -> int:
-    options = dict(
-        depths=depths,
-        methods=methods,
-        runs=args.runs,
+def _sweep_options(args) -> dict:
+    """What the protocol sweeps (table2, sensitivity) take from their shared options."""
+    return dict(
         seed=args.seed,
-        protocol=protocol,
-        data_dir=args.data_dir,
-        source=args.source,
-        device=args.device,
-        jobs=args.jobs,
-        threads=args.threads,
+        **run_options(args),
         constraint=args.constraint,
         retraction=args.retraction,
     )
+
+
+def _table2(args, out, depths, methods, protocol, reproduce_table2, TableMismatchError) -> int:
+    options = dict(depths=depths, methods=methods, runs=args.runs, protocol=protocol)
     try:
-        summary = reproduce_table2(out, **options)
+        summary = reproduce_table2(out, **options, **_sweep_options(args))
     except TableMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
     if summary is None:  # a rank other than 0 of a sharded sweep: rank 0 reports
         return 0
-    print((out / "table2.md").read_text())
-    print(
-        f"wrote {out / 'table2.json'}, {out / 'table2.md'}, {out / 'table2.png'} "
-        f"and {len(summary['rows'])} cells of run records in {out / 'runs'}"
+    report_written(
+        result_files(out, "table2"),
+        f" and {len(summary['rows'])} cells of run records in {out / 'runs'}",
     )
     return 0
 
@@ -298,14 +296,6 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         methods=check_unique("--methods", args.methods),
         runs=args.runs,
         protocol=protocol,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        source=args.source,
-        device=args.device,
-        jobs=args.jobs,
-        threads=args.threads,
-        constraint=args.constraint,
-        retraction=args.retraction,
     )
     if check_launch() > 1:
         raise UsageError(
@@ -314,14 +304,12 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             "with reproduce table2 --batch-size under torchrun"
         )
     _check_common(args, protocol, options["batch_sizes"])
-    options["jobs"] = args.jobs
     out = prepare_out(_default_out("results/sensitivity", args))
     try:
-        batch_reduction_study(out, **options)
+        batch_reduction_study(out, **options, **_sweep_options(args))
     except TableMismatchError as err:
         raise UsageError(f"--out {out}: {err}") from None
-    print((out / "sensitivity.md").read_text())
-    print(f"wrote {out / 'sensitivity.json'}, {out / 'sensitivity.md'}, {out / 'sensitivity.png'}")
+    report_written(result_files(out, "sensitivity"))
     return 0
 
 
@@ -398,7 +386,7 @@ def run_train(args: argparse.Namespace) -> int:
             f"{config.name}: lr {record['chosen_lr']:.0e}, {record['epochs']} epochs "
             f"({record['stop_reason']}), test error {record['test_error']:.4f}"
         )
-        print(f"wrote {out / 'run.json'}, {out / 'run.md'}, {out / 'run.png'}")
+        report_written(result_files(out, "run"), show=False)
         return 0
     finally:
         distributed.shutdown()

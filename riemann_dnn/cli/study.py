@@ -17,6 +17,9 @@ from .options import (
     check_jobs,
     check_unique,
     prepare_out,
+    report_written,
+    result_files,
+    run_options,
     set_command,
 )
 
@@ -95,16 +98,11 @@ def run_study(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         archs=archs,
         mlp_scale=args.mlp_scale,
-        data_dir=args.data_dir,
-        source=args.source,
-        device=args.device,
-        jobs=args.jobs,
-        threads=args.threads,
         train=not args.report_only,
+        **run_options(args),
     )
-    print((out / "study.md").read_text())
-    print(
-        f"wrote {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'} "
-        f"({len(result['cells'])} cells, {len(result['comparisons'])} comparisons)"
+    report_written(
+        result_files(out, "study"),
+        f" ({len(result['cells'])} cells, {len(result['comparisons'])} comparisons)",
     )
     return 0

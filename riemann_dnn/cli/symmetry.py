@@ -18,6 +18,7 @@ from .options import (
     positive_float,
     positive_int,
     prepare_out,
+    report_written,
     set_command,
 )
 
@@ -148,7 +149,7 @@ def run_model(args: argparse.Namespace) -> int:
         ) from None
     print(explanation)
     paths = write_explanation(explanation, out, model=args.model)
-    print(f"wrote {', '.join(str(p) for p in paths)}")
+    report_written(paths, show=False)
     return 0
 
 
@@ -212,6 +213,5 @@ def run(args: argparse.Namespace) -> int:
         )
     result["config"]["threads"] = args.threads
     paths = write_report(result, out)
-    print(paths[1].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths)}")
+    report_written(paths)
     return 0

@@ -366,7 +366,7 @@ class RiemannianOptimizer(Optimizer):
         for saved, group in zip(state_dict["param_groups"], self.param_groups):
             for index, param in zip(saved["params"], group["params"]):
                 dtype = working_dtype(param.dtype)
-                if dtype == param.dtype:
+                if dtype == param.dtype or not self._state_in_working_precision(param, group):
                     continue
                 entry = state_dict["state"].get(index, {})
                 for key in self.state_tensors:
@@ -375,6 +375,11 @@ class RiemannianOptimizer(Optimizer):
                         self.state[param][key] = value.to(
                             device=param.device, dtype=dtype, copy=True
                         )
+
+    def _state_in_working_precision(self, param: torch.Tensor, group: Group) -> bool:
+        """Whether ``param``'s state tensors are kept in the working precision (default:
+        every parameter's; a subclass may keep some in the parameter's dtype)."""
+        return True
 
     # -- stepping -------------------------------------------------------------------------
     @torch.no_grad()
@@ -482,6 +487,16 @@ class RiemannianOptimizer(Optimizer):
             raise_nonfinite(self.param_groups, f" (copies {bad.nonzero().flatten().tolist()})")
         self.skipped_copies += bad.cpu().long()
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
+
+
+def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:
+    """The error for a keyword that ``cls`` forwarded to ``base``'s ``__init__`` and no one
+    takes, worded as Python words it and naming the ``__init__`` whose signature the
+    keyword missed: that of the class nearest ``base`` that defines one (``RiemannianAdam``
+    for ``RiemannianAdamW``)."""
+    mro = cls.__mro__
+    owner = next((c for c in reversed(mro[: mro.index(base)]) if "__init__" in vars(c)), cls)
+    return TypeError(f"{owner.__name__}.__init__() got an unexpected keyword argument {key!r}")
 
 
 def _refuse_sparse(owner: str, groups: list[Group]) -> None:

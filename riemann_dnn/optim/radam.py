@@ -233,21 +233,10 @@ class RiemannianAdam(RiemannianOptimizer):
     def _prepare_kernel(self, groups: list[Group]) -> _AdamKernel | None:
         return _AdamKernel.prepare(groups, self.geometry, self.state)
 
-    def _keep_working_precision(self, state_dict: dict[str, Any]) -> None:
-        """As the base, for constrained parameters only: Euclidean ones keep
-        ``torch.optim.Adam``'s state, in the parameter's dtype."""
-        for saved, group in zip(state_dict["param_groups"], self.param_groups):
-            for index, param in zip(saved["params"], group["params"]):
-                dtype = working_dtype(param.dtype)
-                if dtype == param.dtype or _is_euclidean(param, group, self.geometry):
-                    continue
-                entry = state_dict["state"].get(index, {})
-                for key in self.state_tensors:
-                    value = entry.get(key)
-                    if isinstance(value, torch.Tensor) and value.is_floating_point():
-                        self.state[param][key] = value.to(
-                            device=param.device, dtype=dtype, copy=True
-                        )
+    def _state_in_working_precision(self, param: torch.Tensor, group: Group) -> bool:
+        """Constrained parameters only: Euclidean ones keep ``torch.optim.Adam``'s state, in
+        the parameter's dtype."""
+        return not (is_euclidean_group(group) or self.geometry(param, group).is_euclidean)
 
 
 class RiemannianAdamW(RiemannianAdam):
@@ -282,10 +271,6 @@ def _hyperparameters(group: Group) -> AdamHyperparameters:
         group["amsgrad"],
         group["decoupled_weight_decay"],
     )
-
-
-def _is_euclidean(param: torch.Tensor, group: Group, geometry_of) -> bool:
-    return is_euclidean_group(group) or geometry_of(param, group).is_euclidean
 
 
 def _fresh_state(param: torch.Tensor, geometry: Geometry | None, group: Group) -> dict:

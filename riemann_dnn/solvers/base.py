@@ -46,6 +46,7 @@ from pymanopt.optimizers.optimizer import Optimizer, OptimizerResult
 from pymanopt.tools import printer
 
 from ..manifolds import Product
+from ..optim.optimizer import unexpected_keyword
 from ..problems import FiniteSumProblem
 from ..step import StepSizeRule, make_step_size
 
@@ -254,7 +255,10 @@ class FiniteSumSolver(Optimizer):
         log_verbosity: int = 0,
         progress_bar: bool = True,
         checkpoint: str | os.PathLike | None = None,
+        **unknown: Any,
     ):
+        for key in unknown:  # a keyword a subclass forwarded and no solver takes
+            raise unexpected_keyword(type(self), FiniteSumSolver, key)
         self.batch_size = self._int_at_least("batch_size", batch_size, 1)
         self.max_epochs = self._limit("max_epochs", max_epochs, integer=True)
         self.max_passes = self._limit("max_passes", max_passes, integer=False)

@@ -63,20 +63,14 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
-
-import numpy as np
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ..optim.schedulers import BoldDriver
-from ..step import SGDHyperparameters, StepSizeRule, check_sgd_hyperparameters, riemannian_sgd_step
-from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver
+from ..step import SGDHyperparameters, check_sgd_hyperparameters, riemannian_sgd_step
+from .base import FiniteSumSolver
 
 __all__ = ["StochasticGradient"]
-
-StepSize = (
-    Literal["fixed", "decay", "hybrid", "bold_driver"] | StepSizeRule | Callable[[int], float]
-)
 
 
 def _step(manifold, factors, point, egrad, buffer, hp: SGDHyperparameters):
@@ -130,60 +124,16 @@ class StochasticGradient(FiniteSumSolver):
 
     def __init__(
         self,
-        batch_size: int = 100,
-        max_iterations: int | None = DEFAULT_MAX_ITERATIONS,
-        max_epochs: int | None = None,
-        max_time: float | None = 1000,
-        *,
-        max_passes: float | None = None,
-        sampling: Literal["without_replacement", "with_replacement"] = "without_replacement",
-        step_size: StepSize = "decay",
-        initial_step_size: float = 0.1,
-        step_size_decay: float = 0.1,
-        decay_steps: int = 100,
+        *args: Any,
         bold_driver_increase: float = 1.05,
         bold_driver_decrease: float = 0.5,
         momentum: float = 0.0,
         dampening: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
-        retraction: str | Sequence[str | None] | None = None,
-        transport: str | Sequence[str | None] | None = None,
-        check_period: int = 100,
-        check_samples: int | None = 1000,
-        min_gradient_norm: float = 0.0,
-        min_step_size: float = 1e-10,
-        callback: Callback | None = None,
-        seed: int | np.random.Generator | None = None,
-        verbosity: int = 2,
-        log_verbosity: int = 0,
-        progress_bar: bool = True,
-        checkpoint: Any = None,
+        **options: Any,
     ):
-        super().__init__(
-            batch_size,
-            max_iterations,
-            max_epochs,
-            max_time,
-            max_passes=max_passes,
-            sampling=sampling,
-            step_size=step_size,
-            initial_step_size=initial_step_size,
-            step_size_decay=step_size_decay,
-            decay_steps=decay_steps,
-            retraction=retraction,
-            transport=transport,
-            check_period=check_period,
-            check_samples=check_samples,
-            min_gradient_norm=min_gradient_norm,
-            min_step_size=min_step_size,
-            callback=callback,
-            seed=seed,
-            verbosity=verbosity,
-            log_verbosity=log_verbosity,
-            progress_bar=progress_bar,
-            checkpoint=checkpoint,
-        )
+        super().__init__(*args, **options)
         self.bold_driver_increase = self._number(
             "bold_driver_increase", bold_driver_increase, 0, low_open=True
         )

@@ -49,12 +49,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
-from .base import DEFAULT_MAX_ITERATIONS, Callback, FiniteSumSolver, StepSize
+from .base import FiniteSumSolver, StepSize
 
 __all__ = ["RiemannianSVRG", "RiemannianSRG", "VarianceReducedSolver"]
 
@@ -77,53 +74,14 @@ class VarianceReducedSolver(FiniteSumSolver):
     def __init__(
         self,
         batch_size: int = 10,
-        max_iterations: int | None = DEFAULT_MAX_ITERATIONS,
-        max_epochs: int | None = None,
-        max_time: float | None = 1000,
-        *,
+        *args: Any,
         inner_iterations: int | None = None,
-        max_passes: float | None = None,
-        sampling: str = "without_replacement",
         step_size: StepSize = "fixed",
-        initial_step_size: float = 0.1,
-        step_size_decay: float = 0.1,
-        decay_steps: int = 100,
-        retraction: str | Sequence[str | None] | None = None,
-        transport: str | Sequence[str | None] | None = None,
-        check_period: int = 100,
         check_samples: int | None = None,
-        min_gradient_norm: float = 0.0,
-        min_step_size: float = 1e-10,
-        callback: Callback | None = None,
-        seed: int | np.random.Generator | None = None,
-        verbosity: int = 2,
-        log_verbosity: int = 0,
-        progress_bar: bool = True,
-        checkpoint: Any = None,
+        **options: Any,
     ):
         super().__init__(
-            batch_size,
-            max_iterations,
-            max_epochs,
-            max_time,
-            max_passes=max_passes,
-            sampling=sampling,
-            step_size=step_size,
-            initial_step_size=initial_step_size,
-            step_size_decay=step_size_decay,
-            decay_steps=decay_steps,
-            retraction=retraction,
-            transport=transport,
-            check_period=check_period,
-            check_samples=check_samples,
-            min_gradient_norm=min_gradient_norm,
-            min_step_size=min_step_size,
-            callback=callback,
-            seed=seed,
-            verbosity=verbosity,
-            log_verbosity=log_verbosity,
-            progress_bar=progress_bar,
-            checkpoint=checkpoint,
+            batch_size, *args, step_size=step_size, check_samples=check_samples, **options
         )
         if inner_iterations is not None:
             inner_iterations = self._int_at_least("inner_iterations", inner_iterations, 1)

@@ -17,13 +17,23 @@ size, a per-group sphere (GroupNorm) the rows of one group's length.
 from __future__ import annotations
 
 import ctypes
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ...manifolds import working_dtype
 from ..adam import oblique_adam_eager_
+from ._kernel_op import (
+    DTYPE_CODES,
+    FallbackNotice,
+    call_native,
+    check_point,
+    native_blocker,
+    pointers,
+    rates_of,
+    register_op,
+)
 from .build import load, load_kernel
 
 __all__ = [
@@ -36,8 +46,7 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).with_name("oblique_adam.c")
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-_NOTICE_GIVEN = False
+_NOTICE = FallbackNotice("oblique Adam")
 
 
 def _open(path: Path) -> ctypes._CFuncPtr:
@@ -68,100 +77,38 @@ def adam_native_unavailable_reason() -> str:
     return _load()[1]
 
 
-def _notice(reason: str) -> None:
-    """Warn, once per process, that the eager path replaces the native kernel."""
-    global _NOTICE_GIVEN
-    if _NOTICE_GIVEN:
-        return
-    _NOTICE_GIVEN = True
-    warnings.warn(
-        f"riemann_dnn: native oblique Adam kernel not used ({reason}); falling back to the "
-        f"eager torch step (same numbers, slower). To enable it, install a C compiler (gcc or "
-        f"clang, or set CC) and use contiguous CPU tensors; RIEMANN_DNN_NATIVE=0 disables it.",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-
-
-def _reset_notice() -> None:
-    """Allow the notice again (tests)."""
-    global _NOTICE_GIVEN
-    _NOTICE_GIVEN = False
-
-
-def _native_blocker(args) -> str:
-    """Why these tensors cannot take the native kernel (``""`` if they can)."""
-    names = ("points", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
-    for name, tensors in zip(names, args[:5]):
-        for i, t in enumerate(tensors):
-            if not t.is_contiguous():
-                return f"{name}[{i}] is not contiguous"
-    if args[6].device.type != "cpu":
-        return f"lr is on {args[6].device}"
-    return ""
-
-
-def _pointers(tensors) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
-
-
 def _call_native(fn, points, grads, exp_avgs, exp_avg_sqs, maxima, steps, lr, *hyper) -> None:
     beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, found = hyper
     k = len(points)
-    rates = lr if lr.dtype == torch.float64 and lr.is_contiguous() else lr.to(torch.float64)
-    rows = [p.numel() // p.shape[-1] for p in points]
-    count = rates.numel()
-    i64, f64 = ctypes.c_int64 * k, ctypes.c_double * k
+    f64 = ctypes.c_double * k
     counts = [float(s) for s in steps]
-    if found.dtype == torch.float32 and found.device.type == "cpu" and found.is_contiguous():
-        flag, scratch = found, None
-    else:
-        flag = scratch = torch.zeros(1)
-    bad = fn(
-        k,
-        i64(*rows),
-        i64(*[p.shape[-1] for p in points]),
-        _pointers(points),
-        _pointers(grads),
-        _pointers(exp_avgs),
-        _pointers(exp_avg_sqs),
-        _pointers(maxima) if amsgrad else None,
-        _DTYPE_CODES[points[0].dtype],
-        rates.data_ptr(),
-        i64(*[r // count if r >= count else 1 for r in rows]),
-        f64(*[1 - beta1**t for t in counts]),
-        f64(*[(1 - beta2**t) ** 0.5 for t in counts]),
-        beta1,
-        beta2,
-        eps,
-        0.0 if decoupled else weight_decay,  # decoupled decay: P_x(x) = 0 on unit rows
-        int(amsgrad),
-        int(maximize),
-        torch.get_num_threads(),
-        flag.data_ptr(),
-    )
-    if bad < 0:
-        raise RuntimeError(
-            "riemann_dnn::oblique_adam_: the native kernel rejected its arguments or ran out "
-            "of memory"
+
+    def call(rates, rows, ncols, per_lr, flag):
+        return fn(
+            k,
+            rows,
+            ncols,
+            pointers(points),
+            pointers(grads),
+            pointers(exp_avgs),
+            pointers(exp_avg_sqs),
+            pointers(maxima) if amsgrad else None,
+            DTYPE_CODES[points[0].dtype],
+            rates.data_ptr(),
+            per_lr,
+            f64(*[1 - beta1**t for t in counts]),
+            f64(*[(1 - beta2**t) ** 0.5 for t in counts]),
+            beta1,
+            beta2,
+            eps,
+            0.0 if decoupled else weight_decay,  # decoupled decay: P_x(x) = 0 on unit rows
+            int(amsgrad),
+            int(maximize),
+            torch.get_num_threads(),
+            flag,
         )
-    if scratch is not None and bad:
-        found.fill_(1)
 
-
-# As riemann_dnn::oblique_sgd_ (ops.py): a ``Library`` definition, whose kernels bump the
-# version counters of what they mutate themselves.
-_LIBRARY = torch.library.Library("riemann_dnn", "FRAGMENT")
-_LIBRARY.define(
-    "oblique_adam_(Tensor(a!)[] points, Tensor[] grads, Tensor(b!)[] exp_avgs, "
-    "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] state_steps, "
-    "Tensor lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, "
-    "bool decoupled_weight_decay, bool maximize, Tensor(e!) found_nonfinite) -> ()"
-)
-
-
-def _bump_versions(args) -> None:
-    torch.autograd.graph.increment_version([*args[0], *args[2], *args[3], *args[4], args[14]])
+    call_native("oblique_adam_", points, lr, found, call)
 
 
 def _eager(args) -> None:
@@ -170,60 +117,27 @@ def _eager(args) -> None:
     oblique_adam_eager_(points, grads, exp_avgs, exp_avg_sqs, maxima, counts, lr, *rest)
 
 
-# The op's implementations take its arguments in schema order.
-def _oblique_adam_any(*args) -> None:
-    """Any device: the eager torch implementation."""
-    if args[0] and args[0][0].device.type != "cpu":
-        _notice(f"tensors on {args[0][0].device}: the native kernel is CPU-only")
-    _eager(args)
-    _bump_versions(args)
-
-
-def _oblique_adam_cpu(*args) -> None:
-    """CPU: the compiled kernel where it can run, else the eager implementation."""
-    library, reason = _load()
-    if library is not None:
-        reason = _native_blocker(args)
-        if not reason:
-            _call_native(library.function, *args)
-            _bump_versions(args)
-            return
-    _notice(reason)
-    _eager(args)
-    _bump_versions(args)
-
-
-def _oblique_adam_fake(*args) -> None:
-    return None
-
-
-_LIBRARY.impl("oblique_adam_", _oblique_adam_any, "CompositeExplicitAutograd")
-_LIBRARY.impl("oblique_adam_", _oblique_adam_cpu, "CPU")
-torch.library.register_fake("riemann_dnn::oblique_adam_", _oblique_adam_fake, lib=_LIBRARY)
-_OP = torch.ops.riemann_dnn.oblique_adam_.default
-
-
-def _rates(lr: float | torch.Tensor, points: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``lr`` as a 1-D float64 tensor whose length divides every point's row count."""
-    if isinstance(lr, torch.Tensor):
-        if lr.dim() > 1:
-            raise ValueError(
-                f"oblique_adam_: lr must be a float, a 0-d tensor or a 1-D tensor of one rate "
-                f"per copy, got shape {tuple(lr.shape)}"
-            )
-        rates = lr.detach().reshape(-1).to(torch.float64)
-    else:
-        rates = torch.tensor([float(lr)], dtype=torch.float64)
-    count = rates.numel()
-    for i, p in enumerate(points):
-        rows = p.numel() // p.shape[-1]
-        if count == 0 or rows % count or (p.dim() == 3 and count not in (1, p.shape[0], rows)):
-            raise ValueError(
-                f"oblique_adam_: lr has {count} rates but points[{i}] has shape "
-                f"{tuple(p.shape)}; expected one rate, one per copy (leading axis) or one per "
-                f"row"
-            )
-    return rates
+# As riemann_dnn::oblique_sgd_ (ops.py): a ``Library`` definition, whose kernels bump the
+# version counters of what they mutate themselves. Its implementations take the arguments
+# in schema order.
+_LIBRARY = torch.library.Library("riemann_dnn", "FRAGMENT")
+_OP = register_op(
+    _LIBRARY,
+    "oblique_adam_",
+    "Tensor(a!)[] points, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+    "Tensor(d!)[] max_exp_avg_sqs, Tensor[] state_steps, Tensor lr, float beta1, "
+    "float beta2, float eps, float weight_decay, bool amsgrad, bool decoupled_weight_decay, "
+    "bool maximize, Tensor(e!) found_nonfinite",
+    load=_load,
+    blocker=lambda args: native_blocker(
+        zip(("points", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"), args[:5]),
+        args[6],
+    ),
+    native=_call_native,
+    eager=_eager,
+    mutated=lambda args: [*args[0], *args[2], *args[3], *args[4], args[14]],
+    notice=_NOTICE,
+)
 
 
 def _check(points, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad):
@@ -242,22 +156,8 @@ def _check(points, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, a
                 f"one per point"
             )
     for i, (p, g) in enumerate(zip(points, grads)):
-        if p.dim() not in (2, 3) or p.shape[-1] < 1:
-            raise ValueError(
-                f"oblique_adam_: points[{i}] must be (rows, n) or (copies, rows, n) with "
-                f"n >= 1, got shape {tuple(p.shape)}"
-            )
-        if p.dtype not in _DTYPE_CODES:
-            raise TypeError(
-                f"oblique_adam_: points[{i}] has dtype {p.dtype}; expected one of "
-                f"{sorted(str(d) for d in _DTYPE_CODES)}"
-            )
-        if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
-            raise ValueError(
-                f"oblique_adam_: grads[{i}] is {g.dtype} {tuple(g.shape)} on {g.device}; "
-                f"expected {p.dtype} {tuple(p.shape)} on {p.device}"
-            )
-        want = torch.float64 if p.dtype == torch.float64 else torch.float32
+        check_point("oblique_adam_", i, p, g)
+        want = working_dtype(p.dtype)  # the state dtype
         expected = {"exp_avgs": p.shape, "exp_avg_sqs": (*p.shape[:-1], 1)}
         if amsgrad:
             expected["max_exp_avg_sqs"] = expected["exp_avg_sqs"]
@@ -334,7 +234,7 @@ def oblique_adam_(
     _check(points, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad)
     if not points:
         return
-    rates = _rates(lr, points)
+    rates = rates_of("oblique_adam_", lr, points)
     found = found_nonfinite if found_nonfinite is not None else torch.zeros(1)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
@@ -386,7 +286,7 @@ class PreparedAdamRows:
         k = self._k = len(points)
         i64 = ctypes.c_int64 * k
         self._ptr = ctypes.c_void_p * k
-        self._dtype = _DTYPE_CODES[points[0].dtype]
+        self._dtype = DTYPE_CODES[points[0].dtype]
         rows = [p.shape[0] for p in points]
         if any(r % copies for r in rows):
             raise ValueError(
@@ -395,9 +295,9 @@ class PreparedAdamRows:
         self.copies = copies
         self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
         self._per_lr = i64(*[max(r // copies, 1) for r in rows])
-        self._w, self._m = _pointers(points), _pointers(exp_avgs)
-        self._v = _pointers(exp_avg_sqs)
-        self._vmax = None if max_exp_avg_sqs is None else _pointers(max_exp_avg_sqs)
+        self._w, self._m = pointers(points), pointers(exp_avgs)
+        self._v = pointers(exp_avg_sqs)
+        self._vmax = None if max_exp_avg_sqs is None else pointers(max_exp_avg_sqs)
         self._bias1, self._bias2 = (ctypes.c_double * k)(), (ctypes.c_double * k)()
         self._rate = ctypes.c_double()
         self._rates = (ctypes.c_double * copies)()
@@ -480,13 +380,13 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
             continue
         groups.setdefault(t.dtype, []).append(t)
     for dtype, members in groups.items():
-        if dtype not in _DTYPE_CODES:
+        if dtype not in DTYPE_CODES:
             if not all(bool(torch.isfinite(t).all()) for t in members):
                 return False
             continue
         k = len(members)
         numel = (ctypes.c_int64 * k)(*[t.numel() for t in members])
-        if not library.function.all_finite(k, numel, _pointers(members), _DTYPE_CODES[dtype]):
+        if not library.function.all_finite(k, numel, pointers(members), DTYPE_CODES[dtype]):
             return False
     return True
 
@@ -509,7 +409,7 @@ class FiniteCheck:
             numel = (ctypes.c_int64 * k)(*[like[i].numel() for i in members])
             self._buckets.append((dtype, members, numel, (ctypes.c_void_p * k)()))
         self._numel = [t.numel() for t in like]
-        native = all(t.device.type == "cpu" and t.dtype in _DTYPE_CODES for t in like)
+        native = all(t.device.type == "cpu" and t.dtype in DTYPE_CODES for t in like)
         self._native = self._fn is not None and native
         self._tensors: Sequence[torch.Tensor] = ()
         self._bound = False
@@ -533,7 +433,7 @@ class FiniteCheck:
         if not (self._native and self._bound):
             return all_finite(self._tensors)
         return all(
-            self._fn(len(members), numel, ptrs, _DTYPE_CODES[dtype])
+            self._fn(len(members), numel, ptrs, DTYPE_CODES[dtype])
             for dtype, members, numel, ptrs in self._buckets
         )
 

@@ -23,14 +23,6 @@
  *
  * Built at first use by riemann_dnn/step/native/build.py (load_kernel).
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "rdnn_kernel.h"
 
 typedef struct {
@@ -225,16 +217,30 @@ static int adam_row_half(void *wv, const void *gv, float *m, float *v, float *vm
     return 1;
 }
 
-static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
+/* The arguments of one rdnn_oblique_adam call, for its rdnn_rows_fn. */
+typedef struct {
+    const int64_t *ncols;
+    void *const *w;
+    const void *const *g;
+    void *const *m, *const *v, *const *vmax;
+    int dtype;
+    const double *lr;
+    const int64_t *rows_per_lr;
+    const double *bias1, *bias2s;
+    adam_params_t p;
+} adam_call_t;
 
 /* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
-static int64_t adam_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
-                         void *const *w, const void *const *g, void *const *m,
-                         void *const *v, void *const *vmax, int dtype, const double *lr,
-                         const int64_t *rows_per_lr, const double *bias1,
-                         const double *bias2s, const adam_params_t *p, void *scratch) {
-    const int64_t n = ncols[t];
-    const size_t es = ELEMENT_SIZE[dtype], ss = dtype == 1 ? 8 : 4; /* state: T or float */
+static int64_t adam_rows(const void *ctx, int64_t t, int64_t r0, int64_t r1, void *scratch) {
+    const adam_call_t *c = (const adam_call_t *)ctx;
+    void *const *w = c->w, *const *m = c->m, *const *v = c->v, *const *vmax = c->vmax;
+    const void *const *g = c->g;
+    const int dtype = c->dtype;
+    const double *lr = c->lr, *bias1 = c->bias1, *bias2s = c->bias2s;
+    const int64_t *rows_per_lr = c->rows_per_lr;
+    const adam_params_t *p = &c->p;
+    const int64_t n = c->ncols[t];
+    const size_t es = RDNN_ELEMENT_SIZE[dtype], ss = dtype == 1 ? 8 : 4; /* state: T or float */
     int64_t bad = 0;
     for (int64_t r = r0; r < r1; r++) {
         char *wr = (char *)w[t] + (size_t)r * n * es;
@@ -271,9 +277,9 @@ static int64_t adam_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
    first moments m[t] (the weight's shape), second moments v[t] and, with amsgrad, vmax[t]
    (rows[t] values each); state float64 for float64 weights, else float32. Row r of
    tensor t takes rate lr[r / rows_per_lr[t]] and the bias corrections bias1[t] = 1 - b1^t,
-   bias2s[t] = sqrt(1 - b2^t). Rows are split among `nthreads` threads by element count.
-   Sets *found = 1 (if found is not NULL) when some row was left untouched; returns the
-   number of such rows, or -1 on bad arguments / no memory. */
+   bias2s[t] = sqrt(1 - b2^t). Rows are split among `nthreads` threads as rdnn_split_rows
+   does. Sets *found = 1 (if found is not NULL) when some row was left untouched; returns
+   the number of such rows, or -1 on bad arguments / no memory. */
 RDNN_API int64_t rdnn_oblique_adam(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
                                    void *const *w, const void *const *g, void *const *m,
                                    void *const *v, void *const *vmax, int dtype,
@@ -283,54 +289,13 @@ RDNN_API int64_t rdnn_oblique_adam(int64_t ntensors, const int64_t *rows, const 
                                    int maximize, int nthreads, float *found) {
     if (ntensors <= 0) return 0;
     if (dtype < 0 || dtype > 3 || !m || !v || (amsgrad && !vmax)) return -1;
-    adam_params_t p = {beta1, beta2, eps, weight_decay, maximize ? -1.0 : 1.0, amsgrad};
-    int64_t total = 0, widest = 1;
-    for (int64_t t = 0; t < ntensors; t++) {
-        if (rows[t] < 0 || ncols[t] < 1 || rows_per_lr[t] < 1) return -1;
-        total += rows[t] * ncols[t];
-        if (ncols[t] > widest) widest = ncols[t];
-    }
-    /* scratch per thread: 2 rows of T, or 4 rows of float on the half path */
-    const size_t scratch_bytes = (size_t)widest * 16 + 64;
-    int nt = nthreads < 1 ? 1 : nthreads;
-    if (total < ((int64_t)1 << 15)) nt = 1; /* too small to pay for waking threads */
-    int64_t bad = 0;
-    int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : bad, failed)
-#endif
-    {
-        int tid = 0, nth = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nth = omp_get_num_threads();
-#endif
-        void *scratch = malloc(scratch_bytes);
-        if (!scratch) {
-            failed += 1;
-        } else {
-            /* rows whose first element lies in [lo, hi) of the concatenated elements */
-            const int64_t lo = total / nth * tid + (total % nth) * tid / nth;
-            const int64_t hi = total / nth * (tid + 1) + (total % nth) * (tid + 1) / nth;
-            int64_t base = 0;
-            for (int64_t t = 0; t < ntensors && base < hi; t++) {
-                const int64_t n = ncols[t], size = rows[t] * n;
-                if (base + size > lo) {
-                    int64_t r0 = lo > base ? (lo - base + n - 1) / n : 0;
-                    int64_t r1 = (hi - base + n - 1) / n;
-                    if (r1 > rows[t]) r1 = rows[t];
-                    if (r0 < r1)
-                        bad += adam_rows(t, r0, r1, ncols, w, g, m, v, vmax, dtype, lr,
-                                         rows_per_lr, bias1, bias2s, &p, scratch);
-                }
-                base += size;
-            }
-            free(scratch);
-        }
-    }
-    if (failed) return -1;
-    if (bad && found) *found = 1.0f;
-    return bad;
+    for (int64_t t = 0; t < ntensors; t++)
+        if (rows_per_lr[t] < 1) return -1;
+    const adam_call_t c = {
+        .ncols = ncols, .w = w, .g = g, .m = m, .v = v, .vmax = vmax, .dtype = dtype, .lr = lr,
+        .rows_per_lr = rows_per_lr, .bias1 = bias1, .bias2s = bias2s,
+        .p = {beta1, beta2, eps, weight_decay, maximize ? -1.0 : 1.0, amsgrad}};
+    return rdnn_split_rows(ntensors, rows, ncols, nthreads, adam_rows, &c, found);
 }
 
 RDNN_API int rdnn_adam_has_openmp(void) {

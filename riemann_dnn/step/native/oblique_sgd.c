@@ -20,50 +20,12 @@
  *
  * Built at first use by riemann_dnn/step/native/build.py; no Python or torch headers.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#define RDNN_API __attribute__((visibility("default")))
+#include "rdnn_kernel.h"
 
 typedef struct {
     double momentum, dampening, weight_decay, sign; /* sign: -1 when maximizing */
     int nesterov, first;
 } params_t;
-
-/* Sums use 32-byte vectors of T (GCC/Clang vector extensions, lowered to what the CPU
-   has) with several accumulators, enough independent chains to hide the FMA latency; the
-   summation order is fixed by n alone, so results depend on nothing but the row. */
-#ifndef RDNN_VECTOR_BYTES
-#define RDNN_VECTOR_BYTES 32
-#endif
-typedef float vf32 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
-typedef double vf64 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
-#define VLOAD(V, p)                                                                        \
-    ({                                                                                     \
-        V v_;                                                                              \
-        memcpy(&v_, (p), sizeof v_);                                                       \
-        v_;                                                                                \
-    })
-#define VSTORE(p, v)                                                                       \
-    do {                                                                                   \
-        __typeof__(v) v_ = (v);                                                            \
-        memcpy((p), &v_, sizeof v_);                                                       \
-    } while (0)
-/* the lanes of a vector summed by a pairwise tree (log2 K dependent adds, not K) */
-#define HSUM(K, x)                                                                         \
-    ({                                                                                     \
-        __typeof__(x) v_ = (x);                                                            \
-        __typeof__(v_[0]) a_[K];                                                           \
-        memcpy(a_, &v_, sizeof v_);                                                        \
-        for (int w_ = (K) / 2; w_ > 0; w_ /= 2)                                            \
-            for (int k_ = 0; k_ < w_; k_++) a_[k_] += a_[k_ + w_];                         \
-        (double)a_[0];                                                                     \
-    })
 
 /* The three sums <w, g>, <w, w>, <g, g> in double, from any precision (the slow path for
    float rows whose float sums overflow). */
@@ -128,8 +90,8 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
             vv += (double)vi * vi;                                                         \
             vm += (double)vi * mi;                                                         \
         }                                                                                  \
-        vv += HSUM(K, vs0 + vs1);                                                          \
-        vm += HSUM(K, ms0 + ms1);                                                          \
+        vv += HSUM_TREE(K, vs0 + vs1);                                                     \
+        vm += HSUM_TREE(K, ms0 + ms1);                                                     \
         if (!isfinite(vv + vm)) { /* float overflow: redo in double */                     \
             vv = vm = 0;                                                                   \
             for (int64_t k = 0; k < n; k++) {                                              \
@@ -191,9 +153,10 @@ DEFINE_MOMENTUM(momentum_f64, double, vf64)
                 smm += mv * mv;                                                            \
             }                                                                              \
         }                                                                                  \
-        double ww = HSUM(K, sww), wg = HSUM(K, swg), gg = HSUM(K, sgg), wm = 0, gm = 0,    \
-               mm = 0;                                                                     \
-        if (!first) wm = HSUM(K, swm), gm = HSUM(K, sgm), mm = HSUM(K, smm);               \
+        double ww = HSUM_TREE(K, sww), wg = HSUM_TREE(K, swg), gg = HSUM_TREE(K, sgg);     \
+        double wm = 0, gm = 0, mm = 0;                                                     \
+        if (!first)                                                                        \
+            wm = HSUM_TREE(K, swm), gm = HSUM_TREE(K, sgm), mm = HSUM_TREE(K, smm);        \
         for (; i < n; i++) {                                                               \
             ww += (double)w[i] * w[i];                                                     \
             wg += (double)w[i] * g[i];                                                     \
@@ -305,9 +268,9 @@ DEFINE_MOMENTUM_FAST(momentum_fast_f64, double, vf64)
             ww += (double)w[i] * w[i];                                                     \
             g0 += (double)g[i] * g[i];                                                     \
         }                                                                                  \
-        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
-        if (all) ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                         \
-        if (squares) g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                     \
+        c0 += HSUM_TREE(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                             \
+        if (all) ww += HSUM_TREE(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                    \
+        if (squares) g0 += HSUM_TREE(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                \
         if (!isfinite(c0 + ww + g0)) {                                                     \
             if (sizeof(T) == 8) return 0;                                                  \
             double sums[3];                                                                \
@@ -405,97 +368,47 @@ DEFINE_ROW(row_f64, double, vf64, momentum_f64, momentum_fast_f64)
 DEFINE_PLAIN(plain_f32, float, fmaf)
 DEFINE_PLAIN(plain_f64, double, fma)
 
-/* -- float16 / bfloat16 <-> float32 (round to nearest even, as torch's casts) ------------ */
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-#if defined(__FLT16_MAX__) && !defined(RDNN_SOFT_HALF)
-static inline float f16_to_f32(uint16_t h) {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
-}
-static inline uint16_t f32_to_f16(float f) {
-    _Float16 x = (_Float16)f;
-    uint16_t h;
-    memcpy(&h, &x, 2);
-    return h;
-}
-#else /* portable software conversions */
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0) {
-        float f = ldexpf((float)man, -24);
-        return sign ? -f : f;
-    }
-    uint32_t u = sign | (exp == 31 ? 0x7f800000u | (man << 13) : ((exp + 112) << 23) | (man << 13));
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline uint16_t f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    float a = fabsf(f);
-    if (a != a) return sign | 0x7e00u;
-    if (a >= 65520.0f) return sign | 0x7c00u;
-    if (a < 0x1p-14f) { /* subnormal: round a * 2^24 to nearest even */
-        return sign | (uint16_t)nearbyintf(a * 0x1p24f);
-    }
-    memcpy(&u, &a, 4);
-    uint32_t r = u + 0xfffu + ((u >> 13) & 1u);
-    return sign | (uint16_t)((r - (112u << 23)) >> 13);
-}
-#endif
-
 static int row_half(void *wv, const void *gv, float *m, int64_t n, const params_t *p,
                     double lr, float *scratch, int bf16, int normalize) {
     uint16_t *w = (uint16_t *)wv;
     const uint16_t *g = (const uint16_t *)gv;
     float *wf = scratch, *gf = scratch + n, *mbuf = scratch + 2 * n, *vbuf = scratch + 3 * n;
-    if (bf16) {
-        for (int64_t i = 0; i < n; i++) {
-            wf[i] = bf16_to_f32(w[i]);
-            gf[i] = bf16_to_f32(g[i]);
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            wf[i] = f16_to_f32(w[i]);
-            gf[i] = f16_to_f32(g[i]);
-        }
-    }
+    half_to_f32(w, wf, n, bf16);
+    half_to_f32(g, gf, n, bf16);
     if (!(normalize ? row_f32 : plain_f32)(wf, gf, m, n, p, lr, mbuf, vbuf)) return 0;
-    if (bf16)
-        for (int64_t i = 0; i < n; i++) w[i] = f32_to_bf16(wf[i]);
-    else
-        for (int64_t i = 0; i < n; i++) w[i] = f32_to_f16(wf[i]);
+    f32_to_half(wf, w, n, bf16);
     return 1;
 }
 
-static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
 #ifndef PREFETCH
 #define PREFETCH 1024
 #endif
 
+/* The arguments of one step_all call, for its rdnn_rows_fn. */
+typedef struct {
+    const int64_t *ncols;
+    const int8_t *normalize;
+    void *const *w;
+    const void *const *g;
+    void *const *m;
+    int dtype;
+    const double *const *lr;
+    const int64_t *rows_per_lr;
+    params_t p;
+} sgd_call_t;
+
 /* Step rows [r0, r1) of tensor t; returns the number of rows left untouched. */
-static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
-                         const int8_t *normalize,
-                         void *const *w, const void *const *g, void *const *m, int dtype,
-                         const double *const *lr, const int64_t *rows_per_lr, const params_t *p,
-                         void *scratch) {
-    const int64_t n = ncols[t];
-    const size_t es = ELEMENT_SIZE[dtype];
+static int64_t step_rows(const void *ctx, int64_t t, int64_t r0, int64_t r1, void *scratch) {
+    const sgd_call_t *c = (const sgd_call_t *)ctx;
+    void *const *w = c->w, *const *m = c->m;
+    const void *const *g = c->g;
+    const int8_t *normalize = c->normalize;
+    const int dtype = c->dtype;
+    const double *const *lr = c->lr;
+    const int64_t *rows_per_lr = c->rows_per_lr;
+    const params_t *p = &c->p;
+    const int64_t n = c->ncols[t];
+    const size_t es = RDNN_ELEMENT_SIZE[dtype];
     const size_t ms = dtype == 1 ? 8 : 4;
     int64_t bad = 0;
     for (int64_t r = r0; r < r1; r++) {
@@ -539,9 +452,10 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
 /* The step on `ntensors` row-major (rows[t], ncols[t]) weights w[t] with gradients g[t]
    and (momentum != 0) buffers m[t] (float64 for float64 weights, else float32).
    Row r of tensor t takes rate lr[t][r / rows_per_lr[t]] (the rates are read where the
-   caller keeps them, e.g. a float64 tensor of one rate per copy). Rows are split among `nthreads`
-   threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
-   untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
+   caller keeps them, e.g. a float64 tensor of one rate per copy). Rows are split among
+   `nthreads` threads as rdnn_split_rows does. Sets *found = 1 (if found is not NULL) when
+   some row was left untouched; returns the number of such rows, or -1 on bad arguments /
+   no memory. */
 static int64_t step_all(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
                                   const int8_t *normalize,
                                   void *const *w, const void *const *g, void *const *m,
@@ -551,54 +465,13 @@ static int64_t step_all(int64_t ntensors, const int64_t *rows, const int64_t *nc
                                   float *found) {
     if (ntensors <= 0) return 0;
     if (dtype < 0 || dtype > 3 || (momentum != 0 && !m) || !lr) return -1;
-    params_t p = {momentum, dampening, weight_decay, maximize ? -1.0 : 1.0, nesterov, first};
-    int64_t total = 0, widest = 1;
-    for (int64_t t = 0; t < ntensors; t++) {
-        if (rows[t] < 0 || ncols[t] < 1 || rows_per_lr[t] < 1 || !lr[t]) return -1;
-        total += rows[t] * ncols[t];
-        if (ncols[t] > widest) widest = ncols[t];
-    }
-    /* scratch per thread: 2 rows of T, or 4 rows of float on the half path */
-    const size_t scratch_bytes = (size_t)widest * 16 + 64;
-    int nt = nthreads < 1 ? 1 : nthreads;
-    if (total < ((int64_t)1 << 15)) nt = 1; /* too small to pay for waking threads */
-    int64_t bad = 0;
-    int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : bad, failed)
-#endif
-    {
-        int tid = 0, nth = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nth = omp_get_num_threads();
-#endif
-        void *scratch = malloc(scratch_bytes);
-        if (!scratch) {
-            failed += 1;
-        } else {
-            /* rows whose first element lies in [lo, hi) of the concatenated elements */
-            const int64_t lo = total / nth * tid + (total % nth) * tid / nth;
-            const int64_t hi = total / nth * (tid + 1) + (total % nth) * (tid + 1) / nth;
-            int64_t base = 0;
-            for (int64_t t = 0; t < ntensors && base < hi; t++) {
-                const int64_t n = ncols[t], size = rows[t] * n;
-                if (base + size > lo) {
-                    int64_t r0 = lo > base ? (lo - base + n - 1) / n : 0;
-                    int64_t r1 = (hi - base + n - 1) / n;
-                    if (r1 > rows[t]) r1 = rows[t];
-                    if (r0 < r1)
-                        bad += step_rows(t, r0, r1, ncols, normalize, w, g, m, dtype, lr, rows_per_lr, &p,
-                                         scratch);
-                }
-                base += size;
-            }
-            free(scratch);
-        }
-    }
-    if (failed) return -1;
-    if (bad && found) *found = 1.0f;
-    return bad;
+    for (int64_t t = 0; t < ntensors; t++)
+        if (rows_per_lr[t] < 1 || !lr[t]) return -1;
+    const sgd_call_t c = {
+        .ncols = ncols, .normalize = normalize, .w = w, .g = g, .m = m, .dtype = dtype,
+        .lr = lr, .rows_per_lr = rows_per_lr,
+        .p = {momentum, dampening, weight_decay, maximize ? -1.0 : 1.0, nesterov, first}};
+    return rdnn_split_rows(ntensors, rows, ncols, nthreads, step_rows, &c, found);
 }
 
 RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,

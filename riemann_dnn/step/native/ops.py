@@ -12,18 +12,27 @@ the mutation; the fake (meta) implementation does nothing.
 from __future__ import annotations
 
 import ctypes
-import warnings
 from collections.abc import Sequence
 
 import torch
 
+from ...manifolds import working_dtype
 from ..fused import oblique_sgd_eager_
+from ._kernel_op import (
+    DTYPE_CODES,
+    FallbackNotice,
+    call_native,
+    check_point,
+    native_blocker,
+    pointers,
+    rates_of,
+    register_op,
+)
 from .build import load
 
 __all__ = ["oblique_sgd_", "native_available", "native_unavailable_reason"]
 
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-_NOTICE_GIVEN = False
+_NOTICE = FallbackNotice("oblique SGD")
 
 
 def native_available() -> bool:
@@ -34,32 +43,6 @@ def native_available() -> bool:
 def native_unavailable_reason() -> str:
     """Why the compiled kernel cannot run (``""`` when it can)."""
     return load()[1]
-
-
-def _notice(reason: str) -> None:
-    """Warn, once per process, that the eager path replaces the native kernel."""
-    global _NOTICE_GIVEN
-    if _NOTICE_GIVEN:
-        return
-    _NOTICE_GIVEN = True
-    warnings.warn(
-        f"riemann_dnn: native oblique SGD kernel not used ({reason}); falling back to the "
-        f"eager torch step (same numbers, slower). To enable it, install a C compiler (gcc or "
-        f"clang, or set CC) and use contiguous CPU tensors; RIEMANN_DNN_NATIVE=0 disables it.",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-
-
-def _native_blocker(points, grads, bufs, lr) -> str:
-    """Why these tensors cannot take the native kernel (``""`` if they can)."""
-    for name, tensors in (("points", points), ("grads", grads), ("momentum_buffers", bufs)):
-        for i, t in enumerate(tensors):
-            if not t.is_contiguous():
-                return f"{name}[{i}] is not contiguous"
-    if lr.device.type != "cpu":
-        return f"lr is on {lr.device}"
-    return ""
 
 
 def _call_native(
@@ -77,42 +60,30 @@ def _call_native(
     found,
 ) -> None:
     k = len(points)
-    rates = lr if lr.dtype == torch.float64 and lr.is_contiguous() else lr.to(torch.float64)
-    rows = [p.numel() // p.shape[-1] for p in points]
-    count = rates.numel()
-    per_lr = [r // count if r >= count else 1 for r in rows]
-    ptr = i64 = ctypes.c_int64 * k
-    if found.dtype == torch.float32 and found.device.type == "cpu" and found.is_contiguous():
-        flag, scratch = found, None
-    else:
-        flag = scratch = torch.zeros(1)
-    bad = fn(
-        k,
-        i64(*rows),
-        i64(*[p.shape[-1] for p in points]),
-        (ctypes.c_int8 * k)(*([1] * k)),
-        ptr(*[p.data_ptr() for p in points]),
-        ptr(*[g.data_ptr() for g in grads]),
-        ptr(*[b.data_ptr() for b in bufs]) if bufs else None,
-        _DTYPE_CODES[points[0].dtype],
-        ptr(*([rates.data_ptr()] * k)),
-        i64(*per_lr),
-        momentum,
-        dampening,
-        int(nesterov),
-        weight_decay,
-        int(maximize),
-        int(first_step),
-        torch.get_num_threads(),
-        flag.data_ptr(),
-    )
-    if bad < 0:
-        raise RuntimeError(
-            "riemann_dnn::oblique_sgd_: the native kernel rejected its "
-            "arguments or ran out of memory"
+
+    def call(rates, rows, ncols, per_lr, flag):
+        return fn(
+            k,
+            rows,
+            ncols,
+            (ctypes.c_int8 * k)(*([1] * k)),
+            pointers(points),
+            pointers(grads),
+            pointers(bufs) if bufs else None,
+            DTYPE_CODES[points[0].dtype],
+            (ctypes.c_void_p * k)(*([rates.data_ptr()] * k)),
+            per_lr,
+            momentum,
+            dampening,
+            int(nesterov),
+            weight_decay,
+            int(maximize),
+            int(first_step),
+            torch.get_num_threads(),
+            flag,
         )
-    if scratch is not None and bad:
-        found.fill_(1)
+
+    call_native("oblique_sgd_", points, lr, found, call)
 
 
 # Defined with ``torch.library.Library`` rather than ``torch.library.custom_op``: the
@@ -121,76 +92,24 @@ def _call_native(
 # the op; the kernels bump the version counters of what they mutate themselves, as
 # custom_op's ADInplaceOrView layer would.
 _LIBRARY = torch.library.Library("riemann_dnn", "FRAGMENT")
-_LIBRARY.define(
-    "oblique_sgd_(Tensor(a!)[] points, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
-    "Tensor lr, float momentum, float dampening, bool nesterov, float weight_decay, "
-    "bool maximize, bool first_step, Tensor(c!) found_nonfinite) -> ()"
-)
-
-
-def _bump_versions(points, momentum_buffers, found_nonfinite) -> None:
-    torch.autograd.graph.increment_version([*points, *momentum_buffers, found_nonfinite])
-
-
 # The op's implementations take its arguments in schema order: points, grads,
 # momentum_buffers, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step,
 # found_nonfinite.
-def _oblique_sgd_any(*args) -> None:
-    """Any device: the eager torch implementation."""
-    points = args[0]
-    if points and points[0].device.type != "cpu":
-        _notice(f"tensors on {points[0].device}: the native kernel is CPU-only")
-    oblique_sgd_eager_(*args)
-    _bump_versions(args[0], args[2], args[10])
-
-
-def _oblique_sgd_cpu(*args) -> None:
-    """CPU: the compiled kernel where it can run, else the eager implementation."""
-    library, reason = load()
-    if library is not None:
-        reason = _native_blocker(args[0], args[1], args[2], args[3])
-        if not reason:
-            _call_native(library.function, *args)
-            _bump_versions(args[0], args[2], args[10])
-            return
-    _notice(reason)
-    oblique_sgd_eager_(*args)
-    _bump_versions(args[0], args[2], args[10])
-
-
-def _oblique_sgd_fake(*args) -> None:
-    return None
-
-
-_LIBRARY.impl("oblique_sgd_", _oblique_sgd_any, "CompositeExplicitAutograd")
-_LIBRARY.impl("oblique_sgd_", _oblique_sgd_cpu, "CPU")
-torch.library.register_fake("riemann_dnn::oblique_sgd_", _oblique_sgd_fake, lib=_LIBRARY)
-_OP = torch.ops.riemann_dnn.oblique_sgd_.default
-
-
-def _rates(lr: float | torch.Tensor, points: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``lr`` as a 1-D float64 tensor whose length divides every point's row count."""
-    if isinstance(lr, torch.Tensor):
-        if lr.dim() > 1:
-            raise ValueError(
-                f"oblique_sgd_: lr must be a float, a 0-d tensor or a 1-D tensor "
-                f"of one rate per copy, got shape {tuple(lr.shape)}"
-            )
-        rates = lr.detach().reshape(-1)
-        if rates.dtype != torch.float64:
-            rates = rates.to(torch.float64)
-    else:
-        rates = torch.tensor([float(lr)], dtype=torch.float64)
-    count = rates.numel()
-    for i, p in enumerate(points):
-        rows = p.numel() // p.shape[-1]
-        if count == 0 or rows % count or (p.dim() == 3 and count not in (1, p.shape[0], rows)):
-            raise ValueError(
-                f"oblique_sgd_: lr has {count} rates but points[{i}] has shape "
-                f"{tuple(p.shape)}; expected one rate, one per copy (leading axis) or one per "
-                f"row"
-            )
-    return rates
+_OP = register_op(
+    _LIBRARY,
+    "oblique_sgd_",
+    "Tensor(a!)[] points, Tensor[] grads, Tensor(b!)[] momentum_buffers, Tensor lr, "
+    "float momentum, float dampening, bool nesterov, float weight_decay, bool maximize, "
+    "bool first_step, Tensor(c!) found_nonfinite",
+    load=load,
+    blocker=lambda args: native_blocker(
+        (("points", args[0]), ("grads", args[1]), ("momentum_buffers", args[2])), args[3]
+    ),
+    native=_call_native,
+    eager=lambda args: oblique_sgd_eager_(*args),
+    mutated=lambda args: [*args[0], *args[2], args[10]],
+    notice=_NOTICE,
+)
 
 
 def _check(points, grads, momentum_buffers) -> None:
@@ -200,23 +119,9 @@ def _check(points, grads, momentum_buffers) -> None:
             f"{len(momentum_buffers)} momentum buffers; expected equal lengths"
         )
     for i, (p, g, m) in enumerate(zip(points, grads, momentum_buffers)):
-        if p.dim() not in (2, 3) or p.shape[-1] < 1:
-            raise ValueError(
-                f"oblique_sgd_: points[{i}] must be (rows, n) or (copies, rows, n) "
-                f"with n >= 1, got shape {tuple(p.shape)}"
-            )
-        if p.dtype not in _DTYPE_CODES:
-            raise TypeError(
-                f"oblique_sgd_: points[{i}] has dtype {p.dtype}; expected one of "
-                f"{sorted(str(d) for d in _DTYPE_CODES)}"
-            )
-        if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
-            raise ValueError(
-                f"oblique_sgd_: grads[{i}] is {g.dtype} {tuple(g.shape)} on "
-                f"{g.device}; expected {p.dtype} {tuple(p.shape)} on {p.device}"
-            )
+        check_point("oblique_sgd_", i, p, g)
         if m is not None:
-            want = torch.float64 if p.dtype == torch.float64 else torch.float32
+            want = working_dtype(p.dtype)  # the buffer dtype
             if m.shape != p.shape or m.dtype != want or m.device != p.device:
                 raise ValueError(
                     f"oblique_sgd_: momentum_buffers[{i}] is {m.dtype} {tuple(m.shape)}; "
@@ -282,7 +187,7 @@ def oblique_sgd_(
     _check(points, grads, momentum_buffers)
     if not points:
         return []
-    rates = _rates(lr, points)
+    values = rates_of("oblique_sgd_", lr, points)
     found = found_nonfinite
     if found is None:
         found = torch.zeros(1, device=points[0].device)
@@ -292,14 +197,14 @@ def oblique_sgd_(
         groups.setdefault((p.device, p.dtype, momentum != 0 and m is None), []).append(i)
     for (device, dtype, first), members in groups.items():
         if first:
-            buffer_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            buffer_dtype = working_dtype(dtype)
             for i in members:
                 out[i] = torch.empty_like(points[i], dtype=buffer_dtype)
         _OP(
             [points[i] for i in members],
             [grads[i] for i in members],
             [out[i] for i in members] if momentum != 0 else [],
-            rates if device.type == "cpu" else rates.to(device),
+            values if device.type == "cpu" else values.to(device),
             float(momentum),
             float(dampening),
             bool(nesterov),
@@ -309,12 +214,6 @@ def oblique_sgd_(
             found,
         )
     return out
-
-
-def _reset_notice() -> None:
-    """Allow the notice again (tests)."""
-    global _NOTICE_GIVEN
-    _NOTICE_GIVEN = False
 
 
 class _Args(ctypes.Structure):
@@ -394,7 +293,7 @@ class PreparedStep:
         self.momentum_buffers = None if momentum_buffers is None else list(momentum_buffers)
         self._bumped = self.points + (self.momentum_buffers or [])
         self._k, self._ptr = k, ptr
-        self._dtype = _DTYPE_CODES[points[0].dtype]
+        self._dtype = DTYPE_CODES[points[0].dtype]
         rows = [p.shape[0] for p in points]
         self._rows, self._ncols = i64(*rows), i64(*[p.shape[1] for p in points])
         if any(r % copies for r in rows):
@@ -404,10 +303,8 @@ class PreparedStep:
         self.copies = copies
         self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
-        self._point_ptrs = ptr(*[p.data_ptr() for p in points])
-        self._buffer_ptrs = (
-            None if momentum_buffers is None else ptr(*[b.data_ptr() for b in momentum_buffers])
-        )
+        self._point_ptrs = pointers(points)
+        self._buffer_ptrs = None if momentum_buffers is None else pointers(momentum_buffers)
         self.params = list(points if params is None else params)
         self._addresses = [p.data_ptr() for p in self.params]
         # the shapes a step depends on: unit rows (a plain point steps elementwise, and a
