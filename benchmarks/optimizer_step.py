@@ -38,6 +38,15 @@ says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x a
 
     python benchmarks/optimizer_step.py --device cpu --repeats 200
 
+The Adam table (``--adam``; ``--adam-only`` for it alone) times, on ``archbn-d4`` and
+``segnet-vgg16``, one thread, ``RiemannianAdam`` with the BN-fed weights oblique (its
+default path, and ``fused=True``: torch's fused Adam for the Euclidean weights) against
+``torch.optim.Adam(fused=True)`` (torch's fastest CPU path; target <= 1.2x),
+``torch.optim.Adam()`` and geoopt's ``RiemannianAdam`` (target: >= 5x faster), with the
+interquartile range of each method's samples::
+
+    python benchmarks/optimizer_step.py --adam-only --repeats 200
+
 ``--threads`` (default 1) sizes torch's thread pool: with two, the pool's threads spin
 against whatever else runs on the machine and per-step times scatter widely.
 """
@@ -56,7 +65,7 @@ from torch import nn
 
 import riemann_dnn
 from riemann_dnn.models import ArchBN
-from riemann_dnn.optim import RiemannianSGD
+from riemann_dnn.optim import RiemannianAdam, RiemannianSGD
 from riemann_dnn.params import param_groups
 
 # (name, shape, BN-fed?)
@@ -350,6 +359,112 @@ def _headline_markdown(rows, first_call) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- the Adam table: RiemannianAdam against torch.optim.Adam and geoopt ----------------------
+ADAM_LR = 1e-3
+
+
+def _adam_optimizer(method: str, spec, device: torch.device) -> torch.optim.Optimizer:
+    """One of the Adam table's methods over fresh parameters of ``spec`` (random gradients,
+    fixed across steps; the same seed for every method)."""
+    gen = torch.Generator().manual_seed(0)
+    params, invariant = [], []
+    for _, shape, fed in spec:
+        p = nn.Parameter(torch.randn(shape, generator=gen).to(device))
+        p.grad = torch.randn(shape, generator=gen).to(device)
+        params.append(p)
+        invariant.append(fed)
+    if method == "Adam(fused)":
+        return torch.optim.Adam(params, lr=ADAM_LR, fused=True)
+    if method == "Adam":
+        return torch.optim.Adam(params, lr=ADAM_LR)
+    if method == "geoopt":
+        sphere, wrapped = geoopt.Sphere(), []
+        for p, fed in zip(params, invariant):
+            if fed:  # geoopt's sphere is the last axis: one unit-norm row per filter
+                q = geoopt.ManifoldParameter(
+                    sphere.projx(p.detach().reshape(p.shape[0], -1)), manifold=sphere
+                )
+                q.grad = p.grad.reshape(q.shape)
+                p = q
+            wrapped.append(p)
+        return geoopt.optim.RiemannianAdam(wrapped, lr=ADAM_LR)
+    groups = [
+        {"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
+        {"params": [p for p, f in zip(params, invariant) if not f]},
+    ]
+    fused = True if method == "RAdam(fused)" else None
+    return RiemannianAdam(groups, lr=ADAM_LR, fused=fused)
+
+
+ADAM_METHODS = ("Adam(fused)", "Adam", "RAdam(fused)", "RAdam") + (
+    ("geoopt",) if geoopt is not None else ()
+)
+
+
+def measure_adam(sets, repeats: int, inner: int, device, big_repeats: int | None) -> list[dict]:
+    """RiemannianAdam (UN's weights oblique) against torch.optim.Adam and geoopt,
+    interleaved; per method the median seconds per step and its interquartile range."""
+    rows = []
+    for set_name in sets:
+        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
+        reps, inn = (big_repeats or repeats, 1) if set_name == "segnet-vgg16" else (repeats, inner)
+        samplers = {m: _adam_optimizer(m, spec, device).step for m in ADAM_METHODS}
+        times = _interleaved(samplers, reps, inn, device)
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        for method, ts in times.items():
+            q1, _, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (ts[0],) * 3
+            rows.append(
+                {
+                    "set": set_name,
+                    "threads": torch.get_num_threads(),
+                    "method": method,
+                    "samples": len(ts),
+                    "us_per_step": 1e6 * medians[method],
+                    "us_q1": 1e6 * q1,
+                    "us_q3": 1e6 * q3,
+                    "ratio_to_adam_fused": medians[method] / medians["Adam(fused)"],
+                    "ratio_to_adam": medians[method] / medians["Adam"],
+                    "geoopt_over_this": (
+                        medians["geoopt"] / medians[method] if "geoopt" in medians else None
+                    ),
+                }
+            )
+        print(
+            f"{set_name} (Adam): "
+            + ", ".join(
+                f"{k} {1e6 * v:.0f}us ({v / medians['Adam(fused)']:.2f})"
+                for k, v in medians.items()
+            ),
+            flush=True,
+        )
+    return rows
+
+
+def _adam_markdown(rows) -> str:
+    lines = [
+        "## RiemannianAdam against torch.optim.Adam and geoopt",
+        "",
+        "RAdam = RiemannianAdam with the BN-fed weights oblique, the rest Euclidean (default "
+        "flags; RAdam(fused): fused=True, torch's fused Adam for the Euclidean weights); "
+        "geoopt = geoopt.optim.RiemannianAdam with each BN-fed weight on geoopt.Sphere of "
+        "shape (out, in*k*k). Median per step, interquartile range of the samples, ratios "
+        "of medians measured in the same interleaved run. Targets (issue 19, one thread): "
+        "RAdam <= 1.2x Adam(fused), geoopt >= 5x RAdam.",
+        "",
+        "| set | threads | method | us / step | IQR (us) | / Adam(fused) | / Adam "
+        "| geoopt / this |",
+        "|---|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        geo = "-" if r["geoopt_over_this"] is None else f"{r['geoopt_over_this']:.1f}"
+        lines.append(
+            f"| {r['set']} | {r['threads']} | {r['method']} | {r['us_per_step']:.1f} | "
+            f"{r['us_q1']:.1f}-{r['us_q3']:.1f} | {r['ratio_to_adam_fused']:.2f} | "
+            f"{r['ratio_to_adam']:.2f} | {geo} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # -- reporting ---------------------------------------------------------------------------------
 def _markdown(step_rows, iteration_rows, meta) -> str:
     lines = [
@@ -430,6 +545,13 @@ def main(argv=None) -> None:
         default=[1, 2],
         help="thread counts for the headline table (none: skip it)",
     )
+    parser.add_argument(
+        "--adam",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the Adam table (archbn-d4, segnet-vgg16; --threads threads)",
+    )
+    parser.add_argument("--adam-only", action="store_true", help="only the Adam table")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.inner < 1:
         parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
@@ -438,6 +560,14 @@ def main(argv=None) -> None:
         parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
     torch.set_num_threads(max(1, args.threads))
 
+    adam_sets = [s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")]
+    adam_rows = (
+        measure_adam(adam_sets, args.repeats, args.inner, device, args.big_repeats)
+        if args.adam or args.adam_only
+        else []
+    )
+    if args.adam_only:
+        args.headline_threads, args.headline_only = [], True
     first_call = _first_call_seconds() if args.headline_threads else {}
     headline_rows = (
         measure_headline(
@@ -480,6 +610,7 @@ def main(argv=None) -> None:
                 "steps": step_rows,
                 "iterations": iteration_rows,
                 "headline": headline_rows,
+                "adam": adam_rows,
                 "native_first_call": first_call,
             },
             indent=2,
@@ -488,6 +619,8 @@ def main(argv=None) -> None:
     markdown = _markdown(step_rows, iteration_rows, meta)
     if headline_rows:
         markdown += "\n" + _headline_markdown(headline_rows, first_call)
+    if adam_rows:
+        markdown += "\n" + _adam_markdown(adam_rows)
     md_path.write_text(markdown)
     print(markdown)
     print(f"wrote {json_path} and {md_path}")

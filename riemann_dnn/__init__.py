@@ -8,7 +8,8 @@ Subpackages, from the bottom layer up (imports point down only):
   autodiff backend that keeps tensors on their device.
 - :mod:`riemann_dnn.step` -- the one Riemannian SGD step and the step-size rules.
 - :mod:`riemann_dnn.params` -- which parameter lives on which manifold: ``param_groups``
-  (BatchNorm-fed weights on the oblique manifold) and ``Geometry``.
+  (BatchNorm-fed weights on the oblique manifold), ``Geometry`` and ``ManifoldParameter``
+  (a parameter that carries its manifold; also ``riemann_dnn.ManifoldParameter``).
 - :mod:`riemann_dnn.optim` -- ``RiemannianSGD``, a ``torch.optim.Optimizer``; ``BoldDriver``.
 - :mod:`riemann_dnn.solvers` -- ``StochasticGradient``, a pymanopt optimizer for finite sums;
   ``FiniteSumProblem``, ``ModuleProblem`` (any ``nn.Module``) and classic problems.
@@ -45,12 +46,18 @@ _SUBMODULES = (
 )
 
 
+#: Names of subpackages offered at the top level (imported on first access too).
+_NAMES = {"ManifoldParameter": "params"}
+
+
 def __getattr__(name: str):
     """Import a subpackage on first access (PEP 562): ``riemann_dnn.function`` etc."""
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted([*globals(), *_SUBMODULES, *_NAMES])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..step import riemannian_sgd_step
+from ..step import SGDHyperparameters, riemannian_sgd_step
 from ._functional import work
-from ._group import Group, is_euclidean_group, step_hyperparameters
+from ._group import Group, is_euclidean_group
 
 __all__ = ["FILTER_RATES", "filter_rates"]
 
@@ -67,11 +67,10 @@ def filter_rates(
     return rates.view(*rates.shape, *([1] * (param.ndim - lead)))
 
 
-def filter_rate_sgd(params, grads, bufs, group, geometries) -> None:
+def filter_rate_sgd(params, grads, bufs, group, geometries, hp: SGDHyperparameters) -> None:
     """A Euclidean group with ``"filter_rate"``: the shared step (plain SGD on Euclidean
     space: momentum, dampening, Nesterov, weight decay as ``torch.optim.SGD``) with the rate
     of each filter from :func:`filter_rates`."""
-    hp = step_hyperparameters(group)
     for i, param in enumerate(params):
         grad = grads[i].neg() if group["maximize"] else grads[i]
         rates = filter_rates(group["lr"], param, group["copies"])

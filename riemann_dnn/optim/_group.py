@@ -1,5 +1,5 @@
-"""A param group of :class:`~riemann_dnn.optim.RiemannianSGD`: the checks of its keys and the
-hyper-parameters of its step."""
+"""A param group of a :class:`~riemann_dnn.optim.RiemannianOptimizer`: the checks every
+optimizer shares (the rate, the copies axis) and the facts read from a group's keys."""
 
 from __future__ import annotations
 
@@ -8,54 +8,37 @@ from typing import Any
 
 import torch
 
-from ..step import SGDHyperparameters, check_sgd_hyperparameters
-
 __all__: list[str] = []
 
 Group = dict[str, Any]
 
 
-def check_hyperparameters(group: Group, where: str, *, defaults: bool = False) -> None:
-    """Raise ``ValueError`` naming the first bad hyper-parameter of ``group`` (the
-    defaults may hold a rate per copy: each group with copies checks its shape)."""
-    copies = group.get("copies")
+def check_copies_value(owner: str, copies: Any, where: str) -> None:
+    """``copies``: ``None`` or an int >= 1."""
     if copies is not None and not (
         isinstance(copies, int) and not isinstance(copies, bool) and copies >= 1
     ):
-        raise ValueError(
-            f"RiemannianSGD: copies must be an int >= 1 or None, got {copies!r}{where}"
-        )
-    lr = group["lr"]
-    if defaults and isinstance(lr, torch.Tensor) and lr.ndim == 1:
-        copies = lr.shape[0]
-    _check_lr(lr, copies, where)
-    check_sgd_hyperparameters(
-        "RiemannianSGD",
-        group["momentum"],
-        group["dampening"],
-        group["weight_decay"],
-        group["nesterov"],
-        where=where,
-    )
+        raise ValueError(f"{owner}: copies must be an int >= 1 or None, got {copies!r}{where}")
 
 
-def _check_lr(lr: Any, copies: int | None, where: str) -> None:
-    """``lr``: a number, a 0-d tensor, or (groups with ``copies``) one rate per copy."""
+def check_lr(owner: str, lr: Any, copies: int | None, where: str) -> None:
+    """``lr``: a number >= 0, a one-element tensor (any shape, as ``torch.optim``), or (groups
+    with ``copies``) a 1-D tensor of one rate per copy."""
     if isinstance(lr, torch.Tensor):
-        shapes = [()] if copies is None else [(), (copies,)]
-        if tuple(lr.shape) not in shapes or not lr.is_floating_point():
+        per_copy = copies is not None and tuple(lr.shape) == (copies,)
+        if not lr.is_floating_point() or not (lr.numel() == 1 or per_copy):
             raise ValueError(
-                "RiemannianSGD: a tensor lr must be a floating 0-d tensor"
-                + ("" if copies is None else f" or have shape ({copies},), one rate per copy")
+                f"{owner}: a tensor lr must be a floating tensor of one element"
+                + ("" if copies is None else f" or of shape ({copies},), one rate per copy")
                 + f", got shape {tuple(lr.shape)} and dtype {lr.dtype}{where}"
             )
         if not torch.compiler.is_compiling() and not bool((torch.isfinite(lr) & (lr >= 0)).all()):
-            raise ValueError(f"RiemannianSGD: lr must be finite and >= 0, got {lr}{where}")
+            raise ValueError(f"{owner}: lr must be finite and >= 0, got {lr}{where}")
         return
     if not (
         isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr >= 0
     ):
-        raise ValueError(f"RiemannianSGD: lr must be a finite number >= 0, got {lr!r}{where}")
+        raise ValueError(f"{owner}: lr must be a finite number >= 0, got {lr!r}{where}")
 
 
 def check_copies(index: int, group: Group, param_groups: list[Group]) -> None:
@@ -82,17 +65,23 @@ def check_copies(index: int, group: Group, param_groups: list[Group]) -> None:
 
 
 def is_euclidean_group(group: Group) -> bool:
-    """A group that names no manifold (or ``"euclidean"``): plain SGD, any shapes."""
+    """A group that names no manifold (or ``"euclidean"``) and holds no parameter carrying
+    its own manifold: the Euclidean step, any shapes."""
     spec = group["manifold"]
-    return spec is None or (isinstance(spec, str) and spec.lower() == "euclidean")
+    if spec is not None and not (isinstance(spec, str) and spec.lower() == "euclidean"):
+        return False
+    return spec is not None or not any(carries_manifold(p) for p in group["params"])
 
 
-def step_hyperparameters(group: Group) -> SGDHyperparameters:
-    """The hyper-parameters of the group's step."""
-    return SGDHyperparameters(
-        group["lr"],
-        group["momentum"],
-        group["dampening"],
-        group["nesterov"],
-        group["weight_decay"],
-    )
+def carries_manifold(param: torch.Tensor) -> bool:
+    """Whether ``param`` carries its own manifold (a
+    :class:`~riemann_dnn.params.ManifoldParameter`), read when its group names none."""
+    return getattr(param, "manifold", None) is not None
+
+
+def scalar_rate(lr: float | torch.Tensor) -> float | torch.Tensor:
+    """A one-element tensor rate as a 0-d tensor (``torch.optim``'s ``_to_scalar``); a rate
+    per copy and numbers unchanged."""
+    if isinstance(lr, torch.Tensor) and lr.ndim != 0 and lr.numel() == 1:
+        return lr.reshape(())
+    return lr

@@ -1,24 +1,23 @@
-"""Non-finite gradients in :class:`~riemann_dnn.optim.RiemannianSGD`: the checks (one fused
+"""Non-finite gradients in a :class:`~riemann_dnn.optim.RiemannianOptimizer`: the checks (one fused
 pass per device and dtype), the per-copy masks of stacked groups and the errors raised.
 
-``nonfinite="raise"`` raises :class:`NonFiniteGradientError` before any weight moves (the
-row-fused kernel checks its own rows as it reads them and leaves bad rows untouched);
-``nonfinite="skip"`` checks every gradient first and skips the step (per copy in groups
-with copies: the bad copies' weights and momentum are saved, stepped with zero gradient,
-and put back).
+Both modes check every gradient before any weight or state moves, on every path:
+``nonfinite="raise"`` then raises :class:`NonFiniteGradientError`, ``nonfinite="skip"``
+skips the step (per copy in groups with copies: the bad copies' weights and state are
+saved, stepped with zero gradient, and put back). Rows whose update is zero or not finite
+although their gradient is finite (a zero filter with zero gradient) keep their value, and
+one warning names them.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
-from collections.abc import Callable
 
 import torch
 
-from ..params import Geometry
-from ._functional import takes_row_kernel
-from ._group import Group, is_euclidean_group
+from ._group import Group
 
 __all__ = ["NonFiniteGradientError"]
 
@@ -85,42 +84,37 @@ def raise_nonfinite(param_groups: list[Group], detail: str = "") -> None:
     )
 
 
-def raise_rows() -> None:
-    """Raise :class:`NonFiniteGradientError` after the row-fused kernel left rows untouched."""
-    raise NonFiniteGradientError(
-        "non-finite gradient in some rows: those rows were left untouched, the other "
-        "weights were stepped (no weight holds NaN/inf or left its manifold). Lower the "
-        "learning rate, check the loss, or pass nonfinite='skip' to skip such steps whole"
+def warn_degenerate(owner: str, param_groups: list[Group], geometry_of) -> None:
+    """Warn that rows (points) kept their value because their update was zero or not
+    finite, naming the parameters that hold zero or non-finite rows."""
+    named = []
+    for gi, group in enumerate(param_groups):
+        for pi, param in enumerate(group["params"]):
+            if param.grad is None:
+                continue
+            geometry = geometry_of(param, group)
+            if geometry.is_euclidean:
+                continue
+            point = geometry.view(param.detach())
+            rows = point.reshape(-1, point.shape[-1]) if point.ndim > 1 else point.view(1, -1)
+            norms = torch.linalg.vector_norm(rows.float(), dim=-1)
+            count = int((~(norms > 0) | ~torch.isfinite(norms)).sum())
+            if count:
+                named.append(f"group {gi} parameter {pi} (shape {tuple(param.shape)}): {count}")
+    where = f" ({'; '.join(named)} zero or non-finite rows)" if named else ""
+    warnings.warn(
+        f"{owner}: some rows kept their value because their update was zero or not "
+        f"finite{where}; a zero filter with a zero gradient is not on its manifold and does "
+        f"not move. Re-initialise such filters, or rebuild the optimizer to project them",
+        RuntimeWarning,
+        stacklevel=6,  # warn_degenerate, _step_all, step, no_grad, torch's step hooks
     )
 
 
-def eager_checked(
-    groups: list[Group], geometry: Callable[[torch.Tensor, Group], Geometry]
-) -> list[Group]:
-    """``groups`` restricted to the parameters that the row-fused kernel does not step
-    (it checks its own rows)."""
-    out = []
-    for group in groups:
-        if (
-            group["foreach"] is False
-            or group["fused"] is False
-            or (group["foreach"] is None and torch.compiler.is_compiling())
-        ):
-            out.append(group)
-            continue
-        rest = [
-            p
-            for p in group["params"]
-            if p.grad is None
-            or is_euclidean_group(group)
-            or not takes_row_kernel(p, geometry(p, group))
-        ]
-        out.append({**group, "params": rest})
-    return out
-
-
-def freeze_copies(groups: list[Group], state: dict, bad: torch.Tensor) -> list:
-    """Zero the bad copies' gradients and save their weights and momentum, to be put
+def freeze_copies(
+    groups: list[Group], state: dict, bad: torch.Tensor, state_tensors: tuple[str, ...]
+) -> list:
+    """Zero the bad copies' gradients and save their weights and state tensors, to be put
     back after the step (a step with zero gradient still renormalises)."""
     kept = []
     for group in groups:
@@ -130,7 +124,9 @@ def freeze_copies(groups: list[Group], state: dict, bad: torch.Tensor) -> list:
             mask = bad.to(param.device)
             param.grad[mask] = 0
             kept.append((param, (mask, param[mask].clone())))
-            buf = state[param].get("momentum_buffer")
-            if buf is not None:
-                kept.append((buf, (mask, buf[mask].clone())))
+            entry = state.get(param, {})
+            for key in state_tensors:
+                tensor = entry.get(key)
+                if isinstance(tensor, torch.Tensor) and tensor.shape[:1] == param.shape[:1]:
+                    kept.append((tensor, (mask, tensor[mask].clone())))
     return kept

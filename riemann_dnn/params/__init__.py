@@ -6,6 +6,7 @@ Used by both doors, :class:`riemann_dnn.optim.RiemannianSGD` and
 
 from .geometry import MANIFOLD_NAMES, Geometry, resolve_geometry
 from .groups import param_groups, scale_invariant_weights, verify_scale_invariance
+from .parameter import ManifoldParameter
 
 __all__ = [
     "param_groups",
@@ -14,4 +15,5 @@ __all__ = [
     "Geometry",
     "MANIFOLD_NAMES",
     "resolve_geometry",
+    "ManifoldParameter",
 ]

@@ -57,6 +57,7 @@ def sphere_sgd_step_(
     hp: SGDHyperparameters,
     *,
     maximize: bool = False,
+    found: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     r"""The shared step on unit-norm ``x`` (norms along ``axis``), in place.
 
@@ -67,7 +68,9 @@ def sphere_sgd_step_(
 
     A float rate above 1 (and, without momentum, any tensor rate) scales the update
     :math:`x - \lambda d` by :math:`1/\max(1, \lambda)` before normalising, so that a huge
-    rate cannot overflow; the normalised result is the same.
+    rate cannot overflow; the normalised result is the same. A sphere whose update is zero
+    (a zero point with zero gradient and momentum) keeps its value, zero, and sets
+    ``found`` (a one-element tensor) to 1.
     """
     lr, mu, tau = hp.lr, hp.momentum, hp.dampening
     scalar = not isinstance(lr, torch.Tensor)
@@ -98,8 +101,14 @@ def sphere_sgd_step_(
             x.mul_(1 / lr).sub_(direction)
         else:
             x.addcmul_(direction, lr, value=-1)
-    # multiplying by the reciprocal norms is cheaper than dividing on CPUs
-    x.mul_(torch.linalg.vector_norm(x, dim=axis, keepdim=True).reciprocal_())
+    # multiplying by the reciprocal norms is cheaper than dividing on CPUs; a zero update
+    # (a zero row with a zero gradient and momentum) stays zero, its value before the step
+    inverse = torch.linalg.vector_norm(x, dim=axis, keepdim=True).reciprocal_()
+    zero = torch.isinf(inverse)
+    x.mul_(inverse.masked_fill_(zero, 0))
+    if found is not None:
+        flag = zero.any().to(device=found.device, dtype=found.dtype)
+        torch.maximum(found, flag, out=found)
     if mu != 0:  # vector transport by projection onto the new tangent space
         m.addcmul_(x, _inner(x, m, axis), value=-1)
     return m
@@ -135,8 +144,8 @@ def oblique_sgd_eager_(
     ``momentum_buffers`` is empty without momentum, else one buffer per point (float32 for
     float16/bfloat16 points), overwritten when ``first_step``. ``lr`` is 1-D: row block
     ``k`` (of ``rows // len(lr)`` consecutive rows) takes ``lr[k]``. A row whose gradient is
-    not finite is left untouched (a fresh buffer row is zero) and ``found_nonfinite`` is set
-    to 1; half points are stepped in float32.
+    not finite, or whose update is zero, is left untouched (a fresh buffer row is zero) and
+    ``found_nonfinite`` is set to 1; half points are stepped in float32.
     """
     hp = SGDHyperparameters(0.0, momentum, dampening, nesterov, weight_decay)
     bufs = momentum_buffers if momentum != 0 else [None] * len(points)
@@ -152,7 +161,9 @@ def oblique_sgd_eager_(
             gw = gw.masked_fill(bad.unsqueeze(-1), 0)
             found_nonfinite.fill_(1)
         step = hp._replace(lr=_row_rates(lr, x, work))
-        new_m = sphere_sgd_step_(xw, gw, None if first_step else m, -1, step, maximize=maximize)
+        new_m = sphere_sgd_step_(
+            xw, gw, None if first_step else m, -1, step, maximize=maximize, found=found_nonfinite
+        )
         if m is not None and first_step:
             m.copy_(new_m)
         if any_bad:

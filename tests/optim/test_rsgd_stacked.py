@@ -125,7 +125,7 @@ def test_state_dict_with_manifold_objects_loads_weights_only_and_checks_the_mani
         ({"copies": 2}, "leading axis of 2 copies"),
         ({"copies": 0}, "copies must be an int"),
         ({"copies": 3, "lr": torch.ones(2)}, r"shape \(3,\)"),
-        ({"lr": torch.ones(3)}, "0-d tensor"),
+        ({"lr": torch.ones(3)}, "of one element"),
         ({"copies": 3, "lr": torch.tensor([0.1, -1.0, 0.1])}, "finite and >= 0"),
     ],
 )

@@ -7,8 +7,18 @@ cached per user (``build.py``), or the eager torch step where it cannot run.
 plain (Euclidean) ones -- so that a whole step of a small network is one C call:
 :class:`~riemann_dnn.optim.RiemannianSGD` steps CPU models through it. See
 ``docs/kernels.md`` for the design, the measured costs and the CUDA plan.
+:func:`oblique_adam_` is Riemannian Adam on unit rows, the same way
+(``riemann_dnn::oblique_adam_``, ``oblique_adam.c``).
 """
 
+from .adam_ops import (
+    FiniteCheck,
+    PreparedAdamRows,
+    adam_native_available,
+    adam_native_unavailable_reason,
+    all_finite,
+    oblique_adam_,
+)
 from .build import cache_dir
 from .ops import PreparedStep, native_available, native_unavailable_reason, oblique_sgd_
 
@@ -18,4 +28,10 @@ __all__ = [
     "native_available",
     "native_unavailable_reason",
     "cache_dir",
+    "oblique_adam_",
+    "PreparedAdamRows",
+    "FiniteCheck",
+    "all_finite",
+    "adam_native_available",
+    "adam_native_unavailable_reason",
 ]

@@ -1,6 +1,7 @@
 """Compile ``oblique_sgd.c`` at first use and load it with ctypes.
 
-Nothing is compiled at import. :func:`load` compiles the shipped C source with the system C
+Nothing is compiled at import. :func:`load` (and :func:`load_kernel`, for another kernel of
+this folder) compiles the shipped C source with the system C
 compiler (``$CC``, else sysconfig's ``CC``, else ``cc``/``gcc``/``clang`` on ``PATH``) into a
 per-user cache, ``$RIEMANN_DNN_KERNEL_CACHE`` or ``~/.cache/riemann_dnn/kernels``, under a
 directory named by a hash of the source, the flags, the compiler (path, size, mtime) and the
@@ -25,9 +26,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["load", "NativeLibrary", "SOURCE", "cache_dir"]
+__all__ = ["load", "load_kernel", "NativeLibrary", "SOURCE", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("oblique_sgd.c")
+#: Headers the kernel sources may include (hashed with each source).
+HEADERS = tuple(sorted(Path(__file__).parent.glob("*.h")))
 _BASE_FLAGS = (
     "-O3",
     "-std=gnu11",
@@ -38,6 +41,7 @@ _BASE_FLAGS = (
 )
 _LOCK = threading.Lock()
 _RESULT: tuple[NativeLibrary | None, str] | None = None
+_KERNELS: dict[Path, tuple[NativeLibrary | None, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,15 @@ def _flag_sets(compiler: str) -> list[tuple[str, ...]]:
     return [native + ("-fopenmp",), ("-fopenmp",), native, ()]
 
 
-def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> str | None:
+def _compile(
+    compiler: str, flags: tuple[str, ...], target: Path, source: Path = SOURCE
+) -> str | None:
     """Compile to ``target`` atomically; returns an error message or None."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *_BASE_FLAGS, *flags, str(SOURCE), "-o", tmp, "-lm"]
+        cmd = [compiler, *_BASE_FLAGS, *flags, str(source), "-o", tmp, "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             return f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}"
@@ -149,17 +155,18 @@ def _open(path: Path) -> ctypes._CFuncPtr:
     return fn
 
 
-def _build() -> tuple[NativeLibrary | None, str]:
+def _build(kernel: Path = SOURCE, opener=None) -> tuple[NativeLibrary | None, str]:
     import time
 
+    opener = _open if opener is None else opener
     if os.environ.get("RIEMANN_DNN_NATIVE", "1").strip().lower() in ("0", "false", "off", "no"):
         return None, "disabled by RIEMANN_DNN_NATIVE=0"
-    if not SOURCE.exists():
-        return None, f"kernel source {SOURCE} is missing from the installation"
+    if not kernel.exists():
+        return None, f"kernel source {kernel} is missing from the installation"
     compiler = _find_compiler()
     if compiler is None:
         return None, "no C compiler found (set CC or install gcc/clang)"
-    source = SOURCE.read_bytes()
+    source = kernel.read_bytes() + b"".join(h.read_bytes() for h in HEADERS)
     stat = os.stat(compiler)
     errors = []
     for flags in _flag_sets(compiler):
@@ -175,18 +182,18 @@ def _build() -> tuple[NativeLibrary | None, str]:
                 ]
             )
         ).hexdigest()[:24]
-        target = cache_dir() / key / "oblique_sgd.so"
+        target = cache_dir() / key / f"{kernel.stem}.so"
         compiled, seconds = False, 0.0
         if not target.exists():
             start = time.perf_counter()
-            error = _compile(compiler, flags, target)
+            error = _compile(compiler, flags, target, kernel)
             seconds = time.perf_counter() - start
             if error is not None:
                 errors.append(error)
                 continue
             compiled = True
         try:
-            fn = _open(target)
+            fn = opener(target)
         except (OSError, AttributeError) as err:
             errors.append(f"loading {target}: {err}")
             continue
@@ -205,7 +212,18 @@ def load() -> tuple[NativeLibrary | None, str]:
     return _RESULT
 
 
+def load_kernel(source: Path, opener) -> tuple[NativeLibrary | None, str]:
+    """As :func:`load`, for another kernel source of this folder: ``opener(path)`` loads
+    the compiled library and returns its ctypes function (with ``has_openmp`` set)."""
+    if source not in _KERNELS:
+        with _LOCK:
+            if source not in _KERNELS:
+                _KERNELS[source] = _build(source, opener)
+    return _KERNELS[source]
+
+
 def _reset() -> None:
-    """Forget the loaded library (tests)."""
+    """Forget the loaded libraries (tests)."""
     global _RESULT
     _RESULT = None
+    _KERNELS.clear()

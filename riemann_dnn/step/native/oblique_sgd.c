@@ -342,7 +342,7 @@ static const size_t ELEMENT_SIZE[4] = {4, 8, 2, 2};
 static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols,
                          const int8_t *normalize,
                          void *const *w, const void *const *g, void *const *m, int dtype,
-                         const double *lr, const int64_t *rows_per_lr, const params_t *p,
+                         const double *const *lr, const int64_t *rows_per_lr, const params_t *p,
                          void *scratch) {
     const int64_t n = ncols[t];
     const size_t es = ELEMENT_SIZE[dtype];
@@ -352,7 +352,7 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
         char *wr = (char *)w[t] + (size_t)r * n * es;
         const char *gr = (const char *)g[t] + (size_t)r * n * es;
         char *mr = m ? (char *)m[t] + (size_t)r * n * ms : NULL;
-        const double rate = lr[r / rows_per_lr[t]];
+        const double rate = lr[t][r / rows_per_lr[t]];
         if (r + 1 < r1) {
             /* the start of the next row (up to PREFETCH bytes of each array) into L2 while
                this one is computed; the hardware prefetcher streams the rest */
@@ -388,22 +388,23 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
 
 /* The step on `ntensors` row-major (rows[t], ncols[t]) weights w[t] with gradients g[t]
    and (momentum != 0) buffers m[t] (float64 for float64 weights, else float32).
-   Row r of tensor t takes rate lr[r / rows_per_lr[t]]. Rows are split among `nthreads`
+   Row r of tensor t takes rate lr[t][r / rows_per_lr[t]] (the rates are read where the
+   caller keeps them, e.g. a float64 tensor of one rate per copy). Rows are split among `nthreads`
    threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
    untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
 RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
                                   const int8_t *normalize,
                                   void *const *w, const void *const *g, void *const *m,
-                                  int dtype, const double *lr, const int64_t *rows_per_lr,
+                                  int dtype, const double *const *lr, const int64_t *rows_per_lr,
                                   double momentum, double dampening, int nesterov,
                                   double weight_decay, int maximize, int first, int nthreads,
                                   float *found) {
     if (ntensors <= 0) return 0;
-    if (dtype < 0 || dtype > 3 || (momentum != 0 && !m)) return -1;
+    if (dtype < 0 || dtype > 3 || (momentum != 0 && !m) || !lr) return -1;
     params_t p = {momentum, dampening, weight_decay, maximize ? -1.0 : 1.0, nesterov, first};
     int64_t total = 0, widest = 1;
     for (int64_t t = 0; t < ntensors; t++) {
-        if (rows[t] < 0 || ncols[t] < 1 || rows_per_lr[t] < 1) return -1;
+        if (rows[t] < 0 || ncols[t] < 1 || rows_per_lr[t] < 1 || !lr[t]) return -1;
         total += rows[t] * ncols[t];
         if (ncols[t] > widest) widest = ncols[t];
     }

@@ -95,7 +95,7 @@ def _call_native(
         ptr(*[g.data_ptr() for g in grads]),
         ptr(*[b.data_ptr() for b in bufs]) if bufs else None,
         _DTYPE_CODES[points[0].dtype],
-        rates.data_ptr(),
+        ptr(*([rates.data_ptr()] * k)),
         i64(*per_lr),
         momentum,
         dampening,
@@ -325,8 +325,10 @@ class PreparedStep:
     only the gradients' pointers and the hyper-parameters, so that a step costs one C call
     and no per-tensor Python work beyond reading each gradient's address -- what a small
     network (ArchBN: 18 tensors, 57k weights) needs to step at ``torch.optim.SGD``'s cost.
-    Rows with a non-finite gradient (or update) are left untouched and flagged, as in
-    :func:`oblique_sgd_`.
+    The kernel reads the rates where they are kept: a float64 CPU tensor (one rate, or one
+    per copy) is read in place, so changing its values costs nothing; a number or another
+    tensor is written into a float64 slot of this object. Rows with a non-finite gradient
+    (or update) are left untouched and flagged, as in :func:`oblique_sgd_`.
 
     Args:
         points: contiguous 2-D ``(rows, n)`` tensors (views of the parameters).
@@ -336,7 +338,9 @@ class PreparedStep:
         params: the tensors the points view, whose ``.grad`` :meth:`gradient_pointers`
             reads (default: the points).
         copies: stacked copies: each point's rows are ``copies`` consecutive blocks, block
-            ``k`` stepped with the ``k``-th rate of a tensor ``lr``.
+            ``k`` stepped with the ``k``-th rate of a rate per copy.
+        rate_slots: the number of consecutive points that share each rate (e.g. one slot
+            per param group); default: one rate for all.
     """
 
     def __init__(
@@ -347,6 +351,7 @@ class PreparedStep:
         *,
         params: Sequence[torch.Tensor] | None = None,
         copies: int = 1,
+        rate_slots: Sequence[int] | None = None,
     ):
         library, reason = load()
         if library is None:
@@ -364,7 +369,6 @@ class PreparedStep:
             raise ValueError(
                 f"PreparedStep: copies={copies} must divide every point's rows, got rows {rows}"
             )
-        self._per_lr = i64(*[max(r // copies, 1) for r in rows])
         self.copies = copies
         self._numel = i64(*[p.numel() for p in points])
         self._normalize = (ctypes.c_int8 * k)(*[int(bool(v)) for v in normalize])
@@ -376,8 +380,18 @@ class PreparedStep:
         self._addresses = [p.data_ptr() for p in self.params]
         self._grad_ptrs = ptr()
         self._torch_dtype = points[0].dtype
-        self._lr = ctypes.c_double()
         self._found = torch.zeros(1)
+        # the rates: per slot, the points it covers, a float64 slot of its own and what
+        # the kernel reads now (address, count, the object kept alive)
+        sizes = [k] if rate_slots is None else list(rate_slots)
+        if sum(sizes) != k or any(size < 0 for size in sizes):
+            raise ValueError(f"PreparedStep: rate_slots {sizes} must add up to {k} points")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._slots = [range(a, a + n) for a, n in zip(starts, sizes)]
+        self._own = [(ctypes.c_double * copies)() for _ in sizes]
+        self._bound: list[tuple[int, int, object] | None] = [None] * len(sizes)
+        self._rate_ptrs = ptr()
+        self._per_lr = i64()
 
     def valid_for(self, params: Sequence[torch.Tensor]) -> bool:
         """Whether ``params`` are the tensors, with the storage, this step was prepared
@@ -404,14 +418,51 @@ class PreparedStep:
 
     def all_finite(self, grads: ctypes.Array) -> bool:
         """Whether every gradient entry is finite (one read-only pass; ``grads`` from
-        :meth:`gradient_pointers`): the strict mode's check, before any weight moves."""
+        :meth:`gradient_pointers`): the check before any weight moves."""
         return bool(self._fn.all_finite(self._k, self._numel, grads, self._dtype))
+
+    def bind_rate(self, slot: int, lr: float | torch.Tensor) -> None:
+        """Let the kernel read slot ``slot``'s rate from ``lr``: a float64 contiguous CPU
+        tensor of 1 or ``copies`` rates is read in place (its later values are used as
+        they are); a number or another tensor is copied into the slot's own float64
+        storage (a 0-d or one-element tensor is read with ``float``)."""
+        previous = self._bound[slot]
+        if previous is not None:  # the common cases, cheaply: nothing to re-point
+            if previous[2] is lr and lr.data_ptr() == previous[0]:
+                return
+            if type(lr) is float and previous[1] == 1 and previous[2] is self._own[slot]:
+                self._own[slot][0] = lr
+                return
+        if isinstance(lr, torch.Tensor):
+            count = lr.numel()
+            if count not in (1, self.copies):
+                raise ValueError(
+                    f"PreparedStep: lr has {count} rates; expected 1 or one per copy "
+                    f"({self.copies})"
+                )
+            if lr.dtype is torch.float64 and lr.device.type == "cpu" and lr.is_contiguous():
+                bound = (lr.data_ptr(), count, lr)
+            else:
+                own = self._own[slot]
+                values = [float(lr)] if count == 1 else lr.detach().reshape(-1).tolist()
+                for i, value in enumerate(values):
+                    own[i] = value
+                bound = (ctypes.addressof(own), count, own)
+        else:
+            own = self._own[slot]
+            own[0] = lr
+            bound = (ctypes.addressof(own), 1, own)
+        if previous is None or previous[:2] != bound[:2]:
+            for t in self._slots[slot]:
+                self._rate_ptrs[t] = bound[0]
+                self._per_lr[t] = max(self._rows[t] // bound[1], 1)
+        self._bound[slot] = bound
 
     def __call__(
         self,
         grads: Sequence[torch.Tensor] | ctypes.Array,
         *,
-        lr: float | tuple[float, ...] | torch.Tensor,
+        lr: float | torch.Tensor | Sequence[float | torch.Tensor],
         momentum: float = 0.0,
         dampening: float = 0.0,
         nesterov: bool = False,
@@ -420,23 +471,19 @@ class PreparedStep:
         first_step: bool = False,
     ) -> bool:
         """Step in place with ``grads`` (contiguous tensors of the points' shapes and
-        dtype, or :meth:`gradient_pointers`); returns whether some row was left untouched
-        (a non-finite gradient or update)."""
+        dtype, or :meth:`gradient_pointers`) and ``lr`` (one rate for every slot, or a
+        sequence of one per slot; see :meth:`bind_rate`); returns whether some row was
+        left untouched (a non-finite gradient or update)."""
         if not isinstance(grads, ctypes.Array):
             grads = self._ptr(*[g.data_ptr() for g in grads])
-        if isinstance(lr, torch.Tensor):
-            lr = float(lr) if lr.ndim == 0 else tuple(lr.tolist())
-        if isinstance(lr, tuple):
-            if len(lr) != self.copies:
-                raise ValueError(f"PreparedStep: {len(lr)} rates for {self.copies} copies")
-            rates = (ctypes.c_double * len(lr))(*lr)
+        if isinstance(lr, (list, tuple)):
+            if len(lr) != len(self._slots):
+                raise ValueError(f"PreparedStep: {len(lr)} rates for {len(self._slots)} slots")
+            for slot, rate in enumerate(lr):
+                self.bind_rate(slot, rate)
         else:
-            if self.copies != 1:
-                lr = (float(lr),) * self.copies
-                rates = (ctypes.c_double * self.copies)(*lr)
-            else:
-                self._lr.value = lr
-                rates = self._lr
+            for slot in range(len(self._slots)):
+                self.bind_rate(slot, lr)
         found = self._found
         found.zero_()
         bad = self._fn(
@@ -448,7 +495,7 @@ class PreparedStep:
             grads,
             self._buffer_ptrs,
             self._dtype,
-            ctypes.addressof(rates),
+            self._rate_ptrs,
             self._per_lr,
             momentum,
             dampening,

@@ -1,0 +1,77 @@
+"""RiemannianOptimizer, the base: a new optimizer is its hooks only (the subclass contract)."""
+
+import io
+
+import pytest
+import torch
+
+from riemann_dnn.optim import NonFiniteGradientError, RiemannianOptimizer, RiemannianSGD
+from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
+
+
+class PlainRGD(RiemannianOptimizer):
+    """Riemannian gradient descent in a few lines: the hooks a subclass implements."""
+
+    name = "PlainRGD"
+
+    def __init__(self, params, lr=0.1, **kwargs):
+        super().__init__(params, dict(lr=lr), **kwargs)
+
+    def _check_hyperparameters(self, group, where):
+        pass
+
+    def _step_group(self, group, found):
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            geometry = self.geometry(param, group)
+            view = geometry.view
+            new, _ = riemannian_sgd_step(
+                geometry.manifold,
+                view(param),
+                view(param.grad),
+                None,
+                SGDHyperparameters(group["lr"]),
+            )
+            view(param).copy_(new)
+
+
+def _weights(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 5, generator=gen, requires_grad=True), torch.randn(
+        4, generator=gen, requires_grad=True
+    )
+
+
+def test_a_subclass_of_hooks_only_places_steps_and_checks():
+    w, b = _weights()
+    opt = PlainRGD([{"params": [w], "manifold": "oblique"}, {"params": [b]}], lr=0.1)
+    torch.testing.assert_close(w.detach().norm(dim=1), torch.ones(6))  # placed
+    reference = RiemannianSGD(
+        [{"params": [w.detach().clone().requires_grad_()], "manifold": "oblique"}],
+        lr=0.1,
+        foreach=False,
+    )
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        g = torch.randn(6, 5, generator=gen)
+        w.grad, b.grad = g.clone(), torch.ones(4)
+        reference.param_groups[0]["params"][0].grad = g.clone()
+        opt.step()
+        reference.step()
+    torch.testing.assert_close(w.detach(), reference.param_groups[0]["params"][0].detach())
+    w.grad[0, 0] = torch.nan
+    before = w.detach().clone()
+    with pytest.raises(NonFiniteGradientError):
+        opt.step()
+    assert torch.equal(w.detach(), before)
+
+
+def test_a_subclass_state_dict_loads_with_weights_only():
+    w, _ = _weights()
+    opt = PlainRGD([{"params": [w], "manifold": "oblique"}], lr=0.1)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    opt.load_state_dict(torch.load(buffer, weights_only=True))
+    assert opt.param_groups[0]["manifold"] == "oblique"
