@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 
 def ensemble_epoch(depth, method, copies, x, y, batch, device):
-    from riemann_dnn.experiments.protocol import RunConfig, build_ensemble
+    from riemann_dnn.experiments.config import RunConfig
+    from riemann_dnn.experiments.training import build_ensemble
 
     configs = [RunConfig(depth=depth, method=method, seed=s) for s in range(copies)]
     ensemble = build_ensemble(configs, 1, x.shape[1], device)

@@ -20,23 +20,34 @@ Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
   ``RiemannianSGD`` with each BN-fed weight a ``ManifoldParameter`` on ``geoopt.Sphere`` of
   shape ``(out, in*k*k)`` (geoopt's sphere is the last axis: one unit-norm row per filter).
 
-The headline table (first; ``--headline-only`` for it alone) times, on ``archbn-d4`` and
-``segnet-vgg16`` with 1 and 2 threads (``--headline-threads``), ``RiemannianSGD``'s default
-path (on the CPU: the native row-fused kernel, :mod:`riemann_dnn.step.native`, one C call
-per set of param groups) as ``UN`` and with ``nonfinite="skip"`` as ``UN(strict)``, against
-``SGD(foreach=True)``, ``SGD(fused=True)`` and geoopt, and the kernel's first-call time
-(compile into a fresh cache, then load from it). Targets on this CPU (issue 9), one thread:
-UN <= 1.2x SGD(foreach) at momentum 0 and <= 0.9x at momentum 0.9 on both sets; strict
-<= 1.6x on ``segnet-vgg16``.
+A table for each kind of symmetry ``param_groups`` finds: ``RiemannianSGD.step`` on the
+groups it builds for four 64x64x7x7 convs followed by BatchNorm (per filter), GroupNorm(32)
+(per group: ``"oblique:groups=32"``), a channels-last LayerNorm (whole tensor:
+``"oblique:groups=1"``) or weight standardization (per filter), per constrained element and
+against the BatchNorm row: every kind takes the same row-fused kernel.
 
-Each sample times ``--inner`` consecutive steps; methods are interleaved sample by sample so
-that a busy machine slows them alike; reported: the median per step and ratios of medians
-measured in the same run (``UN/SGD`` against SGD with the same ``foreach``, and against
-``SGD(foreach=True)``). A second table times a full training iteration (zero_grad, forward,
-backward, step; batch 100) of an ArchBN (riemann_dnn.models.ArchBN), UN against SGD: the paper
-says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x a B-SGD one::
+The headline table (first; ``--headline-only`` for it alone) times, on ``archbn-d4`` and
+``segnet-vgg16`` with 1 and 2 threads (``--headline-threads``), the methods of
+:data:`HEADLINE` -- ``RiemannianSGD``'s default path (on the CPU: the native row-fused
+kernel, :mod:`riemann_dnn.step.native`, one C call per set of param groups) as ``UN``,
+``RSGD-euclid``, ``SGD(foreach=True)`` and geoopt -- against ``SGD(fused=True)``, torch's
+fastest CPU path, and the kernel's first-call time (compile into a fresh cache, then load
+from it). Target (issue 19), one thread: UN <= 1.15x SGD(fused) at momentum 0 and 0.9 on
+both sets. A new optimizer adds its rows to :data:`HEADLINE` with its own baseline.
+
+Each round takes one sample (``--inner`` consecutive steps) of every method, in a rotating
+order, so that a busy spell slows every method of the round; reported: the median per step
+and, per method, the median and interquartile range of its per-round ratio to its baseline.
+``--clock thread`` times this thread's CPU time instead of the wall clock: on a machine
+shared with other work it moves far less (with one thread it is the step's own cost). The
+machine (CPU model, cores, load average at the start and end, torch, clock) is printed and
+written with the results. A second table times a full training iteration (zero_grad,
+forward, backward, step; batch 100) of an ArchBN (riemann_dnn.models.ArchBN), UN against
+SGD: the paper says UN costs about what SGD does; the project's target is a UN epoch <= 1.05x
+a B-SGD one::
 
     python benchmarks/optimizer_step.py --device cpu --repeats 200
+    python benchmarks/optimizer_step.py --headline-only --headline-threads 1 --clock thread
 
 The Adam table (``--adam``; ``--adam-only`` for it alone) times, on ``archbn-d4`` and
 ``segnet-vgg16``, one thread, ``RiemannianAdam`` with the BN-fed weights oblique (its
@@ -55,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -145,11 +157,18 @@ def _optimizer(
     return RiemannianSGD(groups, lr=LR, momentum=momentum, foreach=foreach, nonfinite=nonfinite)
 
 
+#: The clock of every sample: ``"wall"`` (time.perf_counter) or ``"thread"``
+#: (time.thread_time: this thread's CPU time, which a loaded machine inflates far less).
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+_clock = time.perf_counter
+
+
 def _interleaved(
     samplers: dict[str, callable], repeats: int, inner: int, device: torch.device
 ) -> dict[str, list[float]]:
-    """Seconds per call of each sampler, ``repeats`` samples of ``inner`` calls each,
-    rotating the order of the samplers every round."""
+    """Seconds per call of each sampler, ``repeats`` rounds of one sample (``inner``
+    calls) per sampler, rotating the order of the samplers every round; sample ``r`` of
+    each sampler comes from round ``r`` (for per-round ratios)."""
     names = list(samplers)
     for name in names:  # warm-up (allocations, first momentum step, caches)
         for _ in range(max(3, inner)):
@@ -158,12 +177,42 @@ def _interleaved(
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            start = _clock()
             for _ in range(inner):
                 samplers[name]()
             _sync(device)
-            times[name].append((time.perf_counter() - start) / inner)
+            times[name].append((_clock() - start) / inner)
     return times
+
+
+def ratio_summary(times: dict[str, list[float]], name: str, baseline: str) -> dict:
+    """The median and interquartile range of the per-round ratios ``name / baseline``
+    (rounds interleave the methods, so a busy spell slows both sides of a ratio)."""
+    ratios = sorted(a / b for a, b in zip(times[name], times[baseline]))
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"median": statistics.median(ratios), "q1": q1, "q3": q3}
+
+
+def machine() -> dict:
+    """What ran the benchmark: CPU model, logical cores, load averages, torch and threads."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "cpu": model,
+        "logical_cores": os.cpu_count(),
+        "load_average": load,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "clock": next(k for k, v in CLOCKS.items() if v is _clock),
+    }
 
 
 def measure_steps(
@@ -277,6 +326,23 @@ def _first_call_seconds() -> dict:
     return out
 
 
+def _un(spec, momentum, device, nonfinite="raise"):
+    return _optimizer("UN", spec, momentum, True, device, nonfinite=nonfinite)
+
+
+#: The headline's methods: (name, builder(spec, momentum, device), baseline name or None).
+#: Ratios are of each method to its baseline, per round. A new optimizer adds its rows
+#: (e.g. RiemannianAdam against Adam(fused=True)).
+HEADLINE: list[tuple[str, callable, str | None]] = [
+    ("SGD(fused)", lambda spec, m, d: _fused_sgd(spec, m, d), None),
+    ("SGD(foreach)", lambda spec, m, d: _optimizer("SGD", spec, m, True, d), "SGD(fused)"),
+    ("UN", _un, "SGD(fused)"),
+    ("RSGD-euclid", lambda spec, m, d: _optimizer("RSGD-euclid", spec, m, True, d), "SGD(fused)"),
+]
+if geoopt is not None:
+    HEADLINE.append(("geoopt", lambda s, m, d: _optimizer("geoopt", s, m, True, d), "SGD(fused)"))
+
+
 def measure_headline(
     sets,
     repeats: int,
@@ -285,9 +351,8 @@ def measure_headline(
     big_repeats: int | None,
     threads: list[int],
 ) -> list[dict]:
-    """UN (RiemannianSGD's default, its native fast path on the CPU) and UN(strict)
-    (``nonfinite="skip"``: every gradient checked before any weight moves) against
-    SGD(foreach), SGD(fused) and geoopt, interleaved."""
+    """Every :data:`HEADLINE` method, interleaved: the median time per step and the
+    median and interquartile range of its per-round ratio to its baseline."""
     rows = []
     for set_name in sets:
         spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
@@ -296,34 +361,34 @@ def measure_headline(
             torch.set_num_threads(n_threads)
             for momentum in (0.0, 0.9):
                 samplers = {
-                    "SGD(foreach)": _optimizer("SGD", spec, momentum, True, device).step,
-                    "SGD(fused)": _fused_sgd(spec, momentum, device).step,
-                    "UN": _optimizer("UN", spec, momentum, True, device).step,
-                    "UN(strict)": _optimizer(
-                        "UN", spec, momentum, True, device, nonfinite="skip"
-                    ).step,
+                    name: build(spec, momentum, device).step for name, build, _ in HEADLINE
                 }
-                if geoopt is not None:
-                    samplers["geoopt"] = _optimizer("geoopt", spec, momentum, True, device).step
                 times = _interleaved(samplers, reps, inn, device)
-                medians = {k: statistics.median(v) for k, v in times.items()}
-                for method, median in medians.items():
+                for name, _, baseline in HEADLINE:
+                    ratio = ratio_summary(times, name, baseline) if baseline else None
                     rows.append(
                         {
                             "set": set_name,
                             "threads": n_threads,
                             "momentum": momentum,
-                            "method": method,
-                            "us_per_step": 1e6 * median,
-                            "ratio_to_sgd_foreach": median / medians["SGD(foreach)"],
-                            "ratio_to_sgd_fused": median / medians["SGD(fused)"],
+                            "method": name,
+                            "baseline": baseline,
+                            "us_per_step": 1e6 * statistics.median(times[name]),
+                            "ratio": ratio,
+                            "samples": reps,
                         }
                     )
                 print(
                     f"{set_name} threads={n_threads} momentum={momentum:g}: "
                     + ", ".join(
-                        f"{k} {1e6 * v:.0f}us ({v / medians['SGD(foreach)']:.2f})"
-                        for k, v in medians.items()
+                        f"{r['method']} {r['us_per_step']:.0f}us"
+                        + (
+                            f" ({r['ratio']['median']:.2f} [{r['ratio']['q1']:.2f}, "
+                            f"{r['ratio']['q3']:.2f}])"
+                            if r["ratio"]
+                            else ""
+                        )
+                        for r in rows[-len(HEADLINE) :]
                     ),
                     flush=True,
                 )
@@ -337,24 +402,32 @@ def _fused_sgd(spec, momentum, device):
     return opt
 
 
-def _headline_markdown(rows, first_call) -> str:
+def _headline_markdown(rows, first_call, meta) -> str:
     lines = [
         "## RiemannianSGD (default: the native fast path) against torch.optim.SGD and geoopt",
         "",
-        f"First call: compile {first_call.get('compile_s')} s, load from cache "
-        f"{first_call.get('cached_s')} s (fresh processes, including the Python start). "
-        "UN = RiemannianSGD with the BN-fed weights oblique (default nonfinite='raise': rows "
-        "checked in the kernel's own read); UN(strict) = nonfinite='skip' (every gradient "
-        "checked before any weight moves).",
+        f"{meta['machine']['cpu']}, {meta['machine']['logical_cores']} logical cores, load "
+        f"average {meta['machine']['load_average']} at the start; torch "
+        f"{meta['machine']['torch']}; clock: {meta['machine']['clock']}. First call: compile "
+        f"{first_call.get('compile_s')} s, load from cache {first_call.get('cached_s')} s "
+        "(fresh processes, including the Python start). UN = RiemannianSGD with the BN-fed "
+        "weights oblique (default nonfinite='raise': every gradient checked before any weight "
+        "moves). Ratio: median over interleaved rounds of the per-round ratio to the "
+        "baseline, with its interquartile range.",
         "",
-        "| set | threads | momentum | method | us / step | / SGD(foreach) | / SGD(fused) |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| set | threads | momentum | method | us / step (median) | / baseline | IQR |",
+        "|---|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
+        ratio = r["ratio"]
         lines.append(
             f"| {r['set']} | {r['threads']} | {r['momentum']:g} | {r['method']} | "
-            f"{r['us_per_step']:.1f} | {r['ratio_to_sgd_foreach']:.2f} | "
-            f"{r['ratio_to_sgd_fused']:.2f} |"
+            f"{r['us_per_step']:.1f} | "
+            + (
+                f"{ratio['median']:.2f} x {r['baseline']} | [{ratio['q1']:.2f}, {ratio['q3']:.2f}] |"
+                if ratio
+                else "baseline | |"
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -505,6 +578,101 @@ def _markdown(step_rows, iteration_rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- each kind of symmetry param_groups finds, stepped by the row kernel -------------------------
+KINDS = {  # model: four 64x64x7x7 convs, each followed by ...
+    "batchnorm": "BatchNorm2d: per filter, 'oblique' (the baseline)",
+    "groupnorm": "GroupNorm(32): per group of 2 filters, 'oblique:groups=32'",
+    "layernorm": "channels-last LayerNorm: whole tensor, 'oblique:groups=1'",
+    "ws": "weight standardization (StdConv2d) + ReLU: per filter, 'oblique'",
+}
+
+
+class _StdConv2d(nn.Conv2d):
+    def forward(self, x):
+        w = self.weight.reshape(1, self.out_channels, -1)
+        w = torch.nn.functional.batch_norm(w, None, None, training=True, momentum=0.0, eps=1e-6)
+        return self._conv_forward(x, w.reshape_as(self.weight), None)
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _kind_model(kind: str) -> nn.Module:
+    layers = []
+    for _ in range(4):
+        conv = (_StdConv2d if kind == "ws" else nn.Conv2d)(64, 64, 7, padding=3, bias=False)
+        norm = {
+            "batchnorm": lambda: nn.BatchNorm2d(64),
+            "groupnorm": lambda: nn.GroupNorm(32, 64),
+            "layernorm": lambda: _LayerNorm2d(64),
+            "ws": nn.ReLU,
+        }[kind]()
+        layers += [conv, norm]
+    return nn.Sequential(*layers)
+
+
+def measure_symmetry_kinds(repeats: int, inner: int, device: torch.device) -> list[dict]:
+    """``RiemannianSGD.step`` on the groups ``param_groups`` finds in four-conv models whose
+    weights are invariant per filter (BatchNorm; weight standardization), per group of
+    filters (GroupNorm) and as a whole (LayerNorm), against ``SGD(foreach=True)`` on the same
+    parameters; the cost per constrained element, and its ratio to the BatchNorm row."""
+    rows = []
+    for momentum in (0.0, 0.9):
+        samplers, elements, manifolds = {}, {}, {}
+        for kind in KINDS:
+            torch.manual_seed(0)
+            model = _kind_model(kind).to(device)
+            groups = param_groups(model, example_input=torch.randn(2, 64, 8, 8, device=device))
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            constrained = [g for g in groups if g["manifold"] != "euclidean"]
+            manifolds[kind] = sorted({g["manifold"] for g in constrained})
+            elements[kind] = sum(p.numel() for g in constrained for p in g["params"])
+            samplers[("RSGD", kind)] = RiemannianSGD(groups, lr=LR, momentum=momentum).step
+            twin = _kind_model(kind).to(device)  # SGD on its own copy: no shared tensors
+            for p in twin.parameters():
+                p.grad = torch.randn_like(p)
+            sgd = torch.optim.SGD(twin.parameters(), lr=LR, momentum=momentum, foreach=True)
+            samplers[("SGD", kind)] = sgd.step
+        times = _interleaved(samplers, repeats, inner, device)
+        medians = {key: statistics.median(ts) for key, ts in times.items()}
+        for kind in KINDS:
+            step = medians[("RSGD", kind)]
+            rows.append(
+                {
+                    "kind": kind,
+                    "model": KINDS[kind],
+                    "manifolds": manifolds[kind],
+                    "momentum": momentum,
+                    "constrained_elements": elements[kind],
+                    "us_per_step": 1e6 * step,
+                    "ns_per_constrained_element": 1e9 * step / elements[kind],
+                    "ratio_to_batchnorm": step / medians[("RSGD", "batchnorm")],
+                    "ratio_to_sgd_foreach": step / medians[("SGD", kind)],
+                }
+            )
+    return rows
+
+
+def _kinds_markdown(rows) -> str:
+    lines = [
+        "",
+        "## Each kind of symmetry (param_groups on four 64x64x7x7 convs)",
+        "",
+        "| followed by | manifold | momentum | us/step | ns/element | / BatchNorm row | / SGD(foreach) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {', '.join(r['manifolds'])} | {r['momentum']} | "
+            f"{r['us_per_step']:.1f} | {r['ns_per_constrained_element']:.3f} | "
+            f"{r['ratio_to_batchnorm']:.2f} | {r['ratio_to_sgd_foreach']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -546,6 +714,13 @@ def main(argv=None) -> None:
         help="thread counts for the headline table (none: skip it)",
     )
     parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall (time.perf_counter) or thread (this thread's CPU time: steadier on a "
+        "loaded machine; with one thread it is the step's own cost)",
+    )
+    parser.add_argument(
         "--adam",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -553,12 +728,16 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--adam-only", action="store_true", help="only the Adam table")
     args = parser.parse_args(argv)
+    global _clock
+    _clock = CLOCKS[args.clock]
     if args.repeats < 1 or args.inner < 1:
         parser.error(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch.cuda.is_available() is False here")
     torch.set_num_threads(max(1, args.threads))
+    start_machine = machine()
+    print(f"machine: {start_machine}", flush=True)
 
     adam_sets = [s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")]
     adam_rows = (
@@ -582,8 +761,9 @@ def main(argv=None) -> None:
         else []
     )
     torch.set_num_threads(max(1, args.threads))
-    step_rows, iteration_rows = [], []
+    step_rows, iteration_rows, kind_rows = [], [], []
     if not args.headline_only:
+        kind_rows = measure_symmetry_kinds(args.repeats, args.inner, device)
         step_rows = measure_steps(args.sets, args.repeats, args.inner, device, args.big_repeats)
         iteration_rows = measure_iterations(
             args.depths, max(1, args.repeats // 2), args.inner, device
@@ -600,6 +780,8 @@ def main(argv=None) -> None:
         "inner": args.inner,
         "lr": LR,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": start_machine,
+        "load_average_end": machine()["load_average"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / "optimizer_step.json", args.out / "optimizer_step.md"
@@ -610,15 +792,16 @@ def main(argv=None) -> None:
                 "steps": step_rows,
                 "iterations": iteration_rows,
                 "headline": headline_rows,
+                "symmetry_kinds": kind_rows,
                 "adam": adam_rows,
                 "native_first_call": first_call,
             },
             indent=2,
         )
     )
-    markdown = _markdown(step_rows, iteration_rows, meta)
+    markdown = _markdown(step_rows, iteration_rows, meta) + _kinds_markdown(kind_rows)
     if headline_rows:
-        markdown += "\n" + _headline_markdown(headline_rows, first_call)
+        markdown += "\n" + _headline_markdown(headline_rows, first_call, meta)
     if adam_rows:
         markdown += "\n" + _adam_markdown(adam_rows)
     md_path.write_text(markdown)

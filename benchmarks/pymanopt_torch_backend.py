@@ -1,6 +1,6 @@
 """What the design choices of ``riemann_dnn.function.torch`` cost, per pymanopt iteration.
 
-Problem: the dominant invariant subspace (``riemann_dnn.solvers.dominant_subspace``),
+Problem: the dominant invariant subspace (``riemann_dnn.problems.dominant_subspace``),
 :math:`\\min_{X^TX = I} -\\operatorname{tr}(X^TAX)` on ``Stiefel(n, p)`` with a Wishart ``A``
 (small eigen-gaps, so the optimizers run their full iteration budget). Variants, all from the
 same initial point and with the same cost code:

@@ -12,7 +12,17 @@ from pathlib import Path
 
 from sphinx.util.inventory import InventoryFile
 
-PACKAGES = ["manifolds", "function", "step", "params", "optim", "solvers", "models", "data"]
+PACKAGES = [
+    "manifolds",
+    "function",
+    "step",
+    "params",
+    "optim",
+    "problems",
+    "solvers",
+    "models",
+    "data",
+]
 
 
 def missing_names(html_dir: Path) -> list[str]:

@@ -118,7 +118,7 @@ class PublicAPI(Autosummary):
 def _resolve_public_name(app, env, node, contnode):
     """Resolve ``riemann_dnn.data.mnist.load_mnist`` or a bare ``FiniteSumProblem`` in a
     docstring to the one documented public name it denotes (``riemann_dnn.data.load_mnist``,
-    ``riemann_dnn.solvers.FiniteSumProblem``): the reference documents names where users
+    ``riemann_dnn.problems.FiniteSumProblem``): the reference documents names where users
     import them, the docstrings name them where they are defined."""
     if node.get("refdomain") != "py":
         return None

@@ -11,14 +11,13 @@ Subpackages, from the bottom layer up (imports point down only):
   (BatchNorm-fed weights on the oblique manifold), ``Geometry`` and ``ManifoldParameter``
   (a parameter that carries its manifold; also ``riemann_dnn.ManifoldParameter``).
 - :mod:`riemann_dnn.optim` -- ``RiemannianSGD``, a ``torch.optim.Optimizer``; ``BoldDriver``.
-- :mod:`riemann_dnn.solvers` -- ``StochasticGradient``, a pymanopt optimizer for finite sums;
-  ``FiniteSumProblem``, ``ModuleProblem`` (any ``nn.Module``) and classic problems.
+- :mod:`riemann_dnn.problems` -- ``FiniteSumProblem``, ``ModuleProblem`` (any
+  ``nn.Module``), PCA and matrix completion on the Grassmann manifold, classic problems.
+- :mod:`riemann_dnn.solvers` -- pymanopt optimizers for finite sums: ``StochasticGradient``,
+  ``RiemannianSVRG``, ``RiemannianSRG``.
 - :mod:`riemann_dnn.models` -- ArchBN, ConvArchBN, SegNet, SegNet-Basic (plain ``torch.nn``).
 - :mod:`riemann_dnn.data` -- MNIST (and its IDX format), digit scenes, CamVid.
 - :mod:`riemann_dnn.experiments` and :mod:`riemann_dnn.cli` -- reproductions and the CLI.
-
-``riemann_dnn.problems`` is deprecated (its names moved to ``models`` and ``solvers``) and
-goes away in the next release.
 
 As in pymanopt (``pymanopt.function`` after ``import pymanopt``), every subpackage is an
 attribute of the package: ``import riemann_dnn`` then ``@riemann_dnn.function.torch(manifold)``.
@@ -37,12 +36,12 @@ _SUBMODULES = (
     "step",
     "params",
     "optim",
+    "problems",
     "solvers",
     "models",
     "data",
     "experiments",
     "cli",
-    "problems",  # deprecated: riemann_dnn.models and riemann_dnn.solvers
 )
 
 

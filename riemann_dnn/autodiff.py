@@ -6,6 +6,11 @@ a GPU. :class:`TorchBackend` passes torch tensors through untouched: gradients c
 device and dtype. Numpy points (e.g. from ``manifold.random_point()``) are wrapped without a
 copy and the results handed back as numpy, so the same problem also runs on numpy points.
 
+A backend built with a ``device`` and/or ``dtype`` (``riemann_dnn.function.torch(manifold,
+device=..., dtype=...)``) owns them: a point on another device, of another dtype or in numpy
+is refused with a one-line ``ValueError``. One built without them warns once
+(:class:`NumpyFallbackWarning`) when numpy points make the run go through numpy.
+
 The cost is returned as a Python ``float``: pymanopt's optimizers branch on it, log it and
 test it with numpy functions that cannot read a CUDA tensor. That is one device
 synchronisation per cost evaluation (see ``benchmarks/pymanopt_torch_backend.py``).
@@ -20,14 +25,23 @@ and the Hessian-vector product is the gradient of the real inner product
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from pymanopt.autodiff.backends._backend import Backend
 from pymanopt.tools import bisect_sequence, unpack_singleton_sequence_return_value
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "NumpyFallbackWarning"]
+
+
+class NumpyFallbackWarning(UserWarning):
+    """A cost decorated by ``riemann_dnn.function.torch(manifold)`` without a device got
+    numpy points (pymanopt's random initial point, or a numpy ``initial_point``): the run
+    goes through numpy on the CPU. Give ``device=`` (and ``dtype=``) to the decorator, or a
+    torch ``initial_point``."""
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -85,19 +99,73 @@ def _real_inner(gradient: torch.Tensor, vector) -> torch.Tensor:
     return torch.sum(gradient * vector)
 
 
-class TorchBackend(Backend):
-    """pymanopt backend: torch cost functions, autograd derivatives, device-native tensors."""
+def _where(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor on {value.device} with {value.dtype}"
+    return f"a {type(value).__module__.split('.')[0]} {type(value).__name__}"
 
-    def __init__(self):
+
+class TorchBackend(Backend):
+    """pymanopt backend: torch cost functions, autograd derivatives, device-native tensors.
+
+    Args:
+        device, dtype: the device and dtype every point must have (``None``: any).
+        owned: refuse points that are not tensors there (set by
+            ``riemann_dnn.function.torch`` when a device or dtype is given); otherwise warn
+            once (:class:`NumpyFallbackWarning`) when numpy points come in.
+    """
+
+    def __init__(self, device: Any = None, dtype: Any = None, owned: bool = False):
         super().__init__("riemann_dnn.torch")
+        self.device = None if device is None else torch.device(device)
+        self.dtype, self.owned = dtype, owned
+        self._warned = False
 
     @staticmethod
     def is_available() -> bool:
         return True
 
+    def _wanted(self) -> str:
+        parts = [f"device={str(self.device)!r}"] if self.device is not None else []
+        parts += [f"dtype={self.dtype}"] if self.dtype is not None else []
+        return ", ".join(parts)
+
+    def _on_device(self, value: Any) -> bool:
+        if not isinstance(value, torch.Tensor):
+            return False
+        if self.dtype is not None and value.dtype != self.dtype:
+            return False
+        if self.device is None:
+            return True
+        if value.device.type != self.device.type:
+            return False
+        return self.device.index is None or value.device.index == self.device.index
+
+    def check_points(self, args: Sequence, name: str) -> None:
+        """Refuse points off the owned device/dtype; warn once on numpy points otherwise."""
+        if self.owned:
+            for index, arg in enumerate(args):
+                if not self._on_device(arg):
+                    raise ValueError(
+                        f"riemann_dnn.function.torch: argument {index} of {name!r} is "
+                        f"{_where(arg)}, but the cost was decorated with {self._wanted()}; "
+                        f"pass initial_point as a tensor there (x.to(device, dtype)) or none"
+                    )
+        elif not self._warned and any(isinstance(arg, np.ndarray) for arg in args):
+            self._warned = True
+            warnings.warn(
+                f"riemann_dnn.function.torch: {name!r} got numpy arrays (pymanopt's random "
+                f"initial point, or a numpy initial_point), so this run goes through numpy "
+                f"on the CPU; decorate with riemann_dnn.function.torch(manifold, device=..., "
+                f"dtype=...) or pass a torch initial_point",
+                NumpyFallbackWarning,
+                stacklevel=3,
+            )
+
     def prepare_function(self, function: Callable) -> Callable:
         @functools.wraps(function)
         def cost(*args):
+            self.check_points(args, function.__name__)
             with torch.no_grad():
                 value = _scalar_output(function(*map(_as_tensor, args)), function.__name__)
             return float(value)
@@ -106,6 +174,7 @@ class TorchBackend(Backend):
 
     def generate_gradient_operator(self, function: Callable, num_arguments: int) -> Callable:
         def gradient(*args):
+            self.check_points(args, function.__name__)
             leaves = _leaves(args)
             value = _scalar_output(function(*leaves), function.__name__)
             return _like_inputs(_gradients(value, leaves), args)
@@ -117,6 +186,7 @@ class TorchBackend(Backend):
     def generate_hessian_operator(self, function: Callable, num_arguments: int) -> Callable:
         def hessian_vector_product(*args):
             points, vectors = bisect_sequence(list(args))
+            self.check_points(points, function.__name__)
             leaves = _leaves(points)
             value = _scalar_output(function(*leaves), function.__name__)
             grads = _gradients(value, leaves, create_graph=True)

@@ -6,13 +6,15 @@ f(X) = 1/2 tr(X^T A X) + tr(B^T X) has gradient A X + B and Hessian-vector produ
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pymanopt
 import pytest
 import torch
 
 import riemann_dnn.function
-from riemann_dnn.manifolds import Euclidean, Product, Sphere
+from riemann_dnn.manifolds import Euclidean, Oblique, Product, Sphere
 
 N, K = 6, 3
 
@@ -365,3 +367,130 @@ def test_cost_that_detaches_its_argument_gets_a_clear_error():
     point = torch.nn.functional.normalize(torch.randn(3, dtype=torch.float64), dim=0)
     with pytest.raises(ValueError, match="does not depend on its arguments"):
         problem.riemannian_gradient(point)
+
+
+# -- a backend that owns its device -----------------------------------------------------------
+def _owned_problems(device):
+    """The issue's two problems, decorated with a device and float64: a fit on
+    Oblique(20, 5, rows) x Euclidean(5) and a Rayleigh quotient on Sphere(30)."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(5, 40, generator=gen, dtype=torch.float64).to(device)
+    Y = torch.randn(20, 40, generator=gen, dtype=torch.float64).to(device)
+    A = torch.randn(30, 30, generator=gen, dtype=torch.float64).to(device)
+    A = A + A.T
+    product = Product([Oblique(20, 5, unit="rows"), Euclidean(5)])
+
+    @riemann_dnn.function.torch(product, device=device, dtype=torch.float64)
+    def fit(W, b):
+        return torch.mean((W @ X + b.sum() - Y) ** 2)
+
+    sphere = Sphere(30)
+
+    @riemann_dnn.function.torch(sphere, device=device, dtype=torch.float64)
+    def rayleigh(x):
+        return -x @ A @ x
+
+    return [pymanopt.Problem(product, fit), pymanopt.Problem(sphere, rayleigh)], A
+
+
+_OPTIMIZERS = {
+    "ConjugateGradient": lambda: pymanopt.optimizers.ConjugateGradient(
+        verbosity=0, max_iterations=40
+    ),
+    "SteepestDescent": lambda: pymanopt.optimizers.SteepestDescent(verbosity=0, max_iterations=40),
+    "TrustRegions": lambda: pymanopt.optimizers.TrustRegions(verbosity=0, max_iterations=100),
+}
+
+
+def _check_owned_run(device, name):
+    torch.manual_seed(0)  # pymanopt's random initial point comes from torch's global state
+    problems, A = _owned_problems(device)
+    want = torch.device(device)
+    for problem in problems:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no numpy fallback, no other warning
+            result = _OPTIMIZERS[name]().run(problem)  # no initial_point: pymanopt draws it
+        points = result.point if isinstance(result.point, list) else [result.point]
+        for point in points:
+            assert isinstance(point, torch.Tensor), type(point)
+            assert point.device.type == want.type and point.dtype == torch.float64
+        assert problem.manifold.constraint_violation(result.point) < 1e-10
+    if name == "TrustRegions":  # and it solved the Rayleigh quotient
+        assert abs(result.cost + float(torch.linalg.eigvalsh(A)[-1])) < 1e-8
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_pymanopt_solvers_without_initial_point_return_tensors_on_the_owned_device(name):
+    _check_owned_run("cpu", name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_pymanopt_solvers_without_initial_point_stay_on_cuda(name):
+    _check_owned_run("cuda", name)
+
+
+def test_a_point_off_the_owned_device_or_dtype_is_refused_in_one_line():
+    problems, _ = _owned_problems("cpu")
+    sphere_problem = problems[1]
+    solver = pymanopt.optimizers.TrustRegions(verbosity=0, max_iterations=2)
+    cases = {
+        "float32": Sphere(30).random_point(dtype=torch.float32, generator=0),
+        "numpy": Sphere(30).random_point(generator=0),
+    }
+    for kind, start in cases.items():
+        with pytest.raises(ValueError) as raised:
+            solver.run(sphere_problem, initial_point=start)
+        message = str(raised.value)
+        assert "\n" not in message, message
+        assert "device='cpu', dtype=torch.float64" in message and "initial_point" in message
+        assert ("torch.float32" if kind == "float32" else "numpy ndarray") in message, message
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            solver.run(sphere_problem, initial_point=cases["float32"].double().cuda())
+
+
+def test_without_a_device_a_numpy_run_warns_once_and_keeps_todays_behaviour():
+    manifold = Sphere(8)
+    A = torch.diag(torch.arange(8, dtype=torch.float64))
+
+    @riemann_dnn.function.torch(manifold)
+    def cost(x):
+        return -x @ A.to(x) @ x
+
+    problem = pymanopt.Problem(manifold, cost)
+    with pytest.warns(riemann_dnn.function.NumpyFallbackWarning) as record:
+        result = pymanopt.optimizers.TrustRegions(verbosity=0).run(problem)
+    assert isinstance(result.point, np.ndarray) and abs(result.cost + 7) < 1e-8
+    fallbacks = [
+        w for w in record if issubclass(w.category, riemann_dnn.function.NumpyFallbackWarning)
+    ]
+    assert len(fallbacks) == 1, [str(w.message) for w in fallbacks]
+    assert "device=" in str(fallbacks[0].message)
+    with warnings.catch_warnings():  # a torch initial point: no warning
+        warnings.simplefilter("error")
+        start = manifold.random_point(dtype=torch.float64, generator=0)
+        assert isinstance(
+            pymanopt.optimizers.TrustRegions(verbosity=0).run(problem, initial_point=start).point,
+            torch.Tensor,
+        )
+
+
+def test_device_needs_riemann_dnn_manifolds_and_a_floating_dtype():
+    with pytest.raises(ValueError, match="riemann_dnn.manifolds"):
+        riemann_dnn.function.torch(pymanopt.manifolds.Sphere(3), device="cpu")
+    with pytest.raises(ValueError, match="riemann_dnn.manifolds"):
+        riemann_dnn.function.torch(
+            Product([Sphere(3), pymanopt.manifolds.Sphere(3)]), device="cpu"
+        )
+    with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
+        riemann_dnn.function.torch(Sphere(3), dtype=torch.int64)
+    with pytest.raises(ValueError, match="device must be a torch device"):
+        riemann_dnn.function.torch(Sphere(3), device="gpu7")
+    bound = Sphere(3)
+    riemann_dnn.function.torch(bound, dtype=torch.float64)
+    point = bound.random_point()
+    assert isinstance(point, torch.Tensor) and point.dtype == torch.float64
+    assert isinstance(bound.random_point(dtype=torch.float32), torch.Tensor)  # explicit wins
+    assert isinstance(Sphere(3).random_point(), np.ndarray)  # other objects are untouched

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..experiments.records import WriteError
-from . import bench, demo, reproduce, segment, symmetry
+from . import bench, byom, demo, reproduce, segment, symmetry
 from .options import Parser, UsageError, command_session
 
-_SUBCOMMANDS = [reproduce, demo, symmetry, segment, bench]
+_SUBCOMMANDS = [reproduce, demo, symmetry, byom, segment, bench]
 
 
 def build_parser() -> Parser:

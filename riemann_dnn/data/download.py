@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
-from .idx import MNISTError, PathLike, _make_temp, _unlink_quietly
-from .mnist import DATA_ENV_VAR, MNIST_FILES, MNIST_GZ_MD5, MNIST_MIRRORS, mnist_cache_dir
+from .idx import MNISTError, PathLike, make_temp, unlink_quietly
+from .sources import DATA_ENV_VAR, MNIST_FILES, MNIST_GZ_MD5, MNIST_MIRRORS, mnist_cache_dir
 
 __all__ = ["download_mnist"]
 
@@ -48,7 +48,7 @@ def _copy_with_md5(response: BinaryIO, out: BinaryIO, bar: Any) -> str:
 
 def _download_one(url: str, dest: Path, md5: str, *, progress: bool, timeout: float) -> None:
     """Fetch ``url`` into ``dest`` atomically, checking its md5; raise _DownloadError."""
-    fd, tmp = _make_temp(dest)
+    fd, tmp = make_temp(dest)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
@@ -75,7 +75,7 @@ def _download_one(url: str, dest: Path, md5: str, *, progress: bool, timeout: fl
             )
         os.replace(tmp, dest)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
 
 

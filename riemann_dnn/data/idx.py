@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MNISTError", "MNISTNotFoundError", "read_idx", "write_idx"]
+__all__ = [
+    "MNISTError",
+    "MNISTNotFoundError",
+    "read_idx",
+    "write_idx",
+    "read_bytes",
+    "parse_idx",
+    "make_temp",
+    "unlink_quietly",
+]
 
 PathLike = str | os.PathLike
 
@@ -68,7 +77,7 @@ def read_idx(path: PathLike) -> np.ndarray:
         array([5, 0, 4, 1, 9], dtype=uint8)
     """
     path = Path(path)
-    array = _parse_idx(_read_bytes(path), path)
+    array = parse_idx(read_bytes(path), path)
     return array if array.flags.writeable else array.copy()
 
 
@@ -106,7 +115,7 @@ def write_idx(path: PathLike, array: np.ndarray, *, compress: bool | None = None
     return path
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
     """The (decompressed) content of ``path``, with errors that name the file."""
     try:
         raw = path.read_bytes()
@@ -129,7 +138,7 @@ def _read_bytes(path: Path) -> bytes:
         ) from None
 
 
-def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+def parse_idx(data: bytes, path: Path) -> np.ndarray:
     """Validate the IDX header of ``data`` and return a (read-only) view of its payload."""
     if len(data) < 4:
         raise MNISTError(
@@ -170,7 +179,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _make_temp(path)
+    fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -178,11 +187,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
 
 
-def _make_temp(path: Path) -> tuple[int, Path]:
+def make_temp(path: Path) -> tuple[int, Path]:
     """Create a new, empty temporary file beside ``path`` (mode 0o666 less the umask, like any
     new file, unlike ``tempfile.mkstemp``'s 0o600); return its descriptor and path."""
     for _ in range(100):
@@ -197,7 +206,8 @@ def _make_temp(path: Path) -> tuple[int, Path]:
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
-def _unlink_quietly(path: PathLike) -> None:
+def unlink_quietly(path: PathLike) -> None:
+    """Remove ``path`` if it exists."""
     try:
         os.unlink(path)
     except FileNotFoundError:

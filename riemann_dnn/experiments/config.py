@@ -3,7 +3,8 @@
 configuration (:class:`RunConfig`, whose hash names its record).
 
 The training procedure that reads them is :mod:`.protocol`; the CLI takes its defaults from
-here, so no default is typed twice.
+here, so no default is typed twice. :func:`~.runs.run_configs` builds every
+:class:`RunConfig` of a command.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = [
     "STUDY_ARCHS",
 ]
 
-#: The architectures a run can train (:data:`.protocol.ARCHS` maps them to the models).
+#: The architectures a run can train (:data:`.training.ARCHS` maps them to the models).
 ARCH_NAMES = ("mlp", "conv")
 
 #: The architectures of the study (``archs`` of :func:`.study.study_plan`): the two above on
@@ -150,9 +151,12 @@ class RunConfig:
     size, since each run is trained by one process), ``rank`` the process that trained it;
     the rank does not enter the hash. ``amp`` (``"off"`` or ``"bf16"``, autocast of the
     forward pass) enters the hash when it is not ``"off"`` (records from before the option
-    keep their hash). ``data_parallel`` is True for a run trained as one model by
-    :func:`~.distributed.train_archbn_run` (under ``torchrun``, at any world size) rather
-    than as a member of an ensemble; it too enters the hash only when set.
+    keep their hash). Every run is trained by :func:`~.protocol.train_runs`, as a member of
+    an ensemble, data-parallel over ``world_size`` processes when it is > 1 (at world size
+    1 nothing distinguishes the two; the ``data_parallel`` field of records from before one
+    engine trained both is gone, so no new run shares their hash).
+
+    Build them with :func:`~.runs.run_configs`.
     """
 
     depth: int
@@ -171,7 +175,6 @@ class RunConfig:
     rank: int = 0
     arch: str = "mlp"  # a key of ARCHS; width is the conv's channels for "conv"
     amp: str = "off"
-    data_parallel: bool = False
 
     @property
     def name(self) -> str:
@@ -197,15 +200,13 @@ class RunConfig:
         values = json.loads(json.dumps(asdict(self)))
         if values["amp"] == "off":
             values.pop("amp")
-        if not values["data_parallel"]:
-            values.pop("data_parallel")
         if not values["protocol"]["bn_estimate"]:  # records from before the option
             values["protocol"].pop("bn_estimate")
         return values
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as plain JSON values (tuples become lists), with its
-        :attr:`run_hash` (``amp`` and ``data_parallel`` only when set)."""
+        :attr:`run_hash` (``amp`` only when set)."""
         return {**self._values(), "run_hash": self.run_hash}
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..optim import RiemannianSGD, StackedModules
+from .epoch import train_epoch
 
 __all__ = ["Ensemble"]
 
@@ -77,6 +78,12 @@ class Ensemble:
         for index, group in enumerate(self.optimizer.param_groups):
             group["lr"].copy_(lr if other_lr is None or index == 0 else other_lr)
 
+    def freeze(self, copies: torch.Tensor) -> None:
+        """Set the rate of the copies in the mask ``copies`` to 0 in every group (e.g.
+        diverged candidates), leaving the others' rates as they are."""
+        for group in self.optimizer.param_groups:
+            group["lr"].masked_fill_(copies.to(group["lr"].device), 0.0)
+
     def set_weight_decay(self, weight_decay: torch.Tensor | None) -> None:
         r"""One weight-decay strength :math:`\omega_c` per copy on the ``filters``: the loss
         gains :math:`\tfrac{\omega_c}{2}\sum_k\lVert W_{k,c}\rVert^2`, whose gradient
@@ -99,10 +106,11 @@ class Ensemble:
         return self.stack.forward(x, train=train, shared_input=shared_input)
 
     @torch.no_grad()
-    def errors(
+    def misclassified(
         self, x: torch.Tensor, y: torch.Tensor, *, shared_input: bool = False, chunk: int = 2000
     ) -> torch.Tensor:
-        """Misclassification rate of each copy (eval mode: BN running statistics)."""
+        """Number of misclassified samples of each copy, as floats (eval mode: BN running
+        statistics); ``x`` as in :meth:`forward`."""
         batch_axis = 0 if shared_input else 1
         wrong = torch.zeros(self.size, device=y.device)
         for start in range(0, x.shape[batch_axis], chunk):
@@ -110,33 +118,67 @@ class Ensemble:
             ys = y.narrow(batch_axis, start, xs.shape[batch_axis])
             pred = self.forward(xs, train=False, shared_input=shared_input).argmax(-1)
             wrong += (pred != ys).sum(-1).to(wrong.dtype)
-        return wrong / x.shape[batch_axis]
+        return wrong
 
-    def train_step(
-        self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step of every copy on its own batch ``x[i], y[i]``, on the
-        cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``) over the batch.
+    def errors(
+        self, x: torch.Tensor, y: torch.Tensor, *, shared_input: bool = False, chunk: int = 2000
+    ) -> torch.Tensor:
+        """Misclassification rate of each copy (:meth:`misclassified` over the samples)."""
+        wrong = self.misclassified(x, y, shared_input=shared_input, chunk=chunk)
+        return wrong / x.shape[0 if shared_input else 1]
 
-        Returns each copy's mean cross-entropy and number of misclassified samples (before
-        the step). A copy with rate 0 is not moved (its BN statistics still are).
+    def objective(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        reduction: str = "mean",
+        *,
+        batch_size: int | None = None,
+        penalty: bool = True,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The objective of one step of every copy on its batch ``x[i], y[i]``: the sum over
+        the copies of the cross-entropy averaged (``reduction="mean"``) or summed (``"sum"``)
+        over the batch, plus the weight-decay penalty (with ``penalty``).
+
+        ``batch_size``: the size of the global batch when ``x, y`` are this process's share
+        of it (data-parallel): the losses are then the share's sums over ``batch_size``, so
+        the shares' objectives sum to the global batch's (give ``penalty`` to one share only).
+
+        Returns the objective, and each copy's loss (its mean cross-entropy; its share of it
+        when data-parallel) and number of misclassified samples, both detached.
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        size = y.shape[1] if batch_size is None else batch_size
         logits = self.forward(x, train=True)
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in float32
+            logits = logits.float()
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-        losses = losses.view(y.shape).mean(dim=1)
-        objective = losses.sum() * (y.shape[1] if reduction == "sum" else 1)
-        if self.weight_decay is not None:
+        losses = losses.view(y.shape)
+        losses = losses.mean(dim=1) if size == y.shape[1] else losses.sum(dim=1) / size
+        objective = losses.sum() * (size if reduction == "sum" else 1)
+        if self.weight_decay is not None and penalty:
             for name in self.filters:
                 weight = self.params[name]
                 decay = self.weight_decay.to(weight.device, weight.dtype)
                 objective = objective + 0.5 * (decay * weight.pow(2).flatten(1).sum(1)).sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        self.optimizer.step()
         wrong = (logits.detach().argmax(-1) != y).sum(dim=1)
-        return losses.detach(), wrong
+        return objective, (losses.detach(), wrong)
+
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of every copy on its own batch ``x[i], y[i]`` (see
+        :meth:`objective`), through the experiments' one loop
+        (:func:`~.epoch.train_epoch`). Returns each copy's mean cross-entropy and number of
+        misclassified samples (before the step). A copy with rate 0 is not moved (its BN
+        statistics still are)."""
+        losses, wrong = train_epoch(
+            self.optimizer,
+            [torch.arange(y.shape[1])],
+            lambda share, size: self.objective(x, y, reduction),
+        )
+        return losses, wrong
 
     def member(self, index: int) -> dict[str, torch.Tensor]:
         """The ``state_dict`` of copy ``index`` (loadable into the original module)."""

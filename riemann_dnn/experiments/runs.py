@@ -1,18 +1,27 @@
-"""The runs of the protocol on disk and their data: MNIST as tensors, each run's record
-(strict JSON, written atomically, named by its hash) and its random splits of the training
-images."""
+"""The runs of the protocol, their data and their records: MNIST as tensors, every
+:class:`~.config.RunConfig` of a sweep (:func:`run_configs`, the one place they are built),
+each run's record (strict JSON, written atomically, named by its hash) and its random splits
+of the training images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import RunConfig
+from .config import Protocol, RunConfig
 from .records import read_json, write_json
 
-__all__ = ["MNISTTensors", "run_path", "load_finished", "write_record"]
+__all__ = [
+    "MNISTTensors",
+    "run_configs",
+    "run_path",
+    "load_finished",
+    "write_record",
+    "splits_of",
+]
 
 
 @dataclass
@@ -34,6 +43,53 @@ class MNISTTensors:
         train_x, train_y = as_tensors(mnist.train_images, mnist.train_labels, device=device)
         test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, device=device)
         return cls(train_x, train_y, test_x, test_y, str(mnist.source), mnist.checksum)
+
+
+def run_configs(
+    data: MNISTTensors,
+    *,
+    depths: Sequence[int],
+    methods: Sequence[str],
+    runs: int,
+    seed: int,
+    protocol: Protocol,
+    constraint: str = "oblique",
+    retraction: str | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+    arch: str = "mlp",
+    width: int | None = None,
+    amp: str = "off",
+    world_size: int = 1,
+    rank: int = 0,
+) -> list[RunConfig]:
+    """The :class:`RunConfig` of every (depth, method, seed) of a sweep, seeds ``seed``,
+    ``seed + 1``, ...: what names and finds their records (their identity includes the
+    data's checksum, the default dtype, the device and the threads). ``world_size`` > 1:
+    runs trained data-parallel by that many processes (``rank``: this one)."""
+    return [
+        RunConfig(
+            depth=d,
+            method=m,
+            seed=seed + r,
+            protocol=protocol,
+            constraint=constraint,
+            retraction=retraction,
+            data=data.source,
+            data_checksum=data.checksum,
+            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
+            device=str(torch.device(device)),
+            threads=threads,
+            arch=arch,
+            amp=amp,
+            world_size=world_size,
+            rank=rank,
+            **({} if width is None else {"width": width}),
+        )
+        for d in depths
+        for m in methods
+        for r in range(runs)
+    ]
 
 
 def run_path(out_dir: Path, config: RunConfig) -> Path:
@@ -58,7 +114,7 @@ def write_record(out_dir: Path, config: RunConfig, record: dict) -> Path:
     return write_json(run_path(out_dir, config), record)
 
 
-def _splits(config: RunConfig, num_images: int) -> dict[str, torch.Tensor]:
+def splits_of(config: RunConfig, num_images: int) -> dict[str, torch.Tensor]:
     """The run's random subsets of training-image indices (disjoint where they must be)."""
     protocol = config.protocol
     gen = torch.Generator().manual_seed(config.seed)

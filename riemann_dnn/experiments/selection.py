@@ -10,15 +10,17 @@ import math
 import torch
 
 from .config import Protocol, RunConfig
+from .distributed import Launch
 from .methods import METHODS
 from .training import (
-    _Checkpoint,
-    _ensemble_state,
-    _errors_on,
-    _estimated_bn,
-    _restore_ensemble,
-    _train_epoch,
+    Checkpoint,
     build_ensemble,
+    ensemble_epoch,
+    ensemble_state,
+    errors_on,
+    estimated_bn,
+    rate_tensor,
+    restore_ensemble,
 )
 
 __all__ = ["candidate_grid", "select_rates", "best_candidate"]
@@ -46,29 +48,27 @@ def _score_candidates(
     splits,
     device,
     progress,
-    checkpoint: _Checkpoint | None = None,
+    checkpoint: Checkpoint | None = None,
     stage: str = "select0",
+    launch: Launch | None = None,
 ) -> list[list[dict]]:
     """Train every run's candidates (``candidates[r]``: dicts of :func:`candidate_grid`, the
     same number per run; ``None`` pads) as copies of one ensemble on its selection images and
     score them on its selection validation images (resuming from ``checkpoint``)."""
-    checkpoint = checkpoint or _Checkpoint(None, configs)
+    checkpoint = checkpoint or Checkpoint(None, configs)
     done = checkpoint.get(stage)
     if done is not None and "scored" in done:
         progress(configs[0].protocol.selection_epochs)
         return done["scored"]
-    protocol = configs[0].protocol
+    protocol, amp = configs[0].protocol, configs[0].amp
     copies = len(candidates[0])
     flat = [c or {"lr": 0.0} for cands in candidates for c in cands]
-    ens = build_ensemble(configs, copies, data.train_x.shape[1], device)
-    # float32 tensors, copied into the optimizer's float64 rates (as the protocol always did)
-    lr = torch.tensor([c["lr"] for c in flat])
-    other = (
-        torch.tensor([c.get("other_lr", c["lr"]) for c in flat])
-        if any("other_lr" in c for c in flat)
-        else None
+    ens = build_ensemble(configs, copies, data.train_x.shape[1], device, launch=launch)
+    split = any("other_lr" in c for c in flat)
+    ens.set_lr(
+        rate_tensor([c["lr"] for c in flat]),
+        rate_tensor([c.get("other_lr", c["lr"]) for c in flat]) if split else None,
     )
-    ens.set_lr(lr, other)
     if any("weight_decay" in c for c in flat):
         ens.set_weight_decay(torch.tensor([c.get("weight_decay", 0.0) for c in flat]))
     generators = [torch.Generator().manual_seed(c.seed + 1) for c in configs]
@@ -77,42 +77,38 @@ def _score_candidates(
     first_loss, last_loss = None, None
     finite = torch.ones(ens.size, dtype=torch.bool)
     start = 0
-    if done is not None:  # an interrupted round: its state after epoch ``done["epoch"]``
-        _restore_ensemble(ens, generators, done)
+    if done is not None:  # an interrupted round: its state (rates included) after an epoch
+        restore_ensemble(ens, generators, done)
         start, first_loss, last_loss, finite = (
             done["epoch"],
             done["first_loss"],
             done["last_loss"],
             done["finite"],
         )
-        lr, other = done["lr"], done["other"]
         progress(start)
     for epoch in range(start, protocol.selection_epochs):
-        loss, _ = _train_epoch(ens, data, pools, generators, copies, protocol)
+        loss, _ = ensemble_epoch(
+            ens, data, pools, generators, copies, protocol, amp=amp, launch=launch
+        )
         loss_t = torch.tensor(loss)
         finite &= torch.isfinite(loss_t)
-        lr[~finite] = 0  # stop moving diverged members
-        if other is not None:
-            other[~finite] = 0
-        ens.set_lr(lr, other)
+        ens.freeze(~finite)  # stop moving diverged members
         first_loss = loss_t if first_loss is None else first_loss
         last_loss = loss_t
         checkpoint.put(
             stage,
-            _ensemble_state(
+            ensemble_state(
                 ens,
                 generators,
                 epoch=epoch + 1,
                 first_loss=first_loss,
                 last_loss=last_loss,
                 finite=finite,
-                lr=lr,
-                other=other,
             ),
         )
         progress(1)
-    with _estimated_bn(ens, data, pools, copies, protocol):
-        val_error = _errors_on(ens, data, val, copies)
+    with estimated_bn(ens, data, pools, copies, protocol, launch=launch):
+        val_error = errors_on(ens, data, val, copies, launch=launch)
     scored = []
     for r, cands in enumerate(candidates):
         row = []
@@ -184,8 +180,19 @@ def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[
 
 
 def select_rates(
-    configs, data, splits, device, progress, checkpoint: _Checkpoint | None = None
+    configs,
+    data,
+    splits,
+    device,
+    progress,
+    checkpoint: Checkpoint | None = None,
+    *,
+    launch: Launch | None = None,
 ) -> list[dict]:
+    """Stage (a) for ``configs`` (runs that differ only in their seeds): every run's
+    candidates trained and scored, the grid extended while a run's choice is on its edge;
+    one selection per run (its scored ``candidates``, ``chosen_lr``, ``chosen``,
+    ``all_diverged``, ``interior``)."""
     protocol = configs[0].protocol
     grid = candidate_grid(configs[0].method, protocol)
     scored = _score_candidates(
@@ -197,6 +204,7 @@ def select_rates(
         progress,
         checkpoint,
         "select0",
+        launch,
     )
     rounds = 0
     steps = [
@@ -220,6 +228,7 @@ def select_rates(
             progress,
             checkpoint,
             f"select{rounds}",
+            launch,
         )
         for r, row in zip(todo, more):
             scored[r] += row

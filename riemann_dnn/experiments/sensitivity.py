@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from .config import Protocol, quick_protocol
 from .methods import method_colour
-from .protocol import Protocol, quick_protocol
 from .records import figure, write_json, write_text
 from .table2 import check_table, reproduce_table2
 

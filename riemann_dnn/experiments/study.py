@@ -25,13 +25,12 @@ from typing import Any
 
 from .config import PROTOCOLS, STUDY_ARCHS, Protocol
 from .methods import METHODS
-from .protocol import MNISTTensors, load_finished
+from .runs import MNISTTensors, load_finished, run_configs
 from .stats import holm, paired_comparison
 
 __all__ = [
     "StudyPlan",
     "SegNetPlan",
-    "STUDY_ARCHS",
     "study_plan",
     "reproduce_study",
     "collect_study",
@@ -321,7 +320,6 @@ def _run_segnet(plan, out, data_dir, source, device, jobs, threads) -> dict:
 def _mnist_cells(
     out: Path, plan: StudyPlan, data: MNISTTensors, device: str, threads: int
 ) -> list[dict]:
-    from .table2 import run_configs
 
     cells = []
     for arch, depths, seeds, width, protocol in _arms(plan):

@@ -23,29 +23,20 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .config import Protocol, RunConfig
+from .methods import METHODS
 from .pool import pool_context, send_message, worker_pool
 from .progress import progress_bar, settle, write_above
-from .protocol import (
-    METHODS,
-    MNISTTensors,
-    Protocol,
-    RunConfig,
-    load_finished,
-    progress_total,
-    train_runs,
-    write_record,
-)
-from .table2_report import PAPER_TABLE2, summarize, write_report
+from .protocol import progress_total, train_runs
+from .runs import MNISTTensors, load_finished, run_configs, write_record
+from .table2_report import summarize, write_report
 
 __all__ = [
-    "run_configs",
-    "PAPER_TABLE2",
     "TableMismatchError",
     "reproduce_table2",
     "table_identity",
     "check_table",
-    "summarize",
-    "write_report",
+    "data_on",
 ]
 
 #: Fields of a :class:`RunConfig` that vary within one table (the rest is its identity).
@@ -56,46 +47,6 @@ _DATA_CACHE: dict[tuple, MNISTTensors] = {}
 
 class TableMismatchError(ValueError):
     """The output directory holds a table of another protocol (never overwritten)."""
-
-
-def run_configs(
-    data: MNISTTensors,
-    *,
-    depths: Sequence[int],
-    methods: Sequence[str],
-    runs: int,
-    seed: int,
-    protocol: Protocol,
-    constraint: str = "oblique",
-    retraction: str | None = None,
-    device: str = "cpu",
-    threads: int = 1,
-    arch: str = "mlp",
-    width: int | None = None,
-) -> list[RunConfig]:
-    """The :class:`RunConfig` of every (depth, method, seed) of a table: what names and
-    finds its records (their identity includes the data's checksum, dtype, device and
-    threads)."""
-    return [
-        RunConfig(
-            depth=d,
-            method=m,
-            seed=seed + r,
-            protocol=protocol,
-            constraint=constraint,
-            retraction=retraction,
-            data=data.source,
-            data_checksum=data.checksum,
-            dtype=str(torch.get_default_dtype()).replace("torch.", ""),
-            device=str(torch.device(device)),
-            threads=threads,
-            arch=arch,
-            **({} if width is None else {"width": width}),
-        )
-        for d in depths
-        for m in methods
-        for r in range(runs)
-    ]
 
 
 def table_identity(config: RunConfig) -> dict:

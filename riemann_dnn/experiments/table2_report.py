@@ -13,7 +13,7 @@ from .config import Protocol, quick_protocol
 from .methods import METHODS, method_colour
 from .stats import welch_t_test
 
-__all__ = ["PAPER_TABLE2", "summarize", "write_report", "plot_table2"]
+__all__ = ["PAPER_TABLE2", "summarize", "protocol_words", "write_report", "plot_table2"]
 
 #: Table 2 of Badrinarayanan, Mishra & Cipolla (2015): test error, mean ± std over 10 runs.
 PAPER_TABLE2 = {
@@ -80,7 +80,9 @@ def _fmt(mean, std, runs: int = 2):
     return f"{mean:.4f}" if runs < 2 else f"{mean:.4f} ± {std:.4f}"
 
 
-def _protocol_words(protocol: dict) -> str:
+def protocol_words(protocol: dict) -> str:
+    """The protocol (``asdict`` of a :class:`~.config.Protocol`) in words: quick, full or
+    custom, and its epochs, rates, batch size and loss."""
     quick = asdict(quick_protocol())
     full = asdict(Protocol())
     kind = "quick" if protocol == quick else "full (the paper's)" if protocol == full else "custom"
@@ -111,7 +113,7 @@ def write_report(summary: dict, records: list[dict], out_dir: Path, stem: str = 
     lines = [f"# {title}", ""]
     protocol = summary.get("protocol")
     if protocol:
-        lines += [_protocol_words(protocol).capitalize() + ".", ""]
+        lines += [protocol_words(protocol).capitalize() + ".", ""]
     grid = summary.get("grid")
     cells = ", ".join(f"depth {r['depth']} {r['label']}" for r in summary["rows"])
     lines += [

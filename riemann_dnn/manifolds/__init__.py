@@ -6,6 +6,7 @@ retraction by name (``retraction=...``) and torch support (points stay on their 
 """
 
 from . import _array
+from ._array import namespace as array_namespace
 from ._array import working_dtype
 from .base import TRANSPORTS, EmbeddedManifold
 from .euclidean import Euclidean
@@ -24,6 +25,7 @@ Array = _array.Array
 __all__ = [
     "Array",
     "working_dtype",
+    "array_namespace",
     "EmbeddedManifold",
     "Euclidean",
     "Sphere",

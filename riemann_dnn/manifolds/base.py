@@ -22,10 +22,12 @@ from ._array import (
 __all__ = ["EmbeddedManifold", "TRANSPORTS"]
 
 #: The vector transports a manifold can be built with (``transport=...``): ``"projection"``
-#: (:math:`P_y(v)`, the default) or ``"parallel"`` (parallel transport along the geodesic
-#: from ``x`` to ``y``); each manifold's :attr:`~EmbeddedManifold.transports` says which of
-#: them it has.
-TRANSPORTS = ("projection", "parallel")
+#: (:math:`P_y(v)`, the default), ``"parallel"`` (parallel transport along the geodesic
+#: from ``x`` to ``y``) or ``"differentiated"`` (the differentiated retraction
+#: :math:`\mathrm{D}R_x(\eta)[v]` with :math:`R_x(\eta) = y`, for the retractions whose
+#: inverse is explicit); each manifold's :attr:`~EmbeddedManifold.transports` says which of
+#: them it has (with its current retraction).
+TRANSPORTS = ("projection", "parallel", "differentiated")
 
 
 def check_transport(owner: str, transport: str) -> str:
@@ -33,7 +35,8 @@ def check_transport(owner: str, transport: str) -> str:
     if transport not in TRANSPORTS:
         raise ValueError(
             f"{owner}: unknown transport {transport!r}; choose one of {list(TRANSPORTS)} "
-            f"('parallel' = parallel transport along the geodesic)"
+            f"('parallel' = parallel transport along the geodesic, 'differentiated' = the "
+            f"differentiated retraction)"
         )
     return transport
 
@@ -141,12 +144,15 @@ class EmbeddedManifold(RiemannianSubmanifold):
         super().__init__(name, int(dimension))
         self._shape = tuple(int(s) for s in shape)
         retraction = self.default_retraction if retraction is None else retraction
+        self._retraction_name = self._checked_retraction(retraction)
+
+    def _checked_retraction(self, retraction: str) -> str:
         if retraction not in self.retractions:
             raise ValueError(
                 f"{type(self).__name__}: unknown retraction {retraction!r}; "
                 f"choose one of {sorted(self.retractions)}"
             )
-        self._retraction_name = retraction
+        return retraction
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -190,6 +196,23 @@ class EmbeddedManifold(RiemannianSubmanifold):
         retraction="exp").with_transport("parallel")``."""
         clone = copy.copy(self)
         clone._transport = self._checked_transport(transport)
+        return clone
+
+    def with_retraction(self, retraction: str) -> EmbeddedManifold:
+        """A copy of this manifold whose :meth:`retraction` is ``retraction`` (one of
+        :attr:`retractions`), with the same transport, e.g.
+        ``Grassmann(20, 5).with_retraction("qr")``. A transport the new retraction does not
+        have (``"differentiated"``) is refused: pick the transport again with
+        :meth:`with_transport` (``m.with_transport("projection").with_retraction(...)``)."""
+        clone = copy.copy(self)
+        clone._retraction_name = self._checked_retraction(retraction)
+        if clone._transport not in clone.transports:
+            raise ValueError(
+                f"{type(self).__name__}: retraction {retraction!r} has no transport "
+                f"{clone._transport!r} on {self}; choose a transport of "
+                f"{list(clone.transports)} first, e.g. "
+                f"with_transport('projection').with_retraction({retraction!r})"
+            )
         return clone
 
     def _checked_transport(self, transport: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ._array import Array, namespace, polar_factor, qr_unique, to_float, transpose
-from .base import INF, TRANSPORTS, EmbeddedManifold, check_transport
+from .base import INF, TRANSPORTS, EmbeddedManifold
 from .sphere import sphere_transport_along_geodesic
 from .stiefel import _orthonormality_error
 
@@ -37,9 +37,14 @@ class Grassmann(EmbeddedManifold):
     scale-invariant filters; with ``retraction="exp", transport="parallel"`` the SGD step is
     their SGD-G: a step along the geodesic and parallel transport of the momentum.
 
-    Transports (:meth:`transport`): ``"projection"`` (default, :math:`P_Y(V)`) or, for
-    ``p = 1`` only, ``"parallel"`` (along the geodesic from :math:`X` to the line of
-    :math:`Y`; the sphere's formula, see :func:`~riemann_dnn.manifolds.sphere.sphere_transport_along_geodesic`).
+    Transports (:meth:`transport`): ``"projection"`` (default, :math:`P_Y(V)`),
+    ``"parallel"`` (along the geodesic from :math:`X` to the subspace of :math:`Y`;
+    Edelman, Arias & Smith 1998, Thm 2.4; for lines the sphere's formula, see
+    :func:`~riemann_dnn.manifolds.sphere.sphere_transport_along_geodesic`) or, with the
+    ``"polar"`` and ``"qr"`` retractions, ``"differentiated"`` (the differentiated retraction,
+    :math:`P_Y(V)\,X^TY`: both retractions span :math:`X + \eta`, and
+    :math:`X + \eta = Y (X^TY)^{-1}`). Each is the horizontal lift at the given basis
+    :math:`Y`.
     """
 
     retractions = {"polar": 2, "qr": 2, "exp": INF}
@@ -66,32 +71,49 @@ class Grassmann(EmbeddedManifold):
         super().__init__(name, k * (n * p - p * p), shape, retraction)
         self._transport = self._checked_transport(transport)
 
-    def _checked_transport(self, transport: str) -> str:
-        check_transport("Grassmann", transport)
-        if transport == "parallel" and self._p != 1:
-            raise ValueError(
-                f"Grassmann: transport='parallel' is implemented for lines (p = 1, the sphere "
-                f"modulo sign), got p={self._p}; use transport='projection'"
-            )
-        return transport
-
     @property
     def transports(self) -> tuple[str, ...]:
-        """``("projection", "parallel")`` for lines (``p = 1``), else ``("projection",)``."""
-        return TRANSPORTS if self._p == 1 else ("projection",)
+        """``("projection", "parallel", "differentiated")`` with the ``"polar"`` and ``"qr"``
+        retractions, ``("projection", "parallel")`` with ``"exp"``."""
+        if self._retraction_name == "exp":
+            return ("projection", "parallel")
+        return TRANSPORTS
 
     def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
-        r""":math:`P_Y(V)` (``"projection"``), or for lines (``"parallel"``) the sphere's parallel
-        transport to the representative :math:`sY` nearer :math:`X`
-        (:math:`s = \operatorname{sign}\langle X, Y\rangle`), multiplied by :math:`s` -- the
-        horizontal lift at the given representative :math:`Y`."""
+        r""":math:`P_Y(V)` (``"projection"``); parallel transport along the geodesic
+        (``"parallel"``): with the horizontal :math:`H = \log_X(Y) = U\Sigma W^T` (thin SVD),
+
+        .. math:: \tau V = \bigl(-X W\sin\Sigma\, U^T + U\cos\Sigma\, U^T + I - UU^T\bigr) V
+                  \; G^T Y,
+
+        where :math:`G = XW\cos\Sigma W^T + U\sin\Sigma W^T` is the geodesic's end basis,
+        so :math:`G^TY` moves the lift to the basis :math:`Y` (for lines, the sphere's
+        formula at the representative :math:`\pm Y` nearer :math:`X`); or
+        :math:`P_Y(V)\,X^TY` (``"differentiated"``)."""
         if self._transport == "parallel":
-            xp = namespace(point_a, point_b)
-            dot = xp.sum(point_a * point_b, axis=-2, keepdims=True)
-            sign = xp.where(dot < 0, -xp.ones_like(dot), xp.ones_like(dot))
-            moved = sphere_transport_along_geodesic(point_a, sign * point_b, tangent_vector_a, -2)
-            return sign * moved
-        return self.projection(point_b, tangent_vector_a)
+            if self._p == 1:
+                return self._transport_lines(point_a, point_b, tangent_vector_a)
+            return self._transport_parallel(point_a, point_b, tangent_vector_a)
+        moved = self.projection(point_b, tangent_vector_a)
+        if self._transport == "differentiated":
+            return moved @ (transpose(point_a) @ point_b)
+        return moved
+
+    def _transport_lines(self, point_a: Array, point_b: Array, vector: Array) -> Array:
+        xp = namespace(point_a, point_b)
+        dot = xp.sum(point_a * point_b, axis=-2, keepdims=True)
+        sign = xp.where(dot < 0, -xp.ones_like(dot), xp.ones_like(dot))
+        return sign * sphere_transport_along_geodesic(point_a, sign * point_b, vector, -2)
+
+    def _transport_parallel(self, point_a: Array, point_b: Array, vector: Array) -> Array:
+        xp = namespace(point_a, point_b)
+        u, s, wt = xp.linalg.svd(self.log(point_a, point_b), full_matrices=False)
+        cos_s, sin_s = xp.cos(s)[..., None, :], xp.sin(s)[..., None, :]
+        w = transpose(wt)
+        ut_v = transpose(u) @ vector
+        moved = vector - u @ ut_v + (u * cos_s - point_a @ (w * sin_s)) @ ut_v
+        end = point_a @ ((w * cos_s) @ wt) + (u * sin_s) @ wt
+        return moved @ (transpose(end) @ point_b)
 
     @property
     def typical_dist(self) -> float:

@@ -101,6 +101,19 @@ def sphere_transport_along_geodesic(x: Array, y: Array, v: Array, axis: Axis) ->
     )
 
 
+def sphere_differentiated_retraction(x: Array, y: Array, v: Array, axis: Axis) -> Array:
+    r"""The differentiated ``"normalize"`` retraction :math:`R_x(\eta) = (x + \eta)/\|x +
+    \eta\|` at the :math:`\eta` with :math:`R_x(\eta) = y` (:math:`\eta = y/\langle x, y\rangle
+    - x`, defined for :math:`\langle x, y\rangle > 0`), applied to :math:`v`:
+
+    .. math:: \mathrm{D}R_x(\eta)[v] = \frac{P_y(v)}{\|x + \eta\|} = \langle x, y\rangle\, P_y(v).
+
+    The vector transport of Sato, Kasai & Mishra (2019) and Kasai, Sato & Mishra (2018)
+    for this retraction; it shrinks vectors by :math:`\langle x, y\rangle \le 1`.
+    """
+    return _dot(x, y, axis) * sphere_projection(y, v, axis)
+
+
 class Sphere(EmbeddedManifold):
     r"""The unit sphere :math:`\{X \in \mathbb{R}^{n_1\times\dots\times n_k} : \|X\|_F = 1\}`.
 
@@ -111,9 +124,10 @@ class Sphere(EmbeddedManifold):
     the paper's Orth) and ``"exp"`` (the exponential map).
 
     Transports (what :meth:`transport` does, e.g. to momentum in the SGD step):
-    ``"projection"`` (default, :math:`P_Y(V)`) or ``"parallel"``, parallel transport along the
+    ``"projection"`` (default, :math:`P_Y(V)`), ``"parallel"``, parallel transport along the
     geodesic from :math:`X` to :math:`Y` (with ``"exp"``: the exponential map and parallel
-    transport of momentum, Cho & Lee 2017's SGD-G). Choose it with ``transport=...`` or
+    transport of momentum, Cho & Lee 2017's SGD-G), or with ``"normalize"``
+    ``"differentiated"``, the differentiated retraction :math:`\langle X, Y\rangle P_Y(V)`. Choose it with ``transport=...`` or
     :meth:`~riemann_dnn.manifolds.EmbeddedManifold.with_transport` (``Oblique`` inherits
     both behaviours).
     """
@@ -141,8 +155,11 @@ class Sphere(EmbeddedManifold):
 
     @property
     def transports(self) -> tuple[str, ...]:
-        """``("projection", "parallel")``."""
-        return TRANSPORTS
+        """``("projection", "parallel", "differentiated")`` with the ``"normalize"``
+        retraction, ``("projection", "parallel")`` with ``"exp"``."""
+        if self._retraction_name == "normalize":
+            return TRANSPORTS
+        return ("projection", "parallel")
 
     @property
     def typical_dist(self) -> float:
@@ -176,9 +193,13 @@ class Sphere(EmbeddedManifold):
     def transport(self, point_a: Array, point_b: Array, tangent_vector_a: Array) -> Array:
         r"""Carry a tangent vector at ``point_a`` to ``point_b``: :math:`P_Y(V)`
         (``"projection"``) or parallel transport along the geodesic (``"parallel"``,
-        :func:`sphere_transport_along_geodesic`), per :attr:`~riemann_dnn.manifolds.EmbeddedManifold.transport_name`."""
+        :func:`sphere_transport_along_geodesic`), or the differentiated ``"normalize"``
+        retraction (``"differentiated"``, ``sphere_differentiated_retraction``), per
+        :attr:`~riemann_dnn.manifolds.EmbeddedManifold.transport_name`."""
         if self._transport == "parallel":
             return sphere_transport_along_geodesic(point_a, point_b, tangent_vector_a, self._axis)
+        if self._transport == "differentiated":
+            return sphere_differentiated_retraction(point_a, point_b, tangent_vector_a, self._axis)
         return self.projection(point_b, tangent_vector_a)
 
     def pair_mean(self, point_a: Array, point_b: Array) -> Array:

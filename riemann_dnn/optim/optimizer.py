@@ -60,7 +60,11 @@ class PreparedKernel(Protocol):
     def __call__(self, grads: Any, groups: list[Group], state: TrackedState) -> int:
         """Step in place with the groups' current hyper-parameters and rates; new state
         tensors enter ``state`` here. Returns the number of rows (points) left untouched
-        because their update was zero or not finite."""
+        because their update was zero or not finite.
+
+        A kernel may also offer ``step_checked(grads, groups, state) -> int | None``: check
+        every gradient and step in one call, ``None`` (nothing written) when one is not
+        finite; the base uses it when one kernel steps every group."""
 
 
 class RiemannianOptimizer(Optimizer):
@@ -87,9 +91,9 @@ class RiemannianOptimizer(Optimizer):
     **Non-finite gradients** (``nonfinite``): every gradient is checked before any weight
     or state moves, on every path; then ``"raise"`` raises
     :class:`NonFiniteGradientError` and ``"skip"`` skips the step (counted in
-    :attr:`skipped_steps`), every parameter untouched either way. In groups with copies
+    ``skipped_steps``), every parameter untouched either way. In groups with copies
     the check is per copy: ``"skip"`` leaves the bad copies untouched and steps the others
-    (counted in :attr:`skipped_copies`). A row (a point, on manifolds without unit rows)
+    (counted in ``skipped_copies``). A row (a point, on manifolds without unit rows)
     whose update is zero or not finite although its gradient is finite -- a zero filter
     with a zero gradient, which is not on its manifold -- keeps its value and momentum
     while everything else steps, and a ``RuntimeWarning`` names the parameter. Sparse
@@ -99,32 +103,32 @@ class RiemannianOptimizer(Optimizer):
     ``torch.load(..., weights_only=True)`` reads it; :meth:`load_state_dict` keeps the live
     manifolds and retractions (a saved description or retraction that differs is refused)
     and fills keys missing from an older state dict with this optimizer's defaults. State
-    tensors of half-precision parameters (:attr:`state_tensors`) are kept in float32.
+    tensors of half-precision parameters (``state_tensors``) are kept in float32.
 
     **Subclass contract.** A subclass (e.g. :class:`~riemann_dnn.optim.RiemannianSGD`)
 
-    - sets :attr:`name` (used in messages) and :attr:`state_tensors` (its per-parameter
+    - sets ``name`` (used in messages) and ``state_tensors`` (its per-parameter
       state tensors, parameter-shaped, held in the working precision: e.g.
       ``("momentum_buffer",)``);
     - builds its ``defaults`` (``lr`` and its hyper-parameters; the base adds
       ``maximize``, ``manifold``, ``retraction``, ``copies``, ``foreach``, ``fused``) and
       calls ``super().__init__(params, defaults, nonfinite=..., project_initial=...)``;
-    - implements :meth:`_check_hyperparameters` (raise ``ValueError`` naming the bad
-      value; the base checks ``lr`` and ``copies``) and optionally :meth:`_check_group`
+    - implements ``_check_hyperparameters`` (raise ``ValueError`` naming the bad
+      value; the base checks ``lr`` and ``copies``) and optionally ``_check_group``
       (checks of extra group keys);
-    - implements :meth:`_step_group`: the eager step of one group -- collect the
+    - implements ``_step_group``: the eager step of one group -- collect the
       parameters with a gradient and their state (initialising it), call the functional
       form with :meth:`geometry` of each parameter, write new state tensors back;
-    - optionally implements the prepared-kernel hook, :meth:`_kernel_key` (groups with
+    - optionally implements the prepared-kernel hook, ``_kernel_key`` (groups with
       equal keys share one kernel; ``None``: this group has no kernel, so the step is
-      eager) and :meth:`_prepare_kernel` (lay a :class:`PreparedKernel` over those
+      eager) and ``_prepare_kernel`` (lay a ``PreparedKernel`` over those
       groups' tensors, or ``None``). The base caches kernels and drops them when any
       parameter, its dtype, shape or storage, or any state entry changes
       (``optimizer.state.clear()``, a replaced buffer, :meth:`load_state_dict`).
 
     The base's :meth:`step` evaluates the closure, handles per-copy non-finite gradients,
     runs the prepared kernels when every group qualifies, else checks the gradients
-    (sparse ones are refused before anything moves) and calls :meth:`_step_group` per
+    (sparse ones are refused before anything moves) and calls ``_step_group`` per
     group.
     """
 
@@ -180,7 +184,7 @@ class RiemannianOptimizer(Optimizer):
         return None
 
     def _prepare_kernel(self, groups: list[Group]) -> PreparedKernel | None:
-        """A :class:`PreparedKernel` laid out over ``groups`` (equal :meth:`_kernel_key`),
+        """A ``PreparedKernel`` laid out over ``groups`` (equal ``_kernel_key``),
         or ``None`` when they do not qualify."""
         return None
 
@@ -250,7 +254,7 @@ class RiemannianOptimizer(Optimizer):
     def state_tensor(self, param: torch.Tensor, key: str) -> torch.Tensor | None:
         """``state[param][key]`` in the parameter's working precision and device (a
         tensor of another dtype, e.g. after the parameter's dtype changed, is converted
-        and stored back), or ``None``; for :meth:`_step_group`."""
+        and stored back), or ``None``; for ``_step_group``."""
         entry = self.state.get(param)
         value = None if entry is None else entry.get(key)
         if not isinstance(value, torch.Tensor):
@@ -411,7 +415,7 @@ class RiemannianOptimizer(Optimizer):
 
     def _kernel_step(self) -> Literal["stepped", "rows", "nonfinite"] | None:
         """Step every group through the prepared kernels, one per set of groups with equal
-        :meth:`_kernel_key`, when all of them qualify. Returns ``None`` (nothing done)
+        ``_kernel_key``, when all of them qualify. Returns ``None`` (nothing done)
         when some group does not; ``"nonfinite"`` (nothing done) when a gradient is not
         finite; ``"rows"`` when a kernel left rows untouched (a zero or non-finite
         update); else ``"stepped"``."""
@@ -448,11 +452,18 @@ class RiemannianOptimizer(Optimizer):
             if grads is None:
                 return None
             calls.append((members, kernel, grads, member_groups))
-        if not all(kernel.all_finite(grads) for _, kernel, grads, _ in calls):
-            return "nonfinite"
         bad = 0
-        for _, kernel, grads, member_groups in calls:
-            bad += kernel(grads, member_groups, state)
+        if len(calls) == 1 and hasattr(calls[0][1], "step_checked"):  # check and step at once
+            _, kernel, grads, member_groups = calls[0]
+            found = kernel.step_checked(grads, member_groups, state)
+            if found is None:
+                return "nonfinite"
+            bad += found
+        else:
+            if not all(kernel.all_finite(grads) for _, kernel, grads, _ in calls):
+                return "nonfinite"
+            for _, kernel, grads, member_groups in calls:
+                bad += kernel(grads, member_groups, state)
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"

@@ -11,6 +11,7 @@ native kernel (:class:`~riemann_dnn.step.native.PreparedStep`) of the whole step
 from __future__ import annotations
 
 import functools
+import operator
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from ..step import (
     sphere_sgd_step_,
     unit_norm_axis,
 )
-from ..step.native import PreparedStep, native_available, oblique_sgd_
+from ..step.native import NONFINITE, PreparedStep, native_available, oblique_sgd_
 from ._filter_rate import FILTER_RATES, check_filter_rate, filter_rate_sgd, filter_rates
 from ._functional import (
     SPHERE_KERNEL_DTYPES,
@@ -246,7 +247,6 @@ class _SGDKernel:
         self.params = params
         self.buffers = buffers
         self.first_step = first
-        self._shapes = [(p.dtype, p.shape) for p in params]
         self._step = PreparedStep(
             points,
             normalize,
@@ -255,15 +255,14 @@ class _SGDKernel:
             copies=copies or 1,
             rate_slots=slots,
         )
-        self._lrs = [0.0] * len(slots)
 
     def valid_for(self, groups: list[Group]) -> bool:
-        params = [p for group in groups for p in group["params"]]
+        """The same parameter objects in the same order, and momentum buffers exactly when
+        momentum is on (storage, dtype and shape: checked with the gradients)."""
         if (groups[0]["momentum"] != 0) != bool(self.buffers):
             return False
-        return self._step.valid_for(params) and all(
-            p.dtype == d and p.shape == s for p, (d, s) in zip(params, self._shapes)
-        )
+        params = [p for group in groups for p in group["params"]]
+        return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
 
     def gradient_pointers(self):
         return self._step.gradient_pointers()
@@ -271,26 +270,36 @@ class _SGDKernel:
     def all_finite(self, grads) -> bool:
         return self._step.all_finite(grads)
 
+    def step_checked(self, grads, groups: list[Group], state) -> int | None:
+        """Check every gradient, then step, in one native call: ``None`` (nothing written)
+        when a gradient is not finite, else the number of rows left untouched."""
+        return self._run(groups, state, check=True)
+
     def __call__(self, grads, groups: list[Group], state) -> int:
-        group = groups[0]
-        if self.first_step:  # new buffers enter the state only when the step runs
-            for param, buf in zip(self.params, self.buffers):
-                state[param]["momentum_buffer"] = buf
-        lrs = self._lrs
+        return self._run(groups, state, check=False)
+
+    def _run(self, groups: list[Group], state, *, check: bool) -> int | None:
+        step = self._step
         for slot, member in enumerate(groups):
-            lrs[slot] = member["lr"]
-        found = self._step(
-            grads,
-            lr=lrs,
+            step.bind_rate(slot, member["lr"])
+        group = groups[0]
+        first = self.first_step
+        bad = step.run(
             momentum=group["momentum"],
             dampening=group["dampening"],
             nesterov=group["nesterov"],
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
-            first_step=self.first_step and group["momentum"] != 0,
+            first_step=first and group["momentum"] != 0,
+            check=check,
         )
-        self.first_step = False
-        return int(found)
+        if bad == NONFINITE:
+            return None
+        if first:  # new buffers enter the state only when the step ran
+            for param, buf in zip(self.params, self.buffers):
+                state[param]["momentum_buffer"] = buf
+            self.first_step = False
+        return bad
 
 
 # -- the functional form ------------------------------------------------------------------

@@ -20,6 +20,14 @@ For a weight with ``out`` filters of size ``n = prod(rest)`` (the filter matrix 
 - ``"grassmann"``: ``Grassmann(n, 1, k=out)``, the filters as columns of shape ``(out, n, 1)``;
   retractions ``"polar"`` (default), ``"qr"``, ``"exp"``.
 
+A name may carry the number of unit rows after a colon, ``"oblique:groups=G"``: the weight
+as ``G`` rows of a contiguous reshape, each a block of ``out / G`` consecutive filters on
+one unit sphere (GroupNorm's symmetry: the oblique manifold over row-blocks);
+``"oblique:groups=1"`` is the whole weight as one unit row (the sphere, stepped by the same
+row kernel as oblique filters). ``"stiefel:groups=G"`` and ``"grassmann:groups=G"`` put
+the same ``(G, numel / G)`` row matrix on those manifolds. :func:`~riemann_dnn.params.param_groups` names each
+weight's manifold this way.
+
 The group's ``"retraction"`` may also name the vector transport after a ``+``:
 ``"exp+parallel"`` on ``"grassmann"`` (or ``"oblique"``, ``"sphere"``) is Cho & Lee's
 (2017) SGD-G -- a step along the geodesic and parallel transport of the momentum; without
@@ -28,6 +36,7 @@ The group's ``"retraction"`` may also name the vector transport after a ``+``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +51,8 @@ __all__ = [
     "resolve_geometry",
     "parameter_from_point",
     "split_retraction",
+    "split_manifold_name",
+    "RowView",
 ]
 
 MANIFOLD_NAMES = ("euclidean", "oblique", "sphere", "stiefel", "grassmann")
@@ -59,6 +70,43 @@ def split_retraction(spec: str | None) -> tuple[str | None, str]:
             f"one of {list(TRANSPORTS)}, e.g. 'exp+parallel'"
         )
     return retraction or None, transport
+
+
+def split_manifold_name(name: str) -> tuple[str, int | None]:
+    """``"oblique"`` -> ``("oblique", None)``; ``"oblique:groups=8"`` -> ``("oblique", 8)``."""
+    base, sep, arg = name.partition(":")
+    if not sep:
+        return base, None
+    key, _, value = arg.partition("=")
+    if key != "groups" or not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"manifold {name!r}: after ':' give the number of unit rows as 'groups=G' "
+            f"with G >= 1, e.g. 'oblique:groups=8'"
+        )
+    return base, int(value)
+
+
+@dataclass(frozen=True)
+class RowView:
+    """The parameter as ``rows`` rows of a contiguous reshape, ``(*batch, rows, numel / rows)``
+    (a view, no copy): ``rows`` blocks of consecutive filters, or the whole tensor as one row."""
+
+    rows: int
+
+    def __call__(self, tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+        return tensor.view(*tensor.shape[:batch_dims], self.rows, -1)
+
+
+@dataclass(frozen=True)
+class _RowViewTransposed(RowView):
+    def __call__(self, tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+        return super().__call__(tensor, batch_dims).transpose(-1, -2)
+
+
+@dataclass(frozen=True)
+class _RowViewAsColumns(RowView):
+    def __call__(self, tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+        return super().__call__(tensor, batch_dims).unsqueeze(-1)
 
 
 def _identity(tensor: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
@@ -109,6 +157,7 @@ class Geometry:
 
 
 def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geometry:
+    name, rows = split_manifold_name(name)
     if name == "euclidean":  # plain SGD: a retraction named for the constrained groups is moot
         return Geometry(Euclidean(*shape), _identity)
     retraction, transport = split_retraction(spec)
@@ -117,8 +166,10 @@ def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geom
             f"retraction {spec!r}: transport {transport!r} is available on 'sphere', "
             f"'oblique' and 'grassmann' (lines), not on {name!r}; drop the '+{transport}'"
         )
-    if name == "sphere":
+    if name == "sphere" and rows is None:
         return Geometry(Sphere(*shape, retraction=retraction, transport=transport), _identity)
+    if rows is not None:
+        return _row_geometry(name, shape, rows, retraction, transport)
     if len(shape) < 2:
         raise ValueError(
             f"manifold {name!r} constrains the filters (rows) of a weight of shape (out, in, "
@@ -148,6 +199,42 @@ def _named_geometry(name: str, shape: tuple[int, ...], spec: str | None) -> Geom
     raise ValueError(
         f"unknown manifold {name!r} in a param group; use one of {MANIFOLD_NAMES} or a "
         f"riemann_dnn.manifolds object"
+    )
+
+
+def _row_geometry(
+    name: str, shape: tuple[int, ...], rows: int, retraction: str | None, transport: str
+) -> Geometry:
+    """``name`` on the ``(rows, numel / rows)`` row matrix of a parameter of ``shape``."""
+    numel = math.prod(shape)
+    blocks = shape[0] if shape else 1
+    if blocks % rows:
+        raise ValueError(
+            f"manifold '{name}:groups={rows}': a parameter of shape {shape} has {blocks} "
+            f"filters along dim 0, which do not split into {rows} equal groups; give a "
+            f"divisor of {blocks}"
+        )
+    n = numel // rows
+    if name in ("oblique", "sphere"):
+        oblique = Oblique(rows, n, unit="rows", retraction=retraction)
+        return Geometry(oblique.with_transport(transport), RowView(rows))
+    if name == "stiefel":
+        if rows <= n:
+            return Geometry(Stiefel(n, rows, retraction=retraction), _RowViewTransposed(rows))
+        return Geometry(Stiefel(rows, n, retraction=retraction), RowView(rows))
+    if name == "grassmann":
+        if rows == 1:
+            return Geometry(
+                Grassmann(n, 1, retraction=retraction, transport=transport),
+                _RowViewTransposed(rows),
+            )
+        return Geometry(
+            Grassmann(n, 1, k=rows, retraction=retraction, transport=transport),
+            _RowViewAsColumns(rows),
+        )
+    raise ValueError(
+        f"unknown manifold {name!r} in a param group; use one of {MANIFOLD_NAMES} (with "
+        f"':groups=G' for row-blocks) or a riemann_dnn.manifolds object"
     )
 
 
@@ -205,4 +292,11 @@ def parameter_from_point(
 ) -> torch.Tensor:
     """The parameter of ``shape`` whose view is ``point`` (differentiable; the inverse of
     ``geometry.view``), e.g. to call a module functionally at a manifold point."""
-    return _INVERSE_VIEWS[geometry.view](point, shape)
+    view = geometry.view
+    if isinstance(view, _RowViewTransposed):
+        return point.transpose(-1, -2).reshape(shape)
+    if isinstance(view, _RowViewAsColumns):
+        return point.squeeze(-1).reshape(shape)
+    if isinstance(view, RowView):
+        return point.reshape(shape)
+    return _INVERSE_VIEWS[view](point, shape)

@@ -50,8 +50,7 @@ from typing import Any, NamedTuple
 import torch
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds import Array, working_dtype
-from ..manifolds._array import namespace
+from ..manifolds import Array, array_namespace, working_dtype
 
 __all__ = [
     "AdamHyperparameters",
@@ -141,7 +140,7 @@ def component_inner(manifold: Manifold, vector: Array, axes: Axis | str | None =
     axes = second_moment_axes(manifold) if axes is None else axes
     if axes == "elementwise":
         return vector * vector
-    return namespace(vector).sum(vector * vector, axis=axes, keepdims=True)
+    return array_namespace(vector).sum(vector * vector, axis=axes, keepdims=True)
 
 
 def riemannian_adam_step(
@@ -162,7 +161,7 @@ def riemannian_adam_step(
     the point (e.g. one rate per stacked copy). Works on stacks of points (leading axes)
     on manifolds that declare ``broadcasts_over_copies``.
     """
-    xp = namespace(point, euclidean_gradient)
+    xp = array_namespace(point, euclidean_gradient)
     beta1, beta2 = hp.betas
     gradient = -euclidean_gradient if maximize else euclidean_gradient
     if hp.weight_decay != 0 and not hp.decoupled_weight_decay:

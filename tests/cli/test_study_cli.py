@@ -4,7 +4,7 @@ import pytest
 
 from riemann_dnn.cli.main import build_parser, main
 from riemann_dnn.cli.reproduce import _protocol
-from riemann_dnn.experiments.protocol import PROTOCOLS, Protocol, quick_protocol
+from riemann_dnn.experiments.config import PROTOCOLS, Protocol, quick_protocol
 
 
 def test_table2_defaults_stay_the_paper_protocol():

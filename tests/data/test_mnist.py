@@ -109,7 +109,7 @@ def test_verify_detects_canonical_mnist(mnist_dir: Path) -> None:
     assert list(report.test_label_counts) == TEST_COUNTS
     assert (report.image_shape, report.num_classes) == ((28, 28), 10)
     # Independent of our hard-coded sums: the published md5 of the uncompressed train images.
-    raw = idx_module._read_bytes(report.files[MNIST_FILES[0]])
+    raw = idx_module.read_bytes(report.files[MNIST_FILES[0]])
     assert hashlib.md5(raw).hexdigest() == TRAIN_IMAGES_MD5
 
 

@@ -18,7 +18,9 @@ SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from riemann_dnn.experiments.protocol import MNISTTensors, Protocol, RunConfig, train_runs
+    from riemann_dnn.experiments.config import Protocol, RunConfig
+    from riemann_dnn.experiments.protocol import train_runs
+    from riemann_dnn.experiments.runs import MNISTTensors
     out, kill_after = sys.argv[1], int(sys.argv[2])
     data = MNISTTensors.load(source="embedded")
     protocol = Protocol(lr_candidates=(1e-2, 1e-3), selection_train=300, selection_val=200,

@@ -6,16 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from riemann_dnn.experiments.protocol import (
-    MNISTTensors,
-    Protocol,
-    RunConfig,
-    _stop_reason,
-    load_finished,
-    quick_protocol,
-    run_path,
-    train_runs,
-)
+from riemann_dnn.experiments.config import Protocol, RunConfig, quick_protocol
+from riemann_dnn.experiments.protocol import stop_reason, train_runs
+from riemann_dnn.experiments.runs import MNISTTensors, load_finished, run_path
 
 P = Protocol()
 
@@ -32,7 +25,7 @@ P = Protocol()
     ],
 )
 def test_stopping_rules(epoch, train_error, val, expected):
-    assert _stop_reason(P, epoch, train_error, val) == expected
+    assert stop_reason(P, epoch, train_error, val) == expected
 
 
 def test_protocol_validates_its_constants():

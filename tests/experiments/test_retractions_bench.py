@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from riemann_dnn.cli.main import main
-from riemann_dnn.experiments.protocol import quick_protocol
+from riemann_dnn.experiments.config import quick_protocol
 from riemann_dnn.experiments.records import read_json
 from riemann_dnn.experiments.retractions import (
     RETRACTIONS,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from riemann_dnn.cli.main import main
-from riemann_dnn.experiments.protocol import RunConfig, quick_protocol, run_path
+from riemann_dnn.experiments.config import RunConfig, quick_protocol
 from riemann_dnn.experiments.records import read_json
+from riemann_dnn.experiments.runs import run_path
 from riemann_dnn.experiments.table2 import TableMismatchError, reproduce_table2
 
 TINY = quick_protocol(selection_epochs=1, min_epochs=1, max_epochs=2)

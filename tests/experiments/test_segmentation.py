@@ -303,7 +303,7 @@ def test_camvid_missing_directory_is_a_clear_error(tmp_path, capsys):
 
 # -- the pymanopt door ------------------------------------------------------------------------
 def test_pymanopt_door_trains_and_keeps_filters_unit_norm(tmp_path, mini):
-    pytest.importorskip("riemann_dnn.solvers.module_problem")
+    pytest.importorskip("riemann_dnn.problems.module_problem")
     config = SegmentationConfig(method="un", epochs=1, door="pymanopt", **MINI)
     result = train_segmentation(config, tmp_path, data=mini, progress=False, figure_images=0)
     record = result.record
@@ -325,7 +325,7 @@ def test_training_on_the_gpu_keeps_parameters_there_and_filters_unit_norm(tmp_pa
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     if door == "pymanopt":
-        pytest.importorskip("riemann_dnn.solvers.module_problem")
+        pytest.importorskip("riemann_dnn.problems.module_problem")
     config = SegmentationConfig(method="un", epochs=2, door=door, **MINI)
     result = train_segmentation(config, tmp_path, data=mini, device="cuda", progress=False)
     assert all(p.is_cuda for p in result.model.parameters())

@@ -7,19 +7,14 @@ from dataclasses import replace
 import pytest
 import torch
 
+from riemann_dnn.experiments.config import PROTOCOLS, Protocol, RunConfig
 from riemann_dnn.experiments.ensemble import Ensemble
-from riemann_dnn.experiments.protocol import (
-    METHODS,
-    PROTOCOLS,
-    Protocol,
-    RunConfig,
-    _stop_check,
-    build_ensemble,
-    candidate_grid,
-)
+from riemann_dnn.experiments.methods import METHODS
+from riemann_dnn.experiments.protocol import stop_check
 from riemann_dnn.experiments.records import strict
-from riemann_dnn.experiments.selection import _extensions
+from riemann_dnn.experiments.selection import _extensions, candidate_grid
 from riemann_dnn.experiments.study import StudyPlan, reproduce_study
+from riemann_dnn.experiments.training import build_ensemble
 from riemann_dnn.models import ArchBN, ConvArchBN
 from riemann_dnn.optim import RiemannianSGD
 
@@ -34,29 +29,27 @@ def test_an_undone_epoch_is_no_flat_validation_measurement():
     curves = _curves([0.10, 0.08, 0.07, 0.07], [True, True, True, False])
     old = Protocol(min_epochs=3)
     fixed = replace(old, stop_on_accepted=True)
-    assert _stop_check(old, 4, curves) == "validation_error_flat"  # the paper's rule's artefact
-    assert _stop_check(fixed, 4, curves) is None
+    assert stop_check(old, 4, curves) == "validation_error_flat"  # the paper's rule's artefact
+    assert stop_check(fixed, 4, curves) is None
     # the next accepted epoch is compared with the last accepted one, not the undone one
     curves = _curves([0.10, 0.08, 0.07, 0.07, 0.065], [True, True, True, False, True])
-    assert _stop_check(fixed, 5, curves) is None
+    assert stop_check(fixed, 5, curves) is None
     curves = _curves([0.10, 0.08, 0.07, 0.07, 0.07], [True, True, True, False, True])
-    assert _stop_check(fixed, 5, curves) == "validation_error_flat"
+    assert stop_check(fixed, 5, curves) == "validation_error_flat"
 
 
 def test_an_undone_epoch_still_counts_towards_max_epochs():
     fixed = Protocol(min_epochs=2, max_epochs=3, stop_on_accepted=True)
     curves = _curves([0.1, 0.09, 0.09], [True, True, False])
-    assert _stop_check(fixed, 3, curves) == "max_epochs"
+    assert stop_check(fixed, 3, curves) == "max_epochs"
 
 
 def test_patience_rule_sees_accepted_epochs_only():
     fixed = Protocol(min_epochs=1, patience=2, stop_on_accepted=True)
     # accepted: 0.10, 0.08, 0.09 -> rose against two accepted epochs before? 0.09 < 0.10: no
     curves = _curves([0.10, 0.08, 0.08, 0.09], [True, True, False, True])
-    assert _stop_check(fixed, 4, curves) is None
-    assert (
-        _stop_check(replace(fixed, stop_on_accepted=False), 4, curves) == "validation_error_rose"
-    )
+    assert stop_check(fixed, 4, curves) is None
+    assert stop_check(replace(fixed, stop_on_accepted=False), 4, curves) == "validation_error_rose"
 
 
 # -- the control methods ----------------------------------------------------------------------

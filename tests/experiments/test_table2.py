@@ -7,9 +7,9 @@ import statistics
 import pytest
 from scipy import stats
 
-from riemann_dnn.experiments.protocol import welch_t_test
 from riemann_dnn.experiments.records import read_json
-from riemann_dnn.experiments.table2 import PAPER_TABLE2, summarize, write_report
+from riemann_dnn.experiments.stats import welch_t_test
+from riemann_dnn.experiments.table2_report import PAPER_TABLE2, summarize, write_report
 
 
 def _record(depth, method, seed, error):

@@ -170,19 +170,55 @@ def _record(out: Path) -> dict:
 
 
 def test_train_archbn_on_two_processes_follows_one_process(tmp_path):
+    """One engine under torchrun: ``bsgd-wd`` (weight decay selected with the rate) on 1 and
+    2 gloo processes; 1 process gives exactly the record of ``train_runs`` in this process,
+    2 processes (each a slice of every global batch) follow it to rounding."""
+    from riemann_dnn.experiments.config import quick_protocol
+    from riemann_dnn.experiments.protocol import train_runs
+    from riemann_dnn.experiments.runs import MNISTTensors, run_configs
+
+    method = ["--method", "bsgd-wd"]
     for nproc in (1, 2):
-        _run(nproc, ["train", "archbn", *TINY, "--out", str(tmp_path / f"p{nproc}")])
+        _run(nproc, ["train", "archbn", *method, *TINY, "--out", str(tmp_path / f"p{nproc}")])
     one, two = _record(tmp_path / "p1"), _record(tmp_path / "p2")
     assert (one["config"]["world_size"], two["config"]["world_size"]) == (1, 2)
     assert (two["world_size"], two["rank"]) == (2, 0)
-    assert (
-        one["config"]["data_parallel"] and one["config"]["run_hash"] != two["config"]["run_hash"]
-    ), "a layout that changes rounding must not share a record"
-    for key in ("chosen_lr", "epochs", "stop_reason"):
+    assert one["config"]["run_hash"] != two["config"]["run_hash"], (
+        "a layout that changes rounding must not share a record"
+    )
+    data = MNISTTensors.load(source="embedded")
+    protocol = quick_protocol(
+        selection_epochs=1, min_epochs=1, max_epochs=2, lr_candidates=(1e-2, 1e-3)
+    )
+    configs = run_configs(data, depths=[2], methods=["bsgd-wd"], runs=1, seed=0, protocol=protocol)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (direct,) = train_runs(configs, data, tmp_path / "direct")
+    finally:
+        torch.set_num_threads(previous)
+    (path,) = (tmp_path / "direct" / "runs").glob("*.json")
+    timing = {"seconds", "selection_seconds", "epoch_seconds", "summary", "identity"}
+    assert {k: v for k, v in one.items() if k not in timing} == {
+        k: v for k, v in read_json(path).items() if k not in timing
+    }, "torchrun with 1 process must give train_runs' record"
+    for key in ("chosen_lr", "chosen", "epochs", "stop_reason"):
         assert one[key] == two[key], key
-    for a, b in zip(one["curves"]["train_loss"], two["curves"]["train_loss"]):
-        assert math.isclose(a, b, rel_tol=1e-5), (one["curves"], two["curves"])
-    assert abs(one["test_error"] - two["test_error"]) <= 2e-3
+    assert "weight_decay" in two["chosen"] and "interior" in two["selection"]
+    # the 6 candidates (rate x weight decay) after their selection epoch, and the first
+    # epoch of training, agree to rounding; later epochs drift further: with the summed
+    # loss a step is ~1 on the mean gradient, and a max-pool or ReLU that flips on a
+    # rounding difference moves the trajectory visibly (measured: 1e-6 after 3 batches,
+    # 1% after an epoch)
+    for a, b in zip(one["selection"]["candidates"], two["selection"]["candidates"]):
+        for key in ("first_loss", "last_loss", "val_error"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-5), (key, a, b)
+    assert math.isclose(
+        one["curves"]["train_loss"][0], two["curves"]["train_loss"][0], rel_tol=1e-5
+    )
+    for a, b in zip(one["filter_norms"], two["filter_norms"]):
+        assert math.isclose(a, b, rel_tol=1e-2), (one["filter_norms"], two["filter_norms"])
+    assert abs(one["test_error"] - two["test_error"]) <= 1e-2
 
 
 def test_segment_on_two_processes_follows_one_process(tmp_path):

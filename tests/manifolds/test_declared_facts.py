@@ -150,7 +150,7 @@ def test_each_declared_transport_is_built_and_carries_tangent_vectors(case):
         assert case.tangent_error(y, moved) < 1e-10
         if transport == "projection":
             assert gap(moved, built.projection(y, v)) < 1e-12
-        else:  # parallel transport is an isometry
+        elif transport == "parallel":  # parallel transport is an isometry
             norm = float(np.sqrt(built.inner_product(y, moved, moved)))
             assert abs(norm - 1) < 1e-10
     for transport in set(TRANSPORTS) - set(manifold.transports):
@@ -161,9 +161,15 @@ def test_each_declared_transport_is_built_and_carries_tangent_vectors(case):
 
 
 def test_transports_declared():
-    for manifold in (Sphere(3), Oblique(3, 4), Grassmann(4, 1), Grassmann(4, 1, k=3)):
+    for manifold in (Sphere(3), Oblique(3, 4), Grassmann(4, 1), Grassmann(4, 2, k=3)):
+        assert manifold.transports == ("projection", "parallel", "differentiated")
+    for manifold in (
+        Sphere(3, retraction="exp"),
+        Oblique(3, 4, retraction="exp"),
+        Grassmann(4, 2, retraction="exp"),
+    ):
         assert manifold.transports == ("projection", "parallel")
-    for manifold in (Euclidean(3), Stiefel(4, 2), Grassmann(4, 2)):
+    for manifold in (Euclidean(3), Stiefel(4, 2)):
         assert manifold.transports == ("projection",)
     mixed = Product([Oblique(3, 4).with_transport("parallel"), Euclidean(2)])
     assert mixed.transports == ("projection",)
@@ -196,3 +202,68 @@ def test_flat_and_orthonormal_columns_declared():
     assert Euclidean(3, 2).is_flat and not Oblique(3, 2).is_flat
     assert Stiefel(4, 2).orthonormal_columns and Grassmann(4, 2).orthonormal_columns
     assert not any(m.orthonormal_columns for m in (Oblique(3, 2), Sphere(3), Euclidean(3)))
+
+
+def test_with_retraction_keeps_the_transport_or_names_the_fix():
+    grassmann = Grassmann(6, 2).with_transport("differentiated")
+    qr = grassmann.with_retraction("qr")
+    assert (qr.retraction_name, qr.transport_name) == ("qr", "differentiated")
+    assert grassmann.retraction_name == "polar"  # a copy
+    with pytest.raises(ValueError, match=r"retraction 'exp' has no transport 'differentiated'"):
+        grassmann.with_retraction("exp")
+    with pytest.raises(ValueError, match="unknown retraction 'cayley'"):
+        grassmann.with_retraction("cayley")
+
+
+@pytest.mark.parametrize(
+    "manifold",
+    [
+        Sphere(5),
+        Oblique(4, 6, unit="rows"),
+        Oblique(4, 6),
+        Grassmann(9, 3, retraction="polar"),
+        Grassmann(9, 3, retraction="qr"),
+        Grassmann(9, 1, k=3, retraction="qr"),
+    ],
+    ids=repr,
+)
+def test_differentiated_transport_is_the_derivative_of_the_retraction(manifold):
+    """T_{x->y}(v) = D R_x(u)[v] at y = R_x(u): central differences of the retraction (their
+    horizontal part, the lift at the basis y, on Grassmann)."""
+    manifold = manifold.with_transport("differentiated")
+    x = _point(manifold, 0)
+    u = 0.7 * _tangent(manifold, x, 1)
+    v = _tangent(manifold, x, 2)
+    y, h = manifold.retraction(x, u), 1e-6
+    difference = (manifold.retraction(x, u + h * v) - manifold.retraction(x, u - h * v)) / (2 * h)
+    assert gap(manifold.transport(x, y, v), manifold.projection(y, difference)) < 1e-8
+
+
+@pytest.mark.parametrize("p, k", [(1, 1), (3, 1), (3, 2)])
+def test_grassmann_parallel_transport_solves_the_transport_equation(p, k):
+    """Parallel transport along the geodesic equals the limit of projecting the vector onto
+    each tangent space of a fine path (first order: error ~ 1/steps), then moved to the basis
+    the retraction returned; it is an isometry onto the horizontal space at y."""
+    manifold = Grassmann(9, p, k=k, retraction="qr", transport="parallel")
+    x = _point(manifold, 0)
+    u = 0.7 * _tangent(manifold, x, 1)
+    v, w = _tangent(manifold, x, 2), _tangent(manifold, x, 3)
+    y = manifold.retraction(x, u)
+    moved = manifold.transport(x, y, v)
+    errors = []
+    for steps in (250, 500):
+        path, vector = x, v
+        log = manifold.log(x, y)
+        for index in range(1, steps + 1):
+            path = manifold.exp(x, log * (index / steps))
+            vector = manifold.projection(path, vector)
+        errors.append(gap(vector @ (path.transpose(-1, -2) @ y), moved))
+    assert errors[1] < 0.6 * errors[0] and errors[1] < 2e-4, errors
+    assert (
+        abs(
+            manifold.inner_product(y, moved, manifold.transport(x, y, w))
+            - manifold.inner_product(x, v, w)
+        )
+        < 1e-12
+    )
+    assert gap(manifold.projection(y, moved), moved) < 1e-12

@@ -114,13 +114,17 @@ def test_hook_path_leaves_the_model_untouched():
         assert torch.equal(value, before[key]), f"{key} changed (BN running statistics?)"
 
 
-def test_control_flow_model_gives_a_clear_error_and_the_hook_path_works():
+def test_control_flow_model_falls_back_to_one_hooked_pass_with_one_notice():
     model = Branchy()
-    with pytest.raises(ValueError, match=r"could not trace Branchy.*example_input="):
-        param_groups(model)
-    names = scale_invariant_weights(model, _images())
-    assert names == ["conv1.weight", "conv2.weight"]
-    groups = param_groups(model, example_input=_images())
+    with pytest.warns(UserWarning, match=r"could not trace Branchy.*running it once with hooks"):
+        groups = param_groups(model)
+    assert groups[0]["names"] == ["conv1.weight", "conv2.weight"]
+    with pytest.raises(ValueError, match=r"could not trace Branchy.*trace='hooks'"):
+        scale_invariant_weights(model, _images(), trace="fx")
+    assert scale_invariant_weights(model, _images(), trace="hooks") == [
+        "conv1.weight",
+        "conv2.weight",
+    ]
     opt = RiemannianSGD(groups, lr=0.1)
     total = len(list(model.parameters()))
     assert [len(g["params"]) for g in opt.param_groups] == [2, total - 2]

@@ -13,7 +13,8 @@ import torch
 
 import riemann_dnn.solvers.stochastic_gradient as sg_module
 from riemann_dnn.manifolds import Euclidean, Grassmann, Oblique, Product, Sphere, Stiefel
-from riemann_dnn.solvers import FiniteSumProblem, StochasticGradient
+from riemann_dnn.problems import FiniteSumProblem
+from riemann_dnn.solvers import StochasticGradient
 from riemann_dnn.step import SGDHyperparameters, riemannian_sgd_step
 
 # -- stochastic PCA with a planted top-p subspace ---------------------------------------------
@@ -548,7 +549,7 @@ def test_bad_options_raise_value_error_naming_the_option(option, value):
 def test_nesterov_without_momentum_and_no_limits_raise():
     with pytest.raises(ValueError, match="nesterov"):
         StochasticGradient(nesterov=True)
-    with pytest.raises(ValueError, match="max_iterations, max_epochs and max_time"):
+    with pytest.raises(ValueError, match="max_iterations, max_epochs, max_passes and max_time"):
         StochasticGradient(max_iterations=None, max_epochs=None, max_time=None)
 
 

@@ -13,14 +13,16 @@ import torch
 from ..records import strict
 
 
-def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
+def train_archbn_variants(variants, protocol, runs, data_dir, source, device, out_dir, seed, bar):
     """Train ``runs`` seeds of ArchBN (depth 2) per ``(method, constraint, retraction)`` of
     ``variants`` under ``protocol`` (run records in ``out_dir/archbn``, or a temporary
     folder); one row per variant: test errors, mean ± std, chosen rates, epochs, epoch time."""
     import tempfile
 
+    from ..methods import METHODS
     from ..progress import settle
-    from ..protocol import METHODS, MNISTTensors, RunConfig, train_runs
+    from ..protocol import train_runs
+    from ..runs import MNISTTensors, run_configs
 
     data = MNISTTensors.load(data_dir, source=source, device=device)
     root = Path(out_dir) / "archbn" if out_dir is not None else Path(tempfile.mkdtemp())
@@ -28,21 +30,18 @@ def _archbn(variants, protocol, runs, data_dir, source, device, out_dir, seed, b
     for method, constraint, retraction in variants:
         label = METHODS[method].label if method != "un" else f"{constraint} {retraction}"
         bar.set_postfix_str(f"ArchBN {label}")
-        configs = [
-            RunConfig(
-                depth=2,
-                method=method,
-                seed=seed + r,
-                protocol=protocol,
-                constraint=constraint,
-                retraction=retraction,
-                data=data.source,
-                data_checksum=data.checksum,
-                device=str(device),
-                threads=torch.get_num_threads(),
-            )
-            for r in range(runs)
-        ]
+        configs = run_configs(
+            data,
+            depths=[2],
+            methods=[method],
+            runs=runs,
+            seed=seed,
+            protocol=protocol,
+            constraint=constraint,
+            retraction=retraction,
+            device=device,
+            threads=torch.get_num_threads(),
+        )
         records = train_runs(configs, data, root, device=device, progress=bar.update)
         settle(
             bar,

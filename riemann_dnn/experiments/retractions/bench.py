@@ -12,21 +12,21 @@ from typing import Any
 
 import torch
 
-from .archbn import _archbn
+from .archbn import train_archbn_variants
 from .config import (
-    _DTYPES,
     ARCHBN_VARIANTS,
     DRIFT_STEP,
+    DTYPES,
     ONE_STEP,
     ORDER_T_MAX,
     ORDER_TS,
     RETRACTIONS,
-    _cells,
-    _size_name,
+    cells_of,
     parse_size,
+    size_name,
 )
-from .measure import _scaled_tangent, chained_drift, time_call
-from .order import _order_floor, agreement_order, exp_gaps
+from .measure import chained_drift, scaled_tangent, time_call
+from .order import agreement_order, exp_gaps, order_floor
 
 __all__ = ["run_retraction_bench"]
 
@@ -76,9 +76,9 @@ def run_retraction_bench(
     unknown = [f for f in families if f not in RETRACTIONS]
     if unknown:
         raise ValueError(f"unknown manifold families {unknown}; choose from {sorted(RETRACTIONS)}")
-    bad = [d for d in dtypes if d not in _DTYPES]
+    bad = [d for d in dtypes if d not in DTYPES]
     if bad:
-        raise ValueError(f"dtypes {bad}: choose from {sorted(_DTYPES)}")
+        raise ValueError(f"dtypes {bad}: choose from {sorted(DTYPES)}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     parsed = [parse_size(s) if isinstance(s, str) else tuple(s) for s in sizes]
@@ -96,9 +96,9 @@ def run_retraction_bench(
         else smallest
     )
     dev = torch.device(device)
-    cells = list(_cells(families, parsed))
-    order_cells = list(_cells(families, [order_at]))
-    drift_cells = list(_cells(families, drift)) if steps > 0 else []
+    cells = list(cells_of(families, parsed))
+    order_cells = list(cells_of(families, [order_at]))
+    drift_cells = list(cells_of(families, drift)) if steps > 0 else []
     variants = (
         list(archbn_variants)
         if archbn_variants is not None
@@ -106,7 +106,7 @@ def run_retraction_bench(
     )
     protocol = archbn_protocol
     if archbn and protocol is None:
-        from ..protocol import quick_protocol
+        from ..config import quick_protocol
 
         protocol = quick_protocol()
     archbn_units = (
@@ -116,12 +116,12 @@ def run_retraction_bench(
     with progress_bar(total=total, desc="bench retractions", unit="cell", enabled=progress) as bar:
         results: dict[str, Any] = {
             "config": {
-                "sizes": [_size_name(s) for s in parsed],
+                "sizes": [size_name(s) for s in parsed],
                 "dtypes": list(dtypes),
                 "device": str(dev),
                 "steps": steps,
-                "drift_sizes": [_size_name(s) for s in drift],
-                "order_size": _size_name(order_at),
+                "drift_sizes": [size_name(s) for s in drift],
+                "order_size": size_name(order_at),
                 "families": list(families),
                 "budget_s": budget_s,
                 "one_step_per_filter": ONE_STEP,
@@ -137,10 +137,10 @@ def run_retraction_bench(
         timing = []
         for family, retraction, size, manifold in cells:
             for dtype_name in dtypes:
-                bar.set_postfix_str(f"time {family} {retraction} {_size_name(size)} {dtype_name}")
-                dtype = _DTYPES[dtype_name]
+                bar.set_postfix_str(f"time {family} {retraction} {size_name(size)} {dtype_name}")
+                dtype = DTYPES[dtype_name]
                 x = manifold.random_point(device=dev, dtype=dtype, generator=seed)
-                u = _scaled_tangent(manifold, x, ONE_STEP, seed + 1)
+                u = scaled_tangent(manifold, x, ONE_STEP, seed + 1)
                 median, repeats, y = time_call(
                     partial(manifold.retraction, x, u), device=dev, budget_s=budget_s
                 )
@@ -148,7 +148,7 @@ def run_retraction_bench(
                     {
                         "family": family,
                         "retraction": retraction,
-                        "size": _size_name(size),
+                        "size": size_name(size),
                         "rows": size[0],
                         "cols": size[1],
                         "manifold": str(manifold),
@@ -173,18 +173,18 @@ def run_retraction_bench(
         for family, retraction, size, manifold in order_cells:
             bar.set_postfix_str(f"order {family} {retraction}")
             x = manifold.random_point(device=dev, dtype=torch.float64, generator=seed)
-            v = _scaled_tangent(manifold, x, 1.0, seed + 1)  # |v| = sqrt(p): 1 per filter
+            v = scaled_tangent(manifold, x, 1.0, seed + 1)  # |v| = sqrt(p): 1 per filter
             theory = type(manifold).retractions[retraction]
             if retraction == "exp":
                 errors = [0.0] * len(ORDER_TS)
             else:
                 errors = exp_gaps(family, manifold, x, v)
-            fit = agreement_order(ORDER_TS, errors, floor=_order_floor(x))
+            fit = agreement_order(ORDER_TS, errors, floor=order_floor(x))
             orders.append(
                 {
                     "family": family,
                     "retraction": retraction,
-                    "size": _size_name(size),
+                    "size": size_name(size),
                     "theory_order": theory,
                     "slope": fit.slope,
                     "order": fit.order,
@@ -200,7 +200,7 @@ def run_retraction_bench(
 
         drifts = []
         for family, retraction, size, manifold in drift_cells:
-            bar.set_postfix_str(f"drift {family} {retraction} {_size_name(size)}")
+            bar.set_postfix_str(f"drift {family} {retraction} {size_name(size)}")
             x = manifold.random_point(device=dev, dtype=torch.float32, generator=seed)
             marks = [10**k for k in range(1, 8) if 10**k < steps]
             record = chained_drift(manifold, x, steps, seed=seed + 2, checkpoints=marks)
@@ -208,7 +208,7 @@ def run_retraction_bench(
                 {
                     "family": family,
                     "retraction": retraction,
-                    "size": _size_name(size),
+                    "size": size_name(size),
                     "dtype": "float32",
                     "violation_start": manifold.constraint_violation(x),
                     **record,
@@ -219,7 +219,9 @@ def run_retraction_bench(
         results["drift"] = drifts
 
         results["archbn"] = (
-            _archbn(variants, protocol, archbn_runs, data_dir, source, dev, out_dir, seed, bar)
+            train_archbn_variants(
+                variants, protocol, archbn_runs, data_dir, source, dev, out_dir, seed, bar
+            )
             if archbn
             else None
         )

@@ -45,7 +45,7 @@ ARCHBN_VARIANTS: tuple[tuple[str, str, str | None], ...] = (
     ("un", "grassmann", "exp"),
 )
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ONE_STEP = 0.1  # |U|_F / sqrt(p) for the single-call measurement
 DRIFT_STEP = 0.01  # |U|_F / sqrt(p) for each of the chained steps
 ORDER_TS = tuple(float(t) for t in np.logspace(0, -5, 16))
@@ -79,7 +79,7 @@ def build_manifold(family: str, retraction: str, rows: int, cols: int):
     raise ValueError(f"unknown manifold family {family!r}; choose from {sorted(RETRACTIONS)}")
 
 
-def _cells(families: Sequence[str], sizes: Sequence[tuple[int, int]]):
+def cells_of(families: Sequence[str], sizes: Sequence[tuple[int, int]]):
     """``(family, retraction, (rows, cols), manifold)`` for every cell with a manifold."""
     for family in families:
         for rows, cols in sizes:
@@ -89,5 +89,6 @@ def _cells(families: Sequence[str], sizes: Sequence[tuple[int, int]]):
                     yield family, retraction, (rows, cols), manifold
 
 
-def _size_name(size: tuple[int, int]) -> str:
+def size_name(size: tuple[int, int]) -> str:
+    """``"rowsxcols"``, as sizes are written in the reports."""
     return f"{size[0]}x{size[1]}"

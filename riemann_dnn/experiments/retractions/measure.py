@@ -20,7 +20,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _scaled_tangent(manifold, point, length_per_filter: float, generator) -> torch.Tensor:
+def scaled_tangent(manifold, point, length_per_filter: float, generator) -> torch.Tensor:
     """A random tangent vector with :math:`\\|U\\|_F = \\ell\\sqrt{p}`."""
     filters = min(point.shape[-2:])
     return manifold.random_tangent_vector(point, generator=generator) * (

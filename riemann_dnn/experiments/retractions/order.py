@@ -93,12 +93,13 @@ def exp_gaps(
     ]
 
 
-def _order_floor(point: torch.Tensor) -> float:
+def order_floor(point: torch.Tensor) -> float:
     """Errors below this are rounding (:math:`10^3\\varepsilon\\sqrt{p}`)."""
     return 1e3 * torch.finfo(point.dtype).eps * math.sqrt(min(point.shape[-2:]))
 
 
-def _fmt_order(value: float | str) -> str:
+def format_order(value: float | str) -> str:
+    """An order or slope for the reports (``∞`` for exp's exact agreement)."""
     value = float(value)
     if math.isinf(value):
         return "∞"

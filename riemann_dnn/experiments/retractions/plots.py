@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..records import figure
-from .order import _fmt_order
+from .order import format_order
 
 __all__ = ["plot_retractions"]
 
@@ -86,8 +86,8 @@ def _order_panel(ax, rows: list[dict[str, Any]]) -> None:
             errors[positive],
             _STYLE.get(row["retraction"], "o-"),
             color=f"C{list(_STYLE).index(row['retraction'])}",
-            label=f"{row['retraction']}: slope {_fmt_order(slope)} "
-            f"(order {_fmt_order(theory)} → {_fmt_order(theory + 1)})",
+            label=f"{row['retraction']}: slope {format_order(slope)} "
+            f"(order {format_order(theory)} → {format_order(theory + 1)})",
         )
         if np.isfinite(slope):
             ax.axvspan(row["fit_t_min"], row["fit_t_max"], alpha=0.04, color="k")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import write_json, write_text
-from .order import _fmt_order
+from .order import format_order
 from .plots import plot_retractions
 
 __all__ = ["retraction_markdown", "write_retraction_report"]
@@ -109,8 +109,8 @@ def retraction_markdown(results: dict[str, Any], *, images: str = "") -> str:
             )
             lines.append(
                 f"| {row['family']} | {row['retraction']} | "
-                f"{_fmt_order(row['theory_order'])} | {_fmt_order(row['order'])} | "
-                f"{_fmt_order(row['slope'])} | {rng} |"
+                f"{format_order(row['theory_order'])} | {format_order(row['order'])} | "
+                f"{format_order(row['slope'])} | {rng} |"
             )
     if results["drift"]:
         marks = sorted({int(k) for r in results["drift"] for k in r["curve"]})

@@ -3,7 +3,7 @@
 - ``door="torch"``: a training loop with :class:`~riemann_dnn.optim.RiemannianSGD`, a
   checkpoint after every epoch and an exact resume; under ``torchrun`` one model trained
   data-parallel on every process.
-- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.solvers.ModuleProblem`
+- ``door="pymanopt"``: the model as a :class:`~riemann_dnn.problems.ModuleProblem`
   solved by :class:`~riemann_dnn.solvers.StochasticGradient` with a fixed step; no resume.
 
 Both evaluate the test set after every epoch, and both end in the same record and reports
@@ -25,6 +25,7 @@ from torch import nn
 
 from ...data import SegmentationSet
 from .. import distributed
+from ..epoch import train_epoch
 from .build import (
     build_model,
     build_optimizer,
@@ -89,10 +90,12 @@ def train_segmentation(
     same data order, so the result equals an uninterrupted run; with ``resume=False`` an existing
     checkpoint raises :class:`CheckpointMismatchError` rather than being overwritten.
 
-    Under ``torchrun`` (after :func:`~.distributed.launch_from_env`) one model trains on every
+    Epochs go through the experiments' one loop (:func:`~..epoch.train_epoch`). Under
+    ``torchrun`` (after :func:`~.distributed.launch_from_env`) one model trains on every
     process: each rank takes its slice of every global batch (the batches of one process),
-    BN normalises over the global batch, DDP averages the gradients of the loss of the global
-    batch, and :class:`~riemann_dnn.optim.RiemannianSGD` steps on every rank alike. Rank 0
+    BN normalises over the global batch, the gradients of the ranks' parts of the global
+    batch's loss are summed, and :class:`~riemann_dnn.optim.RiemannianSGD` steps on every
+    rank alike. Rank 0
     alone evaluates and writes the checkpoint and reports; a resume reads rank 0's checkpoint
     and broadcasts it, so a kill of any rank is resumed by the same command.
 
@@ -136,64 +139,44 @@ def train_segmentation(
         start_epoch = int(saved["epoch"])
         restore_rng_states(saved["rng"], shuffle)
 
-    train_model = model
     if parallel:
         if config.door != "torch":
             raise ValueError("door='pymanopt' does not run under torchrun; use door='torch'")
-        train_model = distributed.prepare_ddp_model(model, launch)
-    if config.door == "pymanopt":
-        if resume:
-            raise CheckpointMismatchError(
-                "door='pymanopt' runs all epochs in one solver call and cannot resume; rerun "
-                "without resume, or use door='torch'"
-            )
-        history = _train_pymanopt(config, model, loss_fn, train, test, device, progress)
-        save_checkpoint(
-            ckpt_path,
-            config,
-            epoch=len(history),
-            model=model,
-            optimizer={},
-            history=history,
-            rng={},
-        )
-        start_epoch = config.epochs  # nothing left for the torch loop
-
+        distributed.convert_batchnorm(model)  # BN over the global batch, same tensors
     images, labels = _move(train, device)
     n = len(train)
     batches = math.ceil(n / config.batch_size)
     remaining = max(config.epochs - start_epoch, 0)
     bar = _progress(remaining * batches, f"{config.name}", progress and launch.is_main)
+
+    def objective(index: torch.Tensor, size: int):
+        x = images[index.to(images.device)].to(device, non_blocking=True)
+        y = labels[index.to(labels.device)].to(device, non_blocking=True)
+        logits = model(x).float()
+        loss = _global_batch_loss(loss_fn, logits, y) if parallel else loss_fn(logits, y)
+        return loss, (loss.detach().double(),)
+
+    def on_batch(b: int, stats) -> None:
+        bar.update(1)
+        if b % 10 == 0:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(stats[0]):.3f}")
+
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = torch.randperm(n, generator=shuffle)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         _synchronize(device)
         started = time.perf_counter()
-        for b in range(batches):
-            index = order[b * config.batch_size : (b + 1) * config.batch_size]
-            if parallel:
-                index = distributed.batch_share(index, launch.rank, launch.world_size)
-            x = images[index.to(images.device)].to(device, non_blocking=True)
-            y = labels[index.to(labels.device)].to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with distributed.autocast(device, config.amp):
-                logits = train_model(x)
-            if parallel:
-                loss = _global_batch_loss(loss_fn, logits.float(), y)
-                (loss * launch.world_size).backward()  # DDP averages over the ranks
-            else:
-                loss = loss_fn(logits.float(), y)
-                loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach().double()
-            if bar is not None:
-                bar.update(1)
-                if b % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
+        (loss_sum,) = train_epoch(
+            optimizer,
+            (order[b * config.batch_size : (b + 1) * config.batch_size] for b in range(batches)),
+            objective,
+            launch=launch,
+            amp=config.amp,
+            device=device,
+            on_batch=on_batch if bar is not None else None,
+        )
         _synchronize(device)
         seconds = time.perf_counter() - started
-        distributed.all_reduce_sum(loss_sum)
         if not launch.is_main:  # rank 0 evaluates and writes
             continue
         history.append(
@@ -295,7 +278,8 @@ def _train_pymanopt(config, model, loss_fn, train, test, device, progress) -> li
     """Train ``model`` as a finite-sum problem on the product manifold of its parameters with
     pymanopt-side ``StochasticGradient`` (fixed step ``config.lr``, same momentum, batch size,
     epochs and manifolds as the torch door); returns the per-epoch history."""
-    from ...solvers import ModuleProblem, StochasticGradient
+    from ...problems import ModuleProblem
+    from ...solvers import StochasticGradient
 
     problem = ModuleProblem(
         model,

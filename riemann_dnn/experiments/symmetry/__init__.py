@@ -28,12 +28,14 @@ to rounding. :func:`run_symmetry` does both on real MNIST and :func:`write_repor
 One idea per module: :mod:`.rescaling` (the symmetry: factors, rescaled copies, BatchNorm
 ``eps``, loss and gradients), :mod:`.updates` (the UN and B-SGD updates), :mod:`.invariance`
 ((a)-(d) on one batch), :mod:`.trajectories` (training from rescaled copies),
-:mod:`.pipeline` (both on MNIST), :mod:`.report` and :mod:`.plots` (the files).
+:mod:`.pipeline` (both on MNIST), :mod:`.report` and :mod:`.plots` (the files);
+:mod:`.model`, any model's symmetries weight by weight (``riemann-dnn symmetry --model``).
 """
 
 from __future__ import annotations
 
 from .invariance import invariance_report
+from .model import explain_model, load_factory, write_explanation
 from .pipeline import run_symmetry
 from .plots import plot_symmetry
 from .report import write_report
@@ -62,4 +64,7 @@ __all__ = [
     "run_symmetry",
     "write_report",
     "plot_symmetry",
+    "load_factory",
+    "explain_model",
+    "write_explanation",
 ]

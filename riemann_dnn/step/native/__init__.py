@@ -20,10 +20,17 @@ from .adam_ops import (
     oblique_adam_,
 )
 from .build import cache_dir
-from .ops import PreparedStep, native_available, native_unavailable_reason, oblique_sgd_
+from .ops import (
+    NONFINITE,
+    PreparedStep,
+    native_available,
+    native_unavailable_reason,
+    oblique_sgd_,
+)
 
 __all__ = [
     "oblique_sgd_",
+    "NONFINITE",
     "PreparedStep",
     "native_available",
     "native_unavailable_reason",

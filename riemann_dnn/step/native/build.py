@@ -8,7 +8,8 @@ directory named by a hash of the source, the flags, the compiler (path, size, mt
 CPU (``-march=native`` code is only valid there). The library is written to a temporary
 file and renamed into place, so processes compiling at once each get a complete library.
 Later processes load the cached one without compiling. ``RIEMANN_DNN_NATIVE=0`` disables
-the kernel (the callers then use the eager torch path).
+the kernel (the callers then use the eager torch path); ``RIEMANN_DNN_KERNEL_MARCH`` replaces
+``-march=native`` (e.g. ``x86-64-v3``).
 """
 
 from __future__ import annotations
@@ -96,8 +97,11 @@ def _cpu_identity() -> str:
 
 
 def _flag_sets(compiler: str) -> list[tuple[str, ...]]:
-    """Flag sets to try, best first: native code with OpenMP, then without each."""
-    native = () if sys.platform == "darwin" and "clang" in compiler else ("-march=native",)
+    """Flag sets to try, best first: native code with OpenMP, then without each.
+    ``RIEMANN_DNN_KERNEL_MARCH`` names another ``-march`` (e.g. ``x86-64-v3`` for code that
+    runs on any AVX2 machine, or under valgrind, which lacks AVX-512)."""
+    march = os.environ.get("RIEMANN_DNN_KERNEL_MARCH", "native").strip()
+    native = () if sys.platform == "darwin" and "clang" in compiler else (f"-march={march}",)
     return [native + ("-fopenmp",), ("-fopenmp",), native, ()]
 
 
@@ -152,6 +156,10 @@ def _open(path: Path) -> ctypes._CFuncPtr:
     finite.argtypes = [i64, vp, vp, ctypes.c_int]
     finite.restype = ctypes.c_int
     fn.all_finite = finite
+    step = lib.rdnn_step  # the prepared form: one pointer to an rdnn_args struct
+    step.argtypes = [vp]
+    step.restype = i64
+    fn.step = step
     return fn
 
 

@@ -38,8 +38,11 @@ typedef struct {
 /* Sums use 32-byte vectors of T (GCC/Clang vector extensions, lowered to what the CPU
    has) with several accumulators, enough independent chains to hide the FMA latency; the
    summation order is fixed by n alone, so results depend on nothing but the row. */
-typedef float vf32 __attribute__((vector_size(32)));
-typedef double vf64 __attribute__((vector_size(32)));
+#ifndef RDNN_VECTOR_BYTES
+#define RDNN_VECTOR_BYTES 32
+#endif
+typedef float vf32 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
+typedef double vf64 __attribute__((vector_size(RDNN_VECTOR_BYTES)));
 #define VLOAD(V, p)                                                                        \
     ({                                                                                     \
         V v_;                                                                              \
@@ -51,11 +54,15 @@ typedef double vf64 __attribute__((vector_size(32)));
         __typeof__(v) v_ = (v);                                                            \
         memcpy((p), &v_, sizeof v_);                                                       \
     } while (0)
+/* the lanes of a vector summed by a pairwise tree (log2 K dependent adds, not K) */
 #define HSUM(K, x)                                                                         \
     ({                                                                                     \
-        double t_ = 0;                                                                     \
-        for (int k_ = 0; k_ < (K); k_++) t_ += (x)[k_];                                    \
-        t_;                                                                                \
+        __typeof__(x) v_ = (x);                                                            \
+        __typeof__(v_[0]) a_[K];                                                           \
+        memcpy(a_, &v_, sizeof v_);                                                        \
+        for (int w_ = (K) / 2; w_ > 0; w_ /= 2)                                            \
+            for (int k_ = 0; k_ < w_; k_++) a_[k_] += a_[k_ + w_];                         \
+        (double)a_[0];                                                                     \
     })
 
 /* The three sums <w, g>, <w, w>, <g, g> in double, from any precision (the slow path for
@@ -72,113 +79,57 @@ typedef double vf64 __attribute__((vector_size(32)));
     }
 DEFINE_SUMS_DOUBLE(sums_double_f32, float)
 
-/* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
-   left untouched. mbuf, vbuf: scratch rows of length n. */
-#define DEFINE_ROW(NAME, T, V)                                                             \
-    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
-                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
-        enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
-        const double sg = p->sign, wd = p->weight_decay;                                   \
-        V cs[U], qs[U], gs[U];                                                             \
-        for (int u = 0; u < U; u++) cs[u] = qs[u] = gs[u] = (V){0};                        \
-        int64_t i = 0;                                                                     \
-        for (; i + U * K <= n; i += U * K)                                                 \
-            for (int u = 0; u < U; u++) {                                                  \
-                V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);              \
-                cs[u] += wv * gv;                                                          \
-                qs[u] += wv * wv;                                                          \
-                gs[u] += gv * gv;                                                          \
-            }                                                                              \
-        for (; i + K <= n; i += K) {                                                       \
-            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
-            cs[0] += wv * gv;                                                              \
-            qs[0] += wv * wv;                                                              \
-            gs[0] += gv * gv;                                                              \
-        }                                                                                  \
-        double c0 = 0, ww = 0, g0 = 0;                                                     \
-        for (; i < n; i++) {                                                               \
-            c0 += (double)w[i] * g[i];                                                     \
-            ww += (double)w[i] * w[i];                                                     \
-            g0 += (double)g[i] * g[i];                                                     \
-        }                                                                                  \
-        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
-        ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                                  \
-        g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                                  \
-        if (!isfinite(c0 + ww + g0)) {                                                     \
-            if (sizeof(T) == 8) return 0;                                                  \
-            double sums[3];                                                                \
-            sums_double_f32((const float *)w, (const float *)g, n, sums);                  \
-            c0 = sums[0], ww = sums[1], g0 = sums[2];                                      \
-            if (!isfinite(c0 + ww + g0)) return 0;                                         \
-        }                                                                                  \
-        /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
-        const double c = sg * c0 + wd * ww, gg = g0 + 2 * sg * wd * c0 + wd * wd * ww;     \
-        const T sgT = (T)sg, wdT = (T)wd;                                                  \
-        if (p->momentum == 0) {                                                            \
-            /* x = a w - b g', scaled so that neither coefficient exceeds 1 */              \
-            double a = 1 + lr * c, b = lr;                                                 \
-            double s = fmax(1.0, fmax(fabs(a), fabs(b)));                                  \
-            a /= s;                                                                        \
-            b /= s;                                                                        \
-            double big = a * a * ww + b * b * gg;                                          \
-            double nn = big - 2 * a * b * c;                                               \
-            /* where a w and b g' nearly cancel, rounding the written row in T would move \
-               its norm off 1 by eps_T sqrt(big / nn): form the row in T, sum its squares */ \
-            if (!(nn > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                       \
-                const T aT = (T)a, bT = (T)b;                                              \
-                double ns = 0;                                                             \
-                for (int64_t k = 0; k < n; k++) {                                          \
-                    vbuf[k] = aT * w[k] - bT * (sgT * g[k] + wdT * w[k]);                  \
-                    ns += (double)vbuf[k] * vbuf[k];                                       \
-                }                                                                          \
-                if (!(ns > 0) || !isfinite(ns)) return 0;                                  \
-                const T invT = (T)(1 / sqrt(ns));                                          \
-                _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = vbuf[k] * invT; \
-                return 1;                                                                  \
-            }                                                                              \
-            if (!(nn > 0) || !isfinite(nn)) return 0;                                      \
-            const double inv = 1 / sqrt(nn);                                               \
-            const T A = (T)(a * inv), B = (T)(b * inv);                                    \
-            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                          \
-                T gk = sgT * g[k] + wdT * w[k];                                            \
-                w[k] = A * w[k] - B * gk;                                                  \
-            }                                                                              \
-            return 1;                                                                      \
-        }                                                                                  \
-        /* v = (w - lr d) / max(1, lr); w' = v / |v|; m' = m - <w', m> w' */               \
+/* The momentum step of one row once c = <w, g'> is known (see DEFINE_ROW), specialised at
+   compile time on the flags, so that each case runs only its own arithmetic:
+     v = (w - lr d) / max(1, lr);  w' = v / |v|;  m' = m - <w', m> w'
+   returns 1 when stepped, 0 when left untouched (|v| zero or not finite). */
+#define DEFINE_MOMENTUM(NAME, T, V)                                                        \
+    static inline __attribute__((always_inline)) int NAME##_body(                          \
+        T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
+        double lr, double c, T *restrict mbuf, T *restrict vbuf, const int first,          \
+        const int nesterov, const int has_wd, const int big) {                             \
+        enum { K = sizeof(V) / sizeof(T) };                                                \
         const T cT = (T)c, mu = (T)p->momentum, keep = (T)(1 - p->dampening);              \
-        const double s = fmax(1.0, lr);                                                    \
+        const T wdT = (T)p->weight_decay, sgT = (T)p->sign;                                \
+        const double s = big ? lr : 1.0; /* big: lr > 1 */                                 \
         const T ws = (T)(1 / s), ls = (T)(lr / s);                                         \
-        const int first = p->first, nesterov = p->nesterov;                                \
-        V vs[2] = {(V){0}, (V){0}}, ms[2] = {(V){0}, (V){0}};                              \
-        i = 0;                                                                             \
-        for (; i + K <= n; i += K) {                                                       \
-            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
-            V gi = sgT * gv + wdT * wv;                                                    \
-            V ri = gi - cT * wv, mi = ri;                                                  \
-            if (!first) mi = mu * VLOAD(V, m + i) + keep * ri;                             \
-            V di = nesterov ? ri + mu * mi : mi;                                           \
-            V vi = ws * wv - ls * di;                                                      \
-            VSTORE(mbuf + i, mi);                                                          \
-            VSTORE(vbuf + i, vi);                                                          \
-            const int u = (int)((i / K) & 1);                                              \
-            vs[u] += vi * vi;                                                              \
-            ms[u] += vi * mi;                                                              \
+        V vs0 = (V){0}, vs1 = (V){0}, ms0 = (V){0}, ms1 = (V){0};                          \
+        int64_t i = 0;                                                                     \
+        for (; i + 2 * K <= n; i += 2 * K) {                                               \
+            for (int u = 0; u < 2; u++) {                                                  \
+                const int64_t j = i + u * K;                                               \
+                V wv = VLOAD(V, w + j), gi = sgT * VLOAD(V, g + j);                        \
+                if (has_wd) gi += wdT * wv;                                                \
+                V ri = gi - cT * wv, mi = ri;                                              \
+                if (!first) mi = mu * VLOAD(V, m + j) + keep * ri;                         \
+                V di = nesterov ? ri + mu * mi : mi;                                       \
+                V vi = big ? ws * wv - ls * di : wv - ls * di;                             \
+                VSTORE(mbuf + j, mi);                                                      \
+                VSTORE(vbuf + j, vi);                                                      \
+                if (u == 0) {                                                              \
+                    vs0 += vi * vi;                                                        \
+                    ms0 += vi * mi;                                                        \
+                } else {                                                                   \
+                    vs1 += vi * vi;                                                        \
+                    ms1 += vi * mi;                                                        \
+                }                                                                          \
+            }                                                                              \
         }                                                                                  \
         double vv = 0, vm = 0;                                                             \
         for (; i < n; i++) {                                                               \
-            T gi = sgT * g[i] + wdT * w[i];                                                \
+            T gi = sgT * g[i];                                                             \
+            if (has_wd) gi += wdT * w[i];                                                  \
             T ri = gi - cT * w[i];                                                         \
             T mi = first ? ri : mu * m[i] + keep * ri;                                     \
             T di = nesterov ? ri + mu * mi : mi;                                           \
-            T vi = ws * w[i] - ls * di;                                                    \
+            T vi = big ? ws * w[i] - ls * di : w[i] - ls * di;                             \
             mbuf[i] = mi;                                                                  \
             vbuf[i] = vi;                                                                  \
             vv += (double)vi * vi;                                                         \
             vm += (double)vi * mi;                                                         \
         }                                                                                  \
-        vv += HSUM(K, vs[0] + vs[1]);                                                      \
-        vm += HSUM(K, ms[0] + ms[1]);                                                      \
+        vv += HSUM(K, vs0 + vs1);                                                          \
+        vm += HSUM(K, ms0 + ms1);                                                          \
         if (!isfinite(vv + vm)) { /* float overflow: redo in double */                     \
             vv = vm = 0;                                                                   \
             for (int64_t k = 0; k < n; k++) {                                              \
@@ -195,26 +146,229 @@ DEFINE_SUMS_DOUBLE(sums_double_f32, float)
             m[k] = mbuf[k] - xmT * xk;                                                     \
         }                                                                                  \
         return 1;                                                                          \
+    }                                                                                      \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, double c, T *restrict mbuf,              \
+                    T *restrict vbuf) {                                                    \
+        const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
+        const int big = lr > 1; /* maximize: the sign, one code for both */                \
+        if (big || nest) /* the rarer cases: one generic body */                           \
+            return NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, first, nest, wd, big);    \
+        if (first)                                                                         \
+            return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 1, 0)          \
+                      : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 1, 0, 0, 0);         \
+        return wd ? NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 1, 0)              \
+                  : NAME##_body(w, g, m, n, p, lr, c, mbuf, vbuf, 0, 0, 0, 0);             \
     }
 
-DEFINE_ROW(row_f32, float, vf32)
-DEFINE_ROW(row_f64, double, vf64)
+DEFINE_MOMENTUM(momentum_f32, float, vf32)
+DEFINE_MOMENTUM(momentum_f64, double, vf64)
+
+/* The momentum step of one row in two passes and no scratch: the first sums the Gram matrix
+   of (w, g, m) -- <w,w>, <w,g>, <g,g>, and <w,m>, <g,m>, <m,m> after the first step --
+   from which c = <w, g'>, |v|^2 and <v, m'> follow in closed form (v, m' and d are linear
+   in w, g and m); the second writes w' and m' in place, with the arithmetic of
+   DEFINE_MOMENTUM. Returns -1, having written nothing, when a sum is not finite or when
+   |v|^2 is small against its terms (a and d nearly cancel): DEFINE_MOMENTUM's exact path
+   then takes the row. */
+#define DEFINE_MOMENTUM_FAST(NAME, T, V)                                                   \
+    static inline __attribute__((always_inline)) int NAME##_body(                          \
+        T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
+        double lr, const int first, const int nesterov, const int has_wd, const int big) { \
+        enum { K = sizeof(V) / sizeof(T) };                                                \
+        V sww = (V){0}, swg = (V){0}, sgg = (V){0}, swm = (V){0}, sgm = (V){0},            \
+          smm = (V){0};                                                                    \
+        int64_t i = 0;                                                                     \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            sww += wv * wv;                                                                \
+            swg += wv * gv;                                                                \
+            sgg += gv * gv;                                                                \
+            if (!first) {                                                                  \
+                V mv = VLOAD(V, m + i);                                                    \
+                swm += wv * mv;                                                            \
+                sgm += gv * mv;                                                            \
+                smm += mv * mv;                                                            \
+            }                                                                              \
+        }                                                                                  \
+        double ww = HSUM(K, sww), wg = HSUM(K, swg), gg = HSUM(K, sgg), wm = 0, gm = 0,    \
+               mm = 0;                                                                     \
+        if (!first) wm = HSUM(K, swm), gm = HSUM(K, sgm), mm = HSUM(K, smm);               \
+        for (; i < n; i++) {                                                               \
+            ww += (double)w[i] * w[i];                                                     \
+            wg += (double)w[i] * g[i];                                                     \
+            gg += (double)g[i] * g[i];                                                     \
+            if (!first) {                                                                  \
+                wm += (double)w[i] * m[i];                                                 \
+                gm += (double)g[i] * m[i];                                                 \
+                mm += (double)m[i] * m[i];                                                 \
+            }                                                                              \
+        }                                                                                  \
+        if (!isfinite(ww + wg + gg + wm + gm + mm)) return -1;                             \
+        /* coefficients on (w, g, m): g' = sg g + wd w, r = g' - c w, m' = mu m + keep r   \
+           (m' = r first), d = m' (r + mu m' with Nesterov), v = ws w - ls d */            \
+        const double sg = p->sign, wd = has_wd ? p->weight_decay : 0.0;                   \
+        const double mu = p->momentum, keep = 1 - p->dampening;                            \
+        const double c = sg * wg + wd * ww;                                                \
+        const double rw = wd - c, rg = sg;                                                 \
+        const double mw = first ? rw : keep * rw, mg = first ? rg : keep * rg,             \
+                     mmc = first ? 0.0 : mu;                                               \
+        const double dw = nesterov ? rw + mu * mw : mw, dg = nesterov ? rg + mu * mg : mg, \
+                     dm = nesterov ? mu * mmc : mmc;                                       \
+        const double s = big ? lr : 1.0, ws = 1 / s, ls = lr / s;                          \
+        const double vw = ws - ls * dw, vg = -ls * dg, vm_ = -ls * dm;                     \
+        /* G(a, b) = a^T Gram b */                                                         \
+        const double gw_v = vw * ww + vg * wg + vm_ * wm, gg_v = vw * wg + vg * gg + vm_ * gm, \
+                     gm_v = vw * wm + vg * gm + vm_ * mm;                                  \
+        const double vv = vw * gw_v + vg * gg_v + vm_ * gm_v;                              \
+        const double vmp = mw * gw_v + mg * gg_v + mmc * gm_v; /* <v, m'> */               \
+        const double scale = fabs(vw) * sqrt(ww) + fabs(vg) * sqrt(gg) + fabs(vm_) * sqrt(mm); \
+        if (!(vv > 0x1p-6 * scale * scale) || !isfinite(vv + vmp)) return -1;              \
+        const double inv = 1 / sqrt(vv);                                                   \
+        const T invT = (T)inv, xmT = (T)(vmp * inv), cT = (T)c, muT = (T)mu,               \
+                keepT = (T)keep, wdT = (T)wd, wsT = (T)ws, lsT = (T)ls, sgT = (T)sg;       \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
+            T gi = sgT * g[k]; /* sg = -1 when maximizing: exact, and one code for both */   \
+            if (has_wd) gi += wdT * w[k];                                                  \
+            T ri = gi - cT * w[k];                                                         \
+            T mi = first ? ri : muT * m[k] + keepT * ri;                                   \
+            T di = nesterov ? ri + muT * mi : mi;                                          \
+            T vi = big ? wsT * w[k] - lsT * di : w[k] - lsT * di;                          \
+            T xk = vi * invT;                                                              \
+            w[k] = xk;                                                                     \
+            m[k] = mi - xmT * xk;                                                          \
+        }                                                                                  \
+        return 1;                                                                          \
+    }                                                                                      \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr) {                                        \
+        const int first = p->first, nest = p->nesterov, wd = p->weight_decay != 0;         \
+        const int big = lr > 1; /* maximize: the sign, one code for both */                \
+        if (big || nest) /* the rarer cases: one generic body */                           \
+            return NAME##_body(w, g, m, n, p, lr, first, nest, wd, big);                   \
+        if (first)                                                                         \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 1, 0)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0);                        \
+        return wd ? NAME##_body(w, g, m, n, p, lr, 0, 0, 1, 0)                             \
+                  : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0);                            \
+    }
+
+DEFINE_MOMENTUM_FAST(momentum_fast_f32, float, vf32)
+DEFINE_MOMENTUM_FAST(momentum_fast_f64, double, vf64)
+
+/* one row in T precision (float or double, V its vector); returns 1 when stepped, 0 when
+   left untouched. mbuf, vbuf: scratch rows of length n. With momentum only <w, g> (and
+   <w, w> with weight decay) is summed first: a non-finite gradient or point makes it
+   non-finite (inf * 0 is NaN); without, <w, w> and <g, g> give the update's norm. */
+#define DEFINE_ROW(NAME, T, V, MOMENTUM, FAST)                                             \
+    static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
+                    const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        enum { K = sizeof(V) / sizeof(T), U = 4 };                                         \
+        if (p->momentum != 0) {                                                            \
+            const int stepped = FAST(w, g, m, n, p, lr);                                   \
+            if (stepped >= 0) return stepped;                                              \
+        }                                                                                  \
+        const double sg = p->sign, wd = p->weight_decay;                                   \
+        const int all = p->momentum == 0 || wd != 0, squares = p->momentum == 0;           \
+        V cs[U], qs[U], gs[U];                                                             \
+        for (int u = 0; u < U; u++) cs[u] = qs[u] = gs[u] = (V){0};                        \
+        int64_t i = 0;                                                                     \
+        if (squares) {                                                                     \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++) {                                              \
+                    V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);          \
+                    cs[u] += wv * gv;                                                      \
+                    qs[u] += wv * wv;                                                      \
+                    gs[u] += gv * gv;                                                      \
+                }                                                                          \
+        } else if (all) {                                                                  \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++) {                                              \
+                    V wv = VLOAD(V, w + i + u * K), gv = VLOAD(V, g + i + u * K);          \
+                    cs[u] += wv * gv;                                                      \
+                    qs[u] += wv * wv;                                                      \
+                }                                                                          \
+        } else {                                                                           \
+            for (; i + U * K <= n; i += U * K)                                             \
+                for (int u = 0; u < U; u++)                                                \
+                    cs[u] += VLOAD(V, w + i + u * K) * VLOAD(V, g + i + u * K);            \
+        }                                                                                  \
+        for (; i + K <= n; i += K) {                                                       \
+            V wv = VLOAD(V, w + i), gv = VLOAD(V, g + i);                                  \
+            cs[0] += wv * gv;                                                              \
+            if (all) qs[0] += wv * wv;                                                     \
+            if (squares) gs[0] += gv * gv;                                                 \
+        }                                                                                  \
+        double c0 = 0, ww = 0, g0 = 0;                                                     \
+        for (; i < n; i++) {                                                               \
+            c0 += (double)w[i] * g[i];                                                     \
+            ww += (double)w[i] * w[i];                                                     \
+            g0 += (double)g[i] * g[i];                                                     \
+        }                                                                                  \
+        c0 += HSUM(K, (cs[0] + cs[1]) + (cs[2] + cs[3]));                                  \
+        if (all) ww += HSUM(K, (qs[0] + qs[1]) + (qs[2] + qs[3]));                         \
+        if (squares) g0 += HSUM(K, (gs[0] + gs[1]) + (gs[2] + gs[3]));                     \
+        if (!isfinite(c0 + ww + g0)) {                                                     \
+            if (sizeof(T) == 8) return 0;                                                  \
+            double sums[3];                                                                \
+            sums_double_f32((const float *)w, (const float *)g, n, sums);                  \
+            c0 = sums[0], ww = sums[1], g0 = sums[2];                                      \
+            if (!isfinite(c0 + ww + g0)) return 0;                                         \
+        }                                                                                  \
+        /* the gradient g' = sg g + wd w: c = <w, g'>, gg = <g', g'> */                    \
+        const double c = sg * c0 + wd * ww, gg = g0 + 2 * sg * wd * c0 + wd * wd * ww;     \
+        if (p->momentum != 0) return MOMENTUM(w, g, m, n, p, lr, c, mbuf, vbuf);           \
+        const T sgT = (T)sg, wdT = (T)wd;                                                  \
+        /* x = a w - b g' (|x|^2 in double: no overflow short of lr |g| ~ 1e150) */         \
+        double a = 1 + lr * c, b = lr;                                                     \
+        double big = a * a * ww + b * b * gg;                                              \
+        double nn = big - 2 * a * b * c;                                                   \
+        /* where a w and b g' nearly cancel, rounding the written row in T would move its  \
+           norm off 1 by eps_T sqrt(big / nn): form the row in T (scaled so that neither  \
+           coefficient exceeds 1), sum its squares */                                      \
+        if (!(nn > (sizeof(T) == 4 ? 0x1p-6 : 0x1p-20) * big)) {                           \
+            const double s = fmax(1.0, fmax(fabs(a), fabs(b)));                            \
+            const T aT = (T)(a / s), bT = (T)(b / s);                                      \
+            double ns = 0;                                                                 \
+            for (int64_t k = 0; k < n; k++) {                                              \
+                vbuf[k] = aT * w[k] - bT * (sgT * g[k] + wdT * w[k]);                      \
+                ns += (double)vbuf[k] * vbuf[k];                                           \
+            }                                                                              \
+            if (!(ns > 0) || !isfinite(ns)) return 0;                                      \
+            const T invT = (T)(1 / sqrt(ns));                                              \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = vbuf[k] * invT;     \
+            return 1;                                                                      \
+        }                                                                                  \
+        if (!(nn > 0) || !isfinite(nn)) return 0;                                          \
+        const double inv = 1 / sqrt(nn);                                                   \
+        const T A = (T)(a * inv), B = (T)(b * inv);                                        \
+        if (sg == 1 && wd == 0) {                                                          \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) w[k] = A * w[k] - B * g[k]; \
+            return 1;                                                                      \
+        }                                                                                  \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
+            T gk = sgT * g[k] + wdT * w[k];                                                \
+            w[k] = A * w[k] - B * gk;                                                      \
+        }                                                                                  \
+        return 1;                                                                          \
+    }
+
+DEFINE_ROW(row_f32, float, vf32, momentum_f32, momentum_fast_f32)
+DEFINE_ROW(row_f64, double, vf64, momentum_f64, momentum_fast_f64)
 
 /* A plain (Euclidean) row: torch.optim.SGD's update of w, in its order of roundings (ATen's
-   add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), written only
-   when the new w and m are finite (else the row is left untouched and 0 returned):
+   add with alpha is a fused multiply-add: a + alpha b = fma(alpha, b, a)), in place -- a
+   non-finite result is written as torch writes it (the optimizer checks every gradient
+   first); always returns 1:
      g' = sign g + wd w;  m <- (first) g', else mu m + (1 - tau) g';  d = nesterov ? g' + mu m : m
-     (d = g' without momentum);  w <- w - lr d.
-   mbuf, vbuf: scratch rows of length n. */
+     (d = g' without momentum);  w <- w - lr d. */
 #define DEFINE_PLAIN(NAME, T, FMA)                                                         \
     static inline __attribute__((always_inline)) int NAME##_body(                          \
         T *restrict w, const T *restrict g, T *restrict m, int64_t n, const params_t *p,   \
-        double lr, T *restrict mbuf, T *restrict vbuf, const int has_wd, const int has_m,  \
-        const int first, const int nesterov) {                                             \
+        double lr, const int has_wd, const int has_m, const int first, const int nesterov) { \
         const T sgT = (T)p->sign, wdT = (T)p->weight_decay, mu = (T)p->momentum;           \
         const T keep = (T)(1 - p->dampening), nlr = (T)(-lr);                              \
-        T bad = 0;                                                                         \
-        _Pragma("omp simd reduction(+ : bad)") for (int64_t k = 0; k < n; k++) {           \
+        _Pragma("omp simd") for (int64_t k = 0; k < n; k++) {                              \
             T gk = sgT * g[k];                                                             \
             if (has_wd) gk = FMA(wdT, w[k], gk);                                           \
             if (has_m) {                                                                   \
@@ -223,33 +377,29 @@ DEFINE_ROW(row_f64, double, vf64)
                     T held = mu * m[k];                                                    \
                     mk = FMA(keep, gk, held);                                              \
                 }                                                                          \
-                mbuf[k] = mk;                                                              \
-                bad += mk - mk; /* NaN iff mk is not finite */                             \
+                m[k] = mk;                                                                 \
                 gk = nesterov ? FMA(mu, mk, gk) : mk;                                      \
             }                                                                              \
-            T wk = FMA(nlr, gk, w[k]);                                                     \
-            vbuf[k] = wk;                                                                  \
-            bad += wk - wk;                                                                \
+            w[k] = FMA(nlr, gk, w[k]);                                                     \
         }                                                                                  \
-        if (bad != 0 || bad != bad) return 0;                                              \
-        memcpy(w, vbuf, (size_t)n * sizeof(T));                                            \
-        if (has_m) memcpy(m, mbuf, (size_t)n * sizeof(T));                                 \
         return 1;                                                                          \
     }                                                                                      \
     static int NAME(T *restrict w, const T *restrict g, T *restrict m, int64_t n,          \
                     const params_t *p, double lr, T *restrict mbuf, T *restrict vbuf) {    \
+        (void)mbuf;                                                                        \
+        (void)vbuf;                                                                        \
         const int wd = p->weight_decay != 0;                                               \
         if (p->momentum == 0)                                                              \
-            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 0, 0, 0)             \
-                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 0, 0, 0);            \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 0, 0, 0)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 0, 0, 0, 0);                        \
         if (p->first)                                                                      \
-            return p->nesterov ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 1)   \
-                               : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, wd, 1, 1, 0);  \
+            return p->nesterov ? NAME##_body(w, g, m, n, p, lr, wd, 1, 1, 1)               \
+                               : NAME##_body(w, g, m, n, p, lr, wd, 1, 1, 0);              \
         if (p->nesterov)                                                                   \
-            return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 1)             \
-                      : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 1);            \
-        return wd ? NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 1, 1, 0, 0)                 \
-                  : NAME##_body(w, g, m, n, p, lr, mbuf, vbuf, 0, 1, 0, 0);                \
+            return wd ? NAME##_body(w, g, m, n, p, lr, 1, 1, 0, 1)                         \
+                      : NAME##_body(w, g, m, n, p, lr, 0, 1, 0, 1);                        \
+        return wd ? NAME##_body(w, g, m, n, p, lr, 1, 1, 0, 0)                             \
+                  : NAME##_body(w, g, m, n, p, lr, 0, 1, 0, 0);                            \
     }
 
 DEFINE_PLAIN(plain_f32, float, fmaf)
@@ -392,7 +542,7 @@ static int64_t step_rows(int64_t t, int64_t r0, int64_t r1, const int64_t *ncols
    caller keeps them, e.g. a float64 tensor of one rate per copy). Rows are split among `nthreads`
    threads by element count. Sets *found = 1 (if found is not NULL) when some row was left
    untouched; returns the number of such rows, or -1 on bad arguments / no memory. */
-RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+static int64_t step_all(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
                                   const int8_t *normalize,
                                   void *const *w, const void *const *g, void *const *m,
                                   int dtype, const double *const *lr, const int64_t *rows_per_lr,
@@ -451,22 +601,35 @@ RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const i
     return bad;
 }
 
+RDNN_API int64_t rdnn_oblique_sgd(int64_t ntensors, const int64_t *rows, const int64_t *ncols,
+                                  const int8_t *normalize,
+                                  void *const *w, const void *const *g, void *const *m,
+                                  int dtype, const double *const *lr, const int64_t *rows_per_lr,
+                                  double momentum, double dampening, int nesterov,
+                                  double weight_decay, int maximize, int first, int nthreads,
+                                  float *found) {
+    return step_all(ntensors, rows, ncols, normalize, w, g, m, dtype, lr, rows_per_lr,
+                    momentum, dampening, nesterov, weight_decay, maximize, first, nthreads,
+                    found);
+}
+
 /* Whether every entry of the `ntensors` arrays g[t] (numel[t] entries of dtype) is finite:
-   one read-only pass (no write-back, unlike GradScaler's kernel), by blocks so that a bad
-   entry ends the scan early. Returns 1 when all are finite, else 0. */
-#define DEFINE_FINITE(NAME, T)                                                             \
+   one read-only pass of the exponent bits (no write-back, unlike GradScaler's kernel), by
+   blocks so that a bad entry ends the scan early. Returns 1 when all are finite, else 0. */
+#define DEFINE_FINITE(NAME, T, U, EXPONENT)                                                \
     static int NAME(const T *restrict g, int64_t n) {                                      \
+        const U *restrict bits = (const U *)g;                                             \
         for (int64_t b = 0; b < n; b += 4096) {                                            \
             const int64_t e = b + 4096 < n ? b + 4096 : n;                                 \
-            T acc = 0;                                                                     \
-            _Pragma("omp simd reduction(+ : acc)") for (int64_t k = b; k < e; k++)         \
-                acc += g[k] - g[k]; /* NaN iff g[k] is not finite */                       \
-            if (acc != 0 || acc != acc) return 0;                                          \
+            U bad = 0; /* an all-ones exponent is inf or NaN; or-ing has no latency chain */ \
+            _Pragma("omp simd reduction(| : bad)") for (int64_t k = b; k < e; k++)         \
+                bad |= (U)((bits[k] & EXPONENT) == EXPONENT);                              \
+            if (bad) return 0;                                                             \
         }                                                                                  \
         return 1;                                                                          \
     }
-DEFINE_FINITE(finite_f32, float)
-DEFINE_FINITE(finite_f64, double)
+DEFINE_FINITE(finite_f32, float, uint32_t, 0x7f800000u)
+DEFINE_FINITE(finite_f64, double, uint64_t, 0x7ff0000000000000ull)
 static int finite_half(const uint16_t *restrict g, int64_t n, uint16_t exponent) {
     uint16_t any = 0;
     for (int64_t k = 0; k < n; k++) any |= (uint16_t)((g[k] & exponent) == exponent);
@@ -482,6 +645,31 @@ RDNN_API int rdnn_all_finite(int64_t ntensors, const int64_t *numel, const void 
         if (!ok) return 0;
     }
     return 1;
+}
+
+/* A prepared step's arguments in one struct (laid out by riemann_dnn.step.native's
+   PreparedStep), so that a call passes one pointer: the caller rewrites only what changes
+   (the gradients' addresses, the hyper-parameters). */
+typedef struct {
+    int64_t ntensors;
+    const int64_t *rows, *ncols, *numel, *rows_per_lr;
+    const int8_t *normalize;
+    void *const *w;
+    const void *const *g;
+    void *const *m;
+    const double *const *lr;
+    float *found;
+    double momentum, dampening, weight_decay;
+    int32_t dtype, nesterov, maximize, first, nthreads, check;
+} rdnn_args;
+
+/* rdnn_oblique_sgd on `a`; with a->check, every gradient is checked first and -2 returned,
+   with nothing written, when one holds inf or NaN. */
+RDNN_API int64_t rdnn_step(const rdnn_args *a) {
+    if (a->check && !rdnn_all_finite(a->ntensors, a->numel, a->g, a->dtype)) return -2;
+    return step_all(a->ntensors, a->rows, a->ncols, a->normalize, a->w, a->g, a->m, a->dtype,
+                    a->lr, a->rows_per_lr, a->momentum, a->dampening, a->nesterov,
+                    a->weight_decay, a->maximize, a->first, a->nthreads, a->found);
 }
 
 RDNN_API int rdnn_has_openmp(void) {

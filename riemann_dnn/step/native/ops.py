@@ -317,18 +317,49 @@ def _reset_notice() -> None:
     _NOTICE_GIVEN = False
 
 
+class _Args(ctypes.Structure):
+    """``rdnn_args`` of ``oblique_sgd.c``: a prepared step's arguments."""
+
+    _fields_ = [
+        ("ntensors", ctypes.c_int64),
+        ("rows", ctypes.c_void_p),
+        ("ncols", ctypes.c_void_p),
+        ("numel", ctypes.c_void_p),
+        ("rows_per_lr", ctypes.c_void_p),
+        ("normalize", ctypes.c_void_p),
+        ("w", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("m", ctypes.c_void_p),
+        ("lr", ctypes.c_void_p),
+        ("found", ctypes.c_void_p),
+        ("momentum", ctypes.c_double),
+        ("dampening", ctypes.c_double),
+        ("weight_decay", ctypes.c_double),
+        ("dtype", ctypes.c_int32),
+        ("nesterov", ctypes.c_int32),
+        ("maximize", ctypes.c_int32),
+        ("first", ctypes.c_int32),
+        ("nthreads", ctypes.c_int32),
+        ("check", ctypes.c_int32),
+    ]
+
+
+#: What :meth:`PreparedStep.run` returns when its check found a non-finite gradient.
+NONFINITE = -2
+
+
 class PreparedStep:
     """One native call, prepared once, over fixed tensors: unit-row points (the UN step)
     and plain ones (``torch.optim.SGD``'s step), all of one dtype on the CPU.
 
-    The shapes, pointers and momentum buffers are laid out at construction; a call passes
-    only the gradients' pointers and the hyper-parameters, so that a step costs one C call
-    and no per-tensor Python work beyond reading each gradient's address -- what a small
-    network (ArchBN: 18 tensors, 57k weights) needs to step at ``torch.optim.SGD``'s cost.
-    The kernel reads the rates where they are kept: a float64 CPU tensor (one rate, or one
-    per copy) is read in place, so changing its values costs nothing; a number or another
-    tensor is written into a float64 slot of this object. Rows with a non-finite gradient
-    (or update) are left untouched and flagged, as in :func:`oblique_sgd_`.
+    The shapes, pointers and momentum buffers are laid out at construction, in one argument
+    struct; a step writes only the gradients' addresses and the hyper-parameters into it
+    and makes one C call -- what a small network (ArchBN: 18 tensors, 57k weights) needs to
+    step at ``torch.optim.SGD``'s cost. The kernel reads the rates where they are kept: a
+    float64 CPU tensor (one rate, or one per copy) is read in place, so changing its values
+    costs nothing; a number or another tensor is written into a float64 slot of this object.
+    Rows with a non-finite gradient (or update) are left untouched and flagged, as in
+    :func:`oblique_sgd_`.
 
     Args:
         points: contiguous 2-D ``(rows, n)`` tensors (views of the parameters).
@@ -361,6 +392,7 @@ class PreparedStep:
         i64, ptr = ctypes.c_int64 * k, ctypes.c_void_p * k
         self.points = list(points)
         self.momentum_buffers = None if momentum_buffers is None else list(momentum_buffers)
+        self._bumped = self.points + (self.momentum_buffers or [])
         self._k, self._ptr = k, ptr
         self._dtype = _DTYPE_CODES[points[0].dtype]
         rows = [p.shape[0] for p in points]
@@ -378,6 +410,9 @@ class PreparedStep:
         )
         self.params = list(points if params is None else params)
         self._addresses = [p.data_ptr() for p in self.params]
+        # the shapes a step depends on: unit rows (a plain point steps elementwise, and a
+        # moved storage is caught by its address)
+        self._checked = [p.shape if v else None for p, v in zip(self.params, normalize)]
         self._grad_ptrs = ptr()
         self._torch_dtype = points[0].dtype
         self._found = torch.zeros(1)
@@ -392,6 +427,23 @@ class PreparedStep:
         self._bound: list[tuple[int, int, object] | None] = [None] * len(sizes)
         self._rate_ptrs = ptr()
         self._per_lr = i64()
+        args = self._args = _Args()
+        args.ntensors, args.dtype = k, self._dtype
+        for name, array in (
+            ("rows", self._rows),
+            ("ncols", self._ncols),
+            ("numel", self._numel),
+            ("rows_per_lr", self._per_lr),
+            ("normalize", self._normalize),
+            ("w", self._point_ptrs),
+            ("g", self._grad_ptrs),
+            ("m", self._buffer_ptrs),
+            ("lr", self._rate_ptrs),
+        ):
+            setattr(args, name, None if array is None else ctypes.addressof(array))
+        args.found = None  # the count of rows left untouched is returned
+        self._args_address = ctypes.addressof(args)
+        self._hyper: tuple | None = None
 
     def valid_for(self, params: Sequence[torch.Tensor]) -> bool:
         """Whether ``params`` are the tensors, with the storage, this step was prepared
@@ -401,19 +453,27 @@ class PreparedStep:
         )
 
     def gradient_pointers(self) -> ctypes.Array | None:
-        """The addresses of the parameters' ``.grad``, or ``None`` when one is missing,
-        of another dtype, or not contiguous (then this step cannot run)."""
+        """The addresses of the parameters' ``.grad`` (written into this step's arguments),
+        or ``None`` when this step cannot run: a gradient is missing, sparse, of another
+        dtype, or not contiguous, a parameter's storage moved, or a unit-row parameter's
+        shape changed."""
         ptrs, dtype = self._grad_ptrs, self._torch_dtype
-        for i, param in enumerate(self.params):
-            grad = param.grad
-            if (
-                grad is None
-                or grad.dtype is not dtype
-                or grad.layout is not torch.strided
-                or not grad.is_contiguous()
-            ):
-                return None
-            ptrs[i] = grad.data_ptr()
+        i = 0
+        try:
+            for param, address, shape in zip(self.params, self._addresses, self._checked):
+                grad = param.grad
+                if (
+                    grad is None
+                    or grad.dtype is not dtype
+                    or not grad.is_contiguous()  # raises for sparse gradients
+                    or param.data_ptr() != address
+                    or (shape is not None and grad.shape != shape)
+                ):
+                    return None
+                ptrs[i] = grad.data_ptr()
+                i += 1
+        except RuntimeError:
+            return None
         return ptrs
 
     def all_finite(self, grads: ctypes.Array) -> bool:
@@ -458,6 +518,38 @@ class PreparedStep:
                 self._per_lr[t] = max(self._rows[t] // bound[1], 1)
         self._bound[slot] = bound
 
+    def run(
+        self,
+        *,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        first_step: bool = False,
+        check: bool = False,
+    ) -> int:
+        """Step in place with the gradients of the last :meth:`gradient_pointers` and the
+        bound rates (:meth:`bind_rate`). Returns the number of rows left untouched (a
+        non-finite gradient or update), or :data:`NONFINITE` -- nothing written -- when
+        ``check`` and a gradient holds inf or NaN."""
+        args = self._args
+        hyper = (momentum, dampening, weight_decay, nesterov, maximize)
+        if hyper != self._hyper:
+            args.momentum, args.dampening, args.weight_decay = momentum, dampening, weight_decay
+            args.nesterov, args.maximize = nesterov, maximize
+            self._hyper = hyper
+        args.first, args.check, args.nthreads = first_step, check, torch.get_num_threads()
+        bad = self._fn.step(self._args_address)
+        if bad == NONFINITE:
+            return bad
+        if bad < 0:
+            raise RuntimeError(
+                "riemann_dnn: the native kernel rejected its arguments or ran out of memory"
+            )
+        torch.autograd.graph.increment_version(self._bumped)
+        return bad
+
     def __call__(
         self,
         grads: Sequence[torch.Tensor] | ctypes.Array,
@@ -476,6 +568,8 @@ class PreparedStep:
         left untouched (a non-finite gradient or update)."""
         if not isinstance(grads, ctypes.Array):
             grads = self._ptr(*[g.data_ptr() for g in grads])
+        if grads is not self._grad_ptrs:
+            ctypes.memmove(self._grad_ptrs, grads, ctypes.sizeof(grads))
         if isinstance(lr, (list, tuple)):
             if len(lr) != len(self._slots):
                 raise ValueError(f"PreparedStep: {len(lr)} rates for {len(self._slots)} slots")
@@ -484,34 +578,12 @@ class PreparedStep:
         else:
             for slot in range(len(self._slots)):
                 self.bind_rate(slot, lr)
-        found = self._found
-        found.zero_()
-        bad = self._fn(
-            self._k,
-            self._rows,
-            self._ncols,
-            self._normalize,
-            self._point_ptrs,
-            grads,
-            self._buffer_ptrs,
-            self._dtype,
-            self._rate_ptrs,
-            self._per_lr,
-            momentum,
-            dampening,
-            int(nesterov),
-            weight_decay,
-            int(maximize),
-            int(first_step),
-            torch.get_num_threads(),
-            found.data_ptr(),
+        bad = self.run(
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            first_step=first_step,
         )
-        if bad < 0:
-            raise RuntimeError(
-                "riemann_dnn: the native kernel rejected its arguments or ran out of memory"
-            )
-        bumped = (
-            self.points if self.momentum_buffers is None else (self.points + self.momentum_buffers)
-        )
-        torch.autograd.graph.increment_version(bumped)
         return bad > 0

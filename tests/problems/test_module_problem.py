@@ -11,7 +11,8 @@ from riemann_dnn.manifolds import Euclidean, Oblique
 from riemann_dnn.models import ArchBN
 from riemann_dnn.optim import RiemannianSGD
 from riemann_dnn.params import param_groups
-from riemann_dnn.solvers import ModuleProblem, StochasticGradient
+from riemann_dnn.problems import ModuleProblem
+from riemann_dnn.solvers import StochasticGradient
 
 
 def _archbn_pair(depth=2):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from riemann_dnn.manifolds import Euclidean, Oblique, Product, Stiefel
-from riemann_dnn.solvers import FiniteSumProblem
+from riemann_dnn.problems import FiniteSumProblem
 
 N, n, p = 60, 5, 2
 

@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ import torch
 from pymanopt.manifolds import Product as _PymanoptProduct
 from pymanopt.manifolds.manifold import Manifold
 
-from ..manifolds import Array
+from ..manifolds import Array, EmbeddedManifold, Product
 
 __all__ = ["FiniteSumProblem"]
 
@@ -99,9 +100,13 @@ class FiniteSumProblem:
         eval_batch_size: evaluate :meth:`cost_on` and :meth:`euclidean_gradient_on` on more
             than this many samples in chunks (weighted by chunk size, exact for a mean
             cost), to bound memory. ``None`` (default): one pass.
+        optimal_cost: the minimum :math:`f^\star` of :math:`f` when it is known (closed
+            forms: :func:`~riemann_dnn.problems.pca_problem`, noiseless
+            :func:`~riemann_dnn.problems.matrix_completion_problem`); solvers then log the
+            optimality gap :math:`f(x) - f^\star`. ``None`` (default): unknown.
 
     Attributes:
-        manifold, backend, data, num_samples.
+        manifold, backend, data, num_samples, optimal_cost.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class FiniteSumProblem:
         backend: Backend = "torch",
         euclidean_gradient: Callable[..., Any] | None = None,
         eval_batch_size: int | None = None,
+        optimal_cost: float | None = None,
     ):
         if not isinstance(manifold, Manifold):
             raise TypeError(
@@ -137,7 +143,17 @@ class FiniteSumProblem:
                 f"FiniteSumProblem: eval_batch_size must be an int >= 1 or None, got "
                 f"{eval_batch_size!r}"
             )
+        if optimal_cost is not None and not (
+            isinstance(optimal_cost, (int, float, np.integer, np.floating))
+            and not isinstance(optimal_cost, bool)
+            and np.isfinite(optimal_cost)
+        ):
+            raise ValueError(
+                f"FiniteSumProblem: optimal_cost must be a finite number or None, got "
+                f"{optimal_cost!r}"
+            )
         self.manifold = manifold
+        self.optimal_cost: float | None = None if optimal_cost is None else float(optimal_cost)
         self.backend: Backend = backend
         self._cost = cost
         self._user_gradient = euclidean_gradient
@@ -193,6 +209,11 @@ class FiniteSumProblem:
                     f"{sorted(map(str, devices))}"
                 )
         return converted
+
+    @property
+    def factors(self) -> list[Manifold] | None:
+        """The factors of a (one-level) ``Product`` manifold, ``None`` for a simple one."""
+        return _factors(self.manifold)
 
     @property
     def data(self) -> Array | tuple[Array, ...]:
@@ -418,15 +439,25 @@ class FiniteSumProblem:
             )
         if generator is None:
             return self.manifold.random_point()
-        return self.manifold.random_point(generator=generator)
+        if isinstance(self.manifold, (EmbeddedManifold, Product)):
+            return self.manifold.random_point(generator=generator)
+        # a pymanopt manifold draws from numpy's global state: seed it for this draw only
+        saved = np.random.get_state()
+        try:
+            np.random.seed(int(generator) % 2**32)
+            return self.manifold.random_point()
+        finally:
+            np.random.set_state(saved)
 
     # -- the full sum as a pymanopt problem -----------------------------------------------
     def full_problem(self) -> pymanopt.Problem:
         r"""A :class:`pymanopt.Problem` for the full mean :math:`f` (all ``N`` samples), so
         deterministic solvers (SteepestDescent, ConjugateGradient, TrustRegions) solve it.
 
-        torch backend: :func:`riemann_dnn.function.torch` (tensors stay on their device;
-        gradient and Hessian-vector products by autograd). numpy backend:
+        torch backend: :func:`riemann_dnn.function.torch` on a copy of the manifold that
+        owns the data's device and dtype (riemann_dnn's manifolds): the random initial point
+        of pymanopt's solvers and every iterate are tensors there, and points elsewhere are
+        refused (gradient and Hessian-vector products by autograd). numpy backend:
         :func:`pymanopt.function.autograd`, or :func:`pymanopt.function.numpy` with the
         user's ``euclidean_gradient`` (then no Hessian: use first-order solvers).
         """
@@ -441,7 +472,12 @@ class FiniteSumProblem:
         if self.backend == "torch":
             from .. import function
 
-            decorator = function.torch(manifold)
+            try:
+                manifold = copy.copy(manifold)
+                decorator = function.torch(manifold, device=self.device, dtype=self.dtype)
+            except ValueError:  # a pymanopt manifold: numpy methods, nothing to own
+                manifold = self.manifold
+                decorator = function.torch(manifold)
         elif user_gradient is None:
             decorator = pymanopt.function.autograd(manifold)
         else:

@@ -15,7 +15,7 @@ import torch
 from pymanopt.optimizers import ConjugateGradient, SteepestDescent, TrustRegions
 
 from riemann_dnn.manifolds import Grassmann, Oblique, Product, Sphere, Stiefel
-from riemann_dnn.solvers import (
+from riemann_dnn.problems import (
     closest_unit_rows,
     closest_unit_rows_solution,
     dominant_eigenvector,
