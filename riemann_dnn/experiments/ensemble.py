@@ -2,9 +2,13 @@
 
 The copies are :class:`~riemann_dnn.optim.StackedModules` (stacked tensors, one batched
 ``vmap`` forward/backward for every copy, each on its own mini-batch with its own
-BatchNorm statistics), stepped by one :class:`~riemann_dnn.optim.RiemannianSGD` whose
-groups carry the copies axis and one learning rate per copy -- the same update a single
-model gets. A copy whose gradient is not finite is left untouched (``nonfinite="skip"``).
+BatchNorm statistics), stepped by one optimizer whose groups carry the copies axis and one
+learning rate per copy -- the same update a single model gets. The optimizer is the
+method's (:data:`~.methods.OPTIMIZERS`), constructed here and nowhere else:
+:class:`~riemann_dnn.optim.RiemannianSGD` or :class:`~riemann_dnn.optim.RiemannianAdam`
+on the stacked tensors, or ``torch.optim.AdamW``, ``adamp.SGDP`` and ``adamp.AdamP`` on
+every copy (:class:`~.per_copy.PerCopy`). A copy whose gradient is not finite is left
+untouched (``nonfinite="skip"``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,55 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optim import RiemannianSGD, StackedModules
+from ..optim import RiemannianAdam, RiemannianSGD, StackedModules
 from .epoch import train_epoch
+from .methods import OPTIMIZERS
+from .per_copy import PerCopy
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "missing_optimizers"]
+
+#: The optimizers that come from the ``adamp`` package (``pip install "riemann-dnn[study]"``).
+_ADAMP = ("sgdp", "adamp")
+
+#: The optimizers whose weight decay is decoupled (the optimizer's, one value per copy), not
+#: the L2 penalty the objective adds.
+_DECOUPLED = ("adamw", "adamp")
+
+
+def missing_optimizers(optimizers) -> list[str]:
+    """The names of ``optimizers`` (:data:`~.methods.OPTIMIZERS`) this environment cannot
+    construct: ``"sgdp"`` and ``"adamp"`` without the ``adamp`` package."""
+    wanted = [name for name in optimizers if name in _ADAMP]
+    if not wanted:
+        return []
+    try:
+        import adamp  # noqa: F401
+    except ImportError:
+        return wanted
+    return []
+
+
+def _optimizer(name: str, groups: list[dict], copies: int, momentum: float):
+    """The one place a method's optimizer is constructed (rates 0 until set)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Ensemble: optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    lr = torch.zeros(copies, dtype=torch.float64)
+    if name == "sgd":
+        return RiemannianSGD(groups, lr=lr, momentum=momentum, copies=copies, nonfinite="skip")
+    if name == "adam":
+        return RiemannianAdam(groups, lr=lr, copies=copies, nonfinite="skip")
+    if name == "adamw":
+        return PerCopy(groups, torch.optim.AdamW, copies)
+    if missing_optimizers([name]):
+        raise ImportError(
+            f"Ensemble: optimizer {name!r} needs the adamp package: "
+            'pip install "riemann-dnn[study]"'
+        )
+    from adamp import AdamP, SGDP
+
+    if name == "sgdp":
+        return PerCopy(groups, SGDP, copies, momentum=momentum)
+    return PerCopy(groups, AdamP, copies)
 
 
 class Ensemble:
@@ -29,7 +78,10 @@ class Ensemble:
         manifolds: ``{parameter name: manifold name or object}``; unnamed parameters are
             Euclidean. Constrained parameters are mapped onto their manifold.
         retraction: retraction for named manifolds.
-        momentum: of the optimizer (default 0).
+        momentum: of the optimizer (default 0; ``"sgd"`` and ``"sgdp"``).
+        filters: the names of the BN-fed filters (a group of their own, first).
+        filter_rate: RiemannianSGD's per-filter rate of the filters.
+        optimizer: a name of :data:`~.methods.OPTIMIZERS` (default ``"sgd"``).
     """
 
     def __init__(
@@ -41,6 +93,7 @@ class Ensemble:
         momentum: float = 0.0,
         filters: Sequence[str] = (),
         filter_rate: str | None = None,
+        optimizer: str = "sgd",
     ):
         if not models:
             raise ValueError("Ensemble needs at least one model")
@@ -53,15 +106,10 @@ class Ensemble:
         elif filter_rate is not None:
             raise ValueError("Ensemble: filter_rate needs the names of the filters (filters=...)")
         self.weight_decay: torch.Tensor | None = None
+        self.decoupled = optimizer in _DECOUPLED
         for group in groups:  # a rate tensor per group (the default would be one shared tensor)
             group["lr"] = torch.zeros(self.size, dtype=torch.float64)
-        self.optimizer = RiemannianSGD(
-            groups,
-            lr=torch.zeros(self.size, dtype=torch.float64),
-            momentum=momentum,
-            copies=self.size,
-            nonfinite="skip",
-        )
+        self.optimizer = _optimizer(optimizer, groups, self.size, momentum)
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -88,7 +136,10 @@ class Ensemble:
         r"""One weight-decay strength :math:`\omega_c` per copy on the ``filters``: the loss
         gains :math:`\tfrac{\omega_c}{2}\sum_k\lVert W_{k,c}\rVert^2`, whose gradient
         :math:`\omega_c W` is what ``torch.optim.SGD``'s ``weight_decay`` adds (so a step is
-        :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017)."""
+        :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017). With a
+        decoupled optimizer (AdamW, AdamP) :math:`\omega_c` is instead the optimizer's own
+        weight decay of the filters' group (AdamW: :math:`W \leftarrow W(1 - \lambda\omega)`
+        before the Adam step)."""
         if weight_decay is not None:
             if not self.filters:
                 raise ValueError(
@@ -99,6 +150,9 @@ class Ensemble:
                 raise ValueError(
                     f"Ensemble: weight_decay must be {self.size} numbers >= 0, got {weight_decay}"
                 )
+            if self.decoupled:
+                self.optimizer.param_groups[0]["weight_decay"] = weight_decay.clone()
+                return
         self.weight_decay = weight_decay
 
     def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:
