@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..experiments.config import PROTOCOLS, STUDY_ARCHS
+from ..experiments.methods import ARMS
 from .options import (
     UsageError,
     add_data,
@@ -29,7 +30,10 @@ def add_parser(targets) -> None:
         description="UN vs B-SGD, B-SGD with per-filter rate λ‖w‖², B-SGD with weight decay, "
         "UN with split rates and SGD, on the MLP and conv ArchBN (MNIST) and SegNet-Basic "
         "(digit scenes), paired seeds, bootstrap CIs, paired t / Wilcoxon tests with Holm's "
-        "correction; writes study.json, study.md and study.png (rerun to resume).",
+        "correction; writes study.json, study.md and study.png (rerun to resume). "
+        "--optimizers momentum adds UN with momentum 0.9 vs B-SGD with momentum and SGDP; "
+        "--optimizers adam adds Riemannian Adam vs Adam, AdamW and AdamP (SGDP and AdamP "
+        'need the study extra: pip install "riemann-dnn[study]").',
     )
     study.add_argument(
         "--quick", action="store_true", help="the same study at a scale of a few minutes"
@@ -54,6 +58,14 @@ def add_parser(targets) -> None:
         help="architectures to run (all)",
     )
     study.add_argument(
+        "--optimizers",
+        nargs="+",
+        choices=list(ARMS),
+        default=["sgd"],
+        help="the study's arms: sgd (default: plain SGD, UN and its controls), momentum "
+        "(momentum 0.9: UN, B-SGD, SGDP), adam (Riemannian Adam, Adam, AdamW, AdamP)",
+    )
+    study.add_argument(
         "--mlp-scale",
         choices=["study", "paper"],
         default="study",
@@ -73,9 +85,19 @@ def run_study(args: argparse.Namespace) -> int:
     from ..experiments.study import reproduce_study, study_plan
 
     archs = tuple(check_unique("--archs", args.archs))
+    optimizers = tuple(check_unique("--optimizers", args.optimizers))
+    try:  # an unknown arm, or the adamp package missing: refused before any work
+        plan = study_plan(
+            args.quick,
+            args.protocol,
+            archs=archs,
+            mlp_scale=args.mlp_scale,
+            optimizers=optimizers,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     check_device(args.device)
     mnist = check_data(args.data_dir, args.source)
-    plan = study_plan(args.quick, args.protocol, archs=archs, mlp_scale=args.mlp_scale)
     for arch, protocol in (("mlp", plan.mlp_protocol), ("conv", plan.conv_protocol)):
         if arch in archs:
             try:
@@ -95,6 +117,7 @@ def run_study(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         archs=archs,
         mlp_scale=args.mlp_scale,
+        optimizers=optimizers,
         data_dir=args.data_dir,
         source=args.source,
         device=args.device,

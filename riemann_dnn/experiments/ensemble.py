@@ -24,7 +24,7 @@ from .epoch import train_epoch
 from .methods import OPTIMIZERS
 from .per_copy import PerCopy
 
-__all__ = ["Ensemble", "missing_optimizers"]
+__all__ = ["Ensemble", "build_optimizer", "missing_optimizers"]
 
 #: The optimizers that come from the ``adamp`` package (``pip install "riemann-dnn[study]"``).
 _ADAMP = ("sgdp", "adamp")
@@ -47,27 +47,61 @@ def missing_optimizers(optimizers) -> list[str]:
     return []
 
 
-def _optimizer(name: str, groups: list[dict], copies: int, momentum: float):
-    """The one place a method's optimizer is constructed (rates 0 until set)."""
+def build_optimizer(
+    name: str,
+    groups: list[dict],
+    lr: float | torch.Tensor,
+    *,
+    copies: int | None = None,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+):
+    """The one place a method's optimizer (``name``, :data:`~.methods.OPTIMIZERS`) is
+    constructed, on ``groups`` (param groups naming their manifolds; only ``"sgd"`` and
+    ``"adam"`` take constrained ones). With ``copies`` the groups hold stacked copies with a
+    rate per copy (``lr``: a tensor), a copy whose gradient is not finite is left untouched,
+    and the optimizers written for single models step every copy through
+    :class:`~.per_copy.PerCopy`; without, they step one model (as ``segment`` does).
+    ``momentum``: of ``"sgd"`` and ``"sgdp"``; ``weight_decay``: of every group (L2 for
+    ``"sgd"`` and ``"adam"``, decoupled for ``"adamw"`` and ``"adamp"``)."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"Ensemble: optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    lr = torch.zeros(copies, dtype=torch.float64)
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    stacked = {} if copies is None else {"copies": copies, "nonfinite": "skip"}
     if name == "sgd":
-        return RiemannianSGD(groups, lr=lr, momentum=momentum, copies=copies, nonfinite="skip")
+        return RiemannianSGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **stacked
+        )
     if name == "adam":
-        return RiemannianAdam(groups, lr=lr, copies=copies, nonfinite="skip")
-    if name == "adamw":
-        return PerCopy(groups, torch.optim.AdamW, copies)
+        return RiemannianAdam(groups, lr=lr, weight_decay=weight_decay, **stacked)
+    constrained = [
+        g.get("manifold") for g in groups if g.get("manifold", "euclidean") != "euclidean"
+    ]
+    if constrained:
+        raise ValueError(f"optimizer {name!r} steps Euclidean parameters only, not {constrained}")
     if missing_optimizers([name]):
         raise ImportError(
-            f"Ensemble: optimizer {name!r} needs the adamp package: "
-            'pip install "riemann-dnn[study]"'
+            f'optimizer {name!r} needs the adamp package: pip install "riemann-dnn[study]"'
         )
-    from adamp import AdamP, SGDP
+    if name == "adamw":
+        cls, options = torch.optim.AdamW, {}
+    else:
+        from adamp import SGDP, AdamP
 
-    if name == "sgdp":
-        return PerCopy(groups, SGDP, copies, momentum=momentum)
-    return PerCopy(groups, AdamP, copies)
+        cls, options = (SGDP, {"momentum": momentum}) if name == "sgdp" else (AdamP, {})
+    if weight_decay:
+        options["weight_decay"] = weight_decay
+    elif name != "sgdp":
+        options["weight_decay"] = 0.0  # AdamW's default is 0.01; set decay explicitly
+    if copies is None:
+        plain = [
+            {k: v for k, v in g.items() if k not in ("manifold", "retraction")} for g in groups
+        ]
+        return cls(plain, lr=lr, **options)
+    decay = options.pop("weight_decay", None)
+    for group in groups:  # each group's, so that one may hold a decay per copy
+        if decay is not None:
+            group.setdefault("weight_decay", decay)
+    return PerCopy(groups, cls, copies, **options)
 
 
 class Ensemble:
@@ -109,7 +143,13 @@ class Ensemble:
         self.decoupled = optimizer in _DECOUPLED
         for group in groups:  # a rate tensor per group (the default would be one shared tensor)
             group["lr"] = torch.zeros(self.size, dtype=torch.float64)
-        self.optimizer = _optimizer(optimizer, groups, self.size, momentum)
+        self.optimizer = build_optimizer(
+            optimizer,
+            groups,
+            torch.zeros(self.size, dtype=torch.float64),
+            copies=self.size,
+            momentum=momentum,
+        )
 
     @property
     def params(self) -> dict[str, torch.Tensor]:

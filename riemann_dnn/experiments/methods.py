@@ -165,8 +165,19 @@ ARMS = {
 #: The methods of the paper's Table 2 (the other ones are the study's controls).
 TABLE2_METHODS = ("un", "bsgd", "sgd")
 
-#: The methods segmentation trains (SegNet's filters on the oblique manifold, or not).
-SEGMENTATION_METHOD_NAMES = ("un", "bsgd")
+#: The methods segmentation trains (SegNet's filters on the oblique manifold, or not; with
+#: SGD or SGDP at the run's own momentum, or an Adam).
+SEGMENTATION_METHOD_NAMES = (
+    "un",
+    "bsgd",
+    "un-mom",
+    "bsgd-mom",
+    "sgdp",
+    "radam",
+    "adam",
+    "adamw",
+    "adamp",
+)
 
 
 def _known(name: str) -> Method:

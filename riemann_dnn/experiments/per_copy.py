@@ -165,7 +165,7 @@ class PerCopy(Optimizer):
                 else:
                     group[key] = _clone(value)
         self.steps = int(state_dict.get("steps", 0))
-        for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+        for g, saved in enumerate(saved_groups):
             for k, i in enumerate(saved["params"]):
                 entry = state_dict["state"].get(i)
                 for c in range(self.copies):

@@ -50,3 +50,23 @@ def test_study_refuses_a_bad_device_data_dir_or_out_before_any_work(tmp_path, ca
     afile.write_text("x")
     assert main(["reproduce", "study", "--quick", "--out", str(afile)]) == 2
     assert "is a file; give a directory" in capsys.readouterr().err
+
+
+def test_study_refuses_the_new_arms_without_adamp_in_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    out = tmp_path / "out"
+    monkeypatch.setitem(sys.modules, "adamp", None)  # import adamp raises ImportError
+    for arms in (["momentum"], ["sgd", "adam"]):
+        code = main(["reproduce", "study", "--quick", "--optimizers", *arms, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "need the adamp package" in err and 'pip install "riemann-dnn[study]"' in err
+        assert f"--optimizers {arms[-1]}" in err
+    assert not out.exists()
+
+
+def test_study_parses_optimizers():
+    args = build_parser().parse_args(["reproduce", "study", "--optimizers", "sgd", "adam"])
+    assert args.optimizers == ["sgd", "adam"]
+    assert build_parser().parse_args(["reproduce", "study"]).optimizers == ["sgd"]
