@@ -70,3 +70,16 @@ def test_study_parses_optimizers():
     args = build_parser().parse_args(["reproduce", "study", "--optimizers", "sgd", "adam"])
     assert args.optimizers == ["sgd", "adam"]
     assert build_parser().parse_args(["reproduce", "study"]).optimizers == ["sgd"]
+
+
+def test_table2_and_segment_refuse_adamp_methods_without_the_package(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "adamp", None)
+    for argv in (
+        ["reproduce", "table2", "--quick", "--methods", "un", "sgdp"],
+        ["segment", "--method", "un", "adamp"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "needs the adamp package" in err, err

@@ -149,7 +149,9 @@ def test_bold_driver_undoes_a_single_copy():
     assert accepted.tolist() == [True, False, True]
     assert torch.equal(weight.detach()[1], kept[1]) and not torch.equal(weight[0], kept[0])
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"][1], moments[1])
-    assert opt.param_groups[0]["lr"].tolist() == pytest.approx([0.1 * 1.05**2, 0.05 * 1.05 * 0.5, 0.02 * 1.05**2])
+    assert opt.param_groups[0]["lr"].tolist() == pytest.approx(
+        [0.1 * 1.05**2, 0.05 * 1.05 * 0.5, 0.02 * 1.05**2]
+    )
 
 
 def test_a_copy_with_a_non_finite_gradient_is_left_untouched():

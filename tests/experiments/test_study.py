@@ -335,7 +335,10 @@ def test_adamw_ensemble_copy_equals_torch_adamw_on_one_model():
     names = ArchBN.scale_invariant_names(2)
     opt = torch.optim.AdamW(
         [
-            {"params": [p for n, p in single.named_parameters() if n in names], "weight_decay": 0.5},
+            {
+                "params": [p for n, p in single.named_parameters() if n in names],
+                "weight_decay": 0.5,
+            },
             {"params": [p for n, p in single.named_parameters() if n not in names]},
         ],
         lr=1e-3,
