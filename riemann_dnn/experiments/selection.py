@@ -23,7 +23,7 @@ from .training import (
     restore_ensemble,
 )
 
-__all__ = ["candidate_grid", "select_rates", "best_candidate"]
+__all__ = ["candidate_grid", "select_rates", "best_candidate", "grid_extensions", "at_edge"]
 
 
 def candidate_grid(
@@ -152,24 +152,35 @@ def _best(candidates: list[dict]) -> dict:
 
 
 def _extensions(config: RunConfig, candidates: list[dict], steps: dict) -> list[dict]:
-    """New candidates for a run whose chosen rate (either rate, with split rates) is the
-    smallest or largest tried, one ``lr_extend_factor`` step beyond it (at most
-    ``lr_extend`` steps each way; ``steps`` counts them)."""
+    """:func:`grid_extensions` with the run's protocol (``lr_extend_factor``, ``lr_extend``)."""
     protocol = config.protocol
+    return grid_extensions(
+        candidates, steps, factor=protocol.lr_extend_factor, limit=protocol.lr_extend
+    )
+
+
+def grid_extensions(
+    candidates: list[dict], steps: dict, *, factor: float, limit: int
+) -> list[dict]:
+    """The rule that extends a rate grid: when the chosen candidate's rate (either rate,
+    with split rates ``"other_lr"``) is the smallest or largest tried, one new rate
+    ``factor`` beyond it (at most ``limit`` steps each way; ``steps[(key, "low" | "high")]``
+    counts them and is updated), paired with every tried value of the other keys.
+
+    ``candidates`` are dicts with ``"lr"`` (and ``"other_lr"``, ``"weight_decay"``),
+    ``"val_error"`` and ``"diverged"``; the choice is :func:`best_candidate`'s (every
+    candidate diverged: the lowest error)."""
     best = _best(candidates)
     new = []
     for key in ("lr", "other_lr"):
         if key not in best:
             continue
         tried = sorted({c[key] for c in candidates})
-        for side, edge, factor in (
-            ("low", tried[0], 1 / protocol.lr_extend_factor),
-            ("high", tried[-1], protocol.lr_extend_factor),
-        ):
-            if best[key] != edge or len(tried) < 2 or steps[(key, side)] >= protocol.lr_extend:
+        for side, edge, step in (("low", tried[0], 1 / factor), ("high", tried[-1], factor)):
+            if best[key] != edge or len(tried) < 2 or steps.get((key, side), 0) >= limit:
                 continue
-            steps[(key, side)] += 1
-            value = edge * factor
+            steps[(key, side)] = steps.get((key, side), 0) + 1
+            value = edge * step
             seen = set()
             for c in candidates:  # the new value with every tried value of the other keys
                 cand = {
@@ -246,13 +257,13 @@ def select_rates(
                 "chosen_lr": best["lr"],
                 "chosen": chosen,
                 "all_diverged": not any(not c["diverged"] for c in candidates),
-                "interior": not _at_edge(candidates, best),
+                "interior": not at_edge(candidates, best),
             }
         )
     return selections
 
 
-def _at_edge(candidates: list[dict], best: dict) -> bool:
+def at_edge(candidates: list[dict], best: dict) -> bool:
     """Whether the chosen rate (either rate) is the smallest or largest tried."""
     for key in ("lr", "other_lr"):
         if key in best:

@@ -47,6 +47,7 @@ SEGMENT = [
     "2",
 ]
 BENCH = ["bench", "retractions", "--sizes", "8x16", "--steps", "0"]
+BYOM = ["byom", "--quick"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 
 
@@ -361,6 +362,31 @@ BAD_OPTIONS = {
             (["--seed", "-1"], "--seed"),
             (["--threads", "999"], "--threads"),
             (["--device", "bogus"], "--device bogus"),
+        ],
+    ),
+    "byom": (
+        BYOM,
+        [
+            (["--archs", "bogus"], "--archs"),
+            (["--archs", "convnext", "convnext"], "--archs"),
+            (["--methods", "bsgd-wd"], "--methods"),
+            (["--methods", "un", "un"], "--methods"),
+            (["--seeds", "0"], "--seeds"),
+            (["--epochs", "0"], "--epochs"),
+            (["--width", "6"], "--width 6"),
+            (["--train-images", "0"], "--train-images"),
+            (["--train-images", "70000"], "--train-images 70000"),
+            (["--validation-images", "0"], "--validation-images"),
+            (["--test-images", "0"], "--test-images"),
+            (["--lr-candidates", "0"], "--lr-candidates"),
+            (["--lr-candidates", "0.1", "0.1"], "--lr-candidates"),
+            (["--lr-candidates", "0.1", "--lr-extend", "1"], "--lr-extend 1"),
+            (["--lr-extend", "-1"], "--lr-extend"),
+            (["--schedule", "bogus"], "--schedule"),
+            (["--batch-size", "0"], "--batch-size"),
+            (["--source", "bogus"], "--source"),
+            (["--jobs", "0"], "--jobs"),
+            (["--threads", "999"], "--threads"),
         ],
     ),
     "demo": (DEMO, [(["--seed", "-1"], "--seed"), (["--device", "bogus"], "--device bogus")]),
