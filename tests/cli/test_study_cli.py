@@ -83,3 +83,60 @@ def test_table2_and_segment_refuse_adamp_methods_without_the_package(capsys, mon
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "needs the adamp package" in err, err
+
+
+def test_study_with_the_new_arms_runs_through_the_cli_and_writes_the_report(
+    tmp_path, capsys, monkeypatch
+):
+    """``reproduce study --quick --optimizers momentum adam`` end to end through ``main``, at a
+    tiny scale (the quick plan shrunk; the methods, comparisons and files are the CLI's)."""
+    import json
+    from dataclasses import replace
+
+    from riemann_dnn.experiments import study
+
+    tiny = replace(
+        PROTOCOLS["study"],
+        lr_candidates=(1.0, 0.1),
+        selection_train=100,
+        selection_val=100,
+        selection_epochs=1,
+        validation=200,
+        train_images=200,
+        min_epochs=1,
+        max_epochs=1,
+        lr_extend=0,
+        bn_estimate=100,
+    )
+    monkeypatch.setattr(
+        study,
+        "_plan",
+        lambda quick: study.StudyPlan(mlp_depths=(2,), mlp_seeds=2, mlp_protocol=tiny),
+    )
+    out = tmp_path / "out"
+    argv = ["reproduce", "study", "--quick", "--optimizers", "momentum", "adam"]
+    argv += ["--archs", "mlp", "--source", "embedded", "--jobs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'study.json'}" in printed and "(7 cells, 5 comparisons)" in printed
+    result = json.loads((out / "study.json").read_text())
+    assert [(c["a"], c["b"]) for c in result["comparisons"]] == [
+        ("un-mom", "bsgd-mom"),
+        ("un-mom", "sgdp"),
+        ("radam", "adam"),
+        ("radam", "adamw"),
+        ("radam", "adamp"),
+    ]
+    assert {c["method"] for c in result["cells"]} == {
+        "un-mom",
+        "bsgd-mom",
+        "sgdp",
+        "radam",
+        "adam",
+        "adamw",
+        "adamp",
+    }
+    assert all(c["n"] == 2 for c in result["comparisons"])
+    report = (out / "study.md").read_text()
+    assert "SGDP, momentum 0.9" in report and "AdamP" in report
+    assert (out / "study.png").stat().st_size > 0
