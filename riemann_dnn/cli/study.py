@@ -17,6 +17,7 @@ from .options import (
     check_device,
     check_jobs,
     check_unique,
+    positive_int,
     prepare_out,
     set_command,
 )
@@ -72,6 +73,12 @@ def add_parser(targets) -> None:
         help="the MLP on the study's 10,000 training images (default) or at "
         "the paper's scale (50,000, 25-60 epochs; ~3x the time)",
     )
+    study.add_argument(
+        "--segnet-seeds",
+        type=positive_int,
+        default=None,
+        help="seeds of the SegNet cell (default 8; --quick 2), the first of the default ones",
+    )
     add_device(study)
     study.add_argument(
         "--report-only",
@@ -86,6 +93,10 @@ def run_study(args: argparse.Namespace) -> int:
 
     archs = tuple(check_unique("--archs", args.archs))
     optimizers = tuple(check_unique("--optimizers", args.optimizers))
+    if args.segnet_seeds is not None and args.segnet_seeds < 2:
+        raise UsageError(
+            f"--segnet-seeds {args.segnet_seeds}: the paired statistics need at least 2 seeds"
+        )
     try:  # an unknown arm, or the adamp package missing: refused before any work
         plan = study_plan(
             args.quick,
@@ -93,6 +104,7 @@ def run_study(args: argparse.Namespace) -> int:
             archs=archs,
             mlp_scale=args.mlp_scale,
             optimizers=optimizers,
+            segnet_seeds=args.segnet_seeds,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -164,6 +164,7 @@ def study_plan(
     archs: tuple[str, ...] = STUDY_ARCHS,
     mlp_scale: str = "study",
     optimizers: tuple[str, ...] = ("sgd",),
+    segnet_seeds: int | None = None,
 ) -> StudyPlan:
     """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
     1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
@@ -172,10 +173,13 @@ def study_plan(
     ``mlp_scale="paper"`` runs the MLP at the paper's scale (50,000 training and 10,000
     validation images, 50 selection epochs, 25 to 60 epochs) instead of the study's.
     ``optimizers`` names the arms (:func:`study_methods`): ``"sgd"`` (the default study),
-    ``"momentum"``, ``"adam"``."""
+    ``"momentum"``, ``"adam"``. ``segnet_seeds`` replaces the SegNet cell's number of seeds
+    (8; quick 2): seeds ``0 .. segnet_seeds - 1``, a prefix of the default ones."""
     unknown = set(archs) - set(STUDY_ARCHS)
     if unknown or not archs:
         raise ValueError(f"archs must be some of {STUDY_ARCHS}, got {archs!r}")
+    if segnet_seeds is not None and segnet_seeds < 2:
+        raise ValueError(f"segnet_seeds must be >= 2 (paired statistics), got {segnet_seeds}")
     if mlp_scale not in ("study", "paper"):
         raise ValueError(f"mlp_scale must be 'study' or 'paper', got {mlp_scale!r}")
     plan = _plan(quick)
@@ -188,6 +192,8 @@ def study_plan(
         conv_depths=plan.conv_depths if "conv" in archs else (),
         segnet=plan.segnet if "segnet" in archs else None,
     )
+    if segnet_seeds is not None and plan.segnet is not None:
+        plan = replace(plan, segnet=replace(plan.segnet, seeds=segnet_seeds))
     if protocol == "study":
         return plan
     if protocol not in PROTOCOLS:

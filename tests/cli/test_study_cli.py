@@ -140,3 +140,19 @@ def test_study_with_the_new_arms_runs_through_the_cli_and_writes_the_report(
     report = (out / "study.md").read_text()
     assert "SGDP, momentum 0.9" in report and "AdamP" in report
     assert (out / "study.png").stat().st_size > 0
+
+
+def test_study_segnet_seeds_replace_the_cells_seeds(capsys):
+    from riemann_dnn.experiments.study import study_plan
+
+    args = build_parser().parse_args(["reproduce", "study", "--segnet-seeds", "4"])
+    assert args.segnet_seeds == 4
+    assert study_plan(segnet_seeds=4).segnet.seeds == 4
+    assert study_plan().segnet.seeds == 8 and study_plan(True).segnet.seeds == 2
+    assert study_plan(archs=("mlp",), segnet_seeds=4).segnet is None
+    assert main(["reproduce", "study", "--quick", "--segnet-seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--segnet-seeds 1: the paired statistics need at least 2" in err
+        and len(err.strip().splitlines()) == 1
+    ), err
