@@ -363,7 +363,9 @@ class _SegNetPart:
 def _segnet_parts(plan: StudyPlan) -> list[_SegNetPart]:
     """The SegNet cell's parts: per arm its methods that segmentation trains (the plain arm
     UN and B-SGD, in ``segnet/``, as the study always did; SegNet always has momentum 0.9),
-    those with decoupled weight decay in a part of their own (``segnet-<arm>-wd``)."""
+    those with decoupled weight decay in a part of their own (``segnet-<arm>-wd``). An arm's
+    parts share one fixed rate grid, the plan's times the smallest ``lr_scale`` of the arm's
+    methods (the baselines' for the adaptive arm)."""
     if plan.segnet is None:
         return []
     parts = []
@@ -372,7 +374,7 @@ def _segnet_parts(plan: StudyPlan) -> list[_SegNetPart]:
         if not chosen:
             continue
         folder = "segnet" if arm == "sgd" else f"segnet-{arm}"
-        scale = METHODS[chosen[0]].lr_scale
+        scale = min(METHODS[m].lr_scale for m in chosen)  # one fixed grid per part
         plain = tuple(m for m in chosen if not METHODS[m].weight_decay)
         decayed = tuple(m for m in chosen if METHODS[m].weight_decay)
         if plain:

@@ -286,6 +286,9 @@ def test_adaptive_and_momentum_grids_are_scaled_and_decays_their_own():
         [r / 10 for r in base]
     )
     assert [c["lr"] for c in candidate_grid("radam", protocol)] == pytest.approx(
+        [r / 10 for r in base]
+    )
+    assert [c["lr"] for c in candidate_grid("adam", protocol)] == pytest.approx(
         [r / 100 for r in base]
     )
     adamw = candidate_grid("adamw", protocol)
@@ -412,10 +415,12 @@ def test_quick_study_with_the_new_arms_on_a_tiny_slice(tmp_path):
     )
     cells = {(c["arch"], c["method"]): c for c in result["cells"]}
     # rates at each method's scale; AdamW's and AdamP's decays from their own grid
-    assert {x["lr"] for x in cells[("mlp", "radam")]["chosen"]} <= {0.01, 0.001}
+    assert {x["lr"] for x in cells[("mlp", "radam")]["chosen"]} <= {0.1, 0.01}
+    assert {x["lr"] for x in cells[("mlp", "adam")]["chosen"]} <= {0.01, 0.001}
     assert {x["lr"] for x in cells[("mlp", "sgdp")]["chosen"]} <= {0.1, 0.01}
     assert {x["weight_decay"] for x in cells[("mlp", "adamp")]["chosen"]} <= {1e-2, 1e-1, 1.0}
     assert cells[("segnet", "adamw")]["chosen"][0] == {"lr": 0.001, "weight_decay": 0.1}
+    assert cells[("segnet", "radam")]["chosen"][0]["lr"] == pytest.approx(0.001)  # Adam's grid
     assert cells[("segnet", "un-mom")]["chosen"][0]["lr"] == pytest.approx(0.01)
     # UN's filters stay unit-norm under Riemannian Adam; Adam's drift
     assert cells[("mlp", "radam")]["filter_norms"][0] == pytest.approx([1.0, 1.0], abs=1e-5)
