@@ -363,9 +363,9 @@ class _SegNetPart:
 def _segnet_parts(plan: StudyPlan) -> list[_SegNetPart]:
     """The SegNet cell's parts: per arm its methods that segmentation trains (the plain arm
     UN and B-SGD, in ``segnet/``, as the study always did; SegNet always has momentum 0.9),
-    those with decoupled weight decay in a part of their own (``segnet-<arm>-wd``). An arm's
-    parts share one fixed rate grid, the plan's times the smallest ``lr_scale`` of the arm's
-    methods (the baselines' for the adaptive arm)."""
+    grouped by their rate scale (each method's fixed grid is the plan's times its
+    ``lr_scale``) and by decoupled weight decay (``segnet-<arm>-wd``); a scale other than the
+    arm's smallest names its part's folder (``segnet-adam-lr0.1``)."""
     if plan.segnet is None:
         return []
     parts = []
@@ -373,16 +373,21 @@ def _segnet_parts(plan: StudyPlan) -> list[_SegNetPart]:
         chosen = [m for m in names if m in plan.methods and m in SEGMENTATION_METHOD_NAMES]
         if not chosen:
             continue
-        folder = "segnet" if arm == "sgd" else f"segnet-{arm}"
-        scale = min(METHODS[m].lr_scale for m in chosen)  # one fixed grid per part
-        plain = tuple(m for m in chosen if not METHODS[m].weight_decay)
-        decayed = tuple(m for m in chosen if METHODS[m].weight_decay)
-        if plain:
-            parts.append(_SegNetPart(folder, plain, scale))
-        if decayed:
-            parts.append(
-                _SegNetPart(f"{folder}-wd", decayed, scale, SEGNET_DECOUPLED_WEIGHT_DECAY)
-            )
+        smallest = min(METHODS[m].lr_scale for m in chosen)
+        for decayed in (False, True):
+            group = [m for m in chosen if METHODS[m].weight_decay == decayed]
+            for scale in sorted({METHODS[m].lr_scale for m in group}):
+                folder = ("segnet" if arm == "sgd" else f"segnet-{arm}") + ("-wd" * decayed)
+                if scale != smallest:
+                    folder += f"-lr{scale:g}"
+                parts.append(
+                    _SegNetPart(
+                        folder,
+                        tuple(m for m in group if METHODS[m].lr_scale == scale),
+                        scale,
+                        SEGNET_DECOUPLED_WEIGHT_DECAY if decayed else 0.0,
+                    )
+                )
     return parts
 
 

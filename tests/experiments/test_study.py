@@ -420,7 +420,14 @@ def test_quick_study_with_the_new_arms_on_a_tiny_slice(tmp_path):
     assert {x["lr"] for x in cells[("mlp", "sgdp")]["chosen"]} <= {0.1, 0.01}
     assert {x["weight_decay"] for x in cells[("mlp", "adamp")]["chosen"]} <= {1e-2, 1e-1, 1.0}
     assert cells[("segnet", "adamw")]["chosen"][0] == {"lr": 0.001, "weight_decay": 0.1}
-    assert cells[("segnet", "radam")]["chosen"][0]["lr"] == pytest.approx(0.001)  # Adam's grid
+    assert cells[("segnet", "radam")]["chosen"][0]["lr"] == pytest.approx(0.01)  # its own grid
+    assert cells[("segnet", "adam")]["chosen"][0]["lr"] == pytest.approx(0.001)
+    assert sorted(p.name for p in tmp_path.glob("segnet-*")) == [
+        "segnet-adam",
+        "segnet-adam-lr0.1",
+        "segnet-adam-wd",
+        "segnet-momentum",
+    ]
     assert cells[("segnet", "un-mom")]["chosen"][0]["lr"] == pytest.approx(0.01)
     # UN's filters stay unit-norm under Riemannian Adam; Adam's drift
     assert cells[("mlp", "radam")]["filter_norms"][0] == pytest.approx([1.0, 1.0], abs=1e-5)
