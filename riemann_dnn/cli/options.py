@@ -396,6 +396,20 @@ def check_unique(option: str, values: Sequence[Any]) -> list:
     return list(values)
 
 
+def check_methods(option: str, methods: Sequence[str]) -> None:
+    """Refuse methods whose optimizer this environment lacks (SGDP and AdamP need the
+    ``adamp`` package, the ``study`` extra)."""
+    from ..experiments.ensemble import missing_optimizers
+    from ..experiments.methods import METHODS
+
+    missing = [m for m in methods if missing_optimizers([METHODS[m].optimizer])]
+    if missing:
+        raise UsageError(
+            f"{option} {' '.join(missing)}: needs the adamp package; install the study "
+            'extra: pip install "riemann-dnn[study]"'
+        )
+
+
 def check_data(data_dir: str | None, source: str = "auto"):
     """Find and verify MNIST as the command will (:func:`riemann_dnn.data.load_mnist`; the
     load is cached, so the command's own load costs nothing); :class:`UsageError` naming

@@ -21,6 +21,7 @@ from .options import (
     check_device,
     check_jobs,
     check_launch,
+    check_methods,
     check_retraction,
     check_unique,
     nonnegative_int,
@@ -165,6 +166,8 @@ def _check_common(args, protocol, batch_sizes: list[int] | None = None) -> None:
             f"{', '.join(constraint_names())}"
         )
     check_retraction(args.constraint, args.retraction)
+    methods = getattr(args, "methods", None) or [getattr(args, "method", "un")]
+    check_methods("--methods" if hasattr(args, "methods") else "--method", methods)
     mnist = check_data(args.data_dir, args.source)
     option = "--batch-sizes" if batch_sizes else "--batch-size"
     for batch in batch_sizes or [protocol.batch_size]:

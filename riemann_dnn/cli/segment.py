@@ -24,6 +24,7 @@ from .options import (
     check_device,
     check_jobs,
     check_launch,
+    check_methods,
     check_unique,
     fraction,
     nonnegative_float,
@@ -59,7 +60,9 @@ def add_parser(subparsers) -> None:
         nargs="+",
         choices=list(SEGMENTATION_METHOD_NAMES),
         default=["un"],
-        help="un (oblique filters) or bsgd (Euclidean); both for a comparison",
+        help="un (oblique filters) or bsgd (Euclidean), several for a comparison; also "
+        "the study's other methods (SGD, SGDP at --momentum; Riemannian Adam, Adam, AdamW, "
+        "AdamP)",
     )
     parser.add_argument("--epochs", type=positive_int, default=5)
     parser.add_argument(
@@ -245,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     check_unique("--method", args.method)
+    check_methods("--method", args.method)
     check_unique("--seed", args.seed)
     check_unique("--lr", args.lr)
     check_device(args.device)

@@ -2,9 +2,13 @@
 
 The copies are :class:`~riemann_dnn.optim.StackedModules` (stacked tensors, one batched
 ``vmap`` forward/backward for every copy, each on its own mini-batch with its own
-BatchNorm statistics), stepped by one :class:`~riemann_dnn.optim.RiemannianSGD` whose
-groups carry the copies axis and one learning rate per copy -- the same update a single
-model gets. A copy whose gradient is not finite is left untouched (``nonfinite="skip"``).
+BatchNorm statistics), stepped by one optimizer whose groups carry the copies axis and one
+learning rate per copy -- the same update a single model gets. The optimizer is the
+method's (:data:`~.methods.OPTIMIZERS`), constructed here and nowhere else:
+:class:`~riemann_dnn.optim.RiemannianSGD` or :class:`~riemann_dnn.optim.RiemannianAdam`
+on the stacked tensors, or ``torch.optim.AdamW``, ``adamp.SGDP`` and ``adamp.AdamP`` on
+every copy (:class:`~.per_copy.PerCopy`). A copy whose gradient is not finite is left
+untouched (``nonfinite="skip"``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,89 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..optim import RiemannianSGD, StackedModules
+from ..optim import RiemannianAdam, RiemannianSGD, StackedModules
 from .epoch import train_epoch
+from .methods import OPTIMIZERS
+from .per_copy import PerCopy
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "build_optimizer", "missing_optimizers"]
+
+#: The optimizers that come from the ``adamp`` package (``pip install "riemann-dnn[study]"``).
+_ADAMP = ("sgdp", "adamp")
+
+#: The optimizers whose weight decay is decoupled (the optimizer's, one value per copy), not
+#: the L2 penalty the objective adds.
+_DECOUPLED = ("adamw", "adamp")
+
+
+def missing_optimizers(optimizers) -> list[str]:
+    """The names of ``optimizers`` (:data:`~.methods.OPTIMIZERS`) this environment cannot
+    construct: ``"sgdp"`` and ``"adamp"`` without the ``adamp`` package."""
+    wanted = [name for name in optimizers if name in _ADAMP]
+    if not wanted:
+        return []
+    try:
+        import adamp  # noqa: F401
+    except ImportError:
+        return wanted
+    return []
+
+
+def build_optimizer(
+    name: str,
+    groups: list[dict],
+    lr: float | torch.Tensor,
+    *,
+    copies: int | None = None,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+):
+    """The one place a method's optimizer (``name``, :data:`~.methods.OPTIMIZERS`) is
+    constructed, on ``groups`` (param groups naming their manifolds; only ``"sgd"`` and
+    ``"adam"`` take constrained ones). With ``copies`` the groups hold stacked copies with a
+    rate per copy (``lr``: a tensor), a copy whose gradient is not finite is left untouched,
+    and the optimizers written for single models step every copy through
+    :class:`~.per_copy.PerCopy`; without, they step one model (as ``segment`` does).
+    ``momentum``: of ``"sgd"`` and ``"sgdp"``; ``weight_decay``: of every group (L2 for
+    ``"sgd"`` and ``"adam"``, decoupled for ``"adamw"`` and ``"adamp"``)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    stacked = {} if copies is None else {"copies": copies, "nonfinite": "skip"}
+    if name == "sgd":
+        return RiemannianSGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **stacked
+        )
+    if name == "adam":
+        return RiemannianAdam(groups, lr=lr, weight_decay=weight_decay, **stacked)
+    constrained = [
+        g.get("manifold") for g in groups if g.get("manifold", "euclidean") != "euclidean"
+    ]
+    if constrained:
+        raise ValueError(f"optimizer {name!r} steps Euclidean parameters only, not {constrained}")
+    if missing_optimizers([name]):
+        raise ImportError(
+            f'optimizer {name!r} needs the adamp package: pip install "riemann-dnn[study]"'
+        )
+    if name == "adamw":
+        cls, options = torch.optim.AdamW, {}
+    else:
+        from adamp import SGDP, AdamP
+
+        cls, options = (SGDP, {"momentum": momentum}) if name == "sgdp" else (AdamP, {})
+    if weight_decay:
+        options["weight_decay"] = weight_decay
+    elif name != "sgdp":
+        options["weight_decay"] = 0.0  # AdamW's default is 0.01; set decay explicitly
+    if copies is None:
+        plain = [
+            {k: v for k, v in g.items() if k not in ("manifold", "retraction")} for g in groups
+        ]
+        return cls(plain, lr=lr, **options)
+    decay = options.pop("weight_decay", None)
+    for group in groups:  # each group's, so that one may hold a decay per copy
+        if decay is not None:
+            group.setdefault("weight_decay", decay)
+    return PerCopy(groups, cls, copies, **options)
 
 
 class Ensemble:
@@ -29,7 +112,10 @@ class Ensemble:
         manifolds: ``{parameter name: manifold name or object}``; unnamed parameters are
             Euclidean. Constrained parameters are mapped onto their manifold.
         retraction: retraction for named manifolds.
-        momentum: of the optimizer (default 0).
+        momentum: of the optimizer (default 0; ``"sgd"`` and ``"sgdp"``).
+        filters: the names of the BN-fed filters (a group of their own, first).
+        filter_rate: RiemannianSGD's per-filter rate of the filters.
+        optimizer: a name of :data:`~.methods.OPTIMIZERS` (default ``"sgd"``).
     """
 
     def __init__(
@@ -41,6 +127,7 @@ class Ensemble:
         momentum: float = 0.0,
         filters: Sequence[str] = (),
         filter_rate: str | None = None,
+        optimizer: str = "sgd",
     ):
         if not models:
             raise ValueError("Ensemble needs at least one model")
@@ -53,14 +140,15 @@ class Ensemble:
         elif filter_rate is not None:
             raise ValueError("Ensemble: filter_rate needs the names of the filters (filters=...)")
         self.weight_decay: torch.Tensor | None = None
+        self.decoupled = optimizer in _DECOUPLED
         for group in groups:  # a rate tensor per group (the default would be one shared tensor)
             group["lr"] = torch.zeros(self.size, dtype=torch.float64)
-        self.optimizer = RiemannianSGD(
+        self.optimizer = build_optimizer(
+            optimizer,
             groups,
-            lr=torch.zeros(self.size, dtype=torch.float64),
-            momentum=momentum,
+            torch.zeros(self.size, dtype=torch.float64),
             copies=self.size,
-            nonfinite="skip",
+            momentum=momentum,
         )
 
     @property
@@ -88,7 +176,10 @@ class Ensemble:
         r"""One weight-decay strength :math:`\omega_c` per copy on the ``filters``: the loss
         gains :math:`\tfrac{\omega_c}{2}\sum_k\lVert W_{k,c}\rVert^2`, whose gradient
         :math:`\omega_c W` is what ``torch.optim.SGD``'s ``weight_decay`` adds (so a step is
-        :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017)."""
+        :math:`W - \lambda(g + \omega W)`, the L2 penalty of van Laarhoven 2017). With a
+        decoupled optimizer (AdamW, AdamP) :math:`\omega_c` is instead the optimizer's own
+        weight decay of the filters' group (AdamW: :math:`W \leftarrow W(1 - \lambda\omega)`
+        before the Adam step)."""
         if weight_decay is not None:
             if not self.filters:
                 raise ValueError(
@@ -99,6 +190,9 @@ class Ensemble:
                 raise ValueError(
                     f"Ensemble: weight_decay must be {self.size} numbers >= 0, got {weight_decay}"
                 )
+            if self.decoupled:
+                self.optimizer.param_groups[0]["weight_decay"] = weight_decay.clone()
+                return
         self.weight_decay = weight_decay
 
     def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:

@@ -29,15 +29,19 @@ __all__ = ["candidate_grid", "select_rates", "best_candidate", "grid_extensions"
 def candidate_grid(
     method: str, protocol: Protocol, rates: tuple[float, ...] | None = None
 ) -> list[dict[str, float]]:
-    """The learning-rate candidates of ``method``: ``{"lr": r}`` for each rate; with split
-    rates ``{"lr", "other_lr"}`` over rates x rates; with weight decay ``{"lr",
-    "weight_decay"}`` over rates x ``protocol.weight_decays``."""
-    rates = tuple(protocol.lr_candidates if rates is None else rates)
+    """The learning-rate candidates of ``method``: ``{"lr": r}`` for each rate (``rates``, or
+    the protocol's times the method's ``lr_scale``); with split rates ``{"lr",
+    "other_lr"}`` over rates x rates; with weight decay ``{"lr", "weight_decay"}`` over
+    rates x the method's ``weight_decays`` (default ``protocol.weight_decays``)."""
     spec = METHODS[method]
+    if rates is None:  # the protocol's grid at the method's scale (Adam's rates are smaller)
+        rates = tuple(r * spec.lr_scale for r in protocol.lr_candidates)
+    rates = tuple(rates)
     if spec.split_rates:
         return [{"lr": r, "other_lr": q} for r in rates for q in rates]
     if spec.weight_decay:
-        return [{"lr": r, "weight_decay": w} for r in rates for w in protocol.weight_decays]
+        decays = spec.weight_decays or protocol.weight_decays
+        return [{"lr": r, "weight_decay": w} for r in rates for w in decays]
     return [{"lr": r} for r in rates]
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import PROTOCOLS, STUDY_ARCHS, Protocol
-from .methods import METHODS
+from .ensemble import missing_optimizers
+from .methods import ARMS, METHODS, SEGMENTATION_METHOD_NAMES
 from .runs import MNISTTensors, load_finished, run_configs
 from .stats import holm, paired_comparison
 
@@ -36,18 +37,50 @@ __all__ = [
     "collect_study",
     "COMPARISONS",
     "STUDY_METHODS",
+    "STUDY_OPTIMIZERS",
+    "study_methods",
 ]
 
-STUDY_METHODS = ("un", "bsgd", "bsgd-elr", "bsgd-wd", "un-split", "sgd")
+#: The methods of the default study (the ``sgd`` arm).
+STUDY_METHODS = ARMS["sgd"]
 
-#: The pairs compared at every (arch, depth): ``(a, b)``, the difference being a - b.
+#: ``--optimizers``: the study's arms (:data:`~.methods.ARMS`).
+STUDY_OPTIMIZERS = tuple(ARMS)
+
+#: The pairs compared at every (arch, depth) where both were run: ``(a, b)``, the difference
+#: being a - b. Plain SGD's arm, then momentum 0.9's (UN against B-SGD and SGDP), then the
+#: adaptive arm's (Riemannian Adam against Adam, AdamW and AdamP).
 COMPARISONS = (
     ("un", "bsgd"),
     ("un", "bsgd-elr"),
     ("un", "bsgd-wd"),
     ("un-split", "un"),
     ("un", "sgd"),
+    ("un-mom", "bsgd-mom"),
+    ("un-mom", "sgdp"),
+    ("radam", "adam"),
+    ("radam", "adamw"),
+    ("radam", "adamp"),
 )
+
+
+def study_methods(optimizers: tuple[str, ...]) -> tuple[str, ...]:
+    """The methods of the arms ``optimizers`` (names of :data:`STUDY_OPTIMIZERS`), refusing
+    an unknown arm, or one whose baselines need the ``adamp`` package when it is missing."""
+    unknown = [o for o in optimizers if o not in ARMS]
+    if unknown or not optimizers:
+        raise ValueError(
+            f"optimizers must be some of {STUDY_OPTIMIZERS}, got {list(optimizers)!r}"
+        )
+    methods = tuple(m for o in dict.fromkeys(optimizers) for m in ARMS[o])
+    missing = missing_optimizers(METHODS[m].optimizer for m in methods)
+    if missing:
+        arms = sorted({METHODS[m].arm for m in methods if METHODS[m].optimizer in missing})
+        raise ValueError(
+            f"--optimizers {' '.join(arms)}: the {'/'.join(sorted(set(missing)))} baselines "
+            'need the adamp package; install the study extra: pip install "riemann-dnn[study]"'
+        )
+    return methods
 
 
 @dataclass(frozen=True)
@@ -115,8 +148,10 @@ class StudyPlan:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-        if "un" not in self.methods:
-            raise ValueError("the study compares every method with 'un': include it")
+        for method in self.methods:
+            reference = ARMS[METHODS[method].arm][0]
+            if reference not in self.methods:
+                raise ValueError(f"the study compares {method!r} with {reference!r}: include it")
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -128,16 +163,23 @@ def study_plan(
     *,
     archs: tuple[str, ...] = STUDY_ARCHS,
     mlp_scale: str = "study",
+    optimizers: tuple[str, ...] = ("sgd",),
+    segnet_seeds: int | None = None,
 ) -> StudyPlan:
     """The full study, or (``quick``) the same study at a scale of a few minutes: 3 seeds,
     1,000 training images, a few epochs, a tiny conv net and SegNet. ``protocol="paper-sum"``
     keeps the scale but takes the paper's rate grid, summed loss, fixed grid and stopping
     rule (:data:`~.protocol.PROTOCOLS`). ``archs`` keeps some architectures only;
     ``mlp_scale="paper"`` runs the MLP at the paper's scale (50,000 training and 10,000
-    validation images, 50 selection epochs, 25 to 60 epochs) instead of the study's."""
+    validation images, 50 selection epochs, 25 to 60 epochs) instead of the study's.
+    ``optimizers`` names the arms (:func:`study_methods`): ``"sgd"`` (the default study),
+    ``"momentum"``, ``"adam"``. ``segnet_seeds`` replaces the SegNet cell's number of seeds
+    (8; quick 2): seeds ``0 .. segnet_seeds - 1``, a prefix of the default ones."""
     unknown = set(archs) - set(STUDY_ARCHS)
     if unknown or not archs:
         raise ValueError(f"archs must be some of {STUDY_ARCHS}, got {archs!r}")
+    if segnet_seeds is not None and segnet_seeds < 2:
+        raise ValueError(f"segnet_seeds must be >= 2 (paired statistics), got {segnet_seeds}")
     if mlp_scale not in ("study", "paper"):
         raise ValueError(f"mlp_scale must be 'study' or 'paper', got {mlp_scale!r}")
     plan = _plan(quick)
@@ -145,10 +187,13 @@ def study_plan(
         plan = replace(plan, mlp_protocol=PROTOCOLS["study"])
     plan = replace(
         plan,
+        methods=study_methods(tuple(optimizers)),
         mlp_depths=plan.mlp_depths if "mlp" in archs else (),
         conv_depths=plan.conv_depths if "conv" in archs else (),
         segnet=plan.segnet if "segnet" in archs else None,
     )
+    if segnet_seeds is not None and plan.segnet is not None:
+        plan = replace(plan, segnet=replace(plan.segnet, seeds=segnet_seeds))
     if protocol == "study":
         return plan
     if protocol not in PROTOCOLS:
@@ -230,6 +275,7 @@ def reproduce_study(
     protocol: str = "study",
     archs: tuple[str, ...] = STUDY_ARCHS,
     mlp_scale: str = "study",
+    optimizers: tuple[str, ...] = ("sgd",),
     data_dir: str | None = None,
     source: str = "auto",
     device: str = "cpu",
@@ -246,7 +292,9 @@ def reproduce_study(
     """
     from .study_report import write_study
 
-    plan = plan or study_plan(quick, protocol, archs=tuple(archs), mlp_scale=mlp_scale)
+    plan = plan or study_plan(
+        quick, protocol, archs=tuple(archs), mlp_scale=mlp_scale, optimizers=tuple(optimizers)
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -277,7 +325,8 @@ def reproduce_study(
             seconds[arch] = time.perf_counter() - tick
         if plan.segnet is not None:
             tick = time.perf_counter()
-            _run_segnet(plan, out / "segnet", data_dir, source, device, jobs, threads)
+            for part in _segnet_parts(plan):
+                _run_segnet(plan, part, out, data_dir, source, device, jobs, threads)
             seconds["segnet"] = time.perf_counter() - tick
     result = collect_study(
         out, plan, data_dir=data_dir, source=source, device=device, threads=threads
@@ -295,17 +344,64 @@ def _segnet_base(plan: StudyPlan):
     return SegmentationConfig(**plan.segnet.config)
 
 
-def _run_segnet(plan, out, data_dir, source, device, jobs, threads) -> dict:
+#: The decoupled weight decay of AdamW and AdamP on SegNet, fixed (SegNet selects rates
+#: only); the middle of the MNIST cells' grid (:data:`~.methods.ADAPTIVE_WEIGHT_DECAYS`).
+SEGNET_DECOUPLED_WEIGHT_DECAY = 0.1
+
+
+@dataclass(frozen=True)
+class _SegNetPart:
+    """One :func:`~.segmentation.compare_methods` call of the SegNet cell: its directory,
+    methods, rate scale and weight decay."""
+
+    folder: str
+    methods: tuple[str, ...]
+    lr_scale: float = 1.0
+    weight_decay: float = 0.0
+
+
+def _segnet_parts(plan: StudyPlan) -> list[_SegNetPart]:
+    """The SegNet cell's parts: per arm its methods that segmentation trains (the plain arm
+    UN and B-SGD, in ``segnet/``, as the study always did; SegNet always has momentum 0.9),
+    grouped by their rate scale (each method's fixed grid is the plan's times its
+    ``lr_scale``) and by decoupled weight decay (``segnet-<arm>-wd``); a scale other than the
+    arm's smallest names its part's folder (``segnet-adam-lr0.1``)."""
+    if plan.segnet is None:
+        return []
+    parts = []
+    for arm, names in ARMS.items():
+        chosen = [m for m in names if m in plan.methods and m in SEGMENTATION_METHOD_NAMES]
+        if not chosen:
+            continue
+        smallest = min(METHODS[m].lr_scale for m in chosen)
+        for decayed in (False, True):
+            group = [m for m in chosen if METHODS[m].weight_decay == decayed]
+            for scale in sorted({METHODS[m].lr_scale for m in group}):
+                folder = ("segnet" if arm == "sgd" else f"segnet-{arm}") + ("-wd" * decayed)
+                if scale != smallest:
+                    folder += f"-lr{scale:g}"
+                parts.append(
+                    _SegNetPart(
+                        folder,
+                        tuple(m for m in group if METHODS[m].lr_scale == scale),
+                        scale,
+                        SEGNET_DECOUPLED_WEIGHT_DECAY if decayed else 0.0,
+                    )
+                )
+    return parts
+
+
+def _run_segnet(plan, part: _SegNetPart, out, data_dir, source, device, jobs, threads) -> dict:
     from .segmentation import compare_methods, load_segmentation_data
 
-    base = _segnet_base(plan)
+    base = replace(_segnet_base(plan), weight_decay=part.weight_decay)
     data = load_segmentation_data(base, data_dir=data_dir, source=source)
     return compare_methods(
         base,
-        out,
-        methods=("un", "bsgd"),
+        out / part.folder,
+        methods=part.methods,
         seeds=tuple(plan.seed + s for s in range(plan.segnet.seeds)),
-        lr_grid=plan.segnet.lr_grid,
+        lr_grid=tuple(r * part.lr_scale for r in plan.segnet.lr_grid),
         selection_epochs=plan.segnet.selection_epochs,
         data=data,
         device=device,
@@ -367,13 +463,20 @@ def _mnist_cells(
 
 
 def _segnet_cells(out: Path, plan: StudyPlan) -> list[dict]:
-    path = out / "segnet" / "comparison.json"
-    if plan.segnet is None or not path.exists():
-        return []
-    summary = json.loads(path.read_text())
     cells = []
+    for part in _segnet_parts(plan):
+        path = out / part.folder / "comparison.json"
+        if path.exists():
+            cells += _segnet_part_cells(json.loads(path.read_text()), plan)
+    return cells
+
+
+def _segnet_part_cells(summary: dict, plan: StudyPlan) -> list[dict]:
+    cells = []
+    decay = summary["config"].get("weight_decay") or 0.0
     for row in summary["rows"]:
         acc = row["global_accuracy"]["values"]
+        chosen = {"lr": row["lr"], **({"weight_decay": decay} if decay else {})}
         cells.append(
             {
                 "arch": "segnet",
@@ -384,7 +487,7 @@ def _segnet_cells(out: Path, plan: StudyPlan) -> list[dict]:
                 "seeds": summary["seeds"],
                 "test_errors": [1 - a for a in acc],
                 "mean_iou": row["mean_iou"]["values"],
-                "chosen": [{"lr": row["lr"]}] * len(acc),
+                "chosen": [chosen] * len(acc),
                 "interior": None,
                 "epochs": [summary["config"]["epochs"]] * len(acc),
                 "stop_reasons": ["fixed_epochs"] * len(acc),

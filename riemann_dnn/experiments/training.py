@@ -114,6 +114,8 @@ def build_ensemble(
         retraction=config.retraction,
         filters=filters if special else (),
         filter_rate=method.filter_rate,
+        optimizer=method.optimizer,
+        momentum=method.momentum,
     )
 
 

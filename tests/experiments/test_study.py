@@ -259,3 +259,176 @@ def test_study_plan_options():
         study_plan(archs=("resnet",))
     with pytest.raises(ValueError, match="mlp_scale"):
         study_plan(mlp_scale="huge")
+
+
+# -- the momentum and adaptive arms -----------------------------------------------------------
+def test_arms_select_their_methods_and_comparisons():
+    from riemann_dnn.experiments.methods import ARMS
+    from riemann_dnn.experiments.study import COMPARISONS, STUDY_METHODS, study_plan
+
+    assert study_plan().methods == STUDY_METHODS == ARMS["sgd"]  # the default study unchanged
+    plan = study_plan(optimizers=("sgd", "momentum", "adam"))
+    assert plan.methods == ARMS["sgd"] + ARMS["momentum"] + ARMS["adam"]
+    # every comparison pairs two methods of one arm, the arm's reference first or second
+    for a, b in COMPARISONS:
+        assert METHODS[a].arm == METHODS[b].arm
+        assert ARMS[METHODS[a].arm][0] in (a, b)
+    with pytest.raises(ValueError, match="optimizers must be some of"):
+        study_plan(optimizers=("rmsprop",))
+    with pytest.raises(ValueError, match="compares 'sgdp' with 'un-mom'"):
+        StudyPlan(methods=("un", "sgdp"))
+
+
+def test_adaptive_and_momentum_grids_are_scaled_and_decays_their_own():
+    protocol = PROTOCOLS["study"]
+    base = [c["lr"] for c in candidate_grid("un", protocol)]
+    assert [c["lr"] for c in candidate_grid("un-mom", protocol)] == pytest.approx(
+        [r / 10 for r in base]
+    )
+    assert [c["lr"] for c in candidate_grid("radam", protocol)] == pytest.approx(
+        [r / 10 for r in base]
+    )
+    assert [c["lr"] for c in candidate_grid("adam", protocol)] == pytest.approx(
+        [r / 100 for r in base]
+    )
+    adamw = candidate_grid("adamw", protocol)
+    assert len(adamw) == 15 and {c["weight_decay"] for c in adamw} == {1e-2, 1e-1, 1.0}
+
+
+def test_each_method_gets_its_optimizer_from_the_ensemble():
+    import adamp
+
+    from riemann_dnn.experiments.per_copy import PerCopy
+    from riemann_dnn.optim import RiemannianAdam
+
+    def built(method):
+        return build_ensemble([RunConfig(depth=2, method=method, seed=0)], 2, 784, "cpu")
+
+    un_mom = built("un-mom").optimizer
+    assert isinstance(un_mom, RiemannianSGD)
+    assert {g["momentum"] for g in un_mom.param_groups} == {0.9}
+    assert {g["manifold"] for g in un_mom.param_groups} == {"oblique", "euclidean"}
+    bsgd_mom = built("bsgd-mom").optimizer
+    assert {g["manifold"] for g in bsgd_mom.param_groups} == {"euclidean"}
+    radam = built("radam").optimizer
+    assert isinstance(radam, RiemannianAdam) and radam.param_groups[0]["manifold"] == "oblique"
+    assert {g["manifold"] for g in built("adam").optimizer.param_groups} == {"euclidean"}
+    sgdp = built("sgdp").optimizer
+    assert isinstance(sgdp, PerCopy) and isinstance(sgdp.inner, adamp.SGDP)
+    assert sgdp.inner.defaults["momentum"] == 0.9
+    ens = built("adamp")
+    assert isinstance(ens.optimizer.inner, adamp.AdamP)
+    # decoupled decay: the optimizer's, on the filters' group, one value per copy
+    ens.set_weight_decay(torch.tensor([0.1, 1.0]))
+    assert ens.weight_decay is None  # no L2 penalty in the objective
+    assert ens.optimizer.param_groups[0]["weight_decay"].tolist() == pytest.approx([0.1, 1.0])
+    assert all(g["weight_decay"] == 0.0 for g in ens.optimizer.param_groups[1:])
+    assert isinstance(built("adamw").optimizer.inner, torch.optim.AdamW)
+
+
+def test_adamw_ensemble_copy_equals_torch_adamw_on_one_model():
+    """An AdamW copy of the ensemble (decoupled decay on the filters) steps as
+    torch.optim.AdamW on a single model with the same groups (to the rounding of the batched
+    forward; the steps themselves are equal bit for bit, tests/experiments/test_per_copy.py)."""
+    config = RunConfig(depth=2, method="adamw", seed=0)
+    ens = build_ensemble([config], 1, 784, "cpu")
+    ens.set_lr(torch.tensor([1e-3], dtype=torch.float64))
+    ens.set_weight_decay(torch.tensor([0.5]))
+    single = ArchBN(2, generator=torch.Generator().manual_seed(0))
+    names = ArchBN.scale_invariant_names(2)
+    opt = torch.optim.AdamW(
+        [
+            {
+                "params": [p for n, p in single.named_parameters() if n in names],
+                "weight_decay": 0.5,
+            },
+            {"params": [p for n, p in single.named_parameters() if n not in names]},
+        ],
+        lr=1e-3,
+        weight_decay=0.0,
+    )
+    for step in range(3):
+        x, y = _batch(1, seed=step)
+        ens.train_step(x, y)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(single(x[0]), y[0]).backward()
+        opt.step()
+    for name, param in single.named_parameters():
+        torch.testing.assert_close(
+            ens.params[name][0].detach(), param.detach(), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_quick_study_with_the_new_arms_on_a_tiny_slice(tmp_path):
+    from riemann_dnn.experiments.methods import ARMS
+    from riemann_dnn.experiments.study import SegNetPlan
+
+    tiny = replace(
+        PROTOCOLS["study"],
+        lr_candidates=(1.0, 0.1),
+        selection_train=100,
+        selection_val=100,
+        selection_epochs=1,
+        validation=200,
+        train_images=200,
+        min_epochs=1,
+        max_epochs=2,
+        lr_extend=0,
+    )
+    plan = StudyPlan(
+        methods=ARMS["momentum"] + ARMS["adam"],
+        mlp_depths=(2,),
+        mlp_seeds=2,
+        mlp_protocol=tiny,
+        conv_depths=(1,),
+        conv_seeds=2,
+        conv_width=2,
+        conv_protocol=tiny,
+        segnet=SegNetPlan(
+            seeds=2,
+            lr_grid=(0.1,),
+            config={
+                "model": "segnet-basic",
+                "width": 2,
+                "depth": 1,
+                "kernel": 3,
+                "epochs": 1,
+                "batch_size": 8,
+                "train_scenes": 8,
+                "test_scenes": 8,
+                "canvas": 32,
+            },
+        ),
+    )
+    result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
+    pairs = {(c["arch"], c["a"], c["b"]) for c in result["comparisons"]}
+    expected = {("un-mom", "bsgd-mom"), ("un-mom", "sgdp")} | {
+        ("radam", b) for b in ("adam", "adamw", "adamp")
+    }
+    assert pairs == {(arch, a, b) for arch in ("mlp", "conv", "segnet") for a, b in expected}
+    assert all(c["n"] == 2 for c in result["comparisons"])
+    # Holm over all 15 comparisons of the run
+    from riemann_dnn.experiments.stats import holm
+
+    assert [c["p_holm"] for c in result["comparisons"]] == holm(
+        [c["p_paired"] for c in result["comparisons"]]
+    )
+    cells = {(c["arch"], c["method"]): c for c in result["cells"]}
+    # rates at each method's scale; AdamW's and AdamP's decays from their own grid
+    assert {x["lr"] for x in cells[("mlp", "radam")]["chosen"]} <= {0.1, 0.01}
+    assert {x["lr"] for x in cells[("mlp", "adam")]["chosen"]} <= {0.01, 0.001}
+    assert {x["lr"] for x in cells[("mlp", "sgdp")]["chosen"]} <= {0.1, 0.01}
+    assert {x["weight_decay"] for x in cells[("mlp", "adamp")]["chosen"]} <= {1e-2, 1e-1, 1.0}
+    assert cells[("segnet", "adamw")]["chosen"][0] == {"lr": 0.001, "weight_decay": 0.1}
+    assert cells[("segnet", "radam")]["chosen"][0]["lr"] == pytest.approx(0.01)  # its own grid
+    assert cells[("segnet", "adam")]["chosen"][0]["lr"] == pytest.approx(0.001)
+    assert sorted(p.name for p in tmp_path.glob("segnet-*")) == [
+        "segnet-adam",
+        "segnet-adam-lr0.1",
+        "segnet-adam-wd",
+        "segnet-momentum",
+    ]
+    assert cells[("segnet", "un-mom")]["chosen"][0]["lr"] == pytest.approx(0.01)
+    # UN's filters stay unit-norm under Riemannian Adam; Adam's drift
+    assert cells[("mlp", "radam")]["filter_norms"][0] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert cells[("mlp", "adam")]["filter_norms"][0] != pytest.approx([1.0, 1.0], abs=1e-5)

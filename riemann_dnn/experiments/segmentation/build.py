@@ -1,7 +1,7 @@
 """What one segmentation run is built from: its data (digit scenes or CamVid, and a held-out
 split of the training set), its model (unit-norm filters from the run's seed), its optimizer
-(UN: BN-fed convs on the oblique manifold; B-SGD: all Euclidean) and its loss, the one its
-training set defines."""
+(the method's; e.g. UN: BN-fed convs on the oblique manifold, B-SGD: all Euclidean) and its
+loss, the one its training set defines."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from ...data import SegmentationSet, load_camvid, load_digit_scenes
 from ...models import SegNet, SegNetBasic
-from ...optim import RiemannianSGD
 from ...params import param_groups
+from ..ensemble import build_optimizer as build_optimizer_for
+from ..methods import METHODS
 from .config import SegmentationConfig
 
 __all__ = [
@@ -71,25 +73,31 @@ def build_model(config: SegmentationConfig, in_channels: int, num_classes: int) 
     )
 
 
-def build_optimizer(
-    model: nn.Module, config: SegmentationConfig
-) -> tuple[RiemannianSGD, list[str]]:
-    """``RiemannianSGD`` for ``config.method`` and the names of the parameters it constrains.
+def build_optimizer(model: nn.Module, config: SegmentationConfig) -> tuple[Optimizer, list[str]]:
+    """The optimizer of ``config.method`` (:data:`~..methods.METHODS`, constructed by
+    :func:`~..ensemble.build_optimizer`) and the names of the parameters it constrains.
 
-    UN: ``param_groups(model)`` (BN-fed convs on the oblique manifold); B-SGD: one Euclidean
-    group. Both with ``config``'s lr, momentum and weight decay.
+    UN (``RiemannianSGD``) and Riemannian Adam: ``param_groups(model)`` (BN-fed convs on the
+    oblique manifold); the others one Euclidean group. All with ``config``'s lr, momentum
+    (of SGD and SGDP) and weight decay.
     """
-    hyper = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
     groups = parameter_groups(model, config)
     constrained = [n for g in groups if g["manifold"] != "euclidean" for n in g["names"]]
-    return RiemannianSGD(groups, **hyper), constrained
+    optimizer = build_optimizer_for(
+        METHODS[config.method].optimizer,
+        groups,
+        config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    return optimizer, constrained
 
 
 def parameter_groups(model: nn.Module, config: SegmentationConfig) -> list[dict[str, Any]]:
     """The param groups of ``config.method`` (each naming its manifold and its parameters),
     for :func:`build_optimizer` and for the pymanopt door's problem: UN ``param_groups(model)``
     with the oblique manifold and ``config.retraction``; B-SGD one Euclidean group."""
-    if config.method == "un":
+    if METHODS[config.method].constrained:
         return param_groups(model, manifold="oblique", retraction=config.retraction)
     return [
         {
