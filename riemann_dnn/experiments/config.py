@@ -202,12 +202,27 @@ class RunConfig:
             values.pop("amp")
         if not values["protocol"]["bn_estimate"]:  # records from before the option
             values["protocol"].pop("bn_estimate")
+        training = _method_training(self.method)
+        if training:  # the optimizer a method trains with (the study's arms) enters the hash
+            values["method_training"] = training
         return values
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as plain JSON values (tuples become lists), with its
         :attr:`run_hash` (``amp`` only when set)."""
         return {**self._values(), "run_hash": self.run_hash}
+
+
+def _method_training(name: str) -> dict[str, Any]:
+    """The settings of method ``name`` that set how it trains and are not the defaults of
+    :class:`~.methods.Method` (optimizer, momentum, rate scale, weight-decay grid), so that
+    a record is not reused for a method whose definition changed; empty for the methods of
+    records from before these settings, whose hashes stay as they were."""
+    method = METHODS[name]
+    defaults = {"optimizer": "sgd", "momentum": 0.0, "lr_scale": 1.0, "weight_decays": None}
+    values = {key: getattr(method, key) for key in defaults}
+    changed = {k: v for k, v in values.items() if v != defaults[k]}
+    return json.loads(json.dumps(changed))
 
 
 def quick_protocol(**overrides) -> Protocol:

@@ -62,6 +62,24 @@ def test_run_hash_covers_what_determines_the_numbers():
     assert (base.to_json()["world_size"], base.to_json()["rank"]) == (1, 0)
 
 
+def test_run_hash_changes_with_how_a_method_trains(monkeypatch):
+    """A method whose optimizer, momentum, rate scale or weight-decay grid changes gets new
+    run hashes, so no record of its old definition is reused; the hashes of methods with
+    the default settings (every record from before those settings) do not move."""
+    from riemann_dnn.experiments import methods
+
+    base = RunConfig(depth=2, method="radam", seed=0, protocol=TINY)
+    before = base.run_hash
+    legacy = RunConfig(depth=2, method="un", seed=0, protocol=TINY)
+    assert "method_training" not in legacy.to_json()
+    for change in ({"lr_scale": 1.0}, {"momentum": 0.5}, {"weight_decays": (0.1,)}):
+        edited = replace(methods.METHODS["radam"], **change)
+        monkeypatch.setitem(methods.METHODS, "radam", edited)
+        assert base.run_hash != before, change
+        monkeypatch.undo()
+    assert base.run_hash == before
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished table (2 runs of UN and B-SGD, depth 2) computed in this process."""
