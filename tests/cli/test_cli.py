@@ -132,7 +132,7 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys):
 
 def test_bad_options_are_rejected(capsys):
     with pytest.raises(SystemExit):
-        main(["reproduce", "table2", "--methods", "adam"])
+        main(["reproduce", "table2", "--methods", "no-such-method"])
     assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "table2", "--runs", "0", "--source", "embedded"])
