@@ -15,7 +15,7 @@ x = torch.randn(1 << 20)                    # 4 MiB
 
 
 def step():                                 # a step's tensors, all freed at its end
-    results = [x * k for k in range(8)]
+    results = [x * k for k in range(24)]     # 96 MiB
     return sum(float(r[0]) for r in results)
 
 
@@ -37,12 +37,15 @@ def _faults(mode: str, env: dict | None = None) -> tuple[str, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_retained_memory_removes_the_page_faults_of_a_reallocated_block():
+    """20 steps that each allocate and free 96 MiB (24,576 pages) fault fewer pages than one
+    step's worth, i.e. the freed blocks are reused.
+    Without the call a fresh process faulted 0.16-0.5 million pages here (glibc returns the
+    freed blocks, or trims them, and faults them in again), though how many depends on
+    glibc's dynamic thresholds, i.e. on what the process allocated before."""
     applied, retained = _faults("retain")
     if applied != "True":
         pytest.skip("this libc ignores mallopt (not glibc)")
-    _, default = _faults("default")
-    assert default > 20 * 4 * 1024  # the freed blocks go back, and fault in again
-    assert retained < default / 20
+    assert retained < 24 * 1024
 
 
 def test_the_environment_wins_over_retain_freed_memory(monkeypatch):
