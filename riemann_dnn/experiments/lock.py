@@ -48,6 +48,11 @@ LOCK_FILE = ".riemann-dnn.lock"
 LOCKS_AVAILABLE = fcntl is not None
 
 
+#: How long a refused locker waits for a new holder to write its name into the lock file
+#: (a holder locks the file first, then writes).
+_NAMING_GRACE_S = 2.0
+
+
 class OutputLockedError(RuntimeError):
     """The output directory is locked by another run; ``holder`` is what it wrote (pid,
     host, command, started), empty when it could not be read."""
@@ -128,12 +133,16 @@ def lock_output(
         return OutputLock(folder, None)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    told = False
+    told, unnamed_until = False, time.monotonic() + _NAMING_GRACE_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if not _try_lock(fd):
                 holder = _read_holder(fd)
+                if not holder.get("pid") and time.monotonic() < unnamed_until:
+                    os.close(fd)  # it has locked but not yet written its name: look again
+                    time.sleep(0.01)
+                    continue
                 if not wait:
                     raise OutputLockedError(folder, holder)
                 if on_wait is not None and not told:

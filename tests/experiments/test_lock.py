@@ -105,3 +105,38 @@ def test_concurrent_lockers_exclude_each_other(tmp_path):
     for t in threads:
         t.join(60)
     assert not overlaps
+
+
+def _lock_unnamed(folder):
+    """Lock ``folder``'s lock file the way a holder does before it writes its name."""
+    import fcntl
+
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_a_holder_that_has_not_yet_written_its_name_is_still_named(tmp_path):
+    """A holder locks, then writes: a refusal in between waits briefly for the name (this
+    race made CI see "its pid could not be read" with two runs started together)."""
+    fd = _lock_unnamed(tmp_path)
+    name = threading.Timer(0.3, os.pwrite, (fd, json.dumps({"pid": 4321}).encode(), 0))
+    name.start()
+    try:
+        with pytest.raises(OutputLockedError) as info:
+            lock_output(tmp_path)
+        assert info.value.holder["pid"] == 4321, str(info.value)
+    finally:
+        name.join()
+        os.close(fd)
+
+
+def test_a_holder_that_never_writes_its_name_is_refused_after_the_grace(tmp_path):
+    fd = _lock_unnamed(tmp_path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(OutputLockedError, match="its pid could not be read"):
+            lock_output(tmp_path)
+        assert time.monotonic() - start < 10
+    finally:
+        os.close(fd)
