@@ -320,7 +320,7 @@ def reproduce_study(
                 jobs=min(jobs or os.cpu_count() or 1, cells),
                 width=width,
                 threads=threads,
-                progress=progress,
+                progress=f"study {arch}" if progress else False,
             )
             seconds[arch] = time.perf_counter() - tick
         if plan.segnet is not None:

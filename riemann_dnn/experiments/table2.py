@@ -163,7 +163,7 @@ def reproduce_table2(
     threads: int = 1,
     constraint: str = "oblique",
     retraction: str | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     check_only: bool = False,
     title: str | None = None,
     arch: str = "mlp",
@@ -177,6 +177,8 @@ def reproduce_table2(
     Each training process uses ``threads`` torch threads (in workers and in this process
     alike), so the numbers do not depend on ``jobs`` or the core count. ``jobs`` defaults to
     one per CPU core (under ``torchrun``: the cores of the host shared by its processes).
+    ``progress``: show a progress bar on stderr, labelled ``"table2"`` or with the string
+    given (e.g. ``"study mlp"``).
     ``check_only``: validate everything and return None without training.
     ``arch``/``width`` choose the architecture (:data:`~.protocol.ARCHS`; default the
     paper's MLP of width 64).
@@ -242,7 +244,9 @@ def reproduce_table2(
             launch.device if launch.distributed else device,
             jobs,
             threads,
-            progress and launch.is_main,
+            (progress if isinstance(progress, str) else "table2")
+            if progress and launch.is_main
+            else None,
             data,
             launch.world_size,
         )
@@ -278,11 +282,12 @@ def _ticks(records: list[dict]) -> int:
 
 
 def _run_tasks(
-    tasks, out_dir, data_args, device, jobs, threads, show_progress, data, world_size: int = 1
+    tasks, out_dir, data_args, device, jobs, threads, label: str | None, data, world_size: int = 1
 ) -> None:
+    """Train ``tasks``; ``label``: the progress bar's (None: no bar)."""
     planned = [progress_total(t) for t in tasks]
     with progress_bar(
-        total=sum(planned), desc="table2", unit="epoch", enabled=show_progress
+        total=sum(planned), desc=label or "", unit="epoch", enabled=label is not None
     ) as bar:
         if jobs == 1 or len(tasks) == 1:
             _DATA_CACHE[(data_args, device)] = data_on(data, device)

@@ -163,7 +163,7 @@ def test_conv_archbn_filters_are_the_bn_fed_convs_and_scale_invariant():
 
 
 # -- the pipeline ----------------------------------------------------------------------------
-def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
+def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path, capsys):
     from riemann_dnn.experiments.study import SegNetPlan
 
     tiny = replace(
@@ -204,7 +204,9 @@ def test_quick_study_end_to_end_on_a_tiny_slice(tmp_path):
             },
         ),
     )
-    result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=False)
+    result = reproduce_study(tmp_path, plan=plan, source="embedded", jobs=1, progress=True)
+    bars = capsys.readouterr().err
+    assert "study mlp:" in bars and "study conv:" in bars and "table2" not in bars, bars[-2000:]
     for name in ("study.json", "study.md", "study.png"):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "study.json").read_text())  # strict JSON: "nan" strings
