@@ -59,9 +59,10 @@ def gradients_are_finite(groups: list[Group]) -> bool:
 def bad_copies(groups: list[Group]) -> torch.Tensor | None:
     """The copies (a bool mask) whose gradient holds NaN/inf in any group with copies.
 
-    One summation per gradient: a copy's sum is finite whenever all its entries are (a NaN
-    or inf entry makes it NaN or inf), and only when some sum is not (a bad entry, or an
-    overflow of finite ones) are the gradients checked entry by entry.
+    One summation per gradient and one over their per-copy sums: a copy's total is finite
+    whenever all its entries are (a NaN or inf entry makes it NaN or inf), and only when
+    some total is not (a bad entry, or an overflow of finite ones) are the gradients
+    checked entry by entry.
     """
     grads = [
         param.grad.reshape(param.shape[0], -1)
@@ -72,16 +73,13 @@ def bad_copies(groups: list[Group]) -> torch.Tensor | None:
     if not grads:
         return None
 
-    def flag(test) -> torch.Tensor:
-        bad = None
-        for grad in grads:
-            flags = test(grad).to(grads[0].device)
-            bad = flags if bad is None else bad | flags
-        return bad
-
-    bad = flag(lambda grad: ~torch.isfinite(grad.sum(1)))
+    device = grads[0].device
+    totals = torch.stack([grad.sum(1).to(device, torch.float64) for grad in grads])
+    bad = ~torch.isfinite(totals.sum(0))
     if bool(bad.any()):
-        bad = flag(lambda grad: ~torch.isfinite(grad).all(1))
+        bad = torch.zeros_like(bad)
+        for grad in grads:
+            bad |= ~torch.isfinite(grad).all(1).to(device)
     return bad
 
 
