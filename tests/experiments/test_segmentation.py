@@ -208,8 +208,8 @@ def test_bsgd_keeps_everything_euclidean_from_the_same_unit_init(tmp_path, mini)
     assert (un_norms - 1).abs().max() < 2e-6, un_norms
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_comparison_writes_table_and_ratio(tmp_path, mini, jobs):
+@pytest.mark.parametrize("jobs, methods", [(1, ("un", "bsgd")), (2, ("bsgd", "un"))])
+def test_comparison_writes_table_and_ratio(tmp_path, mini, jobs, methods):
     base = SegmentationConfig(epochs=1, **MINI)
     small = tuple(
         type(s)(s.images[:48], s.labels[:48], s.num_classes, s.ignore_index, s.class_names, s.name)
@@ -225,10 +225,11 @@ def test_comparison_writes_table_and_ratio(tmp_path, mini, jobs):
         data=small,
         progress=False,
         log=None,
+        methods=methods,
         jobs=jobs,
         threads=1,
     )
-    assert [r["method"] for r in summary["rows"]] == ["un", "bsgd"]
+    assert [r["method"] for r in summary["rows"]] == list(methods)
     assert summary["epoch_time_ratio_un_over_bsgd"] > 0
     for method in ("un", "bsgd"):
         chosen = summary["selection"][method]
@@ -236,7 +237,9 @@ def test_comparison_writes_table_and_ratio(tmp_path, mini, jobs):
         assert chosen["holdout_images"] == 16 and chosen["fit_images"] == 32
     for name in ("comparison.json", "comparison.md", "comparison.png"):
         assert (tmp_path / name).is_file(), name
-    assert "B-SGD" in (tmp_path / "comparison.md").read_text()
+    title = (tmp_path / "comparison.md").read_text().splitlines()[0]
+    named = " vs ".join({"un": "UN", "bsgd": "B-SGD"}[m] for m in methods)
+    assert title.startswith(f"# {named}: "), title
 
 
 # -- CamVid -----------------------------------------------------------------------------------

@@ -238,7 +238,8 @@ def write_comparison(
     write_json(out / "comparison.json", summary)
     base = summary["baseline_majority"]
     lines = [
-        f"# UN vs B-SGD: {summary['config']['model']} on {summary['data']['train']}",
+        f"# {' vs '.join(row['label'] for row in summary['rows'])}: "
+        f"{summary['config']['model']} on {summary['data']['train']}",
         "",
         f"{summary['train_images']} training / {summary['test_images']} test images; "
         f"seeds {summary['seeds']}; mean ± sample std over seeds of the test metrics after "
