@@ -201,12 +201,25 @@ class RiemannianAdam(RiemannianOptimizer):
         )
 
     def _state_of(self, param: torch.Tensor, geometry: Geometry | None, group: Group):
-        """The parameter's state, initialised (zero moments) on its first step."""
+        """The parameter's state, initialised (zero moments) on its first step. Moments of
+        another dtype or device (the parameter's changed since) are converted and stored
+        back, as :meth:`state_tensor` does for the other optimizers."""
         state = self.state[param]
         if "step" not in state:
             state.update(_fresh_state(param, geometry, group))
         elif group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = state["exp_avg_sq"].clone()
+        dtype = (
+            working_dtype(param.dtype)
+            if self._state_in_working_precision(param, group)
+            else param.dtype
+        )
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            value = state.get(key)
+            if isinstance(value, torch.Tensor) and (
+                value.dtype != dtype or value.device != param.device
+            ):
+                state[key] = value.to(device=param.device, dtype=dtype)
         return state
 
     def _kernel_key(self, group: Group) -> Hashable | None:

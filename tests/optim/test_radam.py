@@ -360,3 +360,26 @@ def test_manifold_parameters_carry_their_manifold_into_adam(flags):
     assert (s.detach().T @ s.detach() - torch.eye(3)).abs().max() < 1e-5
     assert opt.state[w]["exp_avg_sq"].shape == (6, 1)
     assert opt.state[b]["exp_avg_sq"].shape == (6,)
+
+
+@pytest.mark.parametrize("foreach", [None, False])
+def test_a_parameter_whose_dtype_changed_steps_with_its_state_converted(foreach):
+    """As RiemannianSGD's buffers (``state_tensor``): the moments follow the parameter's new
+    dtype at its next step, on the kernel path and the kernel-free one alike (the fuzz of
+    tests/optim/test_rsgd_fuzz.py found both raising: torch's lerp of mixed dtypes, and the
+    native op refusing float32 moments of a float64 point)."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(6, 5, generator=gen), dim=1))
+    b = torch.nn.Parameter(torch.randn(5, generator=gen))
+    opt = RiemannianAdam(
+        [{"params": [w], "manifold": "oblique"}, {"params": [b]}], lr=0.1, foreach=foreach
+    )
+    for step in range(3):
+        if step == 1:
+            w.data, b.data = w.data.double(), b.data.double()
+        w.grad = torch.randn(w.shape, generator=gen, dtype=w.dtype)
+        b.grad = torch.randn(b.shape, generator=gen, dtype=b.dtype)
+        opt.step()
+    for p in (w, b):
+        assert {opt.state[p][k].dtype for k in ("exp_avg", "exp_avg_sq")} == {torch.float64}
+    torch.testing.assert_close(w.detach().norm(dim=1), torch.ones(6, dtype=torch.float64))
