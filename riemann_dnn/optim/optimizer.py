@@ -251,6 +251,14 @@ class RiemannianOptimizer(Optimizer):
             return None
         return [self.geometry(p, group) for p in params]
 
+    def _check_state(self, param: torch.Tensor, group: Group) -> None:
+        """Raise ``ValueError`` if a state tensor of ``param`` cannot be stepped (its shape
+        is not the parameter's); called for every parameter before any moves."""
+        for key in self.state_tensors:
+            value = self.state[param].get(key)
+            if isinstance(value, torch.Tensor) and value.shape != param.shape:
+                raise state_shape_error(self.name, key, value.shape, param.shape)
+
     def state_tensor(self, param: torch.Tensor, key: str) -> torch.Tensor | None:
         """``state[param][key]`` in the parameter's working precision and device (a
         tensor of another dtype, e.g. after the parameter's dtype changed, is converted
@@ -263,11 +271,7 @@ class RiemannianOptimizer(Optimizer):
         if value.dtype != dtype or value.device != param.device:
             value = entry[key] = value.to(device=param.device, dtype=dtype)
         if value.shape != param.shape:
-            raise ValueError(
-                f"{self.name}: state {key!r} has shape {tuple(value.shape)} but its "
-                f"parameter has shape {tuple(param.shape)}; after reshaping a parameter, "
-                f"drop its state (del optimizer.state[param])"
-            )
+            raise state_shape_error(self.name, key, value.shape, param.shape)
         return value
 
     @torch.no_grad()
@@ -403,6 +407,10 @@ class RiemannianOptimizer(Optimizer):
         if outcome is None:  # some group takes no kernel: the eager paths, for all
             self._kernels.clear()  # they may create or replace state tensors
             _refuse_sparse(self.name, self.param_groups)
+            for group in self.param_groups:  # a bad state refused before anything moves
+                for param in group["params"]:
+                    if param.grad is not None and param in self.state:
+                        self._check_state(param, group)
             plain = [g for g in self.param_groups if g["copies"] is None]
             if plain and not gradients_are_finite(plain):
                 outcome = "nonfinite"
@@ -487,6 +495,15 @@ class RiemannianOptimizer(Optimizer):
             raise_nonfinite(self.param_groups, f" (copies {bad.nonzero().flatten().tolist()})")
         self.skipped_copies += bad.cpu().long()
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
+
+
+def state_shape_error(owner: str, key: str, shape, expected) -> ValueError:
+    """The error for a state tensor of the wrong shape (e.g. a parameter reshaped since)."""
+    return ValueError(
+        f"{owner}: state {key!r} has shape {tuple(shape)} but its parameter needs "
+        f"{tuple(expected)}; after reshaping a parameter, drop its state "
+        f"(del optimizer.state[param]); nothing was stepped"
+    )
 
 
 def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:

@@ -38,7 +38,7 @@ from ..step.fused import unit_norm_axis
 from ..step.native import FiniteCheck, PreparedAdamRows, adam_native_available, oblique_adam_
 from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
-from .optimizer import RiemannianOptimizer
+from .optimizer import RiemannianOptimizer, state_shape_error
 
 __all__ = ["RiemannianAdam", "RiemannianAdamW", "riemannian_adam"]
 
@@ -199,6 +199,18 @@ class RiemannianAdam(RiemannianOptimizer):
             maximize=group["maximize"],
             found_nonfinite=found,
         )
+
+    def _check_state(self, param: torch.Tensor, group: Group) -> None:
+        """The moments must have the shapes :func:`_fresh_state` gives (parameter-shaped
+        first moment; the second moment parameter-shaped, or one value per component of a
+        constrained parameter)."""
+        geometry = None if is_euclidean_group(group) else self.geometry(param, group)
+        fresh = _fresh_state(param.to("meta"), geometry, group)
+        entry = self.state[param]
+        for key in self.state_tensors:
+            value, like = entry.get(key), fresh.get(key, fresh["exp_avg_sq"])
+            if isinstance(value, torch.Tensor) and value.shape != like.shape:
+                raise state_shape_error(self.name, key, value.shape, like.shape)
 
     def _state_of(self, param: torch.Tensor, geometry: Geometry | None, group: Group):
         """The parameter's state, initialised (zero moments) on its first step. Moments of

@@ -75,3 +75,26 @@ def test_a_subclass_state_dict_loads_with_weights_only():
     buffer.seek(0)
     opt.load_state_dict(torch.load(buffer, weights_only=True))
     assert opt.param_groups[0]["manifold"] == "oblique"
+
+
+@pytest.mark.parametrize(
+    "name, key", [("sgd", "momentum_buffer"), ("adam", "exp_avg"), ("adam", "exp_avg_sq")]
+)
+def test_a_state_of_the_wrong_shape_is_refused_before_any_weight_moves(name, key):
+    """A later group's bad state (a parameter reshaped since) used to raise after the earlier
+    groups had stepped; now every state is checked first, on every path."""
+    from riemann_dnn.optim import RiemannianAdam
+
+    cls = {"sgd": RiemannianSGD, "adam": RiemannianAdam}[name]
+    gen = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(4, 3, generator=gen), dim=1))
+    b = torch.nn.Parameter(torch.randn(5, generator=gen))
+    options = {"momentum": 0.9} if name == "sgd" else {}
+    opt = cls([{"params": [w], "manifold": "oblique"}, {"params": [b]}], lr=0.1, **options)
+    w.grad, b.grad = torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)
+    opt.step()
+    opt.state[b][key] = torch.zeros(7)
+    before = [p.detach().clone() for p in (w, b)]
+    with pytest.raises(ValueError, match=rf"state '{key}' has shape \(7,\) but its parameter"):
+        opt.step()
+    assert all(torch.equal(p.detach(), q) for p, q in zip((w, b), before)), "a weight moved"
