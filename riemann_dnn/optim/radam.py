@@ -75,7 +75,11 @@ class RiemannianAdam(RiemannianOptimizer):
     state dicts are those of :class:`~riemann_dnn.optim.RiemannianOptimizer`. The state of
     a constrained parameter holds ``exp_avg`` (parameter-shaped) and ``exp_avg_sq`` (and
     ``max_exp_avg_sq``) with one value per component: shape ``(out, 1)`` for an oblique
-    weight with ``out`` filters; float32 for half-precision parameters.
+    weight with ``out`` filters; float32 for half-precision parameters. The step count
+    ``t`` is one per parameter, so with copies it is shared: a copy whose step
+    ``nonfinite="skip"`` skipped keeps its weights and moments, but its count still
+    advances, and its later bias corrections are those of one step further on than a
+    separate optimizer's would be.
 
     Args:
         params: parameters or param groups (dicts with ``"params"`` and optionally
