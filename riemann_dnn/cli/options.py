@@ -278,6 +278,13 @@ def check_device(device: str, option: str = "--device") -> str:
         raise UsageError(
             f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda"
         )
+    elif dev.type != "cpu":
+        backend = torch.backends.mps if dev.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise UsageError(
+                f"{option} {device}: torch sees no {dev.type.upper()} device here; "
+                f"use {option} cpu"
+            )
     return device
 
 

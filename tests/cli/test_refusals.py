@@ -49,6 +49,9 @@ SEGMENT = [
 BENCH = ["bench", "retractions", "--sizes", "8x16", "--steps", "0"]
 BYOM = ["byom", "--quick"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+NO_MPS = pytest.mark.skipif(
+    torch.backends.mps.is_available(), reason="refusing --device mps needs a machine without it"
+)
 
 
 def _unwritable(tmp: Path) -> Path:
@@ -112,6 +115,20 @@ CASES = [
         {},
         "--device cuda",
         marks=NO_CUDA,
+    ),
+    pytest.param(
+        "bench-mps",
+        BENCH + ["--device", "mps", "--out", "{out}"],
+        {},
+        "--device mps",
+        marks=NO_MPS,
+    ),
+    pytest.param(
+        "table2-mps",
+        TABLE2 + ["--device", "mps", "--out", "{out}"],
+        {},
+        "--device mps",
+        marks=NO_MPS,
     ),
     ("table2-jobs-0", TABLE2 + ["--jobs", "0", "--out", "{out}"], {}, "--jobs"),
     ("segment-jobs-0", SEGMENT + ["--jobs", "0", "--out", "{out}"], {}, "--jobs"),
