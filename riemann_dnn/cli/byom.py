@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from .options import (
     UsageError,
@@ -121,6 +122,19 @@ def run(args: argparse.Namespace) -> int:
             f"{config.validation_images}: more than the {len(mnist.train_labels)} training "
             f"images of {mnist.source}; give at most that together"
         )
+    available = len(mnist.test_labels)
+    if config.test_images > available:
+        if args.test_images is not None:
+            raise UsageError(
+                f"--test-images {config.test_images}: more than the {available} test images "
+                f"of {mnist.source}; give at most that"
+            )
+        print(
+            f"riemann-dnn byom: {mnist.source} has {available} test images; using all of them "
+            f"(not {config.test_images})",
+            file=sys.stderr,
+        )
+        config = replace(config, test_images=available)
     jobs = check_jobs(args.jobs, args.threads)
     out = prepare_out(args.out or ("results/byom-quick" if args.quick else "results/byom"))
     use_threads(args.threads)

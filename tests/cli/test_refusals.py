@@ -399,6 +399,7 @@ BAD_OPTIONS = {
             (["--train-images", "70000"], "--train-images 70000"),
             (["--validation-images", "0"], "--validation-images"),
             (["--test-images", "0"], "--test-images"),
+            (["--test-images", "99999999"], "--test-images 99999999"),
             (["--lr-candidates", "0"], "--lr-candidates"),
             (["--lr-candidates", "0.1", "0.1"], "--lr-candidates"),
             (["--lr-candidates", "0.1", "--lr-extend", "1"], "--lr-extend 1"),

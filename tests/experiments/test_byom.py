@@ -290,6 +290,20 @@ def test_cli_writes_the_files(tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} >= {"byom.json", "byom.md", "byom.png", "runs"}
 
 
+def test_default_test_images_beyond_the_data_are_capped_with_a_notice_and_reported_true(
+    tmp_path, capsys
+):
+    """The default 10,000 test images on the embedded subset (1,000): all of them, a notice,
+    and the report says 1000 (it said 10000)."""
+    args = ["byom", "--source", "embedded", "--methods", "un", "--seeds", "1", "--epochs", "1"]
+    args += ["--train-images", "200", "--validation-images", "100", "--width", "4"]
+    args += ["--lr-candidates", "0.1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "embedded has 1000 test images; using all of them" in capsys.readouterr().err
+    assert read_json(tmp_path / "byom.json")["config"]["test_images"] == 1000
+    assert "1000 test images" in (tmp_path / "byom.md").read_text()
+
+
 @pytest.mark.slow
 def test_quick_command_runs_every_method(tmp_path):
     assert main(["byom", "--quick", "--source", "embedded", "--out", str(tmp_path)]) == 0
