@@ -256,7 +256,11 @@ def _data(config: ByomConfig):
     labels = mnist.train_labels[order[:need].numpy()]
     x, y = as_tensors(images, labels, flatten=False)
     x = x.view(-1, 1, 28, 28)
-    n_test = min(config.test_images, len(mnist.test_labels))
+    n_test = config.test_images
+    if n_test > len(mnist.test_labels):
+        raise ValueError(
+            f"{n_test} test images exceed the {len(mnist.test_labels)} of {mnist.source}"
+        )
     xt, yt = as_tensors(mnist.test_images[:n_test], mnist.test_labels[:n_test], flatten=False)
     split = config.train_images
     return {

@@ -251,27 +251,38 @@ class RiemannianOptimizer(Optimizer):
             return None
         return [self.geometry(p, group) for p in params]
 
-    def _check_state(self, param: torch.Tensor, group: Group) -> None:
-        """Raise ``ValueError`` if a state tensor of ``param`` cannot be stepped (its shape
-        is not the parameter's); called for every parameter before any moves."""
-        for key in self.state_tensors:
-            value = self.state[param].get(key)
-            if isinstance(value, torch.Tensor) and value.shape != param.shape:
-                raise state_shape_error(self.name, key, value.shape, param.shape)
+    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, torch.Size]:
+        """The shape each of ``state_tensors`` must have (default: the parameter's)."""
+        return dict.fromkeys(self.state_tensors, param.shape)
 
-    def state_tensor(self, param: torch.Tensor, key: str) -> torch.Tensor | None:
-        """``state[param][key]`` in the parameter's working precision and device (a
-        tensor of another dtype, e.g. after the parameter's dtype changed, is converted
-        and stored back), or ``None``; for ``_step_group``."""
+    def _check_state(self, param: torch.Tensor, group: Group) -> None:
+        """Raise ``ValueError`` if a state tensor of ``param`` has not the shape
+        :meth:`_state_shapes` gives (e.g. the parameter was reshaped since); called for
+        every parameter before any moves, so :meth:`state_tensor` need not check."""
+        entry = self.state[param]
+        for key, shape in self._state_shapes(param, group).items():
+            value = entry.get(key)
+            if isinstance(value, torch.Tensor) and value.shape != shape:
+                raise ValueError(
+                    f"{self.name}: state {key!r} has shape {tuple(value.shape)} but its "
+                    f"parameter needs {tuple(shape)}; after reshaping a parameter, drop its "
+                    f"state (del optimizer.state[param]); nothing was stepped"
+                )
+
+    def state_tensor(
+        self, param: torch.Tensor, key: str, dtype: torch.dtype | None = None
+    ) -> torch.Tensor | None:
+        """``state[param][key]`` on the parameter's device in ``dtype`` (default: its
+        working precision); a tensor of another dtype or device, e.g. after the parameter's
+        changed, is converted and stored back. ``None`` if there is none; for
+        ``_step_group``."""
         entry = self.state.get(param)
         value = None if entry is None else entry.get(key)
         if not isinstance(value, torch.Tensor):
             return value
-        dtype = working_dtype(param.dtype)
+        dtype = dtype or working_dtype(param.dtype)
         if value.dtype != dtype or value.device != param.device:
             value = entry[key] = value.to(device=param.device, dtype=dtype)
-        if value.shape != param.shape:
-            raise state_shape_error(self.name, key, value.shape, param.shape)
         return value
 
     @torch.no_grad()
@@ -495,15 +506,6 @@ class RiemannianOptimizer(Optimizer):
             raise_nonfinite(self.param_groups, f" (copies {bad.nonzero().flatten().tolist()})")
         self.skipped_copies += bad.cpu().long()
         return freeze_copies(stacked, self.state, bad, self.state_tensors)
-
-
-def state_shape_error(owner: str, key: str, shape, expected) -> ValueError:
-    """The error for a state tensor of the wrong shape (e.g. a parameter reshaped since)."""
-    return ValueError(
-        f"{owner}: state {key!r} has shape {tuple(shape)} but its parameter needs "
-        f"{tuple(expected)}; after reshaping a parameter, drop its state "
-        f"(del optimizer.state[param]); nothing was stepped"
-    )
 
 
 def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:

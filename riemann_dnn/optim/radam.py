@@ -38,7 +38,7 @@ from ..step.fused import unit_norm_axis
 from ..step.native import FiniteCheck, PreparedAdamRows, adam_native_available, oblique_adam_
 from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
-from .optimizer import RiemannianOptimizer, state_shape_error
+from .optimizer import RiemannianOptimizer
 
 __all__ = ["RiemannianAdam", "RiemannianAdamW", "riemannian_adam"]
 
@@ -204,38 +204,25 @@ class RiemannianAdam(RiemannianOptimizer):
             found_nonfinite=found,
         )
 
-    def _check_state(self, param: torch.Tensor, group: Group) -> None:
-        """The moments must have the shapes :func:`_fresh_state` gives (parameter-shaped
-        first moment; the second moment parameter-shaped, or one value per component of a
-        constrained parameter)."""
+    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, torch.Size]:
+        """Those :func:`_fresh_state` gives: a parameter-shaped first moment; the second
+        moment parameter-shaped, or one value per component of a constrained parameter."""
         geometry = None if is_euclidean_group(group) else self.geometry(param, group)
         fresh = _fresh_state(param.to("meta"), geometry, group)
-        entry = self.state[param]
-        for key in self.state_tensors:
-            value, like = entry.get(key), fresh.get(key, fresh["exp_avg_sq"])
-            if isinstance(value, torch.Tensor) and value.shape != like.shape:
-                raise state_shape_error(self.name, key, value.shape, like.shape)
+        return {key: fresh.get(key, fresh["exp_avg_sq"]).shape for key in self.state_tensors}
 
     def _state_of(self, param: torch.Tensor, geometry: Geometry | None, group: Group):
         """The parameter's state, initialised (zero moments) on its first step. Moments of
         another dtype or device (the parameter's changed since) are converted and stored
-        back, as :meth:`state_tensor` does for the other optimizers."""
+        back (:meth:`state_tensor`)."""
         state = self.state[param]
         if "step" not in state:
             state.update(_fresh_state(param, geometry, group))
         elif group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = state["exp_avg_sq"].clone()
-        dtype = (
-            working_dtype(param.dtype)
-            if self._state_in_working_precision(param, group)
-            else param.dtype
-        )
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            value = state.get(key)
-            if isinstance(value, torch.Tensor) and (
-                value.dtype != dtype or value.device != param.device
-            ):
-                state[key] = value.to(device=param.device, dtype=dtype)
+        keep = None if self._state_in_working_precision(param, group) else param.dtype
+        for key in self.state_tensors:
+            self.state_tensor(param, key, keep)
         return state
 
     def _kernel_key(self, group: Group) -> Hashable | None:

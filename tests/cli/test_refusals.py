@@ -73,63 +73,6 @@ CASES = [
     ("symmetry-out-under-a-file", SYMMETRY + ["--out", "{file}/sub"], {}, "--out"),
     ("bench-out-under-a-file", BENCH + ["--out", "{file}/sub"], {}, "--out"),
     ("segment-out-under-a-file", SEGMENT + ["--out", "{file}/sub"], {}, "--out"),
-    pytest.param(
-        "table2-cuda",
-        TABLE2 + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param(
-        "sensitivity-cuda",
-        SENSITIVITY + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param(
-        "train-cuda",
-        TRAIN + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param(
-        "symmetry-cuda",
-        SYMMETRY + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param("demo-cuda", ["demo", "--device", "cuda"], {}, "--device cuda", marks=NO_CUDA),
-    pytest.param(
-        "segment-cuda",
-        SEGMENT + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param(
-        "bench-cuda",
-        BENCH + ["--device", "cuda", "--out", "{out}"],
-        {},
-        "--device cuda",
-        marks=NO_CUDA,
-    ),
-    pytest.param(
-        "bench-mps",
-        BENCH + ["--device", "mps", "--out", "{out}"],
-        {},
-        "--device mps",
-        marks=NO_MPS,
-    ),
-    pytest.param(
-        "table2-mps",
-        TABLE2 + ["--device", "mps", "--out", "{out}"],
-        {},
-        "--device mps",
-        marks=NO_MPS,
-    ),
     ("table2-jobs-0", TABLE2 + ["--jobs", "0", "--out", "{out}"], {}, "--jobs"),
     ("segment-jobs-0", SEGMENT + ["--jobs", "0", "--out", "{out}"], {}, "--jobs"),
     ("table2-threads-0", TABLE2 + ["--threads", "0", "--out", "{out}"], {}, "--threads"),
@@ -222,6 +165,25 @@ CASES = [
         {},
         "--method",
     ),
+]
+CASES += [
+    pytest.param(
+        f"{command}-{device}",
+        argv + ["--device", device] + ([] if command == "demo" else ["--out", "{out}"]),
+        {},
+        f"--device {device}",
+        marks=NO_MPS if device == "mps" else NO_CUDA,
+    )
+    for command, argv in [
+        ("table2", TABLE2),
+        ("sensitivity", SENSITIVITY),
+        ("train", TRAIN),
+        ("symmetry", SYMMETRY),
+        ("demo", ["demo"]),
+        ("segment", SEGMENT),
+        ("bench", BENCH),
+    ]
+    for device in ("cuda", "mps")
 ]
 
 STUDY = ["reproduce", "study", "--quick"]
