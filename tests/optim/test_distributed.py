@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from riemann_dnn.experiments.distributed import shutdown
 from riemann_dnn.optim import RiemannianSGD
 
 STEPS = 4
@@ -38,6 +39,19 @@ def full_batch(step: int):
     return x, torch.randint(0, 3, (BATCH,), generator=gen)
 
 
+def _train_and_save(rank: int, world_size: int, directory: str) -> None:
+    model = nn.parallel.DistributedDataParallel(make_model())
+    opt = make_optimizer(model)
+    share = BATCH // world_size
+    for step in range(STEPS):
+        x, y = full_batch(step)
+        mine = slice(rank * share, (rank + 1) * share)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()  # all-reduce: mean
+        opt.step()
+    torch.save([p.detach() for p in model.module.parameters()], f"{directory}/rank{rank}.pt")
+
+
 def _worker(rank: int, world_size: int, directory: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
@@ -45,18 +59,9 @@ def _worker(rank: int, world_size: int, directory: str) -> None:
         "gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=world_size
     )
     try:
-        model = nn.parallel.DistributedDataParallel(make_model())
-        opt = make_optimizer(model)
-        share = BATCH // world_size
-        for step in range(STEPS):
-            x, y = full_batch(step)
-            mine = slice(rank * share, (rank + 1) * share)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[mine]), y[mine]).backward()  # all-reduce: mean
-            opt.step()
-        torch.save([p.detach() for p in model.module.parameters()], f"{directory}/rank{rank}.pt")
+        _train_and_save(rank, world_size, directory)  # returns: the DDP wrapper is freed
     finally:
-        dist.destroy_process_group()
+        shutdown()  # frees what still holds the group, then leaves it
 
 
 def single_process_run(accumulate: int = 1) -> list[torch.Tensor]:
