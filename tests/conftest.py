@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,14 @@ def full_mnist_dir() -> Path:
     if directory is None:
         pytest.skip("full MNIST not found (set RIEMANN_DNN_DATA)")
     return directory
+
+
+@pytest.fixture(scope="session")
+def sigint_default():
+    """A ``preexec_fn`` that gives a child process SIGINT's default action, so that its
+    Python installs the Ctrl-C handler even when the suite itself runs with SIGINT ignored
+    (a background job of a non-interactive shell, ``nohup``), as children inherit that."""
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_configure(config):

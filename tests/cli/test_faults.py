@@ -168,10 +168,14 @@ def _wait_for_lock(out: Path, proc: subprocess.Popen, timeout: float = 120) -> N
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
-def test_an_interrupted_or_killed_run_leaves_the_out_free(tmp_path, how):
+def test_an_interrupted_or_killed_run_leaves_the_out_free(tmp_path, how, sigint_default):
     out = tmp_path / "out"
     long_run = [*TINY, "--methods", "un", "--max-epochs", "60", "--min-epochs", "60"]
-    proc = _start([*long_run, "--jobs", "1", "--out", str(out)], start_new_session=True)
+    proc = _start(
+        [*long_run, "--jobs", "1", "--out", str(out)],
+        start_new_session=True,
+        preexec_fn=sigint_default,
+    )
     try:
         _wait_for_lock(out, proc)
         time.sleep(2.0)  # into the training

@@ -40,7 +40,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_table2(tmp_path: Path) -> subprocess.Popen:
+def _start_table2(tmp_path: Path, preexec_fn=None) -> subprocess.Popen:
     """A table2 run with 4 ensembles on 2 workers (2 queued) that trains for minutes."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
@@ -76,6 +76,7 @@ def _start_table2(tmp_path: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -116,8 +117,8 @@ def test_workers_die_when_the_parent_is_killed(tmp_path):
 
 
 @LINUX
-def test_ctrl_c_exits_at_once_without_starting_queued_work(tmp_path):
-    proc = _start_table2(tmp_path)
+def test_ctrl_c_exits_at_once_without_starting_queued_work(tmp_path, sigint_default):
+    proc = _start_table2(tmp_path, preexec_fn=sigint_default)
     try:
         workers = _wait_for_workers(proc, 2)
         start = time.monotonic()
