@@ -348,6 +348,19 @@ def _usable_state(param: torch.Tensor, entry: dict, geometry: Geometry | None, g
     return True
 
 
+def _pack_steps(states: list[dict]) -> torch.Tensor | None:
+    """One tensor holding the step counts of ``states`` (in order), whose entries become
+    their ``"step"`` tensors (0-d views), so that one ``add_`` counts a step of all of
+    them; ``None`` (the counts left as they are) when they differ in dtype or device."""
+    counts = [entry["step"] for entry in states]
+    if not counts or len({(c.dtype, c.device) for c in counts}) != 1:
+        return None
+    packed = torch.stack([c.reshape(()) for c in counts])
+    for entry, view in zip(states, packed.unbind()):
+        entry["step"] = view
+    return packed
+
+
 class _AdamKernel:
     """RiemannianAdam's :class:`~riemann_dnn.optim.optimizer.PreparedKernel` over a set of
     groups: Euclidean parameters through ``torch.optim.Adam``'s functional (the groups'
@@ -355,7 +368,7 @@ class _AdamKernel:
     :class:`~riemann_dnn.step.native.PreparedAdamRows`."""
 
     def __init__(self, params, euclidean, rows, states, fresh, copies):
-        self.params, self.fresh = params, fresh
+        self.params = params
         self.euclidean, self.rows = euclidean, rows  # indices into params
         self.states = states
         self.amsgrad = "max_exp_avg_sq" in states[0]
@@ -363,6 +376,9 @@ class _AdamKernel:
         self._layout = [(p.dtype, p.shape) for p in params]
         self._finite = FiniteCheck(params)
         self._grad_ptrs = (ctypes.c_void_p * len(rows))()
+        self._counts = _pack_steps([states[i] for i in [*euclidean, *rows]])
+        # new entries (fresh state, packed counts) enter the optimizer's state at the step
+        self._unpublished = fresh or self._counts is not None
         self._row_steps = [states[i]["step"] for i in rows]
         # torch.optim.Adam(fused=True)'s op, called with the lists it would build: per
         # dtype, the members and their params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
@@ -458,14 +474,17 @@ class _AdamKernel:
 
     def __call__(self, grads, groups: list[Group], state) -> int:
         group = groups[0]
-        if self.fresh:  # the new state enters the optimizer's state when the step runs
+        if self._unpublished:
             for param, entry in zip(self.params, self.states):
                 state[param].update(entry)
-            self.fresh = False
+            self._unpublished = False
         hp = _hyperparameters(group)
         fast = group["fused"] is True and not (isinstance(hp.lr, torch.Tensor) and hp.lr.ndim)
         if fast:  # as torch.optim.adam._fused_adam, without regrouping the lists each step
-            torch._foreach_add_(self._fused_steps, 1)
+            if self._counts is None:
+                torch._foreach_add_(self._fused_steps, 1)
+            else:  # every count at once (one op instead of one per parameter)
+                self._counts.add_(1)
             self._fused_adam(grads, hp, group["maximize"])
         elif self.euclidean:
             pick = [self.params[i] for i in self.euclidean]
@@ -484,12 +503,19 @@ class _AdamKernel:
             )
         if self._rows is None:
             return 0
-        if not fast:
-            torch._foreach_add_(self._row_steps, 1)
+        if self._counts is None:
+            if not fast:
+                torch._foreach_add_(self._row_steps, 1)
+            steps = [float(s) for s in self._row_steps]
+        else:
+            row_counts = self._counts[len(self.euclidean) :]
+            if not fast:
+                row_counts.add_(1)
+            steps = row_counts.tolist()
         return self._rows(
             self._grad_ptrs,
             lr=group["lr"],
-            steps=[float(s) for s in self._row_steps],
+            steps=steps,
             betas=tuple(float(b) for b in group["betas"]),
             eps=group["eps"],
             weight_decay=group["weight_decay"],

@@ -316,6 +316,46 @@ def test_the_default_cpu_step_is_one_prepared_kernel_call():
     assert all(float(opt.state[p]["step"]) == 1 for g in groups for p in g["params"])
 
 
+@pytest.mark.skipif(not adam_native_available(), reason="no C compiler")
+@pytest.mark.parametrize("flags", [dict(), dict(fused=True)], ids=_ids)
+def test_the_step_counts_are_views_of_one_tensor_and_stay_right(flags):
+    """The prepared kernel keeps every parameter's step count in one tensor (each state's
+    ``"step"`` a 0-d view), so that one op counts a step of all of them; the counts stay
+    right through a weights-only save and load, a count set by hand and ``state.clear()``."""
+    params, targets, groups = _product(6, torch.float32)
+    del groups[2]  # Stiefel takes the reference step: no kernel for the whole step
+    used = {k: params[k] for k in ("oblique", "sphere", "euclidean")}
+
+    def step(opt):
+        opt.zero_grad()
+        _loss(used, targets).backward()
+        opt.step()
+
+    def counts(opt):
+        return [opt.state[p]["step"] for g in opt.param_groups for p in g["params"]]
+
+    opt = RiemannianAdam(groups, lr=0.05, **flags)
+    for _ in range(3):
+        step(opt)
+    assert len({c.untyped_storage().data_ptr() for c in counts(opt)}) == 1
+    assert [float(c) for c in counts(opt)] == [3.0] * len(counts(opt))
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = RiemannianAdam(groups, lr=0.05, project_initial=False, **flags)
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    step(loaded)
+    assert [float(c) for c in counts(loaded)] == [4.0] * len(counts(loaded))
+    assert [float(c) for c in counts(opt)] == [3.0] * len(counts(opt)), "shared with the copy"
+    first = groups[0]["params"][0]
+    loaded.state[first]["step"] = torch.tensor(10.0)
+    step(loaded)
+    assert [float(c) for c in counts(loaded)] == [11.0] + [5.0] * (len(counts(loaded)) - 1)
+    loaded.state.clear()
+    step(loaded)
+    assert [float(c) for c in counts(loaded)] == [1.0] * len(counts(loaded))
+
+
 @pytest.mark.parametrize("flags", [dict(), dict(fused=True), dict(foreach=False)], ids=_ids)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_half_precision_euclidean_is_torch_and_constrained_state_float32(dtype, flags):
