@@ -356,6 +356,30 @@ def test_the_step_counts_are_views_of_one_tensor_and_stay_right(flags):
     assert [float(c) for c in counts(loaded)] == [1.0] * len(counts(loaded))
 
 
+@pytest.mark.parametrize("flags", [dict(), dict(fused=True)], ids=_ids)
+def test_a_compiled_step_after_eager_steps_follows_the_eager_optimizer(flags):
+    """``torch.compile(opt.step)`` (dynamo, eager backend) once eager steps have packed the
+    step counts into one tensor: the same weights as eager steps, and the counts go on."""
+    params, targets, groups = _product(6, torch.float32)
+    del groups[2]  # Stiefel takes the reference step
+    used = {k: params[k] for k in ("oblique", "sphere", "euclidean")}
+    _, _, twin_groups = _product(6, torch.float32)
+    del twin_groups[2]
+    twin = {k: g["params"][0] for k, g in zip(("oblique", "sphere", "euclidean"), twin_groups)}
+    opt = RiemannianAdam(groups, lr=0.05, **flags)
+    reference = RiemannianAdam(twin_groups, lr=0.05, **flags)
+    compiled = torch.compile(opt.step, backend="eager")
+    for k in range(5):
+        for optimizer, weights in ((opt, used), (reference, twin)):
+            optimizer.zero_grad()
+            _loss(weights, targets).backward()
+        (opt.step if k < 2 else compiled)()
+        reference.step()
+    for name in used:  # to float32 rounding: dynamo orders torch's Adam ops its own way
+        torch.testing.assert_close(used[name], twin[name], rtol=1e-6, atol=1e-6, msg=name)
+    assert {float(opt.state[p]["step"]) for g in groups for p in g["params"]} == {5.0}
+
+
 @pytest.mark.parametrize("flags", [dict(), dict(fused=True), dict(foreach=False)], ids=_ids)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_half_precision_euclidean_is_torch_and_constrained_state_float32(dtype, flags):
