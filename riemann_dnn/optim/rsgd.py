@@ -435,12 +435,12 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> 
         )
         writes.append((point, new_point))
         bufs[i] = store_buffer(new_buf, params[i], view)
-    if writes and torch.compiler.is_compiling() and isinstance(hp.lr, torch.Tensor):
+    if writes and torch.compiler.is_compiling():
         # Inductor's CPU backend (torch 2.13) fails with "KeyError: 'bufN'" when a point
-        # normalised by rows with a tensor rate is written into its input in the graph that
-        # computes it (its outer-loop local buffers count the write's ordering dependencies
-        # as reads); computing every new point first and writing them after a graph break
-        # compiles.
+        # normalised by rows is written into its input in the graph that computes it (its
+        # outer-loop local buffers count the write's ordering dependencies as reads), with
+        # a tensor rate and with a float one alike; computing every new point first and
+        # writing them after a graph break compiles.
         torch._dynamo.graph_break()
     for point, new_point in writes:
         point.copy_(new_point)

@@ -164,7 +164,8 @@ def test_f_state_dict_without_newer_keys_loads_with_the_defaults():
 
 
 # -- G: torch.compile with a tensor rate and momentum ------------------------------------------
-def test_g_inductor_compiles_a_step_with_tensor_lr_and_momentum():
+@pytest.mark.parametrize("lr", [torch.tensor(0.1), 0.1], ids=["tensor-lr", "float-lr"])
+def test_g_inductor_compiles_a_momentum_step_with_a_tensor_or_float_rate(lr):
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(5)
     w = torch.randn(8, 10, generator=gen, requires_grad=True)
@@ -173,7 +174,7 @@ def test_g_inductor_compiles_a_step_with_tensor_lr_and_momentum():
     opts = [
         RiemannianSGD(
             [{"params": [w_], "manifold": "oblique"}, {"params": [b_]}],
-            lr=torch.tensor(0.1),
+            lr=lr,
             momentum=0.9,
             foreach=foreach,
         )
