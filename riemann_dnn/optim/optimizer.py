@@ -251,7 +251,7 @@ class RiemannianOptimizer(Optimizer):
             return None
         return [self.geometry(p, group) for p in params]
 
-    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, torch.Size]:
+    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, tuple[int, ...]]:
         """The shape each of ``state_tensors`` must have (default: the parameter's)."""
         return dict.fromkeys(self.state_tensors, param.shape)
 

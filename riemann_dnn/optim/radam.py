@@ -204,12 +204,13 @@ class RiemannianAdam(RiemannianOptimizer):
             found_nonfinite=found,
         )
 
-    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, torch.Size]:
+    def _state_shapes(self, param: torch.Tensor, group: Group) -> dict[str, tuple[int, ...]]:
         """Those :func:`_fresh_state` gives: a parameter-shaped first moment; the second
         moment parameter-shaped, or one value per component of a constrained parameter."""
         geometry = None if is_euclidean_group(group) else self.geometry(param, group)
-        fresh = _fresh_state(param.to("meta"), geometry, group)
-        return {key: fresh.get(key, fresh["exp_avg_sq"]).shape for key in self.state_tensors}
+        constrained = geometry is not None and not geometry.is_euclidean
+        second = _second_moment_shape(param, geometry) if constrained else param.shape
+        return {key: param.shape if key == "exp_avg" else second for key in self.state_tensors}
 
     def _state_of(self, param: torch.Tensor, geometry: Geometry | None, group: Group):
         """The parameter's state, initialised (zero moments) on its first step. Moments of
@@ -377,6 +378,7 @@ class _AdamKernel:
         self._finite = FiniteCheck(params)
         self._grad_ptrs = (ctypes.c_void_p * len(rows))()
         self._counts = _pack_steps([states[i] for i in [*euclidean, *rows]])
+        self._row_counts = None if self._counts is None else self._counts[len(euclidean) :]
         # new entries (fresh state, packed counts) enter the optimizer's state at the step
         self._unpublished = fresh or self._counts is not None
         self._row_steps = [states[i]["step"] for i in rows]
@@ -503,15 +505,14 @@ class _AdamKernel:
             )
         if self._rows is None:
             return 0
-        if self._counts is None:
+        if self._row_counts is None:
             if not fast:
                 torch._foreach_add_(self._row_steps, 1)
             steps = [float(s) for s in self._row_steps]
         else:
-            row_counts = self._counts[len(self.euclidean) :]
             if not fast:
-                row_counts.add_(1)
-            steps = row_counts.tolist()
+                self._row_counts.add_(1)
+            steps = self._row_counts.tolist()
         return self._rows(
             self._grad_ptrs,
             lr=group["lr"],
