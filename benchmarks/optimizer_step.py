@@ -16,6 +16,8 @@ Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
 - ``UN``: ``RiemannianSGD`` with the BN-fed weights on the oblique manifold (Table 1), the
   rest Euclidean. With ``foreach`` the oblique weights take the fused in-place kernel;
   without, the readable per-tensor path through the shared step;
+- ``UN(unchecked)`` (headline table): ``UN`` with ``nonfinite="unchecked"``, which skips the
+  read of every gradient before the step (what torch's SGD, which checks nothing, is);
 - ``geoopt`` (when geoopt is installed; ``pip install riemann-dnn[benchmarks]``): geoopt's
   ``RiemannianSGD`` with each BN-fed weight a ``ManifoldParameter`` on ``geoopt.Sphere`` of
   shape ``(out, in*k*k)`` (geoopt's sphere is the last axis: one unit-norm row per filter).
@@ -337,6 +339,7 @@ HEADLINE: list[tuple[str, callable, str | None]] = [
     ("SGD(fused)", lambda spec, m, d: _fused_sgd(spec, m, d), None),
     ("SGD(foreach)", lambda spec, m, d: _optimizer("SGD", spec, m, True, d), "SGD(fused)"),
     ("UN", _un, "SGD(fused)"),
+    ("UN(unchecked)", lambda spec, m, d: _un(spec, m, d, "unchecked"), "SGD(fused)"),
     ("RSGD-euclid", lambda spec, m, d: _optimizer("RSGD-euclid", spec, m, True, d), "SGD(fused)"),
 ]
 if geoopt is not None:
@@ -465,11 +468,12 @@ def _adam_optimizer(method: str, spec, device: torch.device) -> torch.optim.Opti
         {"params": [p for p, f in zip(params, invariant) if f], "manifold": "oblique"},
         {"params": [p for p, f in zip(params, invariant) if not f]},
     ]
-    fused = True if method == "RAdam(fused)" else None
-    return RiemannianAdam(groups, lr=ADAM_LR, fused=fused)
+    fused = True if method.startswith("RAdam(fused") else None
+    nonfinite = "unchecked" if method.endswith("unchecked)") else "raise"
+    return RiemannianAdam(groups, lr=ADAM_LR, fused=fused, nonfinite=nonfinite)
 
 
-ADAM_METHODS = ("Adam(fused)", "Adam", "RAdam(fused)", "RAdam") + (
+ADAM_METHODS = ("Adam(fused)", "Adam", "RAdam(fused)", "RAdam(fused, unchecked)", "RAdam") + (
     ("geoopt",) if geoopt is not None else ()
 )
 
@@ -518,7 +522,8 @@ def _adam_markdown(rows) -> str:
         "## RiemannianAdam against torch.optim.Adam and geoopt",
         "",
         "RAdam = RiemannianAdam with the BN-fed weights oblique, the rest Euclidean (default "
-        "flags; RAdam(fused): fused=True, torch's fused Adam for the Euclidean weights); "
+        "flags; RAdam(fused): fused=True, torch's fused Adam for the Euclidean weights; "
+        "unchecked: nonfinite='unchecked', no read of the gradients before the step); "
         "geoopt = geoopt.optim.RiemannianAdam with each BN-fed weight on geoopt.Sphere of "
         "shape (out, in*k*k). Median per step, interquartile range of the samples, ratios "
         "of medians measured in the same interleaved run. Targets (issue 19, one thread): "

@@ -1,12 +1,16 @@
 """Non-finite gradients in a :class:`~riemann_dnn.optim.RiemannianOptimizer`: the checks (one fused
 pass per device and dtype), the per-copy masks of stacked groups and the errors raised.
 
-Both modes check every gradient before any weight or state moves, on every path:
+The checked modes check every gradient before any weight or state moves, on every path:
 ``nonfinite="raise"`` then raises :class:`NonFiniteGradientError`, ``nonfinite="skip"``
 skips the step (per copy in groups with copies: the bad copies' weights and state are
 saved, stepped with zero gradient, and put back). Rows whose update is zero or not finite
 although their gradient is finite (a zero filter with zero gradient) keep their value, and
-one warning names them.
+one warning names them. ``nonfinite="unchecked"`` checks nothing first: Euclidean
+parameters take non-finite values as ``torch.optim`` writes them, and a manifold row (a
+point, on manifolds without unit rows) whose gradient is not finite keeps its value and
+state, as a zero update does (:func:`hold_nonfinite_rows` on the eager paths; the native
+kernels leave such rows by themselves).
 """
 
 from __future__ import annotations
@@ -145,3 +149,49 @@ def freeze_copies(
                 if isinstance(tensor, torch.Tensor) and tensor.shape[:1] == param.shape[:1]:
                     kept.append((tensor, (mask, tensor[mask].clone())))
     return kept
+
+
+def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_tensors) -> list:
+    """For ``nonfinite="unchecked"`` on the eager paths: give every manifold row (point)
+    whose gradient is not finite a zero gradient, and return what :func:`release_rows`
+    puts back after the step -- those rows of the parameter and of its state tensors, as
+    they were. Empty (one pass over the manifold gradients, one host synchronisation) when
+    every such gradient is finite."""
+    masks = []
+    for group in groups:
+        for param in group["params"]:
+            grad = param.grad
+            if grad is None or grad.is_sparse:
+                continue
+            geometry = geometry_of(param, group)
+            if geometry.is_euclidean:
+                continue
+            manifold = geometry.manifold
+            axis = getattr(manifold, "unit_norm_axis", None)
+            if axis is None:
+                axis = tuple(range(-len(manifold.point_shape), 0))
+            # max |g| is inf or NaN iff the row has a non-finite entry
+            finite = torch.isfinite(geometry.view(grad).abs().amax(dim=axis, keepdim=True))
+            masks.append((param, geometry.view, ~finite))
+    if not masks or not bool(torch.stack([bad.any() for *_, bad in masks]).any()):
+        return []
+    held = []
+    for param, view, bad in masks:
+        view(param.grad).masked_fill_(bad, 0)
+        held.append((param, None, view, bad, view(param.detach()).clone()))
+        entry = state.get(param, {})
+        for key in state_tensors:
+            tensor = entry.get(key)
+            if isinstance(tensor, torch.Tensor) and tensor.shape == param.shape:
+                held.append((param, key, view, bad, view(tensor).clone()))
+    return held
+
+
+def release_rows(held: list, state: dict) -> None:
+    """Put back the rows :func:`hold_nonfinite_rows` saved, into the parameter and into
+    its state tensors as they are after the step (a step may replace them)."""
+    for param, key, view, bad, saved in held:
+        tensor = param.detach() if key is None else state.get(param, {}).get(key)
+        if tensor is not None:
+            target = view(tensor)
+            target.copy_(torch.where(bad, saved.to(target.dtype), target))

@@ -30,7 +30,9 @@ from ._nonfinite import (
     bad_copies,
     freeze_copies,
     gradients_are_finite,
+    hold_nonfinite_rows,
     raise_nonfinite,
+    release_rows,
     warn_degenerate,
 )
 from ._state import TrackedState
@@ -38,7 +40,7 @@ from ._state import TrackedState
 __all__ = ["RiemannianOptimizer", "PreparedKernel", "manifold_spec", "NonFiniteGradientError"]
 
 #: What a non-finite gradient does (see :class:`RiemannianOptimizer`).
-NONFINITE_MODES = ("raise", "skip")
+NONFINITE_MODES = ("raise", "skip", "unchecked")
 
 
 class PreparedKernel(Protocol):
@@ -146,7 +148,7 @@ class RiemannianOptimizer(Optimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         defaults: dict[str, Any],
         *,
-        nonfinite: Literal["raise", "skip"] = "raise",
+        nonfinite: Literal["raise", "skip", "unchecked"] = "raise",
         project_initial: bool = True,
     ):
         if nonfinite not in NONFINITE_MODES:
@@ -405,7 +407,8 @@ class RiemannianOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         stacked = [g for g in self.param_groups if g["copies"] is not None]
-        kept = self._freeze_bad_copies(stacked) if stacked else None
+        checked = self.nonfinite != "unchecked"
+        kept = self._freeze_bad_copies(stacked) if stacked and checked else None
         try:
             self._step_all()
         finally:
@@ -423,13 +426,18 @@ class RiemannianOptimizer(Optimizer):
                     if param.grad is not None and param in self.state:
                         self._check_state(param, group)
             plain = [g for g in self.param_groups if g["copies"] is None]
-            if plain and not gradients_are_finite(plain):
+            checked = self.nonfinite != "unchecked"
+            if plain and checked and not gradients_are_finite(plain):
                 outcome = "nonfinite"
             else:
+                held = [] if checked else self._hold_nonfinite_rows()
                 found = torch.zeros(1)
-                for group in self.param_groups:
-                    self._step_group(group, found)
-                outcome = "rows" if bool(found) else "stepped"
+                try:
+                    for group in self.param_groups:
+                        self._step_group(group, found)
+                finally:
+                    release_rows(held, self.state)
+                outcome = "rows" if held or bool(found) else "stepped"
         if outcome == "nonfinite":
             if self.nonfinite == "raise":
                 raise_nonfinite(self.param_groups)
@@ -477,7 +485,10 @@ class RiemannianOptimizer(Optimizer):
                 return None
             calls.append((members, kernel, grads, member_groups))
         bad = 0
-        if len(calls) == 1 and hasattr(calls[0][1], "step_checked"):  # check and step at once
+        if self.nonfinite == "unchecked":
+            for _, kernel, grads, member_groups in calls:
+                bad += kernel(grads, member_groups, state)
+        elif len(calls) == 1 and hasattr(calls[0][1], "step_checked"):  # check and step at once
             _, kernel, grads, member_groups = calls[0]
             found = kernel.step_checked(grads, member_groups, state)
             if found is None:
@@ -491,6 +502,14 @@ class RiemannianOptimizer(Optimizer):
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"
+
+    def _hold_nonfinite_rows(self) -> list:
+        """``nonfinite="unchecked"``, eager paths: manifold rows with a non-finite gradient
+        step with a zero gradient and are put back after the step, as the kernels leave
+        them (:func:`~._nonfinite.hold_nonfinite_rows`)."""
+        return hold_nonfinite_rows(
+            self.param_groups, self.geometry, self.state, self.state_tensors
+        )
 
     def _freeze_bad_copies(self, stacked: list[Group]) -> list | None:
         """Per-copy non-finite handling: raise, or zero the bad copies' gradients and

@@ -123,7 +123,7 @@ class RiemannianAdam(RiemannianOptimizer):
         copies: int | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
-        nonfinite: Literal["raise", "skip"] = "raise",
+        nonfinite: Literal["raise", "skip", "unchecked"] = "raise",
         project_initial: bool = True,
     ):
         if fused and foreach:

@@ -132,7 +132,7 @@ class RiemannianSGD(RiemannianOptimizer):
         copies: int | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
-        nonfinite: Literal["raise", "skip"] = "raise",
+        nonfinite: Literal["raise", "skip", "unchecked"] = "raise",
         project_initial: bool = True,
     ):
         defaults = dict(
