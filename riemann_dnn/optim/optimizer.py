@@ -99,7 +99,12 @@ class RiemannianOptimizer(Optimizer):
     whose update is zero or not finite although its gradient is finite -- a zero filter
     with a zero gradient, which is not on its manifold -- keeps its value and momentum
     while everything else steps, and a ``RuntimeWarning`` names the parameter. Sparse
-    gradients are refused before anything moves.
+    gradients are refused before anything moves. ``"unchecked"`` reads nothing before
+    the step (no per-copy check either), as ``torch.optim`` does: Euclidean parameters
+    take non-finite values as torch writes them, and a manifold row (point) whose gradient
+    is not finite keeps its value and state, on every path, with the warning. It saves one
+    read of every gradient per step; use it where something else checks, e.g.
+    ``torch.amp.GradScaler``, which skips ``step()`` on an overflow.
 
     **State.** :meth:`state_dict` stores manifold objects as their description, so that
     ``torch.load(..., weights_only=True)`` reads it; :meth:`load_state_dict` keeps the live

@@ -103,7 +103,7 @@ class RiemannianSGD(RiemannianOptimizer):
             ``torch.optim.SGD``'s own cost; compiled at first use, or the eager kernel
             with one notice where no C compiler is found). Default: on with ``foreach``;
             ``False``: the eager in-place kernel.
-        nonfinite: ``"raise"`` (default) or ``"skip"``, see
+        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"unchecked"``, see
             :class:`~riemann_dnn.optim.RiemannianOptimizer`.
         project_initial: map constrained parameters onto their manifold now (row
             normalisation for oblique). With ``False``, off-manifold parameters raise.

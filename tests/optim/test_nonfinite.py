@@ -4,6 +4,7 @@ and state, alike on every code path (riemann_dnn/optim/_nonfinite.py)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -117,3 +118,31 @@ def test_unchecked_with_finite_gradients_is_the_checked_step_bit_for_bit(name, p
 def test_an_unknown_mode_is_refused_naming_the_modes():
     with pytest.raises(ValueError, match="'raise', 'skip', 'unchecked'"):
         RiemannianSGD([torch.zeros(2, requires_grad=True)], lr=0.1, nonfinite="ignore")
+
+
+def test_gradscaler_skips_an_overflowing_step_of_an_unchecked_optimizer():
+    """The use ``"unchecked"`` is for: torch.amp.GradScaler already finds inf/NaN in the
+    unscaled gradients and skips ``step()``, so the optimizer's own read is redundant."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 4, bias=False), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)
+    )
+    groups = [
+        {"params": [net[0].weight], "manifold": "oblique"},
+        {"params": [*net[1].parameters(), *net[2].parameters()]},
+    ]
+    opt = RiemannianSGD(groups, lr=0.1, momentum=0.9, nonfinite="unchecked")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    x = torch.randn(8, 6)
+    for overflow in (False, True, False):
+        opt.zero_grad()
+        loss = net(x).pow(2).sum() * (math.inf if overflow else 1.0)
+        before = [p.detach().clone() for p in net.parameters()]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        unchanged = all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+        assert unchanged == overflow
+        assert all(bool(p.isfinite().all()) for p in net.parameters())
+    assert scaler.get_scale() == 2.0**15
+    torch.testing.assert_close(net[0].weight.norm(dim=1), torch.ones(4))
