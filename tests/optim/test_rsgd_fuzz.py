@@ -71,12 +71,15 @@ class Twin:
     def _lr(self, value: float):
         return torch.tensor(value, dtype=torch.float64) if self.lr_tensor else value
 
-    def step(self, missing: set[str], seed: int) -> None:
+    def step(self, missing: set[str], seed: int, poison: bool = False) -> None:
         # not the initial values' seed: gradients parallel to the weights would have a
         # Riemannian part of pure rounding noise, which Adam scales up to a full step
         gen = torch.Generator().manual_seed(1000 + seed)
         names = [k for k in SHAPES if k in self.sides[0][0]]
         grads = {k: torch.randn(SHAPES[k], generator=gen) for k in names}
+        if poison:  # nonfinite="unchecked": a NaN in a filter row, an inf in a bias
+            grads["W1"][2, 1] = float("nan")
+            grads["b"][1] = float("inf")
         for params, opt in self.sides:
             for name in names:
                 p = params[name]
@@ -155,15 +158,19 @@ class Twin:
             # float64 weight may carry a float32 past
             tol = 1e-4
             if name in OBLIQUE or not self.exact:
-                torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=tol)
+                torch.testing.assert_close(
+                    p.detach(), q.detach(), rtol=0, atol=tol, equal_nan=True
+                )
             else:  # Euclidean: torch.optim.SGD's arithmetic on every path
-                assert torch.equal(p.detach(), q.detach()), name
+                torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0, equal_nan=True)
+            if name in OBLIQUE:  # rows with a non-finite gradient kept their (unit) value
+                assert bool(p.isfinite().all()), name
             buf = opt.state.get(p, {}).get(self.buffer)
             ref_buf = ref_opt.state.get(q, {}).get(self.buffer)
             assert (buf is None) == (ref_buf is None), name
             if buf is not None:
                 assert buf.dtype == ref_buf.dtype and buf.shape == p.shape, name
-                torch.testing.assert_close(buf, ref_buf, rtol=0, atol=tol)
+                torch.testing.assert_close(buf, ref_buf, rtol=0, atol=tol, equal_nan=True)
 
 
 operations = st.one_of(
@@ -223,6 +230,35 @@ def test_adam_random_sequences_match_the_kernel_free_reference(
     _drive(Twin(hyper, lr_tensor, RiemannianAdam, "exp_avg", exact=False), ops)
 
 
+poisoned_operations = st.one_of(operations, st.tuples(st.just("poison"), st.integers(0, 99)))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    adam=st.booleans(),
+    momentum=st.sampled_from([0.0, 0.9]),
+    lr_tensor=st.booleans(),
+    ops=st.lists(poisoned_operations, min_size=1, max_size=14),
+)
+def test_unchecked_random_sequences_with_nonfinite_gradients_match_the_reference(
+    adam, momentum, lr_tensor, ops
+):
+    """``nonfinite="unchecked"``: steps with a NaN in a filter row and an inf in a bias,
+    among the other operations; the native kernels keep the row as the eager guard does,
+    and the bias takes the same non-finite values on both sides."""
+    if adam:
+        twin = Twin(dict(nonfinite="unchecked"), lr_tensor, RiemannianAdam, "exp_avg", False)
+    else:
+        twin = Twin(dict(momentum=momentum, nonfinite="unchecked"), lr_tensor)
+    # a step first (state to keep) and a poisoned step last, whatever the draw
+    _drive(twin, [("step", set(), 0), *ops, ("poison", 7)])
+
+
 def _drive(twin: Twin, ops) -> None:
     """Apply ``ops`` to both sides of ``twin``, checking them after each."""
     dtypes = {"f32": torch.float32, "f64": torch.float64}
@@ -230,6 +266,8 @@ def _drive(twin: Twin, ops) -> None:
         kind = op[0]
         if kind == "step":
             twin.step(op[1], op[2])
+        elif kind == "poison":
+            twin.step(set(), op[1], poison=True)
         elif kind == "dtype":
             twin.set_dtype(op[1], dtypes[op[2]])
         elif kind == "clear":
