@@ -103,9 +103,12 @@ def raise_nonfinite(param_groups: list[Group], detail: str = "") -> None:
     )
 
 
-def warn_degenerate(owner: str, param_groups: list[Group], geometry_of) -> None:
+def warn_degenerate(
+    owner: str, param_groups: list[Group], geometry_of, unchecked: bool = False
+) -> None:
     """Warn that rows (points) kept their value because their update was zero or not
-    finite, naming the parameters that hold zero or non-finite rows."""
+    finite, naming the parameters that hold zero or non-finite rows; ``unchecked``
+    (``nonfinite="unchecked"``): a non-finite gradient may be the cause, and is named."""
     named = []
     for gi, group in enumerate(param_groups):
         for pi, param in enumerate(group["params"]):
@@ -121,6 +124,17 @@ def warn_degenerate(owner: str, param_groups: list[Group], geometry_of) -> None:
             if count:
                 named.append(f"group {gi} parameter {pi} (shape {tuple(param.shape)}): {count}")
     where = f" ({'; '.join(named)} zero or non-finite rows)" if named else ""
+    if unchecked:
+        bad = [
+            f"group {gi} parameter {pi}"
+            for gi, group in enumerate(param_groups)
+            for pi, param in enumerate(group["params"])
+            if param.grad is not None
+            and not geometry_of(param, group).is_euclidean
+            and not bool(torch.isfinite(param.grad).all())
+        ]
+        if bad:
+            where += f" (non-finite gradient in {', '.join(bad)}; nonfinite='unchecked')"
     warnings.warn(
         f"{owner}: some rows kept their value because their update was zero or not "
         f"finite{where}; a zero filter with a zero gradient is not on its manifold and does "
@@ -152,11 +166,12 @@ def freeze_copies(
 
 
 def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_tensors) -> list:
-    """For ``nonfinite="unchecked"`` on the eager paths: give every manifold row (point)
-    whose gradient is not finite a zero gradient, and return what :func:`release_rows`
-    puts back after the step -- those rows of the parameter and of its state tensors, as
-    they were. Empty (one pass over the manifold gradients, one host synchronisation) when
-    every such gradient is finite."""
+    """For ``nonfinite="unchecked"`` on the eager paths: step every manifold row (point)
+    whose gradient is not finite with a zero gradient (a masked copy stands in for
+    ``.grad`` during the step), and return what :func:`release_rows` puts back after it --
+    the gradient, and those rows of the parameter and of its state tensors as they were.
+    Empty (one pass over the manifold gradients, one host synchronisation) when every such
+    gradient is finite."""
     masks = []
     for group in groups:
         for param in group["params"]:
@@ -177,7 +192,11 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
         return []
     held = []
     for param, view, bad in masks:
-        view(param.grad).masked_fill_(bad, 0)
+        if not bool(bad.any()):
+            continue
+        grad = param.grad
+        held.append((param, "grad", view, bad, grad))
+        param.grad = view(grad).masked_fill(bad, 0).reshape(grad.shape)
         held.append((param, None, view, bad, view(param.detach()).clone()))
         entry = state.get(param, {})
         for key in state_tensors:
@@ -188,9 +207,13 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
 
 
 def release_rows(held: list, state: dict) -> None:
-    """Put back the rows :func:`hold_nonfinite_rows` saved, into the parameter and into
-    its state tensors as they are after the step (a step may replace them)."""
+    """Put back what :func:`hold_nonfinite_rows` held: each gradient, and the saved rows
+    into the parameter and into its state tensors as they are after the step (a step may
+    replace them)."""
     for param, key, view, bad, saved in held:
+        if key == "grad":
+            param.grad = saved
+            continue
         tensor = param.detach() if key is None else state.get(param, {}).get(key)
         if tensor is not None:
             target = view(tensor)

@@ -448,7 +448,9 @@ class RiemannianOptimizer(Optimizer):
                 raise_nonfinite(self.param_groups)
             self.skipped_steps += 1
         elif outcome == "rows":
-            warn_degenerate(self.name, self.param_groups, self.geometry)
+            warn_degenerate(
+                self.name, self.param_groups, self.geometry, self.nonfinite == "unchecked"
+            )
 
     def _kernel_step(self) -> Literal["stepped", "rows", "nonfinite"] | None:
         """Step every group through the prepared kernels, one per set of groups with equal

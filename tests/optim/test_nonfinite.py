@@ -146,3 +146,19 @@ def test_gradscaler_skips_an_overflowing_step_of_an_unchecked_optimizer():
         assert all(bool(p.isfinite().all()) for p in net.parameters())
     assert scaler.get_scale() == 2.0**15
     torch.testing.assert_close(net[0].weight.norm(dim=1), torch.ones(4))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_unchecked_leaves_the_gradient_as_given_and_names_it_in_the_warning(path):
+    w = torch.nn.functional.normalize(torch.randn(4, 3), dim=1).requires_grad_()
+    opt = RiemannianSGD(
+        [{"params": [w], "manifold": "oblique"}], lr=0.1, nonfinite="unchecked", **path
+    )
+    grad = torch.randn(4, 3)
+    grad[1, 1] = float("nan")
+    given = grad.clone()
+    w.grad = grad
+    with pytest.warns(RuntimeWarning, match=r"non-finite gradient in group 0 parameter 0"):
+        opt.step()
+    assert w.grad is grad
+    torch.testing.assert_close(grad, given, rtol=0, atol=0, equal_nan=True)
