@@ -170,8 +170,8 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
     whose gradient is not finite with a zero gradient (a masked copy stands in for
     ``.grad`` during the step), and return what :func:`release_rows` puts back after it --
     the gradient, and those rows of the parameter and of its state tensors as they were.
-    Empty (one pass over the manifold gradients, one host synchronisation) when every such
-    gradient is finite."""
+    Empty (one pass over the manifold gradients, one host synchronisation per device) when
+    every such gradient is finite."""
     masks = []
     for group in groups:
         for param in group["params"]:
@@ -188,7 +188,10 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
             # max |g| is inf or NaN iff the row has a non-finite entry
             finite = torch.isfinite(geometry.view(grad).abs().amax(dim=axis, keepdim=True))
             masks.append((param, geometry.view, ~finite))
-    if not masks or not bool(torch.stack([bad.any() for *_, bad in masks]).any()):
+    flags: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+    for *_, bad in masks:
+        flags[bad.device].append(bad.any())
+    if not any(bool(torch.stack(found).any()) for found in flags.values()):  # one sync a device
         return []
     held = []
     for param, view, bad in masks:
