@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import torch
 
+from ..step.fused import point_axes
 from ._group import Group
 
 __all__ = ["NonFiniteGradientError"]
@@ -181,10 +182,7 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
             geometry = geometry_of(param, group)
             if geometry.is_euclidean:
                 continue
-            manifold = geometry.manifold
-            axis = getattr(manifold, "unit_norm_axis", None)
-            if axis is None:
-                axis = tuple(range(-len(manifold.point_shape), 0))
+            axis = point_axes(geometry.manifold)
             # max |g| is inf or NaN iff the row has a non-finite entry
             finite = torch.isfinite(geometry.view(grad).abs().amax(dim=axis, keepdim=True))
             masks.append((param, geometry.view, ~finite))

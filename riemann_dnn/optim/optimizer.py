@@ -412,8 +412,7 @@ class RiemannianOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         stacked = [g for g in self.param_groups if g["copies"] is not None]
-        checked = self.nonfinite != "unchecked"
-        kept = self._freeze_bad_copies(stacked) if stacked and checked else None
+        kept = self._freeze_bad_copies(stacked) if stacked and self._checks else None
         try:
             self._step_all()
         finally:
@@ -431,11 +430,10 @@ class RiemannianOptimizer(Optimizer):
                     if param.grad is not None and param in self.state:
                         self._check_state(param, group)
             plain = [g for g in self.param_groups if g["copies"] is None]
-            checked = self.nonfinite != "unchecked"
-            if plain and checked and not gradients_are_finite(plain):
+            if plain and self._checks and not gradients_are_finite(plain):
                 outcome = "nonfinite"
             else:
-                held = [] if checked else self._hold_nonfinite_rows()
+                held = [] if self._checks else self._hold_nonfinite_rows()
                 found = torch.zeros(1)
                 try:
                     for group in self.param_groups:
@@ -448,9 +446,7 @@ class RiemannianOptimizer(Optimizer):
                 raise_nonfinite(self.param_groups)
             self.skipped_steps += 1
         elif outcome == "rows":
-            warn_degenerate(
-                self.name, self.param_groups, self.geometry, self.nonfinite == "unchecked"
-            )
+            warn_degenerate(self.name, self.param_groups, self.geometry, not self._checks)
 
     def _kernel_step(self) -> Literal["stepped", "rows", "nonfinite"] | None:
         """Step every group through the prepared kernels, one per set of groups with equal
@@ -492,7 +488,7 @@ class RiemannianOptimizer(Optimizer):
                 return None
             calls.append((members, kernel, grads, member_groups))
         bad = 0
-        if self.nonfinite == "unchecked":
+        if not self._checks:
             for _, kernel, grads, member_groups in calls:
                 bad += kernel(grads, member_groups, state)
         elif len(calls) == 1 and hasattr(calls[0][1], "step_checked"):  # check and step at once
@@ -509,6 +505,11 @@ class RiemannianOptimizer(Optimizer):
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"
+
+    @property
+    def _checks(self) -> bool:
+        """Whether every gradient is checked before the step (not ``"unchecked"``)."""
+        return self.nonfinite != "unchecked"
 
     def _hold_nonfinite_rows(self) -> list:
         """``nonfinite="unchecked"``, eager paths: manifold rows with a non-finite gradient

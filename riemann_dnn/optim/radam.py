@@ -34,7 +34,7 @@ from ..step.adam import (
     riemannian_adam_step,
     second_moment_axes,
 )
-from ..step.fused import unit_norm_axis
+from ..step.fused import point_axes, unit_norm_axis
 from ..step.native import FiniteCheck, PreparedAdamRows, adam_native_available, oblique_adam_
 from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
@@ -468,10 +468,10 @@ class _AdamKernel:
             if grad.dtype is not self.params[i].dtype or not grad.is_contiguous():
                 return None
             ptrs[k] = grad.data_ptr()
-        self._finite.bind(grads)
         return grads
 
     def all_finite(self, grads) -> bool:
+        self._finite.bind(grads)  # only when checking: nonfinite="unchecked" skips it
         return self._finite.check()
 
     def __call__(self, grads, groups: list[Group], state) -> int:
@@ -749,9 +749,7 @@ def _reference_step(
         new = (new_point, *state) if vmax is not None else (new_point, *state[:2])
         old = (x, m, v) if vmax is None else (x, m, v, vmax)
         # a degenerate sphere (e.g. a zero filter) or point keeps its value and state
-        axis = getattr(manifold, "unit_norm_axis", None)
-        if axis is None:
-            axis = tuple(range(-len(manifold.point_shape), 0))
+        axis = point_axes(manifold)
         bad = ~torch.isfinite(new_point.abs().amax(dim=axis, keepdim=True))
         bad |= ~torch.isfinite(new[1].abs().amax(dim=axis, keepdim=True))
         bad |= ~torch.isfinite(new[2])

@@ -27,6 +27,7 @@ from ..step import (
     sphere_sgd_step_,
     unit_norm_axis,
 )
+from ..step.fused import point_axes
 from ..step.native import NONFINITE, PreparedStep, native_available, oblique_sgd_
 from ._filter_rate import FILTER_RATES, check_filter_rate, filter_rate_sgd, filter_rates
 from ._functional import (
@@ -431,7 +432,7 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> 
                 rate_for(hp, point),
             )
         new_point, new_buf = _keep_degenerate(
-            geometry.manifold, stacked, point, new_point, buf, new_buf, view, found
+            geometry.manifold, point, new_point, buf, new_buf, view, found
         )
         writes.append((point, new_point))
         bufs[i] = store_buffer(new_buf, params[i], view)
@@ -446,14 +447,11 @@ def _single_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> 
         point.copy_(new_point)
 
 
-def _keep_degenerate(manifold, stacked, point, new_point, buf, new_buf, view, found):
+def _keep_degenerate(manifold, point, new_point, buf, new_buf, view, found):
     """``new_point`` and ``new_buf`` where the update is finite; the point's value and
     momentum (zero on a first step) in each row (or point) where it is not -- the
     normalize retraction of a zero update is NaN. Sets ``found`` where any is kept."""
-    axis = getattr(manifold, "unit_norm_axis", None)
-    if axis is None:
-        axis = tuple(range(1 if stacked else 0, new_point.ndim))
-    ok = torch.isfinite(new_point).all(dim=axis, keepdim=True)
+    ok = torch.isfinite(new_point).all(dim=point_axes(manifold), keepdim=True)
     new_point = torch.where(ok, new_point, point.to(new_point.dtype))
     if new_buf is not None:
         kept = torch.zeros((), dtype=new_buf.dtype) if buf is None else view(buf)
@@ -565,7 +563,6 @@ def _multi_tensor_step(params, grads, bufs, geometries, indices, hp, found) -> N
         )
         new_points, new_buf = _keep_degenerate(
             geometry.manifold,
-            True,
             stacked_points,
             new_points,
             stacked_buf,

@@ -26,7 +26,7 @@ import torch
 from ..manifolds import working_dtype
 from .sgd import SGDHyperparameters
 
-__all__ = ["unit_norm_axis", "sphere_sgd_step_"]
+__all__ = ["unit_norm_axis", "point_axes", "sphere_sgd_step_"]
 
 
 def unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
@@ -40,6 +40,15 @@ def unit_norm_axis(manifold) -> int | tuple[int, ...] | None:
     ):
         return None
     return getattr(manifold, "unit_norm_axis", None)
+
+
+def point_axes(manifold) -> int | tuple[int, ...]:
+    """The trailing axes of one unit of ``manifold``'s points that a step keeps or moves
+    whole: the declared unit-norm axis (a row of an oblique point, a whole sphere), else
+    every axis of the point (a Stiefel matrix); negative, so that leading copies axes
+    broadcast."""
+    axis = getattr(manifold, "unit_norm_axis", None)
+    return tuple(range(-len(manifold.point_shape), 0)) if axis is None else axis
 
 
 def _inner(x: torch.Tensor, y: torch.Tensor, axis) -> torch.Tensor:
