@@ -22,7 +22,7 @@ from collections import defaultdict
 import torch
 
 from ..step.fused import point_axes
-from ._group import Group
+from ._group import Group, is_euclidean_group
 
 __all__ = ["NonFiniteGradientError"]
 
@@ -104,38 +104,39 @@ def raise_nonfinite(param_groups: list[Group], detail: str = "") -> None:
     )
 
 
+def manifold_parameters(groups: list[Group], geometry_of):
+    """``(group index, parameter index, parameter, geometry)`` of every parameter with a
+    gradient that lies on a manifold (Euclidean groups are passed over without building a
+    geometry: a 0-d parameter has none)."""
+    for gi, group in enumerate(groups):
+        if is_euclidean_group(group):
+            continue
+        for pi, param in enumerate(group["params"]):
+            if param.grad is not None:
+                geometry = geometry_of(param, group)
+                if not geometry.is_euclidean:
+                    yield gi, pi, param, geometry
+
+
 def warn_degenerate(
     owner: str, param_groups: list[Group], geometry_of, unchecked: bool = False
 ) -> None:
     """Warn that rows (points) kept their value because their update was zero or not
     finite, naming the parameters that hold zero or non-finite rows; ``unchecked``
     (``nonfinite="unchecked"``): a non-finite gradient may be the cause, and is named."""
-    named = []
-    for gi, group in enumerate(param_groups):
-        for pi, param in enumerate(group["params"]):
-            if param.grad is None:
-                continue
-            geometry = geometry_of(param, group)
-            if geometry.is_euclidean:
-                continue
-            point = geometry.view(param.detach())
-            rows = point.reshape(-1, point.shape[-1]) if point.ndim > 1 else point.view(1, -1)
-            norms = torch.linalg.vector_norm(rows.float(), dim=-1)
-            count = int((~(norms > 0) | ~torch.isfinite(norms)).sum())
-            if count:
-                named.append(f"group {gi} parameter {pi} (shape {tuple(param.shape)}): {count}")
+    named, bad = [], []
+    for gi, pi, param, geometry in manifold_parameters(param_groups, geometry_of):
+        point = geometry.view(param.detach())
+        rows = point.reshape(-1, point.shape[-1]) if point.ndim > 1 else point.view(1, -1)
+        norms = torch.linalg.vector_norm(rows.float(), dim=-1)
+        count = int((~(norms > 0) | ~torch.isfinite(norms)).sum())
+        if count:
+            named.append(f"group {gi} parameter {pi} (shape {tuple(param.shape)}): {count}")
+        if unchecked and not bool(torch.isfinite(param.grad).all()):
+            bad.append(f"group {gi} parameter {pi}")
     where = f" ({'; '.join(named)} zero or non-finite rows)" if named else ""
-    if unchecked:
-        bad = [
-            f"group {gi} parameter {pi}"
-            for gi, group in enumerate(param_groups)
-            for pi, param in enumerate(group["params"])
-            if param.grad is not None
-            and not geometry_of(param, group).is_euclidean
-            and not bool(torch.isfinite(param.grad).all())
-        ]
-        if bad:
-            where += f" (non-finite gradient in {', '.join(bad)}; nonfinite='unchecked')"
+    if bad:
+        where += f" (non-finite gradient in {', '.join(bad)}; nonfinite='unchecked')"
     warnings.warn(
         f"{owner}: some rows kept their value because their update was zero or not "
         f"finite{where}; a zero filter with a zero gradient is not on its manifold and does "
@@ -174,18 +175,13 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
     Empty (one pass over the manifold gradients, one host synchronisation per device) when
     every such gradient is finite."""
     masks = []
-    for group in groups:
-        for param in group["params"]:
-            grad = param.grad
-            if grad is None or grad.is_sparse:
-                continue
-            geometry = geometry_of(param, group)
-            if geometry.is_euclidean:
-                continue
-            axis = point_axes(geometry.manifold)
-            # max |g| is inf or NaN iff the row has a non-finite entry
-            finite = torch.isfinite(geometry.view(grad).abs().amax(dim=axis, keepdim=True))
-            masks.append((param, geometry.view, ~finite))
+    for _, _, param, geometry in manifold_parameters(groups, geometry_of):
+        if param.grad.is_sparse:
+            continue
+        axis = point_axes(geometry.manifold)
+        # max |g| is inf or NaN iff the row has a non-finite entry
+        finite = torch.isfinite(geometry.view(param.grad).abs().amax(dim=axis, keepdim=True))
+        masks.append((param, geometry.view, ~finite))
     flags: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
     for *_, bad in masks:
         flags[bad.device].append(bad.any())

@@ -162,3 +162,22 @@ def test_unchecked_leaves_the_gradient_as_given_and_names_it_in_the_warning(path
         opt.step()
     assert w.grad is grad
     torch.testing.assert_close(grad, given, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "unchecked"])
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_a_kept_row_beside_a_0d_euclidean_parameter_warns(path, nonfinite):
+    """A zero filter row (kept in every mode) and a 0-d Euclidean parameter (a learnable
+    temperature): the warning passes over the Euclidean group (it had built a geometry
+    for the 0-d tensor and raised)."""
+    w = torch.nn.functional.normalize(torch.randn(4, 3), dim=1).requires_grad_()
+    t = torch.tensor(1.0, requires_grad=True)
+    groups = [{"params": [w], "manifold": "oblique"}, {"params": [t]}]
+    opt = RiemannianSGD(groups, lr=0.1, nonfinite=nonfinite, **path)
+    with torch.no_grad():
+        w[0] = 0
+    w.grad, t.grad = torch.zeros(4, 3), torch.tensor(0.5)
+    w.grad[1:] = torch.randn(3, 3)
+    with pytest.warns(RuntimeWarning, match="kept their value"):
+        opt.step()
+    assert torch.equal(w[0].detach(), torch.zeros(3)) and float(t) == pytest.approx(0.95)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -179,8 +180,12 @@ def _tensors(dtype, seed=0):
     return [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
 
 
+@pytest.mark.parametrize("nonfinite", ["raise", "unchecked"])
 @pytest.mark.parametrize("entry, dtype, optim_input", _cases())
-def test_euclidean_groups_equal_torch_bit_for_bit(entry, dtype, optim_input):
+def test_euclidean_groups_equal_torch_bit_for_bit(entry, dtype, optim_input, nonfinite):
+    """With ``nonfinite="unchecked"`` a gradient entry is inf at the second step and NaN at
+    the third, and the weights (NaN and inf included) still equal torch's."""
+    poison = nonfinite == "unchecked"
     values = _tensors(dtype)
     ours = [v.clone().requires_grad_() for v in values]
     theirs = [v.clone().requires_grad_() for v in values]
@@ -188,7 +193,9 @@ def test_euclidean_groups_equal_torch_bit_for_bit(entry, dtype, optim_input):
     def groups(params):  # two groups, the second with its own rate
         return [{"params": params[:2]}, {"params": params[2:], "lr": 0.02}]
 
-    opt = entry.ours(groups(ours), **_ours_kwargs(entry, _copy_kwargs(optim_input.kwargs)))
+    opt = entry.ours(
+        groups(ours), nonfinite=nonfinite, **_ours_kwargs(entry, _copy_kwargs(optim_input.kwargs))
+    )
     # torch's reference path (single tensor): torch's fused CPU kernel rounds some entries
     # differently from it (1 ulp, seen with torch 2.13); ours follows the reference
     reference = {k: v for k, v in optim_input.kwargs.items() if k not in ("fused", "foreach")}
@@ -201,13 +208,17 @@ def test_euclidean_groups_equal_torch_bit_for_bit(entry, dtype, optim_input):
     for step in range(STEPS):
         for a, b in zip(ours, theirs):
             g = torch.randn(a.shape, generator=gen, dtype=dtype)
+            if poison and step in (1, 2) and g.dim() == 2:
+                g[0, step] = math.inf if step == 1 else math.nan
             a.grad, b.grad = g.clone(), g.clone()
         opt.step()
         ref.step()
         for k, (a, b) in enumerate(zip(ours, theirs)):
-            assert torch.equal(a.detach(), b.detach()), (
+            assert torch.equal(a.detach().nan_to_num(7, 8, 9), b.detach().nan_to_num(7, 8, 9)), (
                 f"step {step}, tensor {k}: differs by {(a - b).abs().max().item():.3g}"
             )
+    if poison:
+        assert not bool(ours[0].isfinite().all()), "the inf/NaN never reached the weights"
 
 
 @pytest.mark.parametrize("entry, dtype, optim_input", _cases())
