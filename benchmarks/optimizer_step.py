@@ -8,6 +8,8 @@ Parameter sets (random gradients, fixed across steps):
 - ``conv4``: four conv layers 64x64x7x7 (BN-fed) with their BN vectors (0.8M weights);
 - ``segnet-vgg16``: the 26 BN-fed convs of a VGG16-BN SegNet encoder+decoder
   (``riemann_dnn.models.SegNet(11, width=64)``, 29.5M weights), its BN vectors and classifier.
+- ``rows-576``, ``rows-1152``, ``rows-2304``, ``rows-4608`` (opt-in, headline table): one
+  BN-fed conv weight of 14.7M entries whose rows are that long (:data:`ROW_SETS`).
 
 Methods, each with ``foreach`` on and off, momentum 0 and 0.9:
 
@@ -94,6 +96,23 @@ PARAMETER_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
     "conv4": [(f"conv{k}", (64, 64, 7, 7), True) for k in (1, 2, 3, 4)]
     + [(f"bn{k}.{v}", (64,), False) for k in (1, 2, 3, 4) for v in ("weight", "bias")],
 }
+
+
+#: Opt-in sets (``--sets rows-576 ... rows-4608``): one BN-fed conv weight of 14,745,600
+#: entries (the VGG set's largest layer, 512x512x3x3, is 2.4M), its rows 64, 128, 256 or 512
+#: input channels times 3x3 long -- where the row-fused kernel's cost moves with the row
+#: length alone (a row of 4608 floats and its gradient no longer fit a 32 KiB L1 cache).
+ROW_SETS: dict[str, list[tuple[str, tuple[int, ...], bool]]] = {
+    f"rows-{c * 9}": [("conv", (14_745_600 // (c * 9), c, 3, 3), True)]
+    for c in (64, 128, 256, 512)
+}
+BIG_SETS = ("segnet-vgg16", *ROW_SETS)  # timed with --big-repeats samples of one step
+
+
+def _spec(set_name: str) -> list[tuple[str, tuple[int, ...], bool]]:
+    if set_name == "segnet-vgg16":
+        return _segnet_spec()
+    return ROW_SETS[set_name] if set_name in ROW_SETS else PARAMETER_SETS[set_name]
 
 
 def _segnet_spec() -> list[tuple[str, tuple[int, ...], bool]]:
@@ -222,10 +241,10 @@ def measure_steps(
 ) -> list[dict]:
     rows = []
     for set_name in sets:
-        if set_name == "segnet-vgg16" and big_repeats is not None:
+        if set_name in BIG_SETS and big_repeats is not None:
             rows += measure_steps([set_name], big_repeats, 1, device)
             continue
-        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
+        spec = _spec(set_name)
         for momentum in (0.0, 0.9):
             samplers = {}
             for foreach in (True, False):
@@ -358,8 +377,8 @@ def measure_headline(
     median and interquartile range of its per-round ratio to its baseline."""
     rows = []
     for set_name in sets:
-        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
-        reps, inn = (big_repeats or repeats, 1) if set_name == "segnet-vgg16" else (repeats, inner)
+        spec = _spec(set_name)
+        reps, inn = (big_repeats or repeats, 1) if set_name in BIG_SETS else (repeats, inner)
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             for momentum in (0.0, 0.9):
@@ -483,8 +502,8 @@ def measure_adam(sets, repeats: int, inner: int, device, big_repeats: int | None
     interleaved; per method the median seconds per step and its interquartile range."""
     rows = []
     for set_name in sets:
-        spec = _segnet_spec() if set_name == "segnet-vgg16" else PARAMETER_SETS[set_name]
-        reps, inn = (big_repeats or repeats, 1) if set_name == "segnet-vgg16" else (repeats, inner)
+        spec = _spec(set_name)
+        reps, inn = (big_repeats or repeats, 1) if set_name in BIG_SETS else (repeats, inner)
         samplers = {m: _adam_optimizer(m, spec, device).step for m in ADAM_METHODS}
         times = _interleaved(samplers, reps, inn, device)
         medians = {k: statistics.median(v) for k, v in times.items()}
@@ -686,14 +705,15 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--sets",
         nargs="+",
-        choices=[*PARAMETER_SETS, "segnet-vgg16"],
+        choices=[*PARAMETER_SETS, "segnet-vgg16", *ROW_SETS],
         default=[*PARAMETER_SETS, "segnet-vgg16"],
+        help="parameter sets (default: all but the opt-in rows-N sets)",
     )
     parser.add_argument(
         "--big-repeats",
         type=int,
         default=10,
-        help="samples per method for segnet-vgg16 (29.5M weights)",
+        help="samples per method for segnet-vgg16 (29.5M weights) and the rows-N sets",
     )
     parser.add_argument(
         "--depths",
@@ -755,7 +775,7 @@ def main(argv=None) -> None:
     first_call = _first_call_seconds() if args.headline_threads else {}
     headline_rows = (
         measure_headline(
-            [s for s in args.sets if s in ("archbn-d4", "segnet-vgg16")],
+            [s for s in args.sets if s in ("archbn-d4", "segnet-vgg16", *ROW_SETS)],
             args.repeats,
             args.inner,
             device,

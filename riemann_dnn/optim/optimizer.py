@@ -459,6 +459,8 @@ class RiemannianOptimizer(Optimizer):
             return None
         sets: dict[Hashable, list[int]] = {}
         for index, group in enumerate(groups):
+            if not group["params"]:  # nothing to step; it must not send the rest eager
+                continue
             key = self._kernel_key(group)
             if key is None:
                 return None

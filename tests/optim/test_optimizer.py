@@ -98,3 +98,39 @@ def test_a_state_of_the_wrong_shape_is_refused_before_any_weight_moves(name, key
     with pytest.raises(ValueError, match=rf"state '{key}' has shape \(7,\) but its parameter"):
         opt.step()
     assert all(torch.equal(p.detach(), q) for p, q in zip((w, b), before)), "a weight moved"
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "unchecked"])
+@pytest.mark.parametrize("where", [0, 1, 2])
+@pytest.mark.parametrize("make", ["sgd", "adam"])
+def test_an_empty_group_keeps_the_prepared_kernel_and_changes_nothing(make, where, nonfinite):
+    """A hand-written empty group (e.g. the Euclidean rest of a model with none) is
+    skipped: the other groups still take one prepared native call (an empty group had sent
+    every group down the eager paths, 7x slower with nonfinite='unchecked' on a 14.7M-entry
+    conv), and the weights equal those of the same optimizer without it, bit for bit."""
+    from riemann_dnn.optim import RiemannianAdam
+    from riemann_dnn.step.native import native_available
+
+    if not native_available():
+        pytest.skip("no C compiler: no prepared kernel")
+    cls = RiemannianSGD if make == "sgd" else RiemannianAdam
+    runs = []
+    for empty in (False, True):
+        gen = torch.Generator().manual_seed(3)
+        conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen))
+        bias = torch.nn.Parameter(torch.randn(8, generator=gen))
+        groups = [{"params": [conv], "manifold": "oblique"}, {"params": [bias]}]
+        if empty:
+            groups.insert(
+                where, {"params": [], "momentum": 0.5} if make == "sgd" else {"params": []}
+            )
+        kwargs = {"momentum": 0.9} if make == "sgd" else {}
+        opt = cls(groups, lr=0.01, nonfinite=nonfinite, **kwargs)
+        for step in range(3):
+            conv.grad = torch.randn(conv.shape, generator=gen)
+            bias.grad = torch.randn(bias.shape, generator=gen)
+            opt.step()
+        assert opt._kernels, "the step left the prepared kernel"
+        runs.append((conv.detach().clone(), bias.detach().clone()))
+    for before, after in zip(*runs):
+        assert torch.equal(before, after)
