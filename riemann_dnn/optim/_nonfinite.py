@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import torch
 
-from ..step.fused import point_axes
+from ..step.fused import nonfinite_points, point_axes
 from ._group import Group, is_euclidean_group
 
 __all__ = ["NonFiniteGradientError"]
@@ -179,9 +179,7 @@ def hold_nonfinite_rows(groups: list[Group], geometry_of, state: dict, state_ten
         if param.grad.is_sparse:
             continue
         axis = point_axes(geometry.manifold)
-        # max |g| is inf or NaN iff the row has a non-finite entry
-        finite = torch.isfinite(geometry.view(param.grad).abs().amax(dim=axis, keepdim=True))
-        masks.append((param, geometry.view, ~finite))
+        masks.append((param, geometry.view, nonfinite_points(geometry.view(param.grad), axis)))
     flags: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
     for *_, bad in masks:
         flags[bad.device].append(bad.any())

@@ -34,7 +34,7 @@ from ..step.adam import (
     riemannian_adam_step,
     second_moment_axes,
 )
-from ..step.fused import point_axes, unit_norm_axis
+from ..step.fused import nonfinite_points, point_axes, unit_norm_axis
 from ..step.native import FiniteCheck, PreparedAdamRows, adam_native_available, oblique_adam_
 from ._functional import ROW_KERNEL_DTYPES, rate_for
 from ._group import Group, is_euclidean_group, scalar_rate
@@ -750,8 +750,7 @@ def _reference_step(
         old = (x, m, v) if vmax is None else (x, m, v, vmax)
         # a degenerate sphere (e.g. a zero filter) or point keeps its value and state
         axis = point_axes(manifold)
-        bad = ~torch.isfinite(new_point.abs().amax(dim=axis, keepdim=True))
-        bad |= ~torch.isfinite(new[1].abs().amax(dim=axis, keepdim=True))
+        bad = nonfinite_points(new_point, axis) | nonfinite_points(new[1], axis)
         bad |= ~torch.isfinite(new[2])
         if bool(bad.any()):
             kept = True

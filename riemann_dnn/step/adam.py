@@ -51,6 +51,7 @@ import torch
 from pymanopt.manifolds.manifold import Manifold
 
 from ..manifolds import Array, array_namespace, working_dtype
+from .fused import nonfinite_points
 
 __all__ = [
     "AdamHyperparameters",
@@ -272,13 +273,12 @@ def checked_sphere_adam_step_(
         (exp_avg, exp_avg_sq) if max_exp_avg_sq is None else (exp_avg, exp_avg_sq, max_exp_avg_sq)
     )
     kept = [t.clone() for t in state]
-    # max |g| over a sphere is inf/NaN iff the sphere has a non-finite entry
-    bad = ~torch.isfinite(gw.abs().amax(dim=axis, keepdim=True))
+    bad = nonfinite_points(gw, axis)
     if bool(bad.any()):
         gw = gw.masked_fill(bad, 0)
     sphere_adam_step_(xw, gw, *state[:2], max_exp_avg_sq, axis, step, hp, maximize=maximize)
     for t in (xw, exp_avg, exp_avg_sq):
-        bad |= ~torch.isfinite(t.abs().amax(dim=axis, keepdim=True))
+        bad |= nonfinite_points(t, axis)
     any_bad = bool(bad.any())
     if any_bad:
         xw.copy_(torch.where(bad, x.to(work), xw))

@@ -74,3 +74,25 @@ def test_only_unit_norm_manifolds_with_normalize_and_projection_qualify():
     assert unit_norm_axis(Oblique(3, 4).with_transport("parallel")) is None
     assert unit_norm_axis(Stiefel(4, 3)) is None
     assert unit_norm_axis(Euclidean(3)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("axis", [-1, (-1,), (-2, -1)])
+def test_nonfinite_points_marks_exactly_the_points_holding_inf_or_nan(dtype, axis):
+    """Max and min of a point are finite iff every entry is: the same marks as the largest
+    magnitude's (NaN, +inf and -inf alone or together, and huge finite entries whose sum
+    would overflow), without its full-size temporary."""
+    from riemann_dnn.step.fused import nonfinite_points
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(3, 6, 5, generator=gen).to(dtype)
+    t[0, 1, 2] = float("nan")
+    t[1, 4, 0] = float("inf")
+    t[1, 4, 1] = -float("inf")
+    t[2, 0, 3] = -float("inf")
+    t[2, 5] = torch.finfo(dtype).max  # finite, though its sum is not
+    expected = ~torch.isfinite(t.abs().amax(dim=axis, keepdim=True))
+    got = nonfinite_points(t, axis)
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected)
+    assert int(got.sum()) == 3  # rows (or points) 0, 1 and 2 each hold one
