@@ -62,6 +62,14 @@ interquartile range of each method's samples::
 
     python benchmarks/optimizer_step.py --adam-only --repeats 200
 
+``--kernel-rows`` adds a table of the native kernel alone
+(:class:`~riemann_dnn.step.native.PreparedStep`, plain and oblique rows, no gradient check)
+against ``SGD(fused=True)``, all three stepping the same weight of each ``rows-N`` shape, so
+that where each tensor lies in memory cancels out::
+
+    python benchmarks/optimizer_step.py --headline-only --headline-threads --adam-only \
+        --kernel-rows --big-repeats 31 --clock thread
+
 ``--threads`` (default 1) sizes torch's thread pool: with two, the pool's threads spin
 against whatever else runs on the machine and per-step times scatter widely.
 """
@@ -69,6 +77,7 @@ against whatever else runs on the machine and per-step times scatter widely.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -417,11 +426,89 @@ def measure_headline(
     return rows
 
 
+def measure_kernel_rows(repeats: int) -> list[dict]:
+    """The native kernel's plain and oblique rows (:class:`~riemann_dnn.step.native.
+    PreparedStep`, no gradient check) against ``SGD(fused=True)``, all three stepping the
+    same weight and gradient (one :data:`ROW_SETS` weight, viewed as ``(rows, n)``), so
+    that where each tensor lies in memory cancels out of the ratios: what the row length
+    alone costs. One thread, interleaved rounds of one step."""
+    from riemann_dnn.step.native import PreparedStep
+
+    rows = []
+    for set_name, [(_, shape, _)] in ROW_SETS.items():
+        gen = torch.Generator().manual_seed(0)
+        flat = torch.nn.functional.normalize(torch.randn(shape, generator=gen).flatten(1))
+        weight = nn.Parameter(flat.view(shape))
+        weight.grad = torch.randn(shape, generator=gen)
+        point, grads = weight.detach().view(flat.shape), [weight.grad.view(flat.shape)]
+        for momentum in (0.0, 0.9):
+            samplers = {"SGD(fused)": _fused_sgd_on([weight], momentum).step}
+            for name, normalize in (("plain rows", False), ("oblique rows", True)):
+                buffers = [torch.zeros_like(point)] if momentum else None
+                step = PreparedStep([point], [normalize], buffers, params=[weight])
+                samplers[name] = functools.partial(step, grads, lr=LR, momentum=momentum)
+            times = _interleaved(samplers, repeats, 1, torch.device("cpu"))
+            for name in samplers:
+                rows.append(
+                    {
+                        "set": set_name,
+                        "row_length": flat.shape[1],
+                        "momentum": momentum,
+                        "method": name,
+                        "us_per_step": 1e6 * statistics.median(times[name]),
+                        "ratio": None
+                        if name == "SGD(fused)"
+                        else ratio_summary(times, name, "SGD(fused)"),
+                        "samples": repeats,
+                    }
+                )
+            print(
+                f"{set_name} momentum={momentum:g}: "
+                + ", ".join(
+                    f"{r['method']} {r['us_per_step']:.0f}us"
+                    + (f" ({r['ratio']['median']:.2f})" if r["ratio"] else "")
+                    for r in rows[-3:]
+                ),
+                flush=True,
+            )
+    return rows
+
+
+def _kernel_rows_markdown(rows) -> str:
+    lines = [
+        "## The kernel's rows against SGD(fused=True) on the same tensors",
+        "",
+        "One weight of 14.7M float32 entries viewed as (rows, n); the native kernel's plain "
+        "(Euclidean) and oblique rows, no gradient check, and torch's fused SGD, all stepping "
+        "that weight with that gradient; one thread; per-round ratio, median [IQR].",
+        "",
+        "| row length | momentum | SGD(fused) us | plain rows / SGD(fused) | oblique rows / "
+        "SGD(fused) |",
+        "|---:|---:|---:|---|---|",
+    ]
+    for i in range(0, len(rows), 3):
+        base, plain, oblique = rows[i : i + 3]
+        cells = [
+            f"{r['ratio']['median']:.2f} [{r['ratio']['q1']:.2f}, {r['ratio']['q3']:.2f}]"
+            for r in (plain, oblique)
+        ]
+        lines.append(
+            f"| {base['row_length']} | {base['momentum']:g} | {base['us_per_step']:.0f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _fused_sgd(spec, momentum, device):
     opt = _optimizer("SGD", spec, momentum, True, device)
     for group in opt.param_groups:
         group["foreach"], group["fused"] = False, True
     return opt
+
+
+def _fused_sgd_on(params, momentum):
+    return torch.optim.SGD(params, lr=LR, momentum=momentum, fused=True)
 
 
 def _headline_markdown(rows, first_call, meta) -> str:
@@ -752,6 +839,12 @@ def main(argv=None) -> None:
         help="the Adam table (archbn-d4, segnet-vgg16; --threads threads)",
     )
     parser.add_argument("--adam-only", action="store_true", help="only the Adam table")
+    parser.add_argument(
+        "--kernel-rows",
+        action="store_true",
+        help="add the table of the native kernel's rows against SGD(fused) on the same "
+        "tensors, by row length (one thread; --big-repeats rounds)",
+    )
     args = parser.parse_args(argv)
     global _clock
     _clock = CLOCKS[args.clock]
@@ -785,6 +878,8 @@ def main(argv=None) -> None:
         if args.headline_threads
         else []
     )
+    torch.set_num_threads(1)
+    kernel_rows = measure_kernel_rows(args.big_repeats) if args.kernel_rows else []
     torch.set_num_threads(max(1, args.threads))
     step_rows, iteration_rows, kind_rows = [], [], []
     if not args.headline_only:
@@ -819,6 +914,7 @@ def main(argv=None) -> None:
                 "headline": headline_rows,
                 "symmetry_kinds": kind_rows,
                 "adam": adam_rows,
+                "kernel_rows": kernel_rows,
                 "native_first_call": first_call,
             },
             indent=2,
@@ -829,6 +925,8 @@ def main(argv=None) -> None:
         markdown += "\n" + _headline_markdown(headline_rows, first_call, meta)
     if adam_rows:
         markdown += "\n" + _adam_markdown(adam_rows)
+    if kernel_rows:
+        markdown += "\n" + _kernel_rows_markdown(kernel_rows)
     md_path.write_text(markdown)
     print(markdown)
     print(f"wrote {json_path} and {md_path}")
