@@ -471,24 +471,19 @@ class RiemannianOptimizer(Optimizer):
             self._kernels.clear()
         calls = []
         for members in sets.values():
-            members = tuple(members)
-            member_groups = [groups[i] for i in members]
-            cached = self._kernels.get(members)
-            if (
-                cached is not None
-                and cached[1] == state.version
-                and cached[0].valid_for(member_groups)
-            ):
-                kernel = cached[0]
-            else:
-                kernel = self._prepare_kernel(member_groups)
-                if kernel is None:
-                    return None
-                self._kernels[members] = (kernel, state.version)
-            grads = kernel.gradient_pointers()
-            if grads is None:
+            key, member_groups = tuple(members), [groups[i] for i in members]
+            found = self._prepared(key, member_groups, state)
+            if found is None and any(p.grad is None for g in member_groups for p in g["params"]):
+                # as torch.optim: a parameter without a gradient is left out, state and all;
+                # the others take a kernel of their own, in the same cache slot (one kernel
+                # per set at a time: a kernel may keep state of its own, e.g. packed counts)
+                member_groups = [g for g in map(_with_gradients, member_groups) if g["params"]]
+                if not member_groups:
+                    continue
+                found = self._prepared(key, member_groups, state)
+            if found is None:
                 return None
-            calls.append((members, kernel, grads, member_groups))
+            calls.append((key, *found, member_groups))
         bad = 0
         if not self._checks:
             for _, kernel, grads, member_groups in calls:
@@ -507,6 +502,23 @@ class RiemannianOptimizer(Optimizer):
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"
+
+    def _prepared(
+        self, key: Hashable, groups: list[Group], state: TrackedState
+    ) -> tuple[PreparedKernel, Any] | None:
+        """The cached (else a new) kernel for ``groups`` and its gradients' addresses, or
+        ``None`` when the groups do not qualify or a gradient cannot be read by it (missing,
+        sparse, of another dtype or layout)."""
+        cached = self._kernels.get(key)
+        if cached is not None and cached[1] == state.version and cached[0].valid_for(groups):
+            kernel = cached[0]
+        else:
+            kernel = self._prepare_kernel(groups)
+            if kernel is None:
+                return None
+            self._kernels[key] = (kernel, state.version)
+        grads = kernel.gradient_pointers()
+        return None if grads is None else (kernel, grads)
 
     @property
     def _checks(self) -> bool:
@@ -545,6 +557,11 @@ def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:
     mro = cls.__mro__
     owner = next((c for c in reversed(mro[: mro.index(base)]) if "__init__" in vars(c)), cls)
     return TypeError(f"{owner.__name__}.__init__() got an unexpected keyword argument {key!r}")
+
+
+def _with_gradients(group: Group) -> Group:
+    """``group`` with only its parameters that have a gradient (a shallow copy)."""
+    return {**group, "params": [p for p in group["params"] if p.grad is not None]}
 
 
 def _refuse_sparse(owner: str, groups: list[Group]) -> None:

@@ -134,3 +134,50 @@ def test_an_empty_group_keeps_the_prepared_kernel_and_changes_nothing(make, wher
         runs.append((conv.detach().clone(), bias.detach().clone()))
     for before, after in zip(*runs):
         assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "unchecked"])
+@pytest.mark.parametrize("make", ["sgd", "adam"])
+def test_a_parameter_without_a_gradient_is_left_out_and_the_rest_keep_the_kernel(make, nonfinite):
+    """A frozen or unused parameter (``grad`` None) is skipped, state and all, as by
+    torch.optim; the others still take one prepared native call (one missing gradient had
+    sent the whole step down the eager paths: 0.55 against 0.08 ms on ArchBN-4's set), and
+    every weight and state tensor equals the kernel-free reference's (``foreach=False``)
+    over steps that drop different parameters."""
+    from riemann_dnn.optim import RiemannianAdam
+    from riemann_dnn.step.native import native_available
+
+    if not native_available():
+        pytest.skip("no C compiler: no prepared kernel")
+    cls = RiemannianSGD if make == "sgd" else RiemannianAdam
+    kwargs = {"momentum": 0.9} if make == "sgd" else {}
+    missing_per_step = [{"frozen"}, {"frozen", "conv"}, {"frozen", "bias"}, {"frozen"}]
+    sides = []
+    for foreach in (None, False):
+        gen = torch.Generator().manual_seed(5)
+        params = {
+            "conv": torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen)),
+            "other": torch.nn.Parameter(torch.randn(6, 5, generator=gen)),
+            "bias": torch.nn.Parameter(torch.randn(8, generator=gen)),
+            "frozen": torch.nn.Parameter(torch.randn(3, 3, generator=gen)),
+        }
+        groups = [
+            {"params": [params["conv"], params["other"]], "manifold": "oblique"},
+            {"params": [params["bias"], params["frozen"]]},
+        ]
+        opt = cls(groups, lr=0.01, nonfinite=nonfinite, foreach=foreach, **kwargs)
+        for missing in missing_per_step:
+            for name, p in params.items():
+                p.grad = None if name in missing else torch.randn(p.shape, generator=gen)
+            opt.step()
+            if foreach is None:
+                assert opt._kernels, f"a step without {sorted(missing)} left the kernel"
+        sides.append((params, opt))
+    (params, opt), (ref_params, ref) = sides
+    assert params["frozen"] not in opt.state, "a parameter without a gradient got state"
+    for name, p in params.items():
+        torch.testing.assert_close(p, ref_params[name], rtol=1e-6, atol=1e-6, msg=name)
+        for key, value in opt.state.get(p, {}).items():
+            torch.testing.assert_close(
+                value, ref.state[ref_params[name]][key], rtol=1e-6, atol=1e-6, msg=key
+            )
