@@ -53,8 +53,9 @@ class PreparedKernel(Protocol):
         shape) this kernel was laid out over."""
 
     def gradient_pointers(self) -> Any | None:
-        """The gradients to step with, or ``None`` when one is missing or unusable (then
-        the whole step takes the eager paths)."""
+        """The gradients to step with, or ``None`` when one is missing or unusable (the
+        base then lays out a kernel over the parameters that have one; a gradient it still
+        cannot read -- sparse, of another dtype or layout -- sends the step eager)."""
 
     def all_finite(self, grads: Any) -> bool:
         """Whether every entry of ``grads`` is finite (one read, before any weight moves)."""
