@@ -114,6 +114,21 @@ class Oblique(Sphere):
         return cls(out, rest, unit="rows", retraction=retraction)
 
 
+def _channels_last_hint(weight) -> str:
+    """The fix for a model in a channels-last memory format, whose conv weights are not
+    contiguous (each filter's entries are, in another order)."""
+    import torch
+
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    layout = formats.get(weight.ndim)
+    if layout is None or not weight.is_contiguous(memory_format=layout):
+        return ""
+    return (
+        " (the weight is channels-last, whose filters the row view does not support: keep "
+        "the model in the default layout, model.to(memory_format=torch.contiguous_format))"
+    )
+
+
 def filter_matrix(weight: Array) -> Array:
     """View a weight of shape ``(out, *rest)`` as the ``(out, prod(rest))`` matrix of its
     filters, sharing memory (no copy). Raises ``ValueError`` if that needs a copy."""
@@ -127,6 +142,7 @@ def filter_matrix(weight: Array) -> Array:
             raise ValueError(
                 f"filter_matrix: weight of shape {tuple(weight.shape)} is not contiguous, so "
                 f"it cannot be viewed as {shape} without a copy; call .contiguous() first"
+                + _channels_last_hint(weight)
             ) from err
     view = weight.reshape(shape)
     if not np.shares_memory(view, weight):

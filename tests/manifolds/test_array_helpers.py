@@ -186,3 +186,21 @@ def test_filter_matrix_refuses_to_copy():
         filter_matrix(array)
     with pytest.raises(ValueError, match="2 dimensions"):
         filter_matrix(torch.randn(5))
+    assert "channels-last" not in str(info.value)  # a plain permutation gets no such hint
+
+
+def test_a_channels_last_model_is_refused_with_the_layout_to_use():
+    """torch's recommended CNN layout stores each filter's entries together but in another
+    order, which the row view does not take: refused when the optimizer is built, naming
+    the layout to train in (not only ".contiguous()", which a module does not have)."""
+    from riemann_dnn.optim import RiemannianSGD
+    from riemann_dnn.params import param_groups
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8)).to(
+        memory_format=torch.channels_last
+    )
+    groups = param_groups(model, example_input=torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"model\.to\(memory_format=torch\.contiguous_format\)"):
+        RiemannianSGD(groups, lr=0.1)
+    model.to(memory_format=torch.contiguous_format)
+    RiemannianSGD(groups, lr=0.1).step()  # the fix named works
