@@ -166,6 +166,7 @@ class RiemannianOptimizer(Optimizer):
         self._geometries: dict[torch.Tensor, tuple[tuple, Geometry]] = {}
         self._project_initial = project_initial
         self._kernels: dict[tuple[int, ...], tuple[PreparedKernel, int]] = {}
+        self._partial: set[tuple[int, ...]] = set()  # sets whose last step left some out
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self.skipped_copies: torch.Tensor | None = None
@@ -331,6 +332,7 @@ class RiemannianOptimizer(Optimizer):
         self.state = TrackedState(self.state)
         self._geometries = {}
         self._kernels = {}
+        self._partial = set()
         self.__dict__.setdefault("nonfinite", "raise")
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("skipped_copies", None)
@@ -381,6 +383,7 @@ class RiemannianOptimizer(Optimizer):
         self.state = TrackedState(self.state)
         self._geometries = {}
         self._kernels = {}
+        self._partial = set()
         self._keep_working_precision(state_dict)
 
     def _keep_working_precision(self, state_dict: dict[str, Any]) -> None:
@@ -472,16 +475,25 @@ class RiemannianOptimizer(Optimizer):
             self._kernels.clear()
         calls = []
         for members in sets.values():
+            # as torch.optim, a parameter without a gradient is left out, state and all: the
+            # others take a kernel of their own, in the set's one cache slot (a kernel may
+            # keep state of its own, e.g. packed step counts); a set that left some out last
+            # step is filtered first, so that its kernel is not laid out twice a step
             key, member_groups = tuple(members), [groups[i] for i in members]
-            found = self._prepared(key, member_groups, state)
-            if found is None and any(p.grad is None for g in member_groups for p in g["params"]):
-                # as torch.optim: a parameter without a gradient is left out, state and all;
-                # the others take a kernel of their own, in the same cache slot (one kernel
-                # per set at a time: a kernel may keep state of its own, e.g. packed counts)
-                member_groups = [g for g in map(_with_gradients, member_groups) if g["params"]]
-                if not member_groups:
-                    continue
-                found = self._prepared(key, member_groups, state)
+            partial = key in self._partial
+            if partial:
+                member_groups, partial = _with_gradients(member_groups)
+            found = self._prepared(key, member_groups, state) if member_groups else None
+            if found is None and not partial:
+                member_groups, partial = _with_gradients(member_groups)
+                if partial and member_groups:
+                    found = self._prepared(key, member_groups, state)
+            if partial:
+                self._partial.add(key)
+            else:
+                self._partial.discard(key)
+            if not member_groups:
+                continue
             if found is None:
                 return None
             calls.append((key, *found, member_groups))
@@ -560,9 +572,14 @@ def unexpected_keyword(cls: type, base: type, key: str) -> TypeError:
     return TypeError(f"{owner.__name__}.__init__() got an unexpected keyword argument {key!r}")
 
 
-def _with_gradients(group: Group) -> Group:
-    """``group`` with only its parameters that have a gradient (a shallow copy)."""
-    return {**group, "params": [p for p in group["params"] if p.grad is not None]}
+def _with_gradients(groups: list[Group]) -> tuple[list[Group], bool]:
+    """``groups`` with only their parameters that have a gradient (shallow copies; groups
+    left empty dropped), and whether some parameter was left out."""
+    kept = [{**g, "params": [p for p in g["params"] if p.grad is not None]} for g in groups]
+    dropped = sum(map(len, (g["params"] for g in groups))) != sum(
+        map(len, (g["params"] for g in kept))
+    )
+    return [g for g in kept if g["params"]], dropped
 
 
 def _refuse_sparse(owner: str, groups: list[Group]) -> None:

@@ -181,3 +181,36 @@ def test_a_parameter_without_a_gradient_is_left_out_and_the_rest_keep_the_kernel
             torch.testing.assert_close(
                 value, ref.state[ref_params[name]][key], rtol=1e-6, atol=1e-6, msg=key
             )
+
+
+@pytest.mark.parametrize("make", ["sgd", "adam"])
+def test_a_frozen_parameter_costs_one_layout_not_one_per_step(make):
+    """With the same parameter frozen on every step, the kernel over the others is laid out
+    once and reused (it had been laid out twice a step: the full set first, then the
+    subset, each evicting the other from the set's one cache slot)."""
+    from riemann_dnn.optim import RiemannianAdam
+    from riemann_dnn.step.native import native_available
+
+    if not native_available():
+        pytest.skip("no C compiler: no prepared kernel")
+    gen = torch.Generator().manual_seed(0)
+    conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen))
+    frozen = torch.nn.Parameter(torch.randn(5, generator=gen))
+    bias = torch.nn.Parameter(torch.randn(8, generator=gen))
+    groups = [{"params": [conv], "manifold": "oblique"}, {"params": [frozen, bias]}]
+    kwargs = {"momentum": 0.9} if make == "sgd" else {}
+    opt = (RiemannianSGD if make == "sgd" else RiemannianAdam)(groups, lr=0.01, **kwargs)
+    layouts = []
+    prepare = opt._prepare_kernel
+    opt._prepare_kernel = lambda g: layouts.append(len(g)) or prepare(g)
+    for _ in range(6):
+        conv.grad, bias.grad = torch.randn(conv.shape), torch.randn(bias.shape)
+        opt.step()
+    assert opt._kernels and len(layouts) <= 2, f"{len(layouts)} layouts in 6 steps"
+    # it joins: the first step takes the eager paths (some state exists, its does not),
+    # then one layout over all three, reused
+    frozen.grad = torch.randn(frozen.shape)
+    conv.grad, bias.grad = torch.randn(conv.shape), torch.randn(bias.shape)
+    for _ in range(4):
+        opt.step()
+    assert opt._kernels and len(layouts) <= 4 and frozen in opt.state
