@@ -475,25 +475,10 @@ class RiemannianOptimizer(Optimizer):
             self._kernels.clear()
         calls = []
         for members in sets.values():
-            # as torch.optim, a parameter without a gradient is left out, state and all: the
-            # others take a kernel of their own, in the set's one cache slot (a kernel may
-            # keep state of its own, e.g. packed step counts); a set that left some out last
-            # step is filtered first, so that its kernel is not laid out twice a step
-            key, member_groups = tuple(members), [groups[i] for i in members]
-            partial = key in self._partial
-            if partial:
-                member_groups, partial = _with_gradients(member_groups)
-            found = self._prepared(key, member_groups, state) if member_groups else None
-            if found is None and not partial:
-                member_groups, partial = _with_gradients(member_groups)
-                if partial and member_groups:
-                    found = self._prepared(key, member_groups, state)
-            if partial:
-                self._partial.add(key)
-            else:
-                self._partial.discard(key)
+            key = tuple(members)
+            member_groups, found = self._set_kernel(key, [groups[i] for i in members], state)
             if not member_groups:
-                continue
+                continue  # no parameter of the set has a gradient
             if found is None:
                 return None
             calls.append((key, *found, member_groups))
@@ -515,6 +500,26 @@ class RiemannianOptimizer(Optimizer):
         for members, kernel, _, _ in calls:  # their own state writes leave them valid
             self._kernels[members] = (kernel, state.version)
         return "rows" if bad else "stepped"
+
+    def _set_kernel(
+        self, key: tuple[int, ...], groups: list[Group], state: TrackedState
+    ) -> tuple[list[Group], tuple[PreparedKernel, Any] | None]:
+        """The groups of one set that step, and their kernel with its gradients' addresses
+        (``None``: the eager paths). As in ``torch.optim``, a parameter without a gradient
+        is left out, state and all: the others take a kernel of their own, in the set's one
+        cache slot (a kernel may keep state of its own, e.g. packed step counts). A set that
+        left some out on its last step is filtered first, so that its kernel is not laid out
+        twice a step."""
+        partial = key in self._partial
+        if partial:
+            groups, partial = _with_gradients(groups)
+        found = self._prepared(key, groups, state) if groups else None
+        if found is None and not partial:
+            groups, partial = _with_gradients(groups)
+            if partial and groups:
+                found = self._prepared(key, groups, state)
+        (self._partial.add if partial else self._partial.discard)(key)
+        return groups, found
 
     def _prepared(
         self, key: Hashable, groups: list[Group], state: TrackedState
