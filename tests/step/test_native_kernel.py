@@ -322,3 +322,26 @@ def test_prepared_plain_rows_equal_torch_sgd_bit_for_bit():
             sgd.step()
             step([g], lr=0.1, first_step=k == 0, **hyper)
             assert torch.equal(ours, theirs.detach()), (hyper, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("n", [1, 255, 1024, 1031, 4 * 256 * 16 + 7, 70001])
+def test_all_finite_finds_an_entry_in_every_part_of_its_walk(dtype, n):
+    """The check walks an array as four equal parts in lockstep, then the tail: one inf or
+    NaN anywhere -- the first and last entry of each part, either side of a part's edge,
+    the tail -- is found, in an array of any length; a finite array passes."""
+    from riemann_dnn.step.native import all_finite, native_available
+
+    if not native_available():
+        pytest.skip("no C compiler")
+    part = n // 4 // 256 * 256
+    places = {0, n - 1, 4 * part, max(4 * part - 1, 0)}
+    for s in range(4):
+        places |= {s * part, s * part + part - 1, s * part + part // 2}
+    g = torch.randn(n, dtype=dtype, generator=torch.Generator().manual_seed(n))
+    assert all_finite([g])
+    for place in sorted(p for p in places if 0 <= p < n):
+        for bad in (math.nan, math.inf, -math.inf):
+            h = g.clone()
+            h[place] = bad
+            assert not all_finite([h]), f"{bad} at {place} of {n} not found"
