@@ -442,7 +442,8 @@ def measure_kernel_rows(repeats: int) -> list[dict]:
         weight.grad = torch.randn(shape, generator=gen)
         point, grads = weight.detach().view(flat.shape), [weight.grad.view(flat.shape)]
         for momentum in (0.0, 0.9):
-            samplers = {"SGD(fused)": _fused_sgd_on([weight], momentum).step}
+            sgd = torch.optim.SGD([weight], lr=LR, momentum=momentum, fused=True)
+            samplers = {"SGD(fused)": sgd.step}
             for name, normalize in (("plain rows", False), ("oblique rows", True)):
                 buffers = [torch.zeros_like(point)] if momentum else None
                 step = PreparedStep([point], [normalize], buffers, params=[weight])
@@ -505,10 +506,6 @@ def _fused_sgd(spec, momentum, device):
     for group in opt.param_groups:
         group["foreach"], group["fused"] = False, True
     return opt
-
-
-def _fused_sgd_on(params, momentum):
-    return torch.optim.SGD(params, lr=LR, momentum=momentum, fused=True)
 
 
 def _headline_markdown(rows, first_call, meta) -> str:

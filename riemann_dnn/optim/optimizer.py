@@ -581,9 +581,7 @@ def _with_gradients(groups: list[Group]) -> tuple[list[Group], bool]:
     """``groups`` with only their parameters that have a gradient (shallow copies; groups
     left empty dropped), and whether some parameter was left out."""
     kept = [{**g, "params": [p for p in g["params"] if p.grad is not None]} for g in groups]
-    dropped = sum(map(len, (g["params"] for g in groups))) != sum(
-        map(len, (g["params"] for g in kept))
-    )
+    dropped = any(len(k["params"]) < len(g["params"]) for k, g in zip(kept, groups))
     return [g for g in kept if g["params"]], dropped
 
 

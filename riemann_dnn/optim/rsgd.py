@@ -27,7 +27,7 @@ from ..step import (
     sphere_sgd_step_,
     unit_norm_axis,
 )
-from ..step.fused import point_axes
+from ..step.fused import nonfinite_points, point_axes
 from ..step.native import NONFINITE, PreparedStep, native_available, oblique_sgd_
 from ._filter_rate import FILTER_RATES, check_filter_rate, filter_rate_sgd, filter_rates
 from ._functional import (
@@ -451,7 +451,7 @@ def _keep_degenerate(manifold, point, new_point, buf, new_buf, view, found):
     """``new_point`` and ``new_buf`` where the update is finite; the point's value and
     momentum (zero on a first step) in each row (or point) where it is not -- the
     normalize retraction of a zero update is NaN. Sets ``found`` where any is kept."""
-    ok = torch.isfinite(new_point).all(dim=point_axes(manifold), keepdim=True)
+    ok = ~nonfinite_points(new_point, point_axes(manifold))
     new_point = torch.where(ok, new_point, point.to(new_point.dtype))
     if new_buf is not None:
         kept = torch.zeros((), dtype=new_buf.dtype) if buf is None else view(buf)
